@@ -1,0 +1,664 @@
+#include "decoder.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "ffmpeg_log.h"
+
+extern "C" {
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libavutil/display.h>
+#include <libavutil/imgutils.h>
+#include <libavutil/pixdesc.h>
+#include <libavutil/version.h>
+#include <libswscale/swscale.h>
+}
+
+namespace eva_fast {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+std::string av_err(int code) {
+  char buf[AV_ERROR_MAX_STRING_SIZE] = {0};
+  av_strerror(code, buf, sizeof(buf));
+  return buf;
+}
+
+std::string with_ffmpeg_detail(const std::string& msg) {
+  std::string detail = recent_ffmpeg_errors();
+  if (detail.empty()) return msg;
+  return msg + " (FFmpeg: " + detail + ")";
+}
+
+double q2d_safe(AVRational r) { return (r.num > 0 && r.den > 0) ? av_q2d(r) : 0.0; }
+
+const uint8_t* display_matrix(AVStream* st) {
+#if LIBAVCODEC_VERSION_INT >= AV_VERSION_INT(60, 29, 100)
+  const AVPacketSideData* sd = av_packet_side_data_get(st->codecpar->coded_side_data,
+                                                       st->codecpar->nb_coded_side_data,
+                                                       AV_PKT_DATA_DISPLAYMATRIX);
+  return sd ? sd->data : nullptr;
+#else
+  return av_stream_get_side_data(st, AV_PKT_DATA_DISPLAYMATRIX, nullptr);
+#endif
+}
+
+int64_t frame_pts(const AVFrame* f) {
+  if (f->best_effort_timestamp != AV_NOPTS_VALUE) return f->best_effort_timestamp;
+  return f->pts;
+}
+
+int64_t frame_duration(const AVFrame* f) {
+#if LIBAVUTIL_VERSION_INT >= AV_VERSION_INT(57, 30, 100)
+  return f->duration;
+#else
+  return f->pkt_duration;
+#endif
+}
+
+bool frame_is_key(const AVFrame* f) {
+#if LIBAVUTIL_VERSION_INT >= AV_VERSION_INT(58, 7, 100)
+  return (f->flags & AV_FRAME_FLAG_KEY) != 0;
+#else
+  return f->key_frame != 0;
+#endif
+}
+
+bool frame_flagged_corrupt(const AVFrame* f) {
+  return f->decode_error_flags != 0 || (f->flags & AV_FRAME_FLAG_CORRUPT) != 0;
+}
+
+// Copy an RGB24 image rotated clockwise by `deg` (90/180/270). src is sw x sh.
+void rotate_rgb(const uint8_t* src, int sw, int sh, int deg, uint8_t* dst) {
+  if (deg == 180) {
+    for (int y = 0; y < sh; ++y) {
+      const uint8_t* s = src + static_cast<size_t>(y) * sw * 3;
+      uint8_t* d = dst + static_cast<size_t>(sh - 1 - y) * sw * 3;
+      for (int x = 0; x < sw; ++x) std::memcpy(d + (sw - 1 - x) * 3, s + x * 3, 3);
+    }
+    return;
+  }
+  // Output is sh wide and sw tall.
+  const int dw = sh;
+  for (int y = 0; y < sh; ++y) {
+    const uint8_t* s = src + static_cast<size_t>(y) * sw * 3;
+    for (int x = 0; x < sw; ++x) {
+      int dx, dy;
+      if (deg == 90) {  // clockwise: (x, y) -> (sh - 1 - y, x)
+        dx = sh - 1 - y;
+        dy = x;
+      } else {  // 270: (x, y) -> (y, sw - 1 - x)
+        dx = y;
+        dy = sw - 1 - x;
+      }
+      std::memcpy(dst + (static_cast<size_t>(dy) * dw + dx) * 3, s + x * 3, 3);
+    }
+  }
+}
+
+}  // namespace
+
+struct VideoDecoder::Held {
+  AVFrame* f = nullptr;
+  int64_t pts = 0;
+  bool corrupt = false;
+  bool key = false;
+  Held() { f = av_frame_alloc(); }
+  ~Held() { av_frame_free(&f); }
+  bool valid() const { return f->buf[0] != nullptr; }
+  void clear() { av_frame_unref(f); }
+  void take(Held& o) {
+    av_frame_unref(f);
+    av_frame_move_ref(f, o.f);
+    pts = o.pts;
+    corrupt = o.corrupt;
+    key = o.key;
+  }
+};
+
+std::string ffmpeg_version_string() { return av_version_info(); }
+int libavcodec_version() { return static_cast<int>(avcodec_version()); }
+
+VideoDecoder::VideoDecoder(const std::string& path, int stream_index, int threads)
+    : path_(path), threads_(threads) {
+  install_ffmpeg_log_callback();
+  clear_recent_ffmpeg_errors();
+  struct stat sb;
+  if (::stat(path.c_str(), &sb) != 0) {
+    throw DecodeError(DecodeError::Kind::kNotFound, "No such file: '" + path + "'");
+  }
+  if (S_ISDIR(sb.st_mode)) {
+    throw DecodeError(DecodeError::Kind::kInvalidFile, "'" + path + "' is a directory, not a video file");
+  }
+  int ret = avformat_open_input(&fmt_, path.c_str(), nullptr, nullptr);
+  if (ret < 0) {
+    throw DecodeError(DecodeError::Kind::kInvalidFile,
+                      with_ffmpeg_detail("'" + path + "' is not a readable video file: " + av_err(ret)));
+  }
+  ret = avformat_find_stream_info(fmt_, nullptr);
+  if (ret < 0) {
+    std::string m = with_ffmpeg_detail("'" + path + "': cannot read stream info: " + av_err(ret));
+    avformat_close_input(&fmt_);
+    throw DecodeError(DecodeError::Kind::kInvalidFile, m);
+  }
+  for (unsigned i = 0; i < fmt_->nb_streams; ++i) {
+    AVStream* st = fmt_->streams[i];
+    if (st->codecpar->codec_type == AVMEDIA_TYPE_VIDEO && !(st->disposition & AV_DISPOSITION_ATTACHED_PIC)) {
+      info_.video_stream_indices.push_back(static_cast<int>(i));
+    }
+  }
+  if (info_.video_stream_indices.empty()) {
+    avformat_close_input(&fmt_);
+    throw DecodeError(DecodeError::Kind::kNoVideoStream, "'" + path + "' has no video stream");
+  }
+  if (stream_index < 0) {
+    ret = av_find_best_stream(fmt_, AVMEDIA_TYPE_VIDEO, -1, -1, nullptr, 0);
+    stream_index = ret >= 0 ? ret : info_.video_stream_indices.front();
+  } else if (std::find(info_.video_stream_indices.begin(), info_.video_stream_indices.end(), stream_index) ==
+             info_.video_stream_indices.end()) {
+    std::string allowed;
+    for (int s : info_.video_stream_indices) allowed += (allowed.empty() ? "" : ", ") + std::to_string(s);
+    avformat_close_input(&fmt_);
+    throw DecodeError(DecodeError::Kind::kInvalidArgument,
+                      "'" + path + "': stream_index " + std::to_string(stream_index) +
+                          " is not a video stream; video streams: [" + allowed + "]");
+  }
+  info_.stream_index = stream_index;
+  for (unsigned i = 0; i < fmt_->nb_streams; ++i) {
+    if (static_cast<int>(i) != stream_index) fmt_->streams[i]->discard = AVDISCARD_ALL;
+  }
+  try {
+    open_codec();
+    fill_info();
+  } catch (...) {
+    avcodec_free_context(&ctx_);
+    avformat_close_input(&fmt_);
+    throw;
+  }
+  pkt_ = av_packet_alloc();
+  prev_ = std::make_unique<Held>();
+  cur_ = std::make_unique<Held>();
+}
+
+VideoDecoder::~VideoDecoder() {
+  prev_.reset();
+  cur_.reset();
+  av_packet_free(&pkt_);
+  sws_freeContext(sws_);
+  avcodec_free_context(&ctx_);
+  avformat_close_input(&fmt_);
+}
+
+void VideoDecoder::open_codec() {
+  AVStream* st = fmt_->streams[info_.stream_index];
+  const AVCodec* codec = avcodec_find_decoder(st->codecpar->codec_id);
+  const char* name = avcodec_get_name(st->codecpar->codec_id);
+  if (!codec) {
+    throw DecodeError(DecodeError::Kind::kUnsupportedCodec,
+                      "'" + path_ + "': codec '" + std::string(name) +
+                          "' is not supported by this FFmpeg build (" + ffmpeg_version_string() + ")");
+  }
+  ctx_ = avcodec_alloc_context3(codec);
+  if (!ctx_) throw std::bad_alloc();
+  int ret = avcodec_parameters_to_context(ctx_, st->codecpar);
+  if (ret < 0) {
+    throw DecodeError(DecodeError::Kind::kInvalidFile, "'" + path_ + "': bad codec parameters: " + av_err(ret));
+  }
+  ctx_->pkt_timebase = st->time_base;
+  ctx_->thread_count = threads_;
+  ctx_->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
+  ret = avcodec_open2(ctx_, codec, nullptr);
+  if (ret < 0) {
+    throw DecodeError(DecodeError::Kind::kUnsupportedCodec,
+                      with_ffmpeg_detail("'" + path_ + "': cannot open the " + std::string(name) +
+                                         " decoder: " + av_err(ret)));
+  }
+}
+
+void VideoDecoder::fill_info() {
+  AVStream* st = fmt_->streams[info_.stream_index];
+  AVCodecParameters* par = st->codecpar;
+  VideoInfo& in = info_;
+  in.path = path_;
+  in.container = fmt_->iformat->name;
+  in.codec = avcodec_get_name(par->codec_id);
+  const AVCodecDescriptor* cd = avcodec_descriptor_get(par->codec_id);
+  in.codec_long_name = cd && cd->long_name ? cd->long_name : in.codec;
+  const char* prof = avcodec_profile_name(par->codec_id, par->profile);
+  in.profile = prof ? prof : "";
+  const AVPixFmtDescriptor* pd = av_pix_fmt_desc_get(static_cast<AVPixelFormat>(par->format));
+  in.pixel_format = pd ? pd->name : "unknown";
+  in.bit_depth = pd ? pd->comp[0].depth : 8;
+  in.color_space = av_color_space_name(par->color_space) ? av_color_space_name(par->color_space) : "unknown";
+  in.color_range = av_color_range_name(par->color_range) ? av_color_range_name(par->color_range) : "unknown";
+  in.coded_width = par->width;
+  in.coded_height = par->height;
+  if (in.coded_width <= 0 || in.coded_height <= 0) {
+    throw DecodeError(DecodeError::Kind::kInvalidFile,
+                      "'" + path_ + "': video stream has no frame size (" + std::to_string(par->width) + "x" +
+                          std::to_string(par->height) + "); the file is probably truncated or corrupt");
+  }
+  in.tb_num = st->time_base.num;
+  in.tb_den = st->time_base.den;
+  const double tb = av_q2d(st->time_base);
+
+  // Rotation: the display matrix gives the counter-clockwise angle; frames are turned clockwise
+  // by its negation (what the ffmpeg CLI's autorotate does).
+  if (const uint8_t* m = display_matrix(st)) {
+    double ccw = av_display_rotation_get(reinterpret_cast<const int32_t*>(m));
+    if (!std::isnan(ccw)) {
+      int cw = static_cast<int>(std::lround(-ccw));
+      cw = ((cw % 360) + 360) % 360;
+      cw = static_cast<int>(std::lround(cw / 90.0)) * 90 % 360;
+      in.rotation_deg = cw;
+    }
+  }
+  const bool swap = in.rotation_deg == 90 || in.rotation_deg == 270;
+  in.width = swap ? in.coded_height : in.coded_width;
+  in.height = swap ? in.coded_width : in.coded_height;
+
+  in.average_fps = q2d_safe(st->avg_frame_rate);
+  in.r_fps = q2d_safe(st->r_frame_rate);
+  if (in.average_fps <= 0) in.average_fps = in.r_fps;
+  if (in.average_fps <= 0) in.average_fps = q2d_safe(av_guess_frame_rate(fmt_, st, nullptr));
+  if (in.average_fps <= 0) {
+    throw DecodeError(DecodeError::Kind::kInvalidFile, "'" + path_ + "': cannot determine the frame rate");
+  }
+  in.start_pts = st->start_time != AV_NOPTS_VALUE ? st->start_time : 0;
+  in.start_pts_s = in.start_pts * tb;
+  if (st->duration != AV_NOPTS_VALUE && st->duration > 0) {
+    in.duration_s = st->duration * tb;
+  } else if (fmt_->duration != AV_NOPTS_VALUE && fmt_->duration > 0) {
+    double start_container = fmt_->start_time != AV_NOPTS_VALUE ? fmt_->start_time / double(AV_TIME_BASE) : 0.0;
+    in.duration_s = fmt_->duration / double(AV_TIME_BASE) - std::max(0.0, in.start_pts_s - start_container);
+  }
+  if (st->nb_frames > 0) {
+    in.num_frames = st->nb_frames;
+  } else {
+    in.num_frames = std::max<int64_t>(1, std::llround(in.duration_s * in.average_fps));
+    in.num_frames_estimated = true;
+  }
+  if (in.duration_s <= 0) in.duration_s = in.num_frames / in.average_fps;
+  frame_dur_ = std::max<int64_t>(1, std::llround(1.0 / (in.average_fps * tb)));
+
+  // Keyframes from the container index (cheap: already in memory for MP4/MOV, cues for MKV).
+  const bool is_mov = std::strstr(fmt_->iformat->name, "mov") != nullptr;
+  int n = avformat_index_get_entries_count(st);
+  std::vector<int64_t> key_ts;
+  std::vector<int64_t> all_ts;
+  for (int i = 0; i < n; ++i) {
+    const AVIndexEntry* e = avformat_index_get_entry(st, i);
+    if (!e || (e->flags & AVINDEX_DISCARD_FRAME)) continue;
+    all_ts.push_back(e->timestamp);
+    if (e->flags & AVINDEX_KEYFRAME) key_ts.push_back(e->timestamp);
+  }
+  if (is_mov && !all_ts.empty()) {
+    // The MOV demuxer's index holds decode timestamps: shift keyframes to presentation time.
+    index_delay_ = std::max<int64_t>(0, in.start_pts - *std::min_element(all_ts.begin(), all_ts.end()));
+  }
+  std::vector<int64_t> key_pts;
+  for (int64_t ts : key_ts) key_pts.push_back(ts + index_delay_);
+  std::sort(key_pts.begin(), key_pts.end());
+  for (int64_t p : key_pts) in.keyframe_pts_s.push_back((p - in.start_pts) * tb);
+  in.keyframes_from_index = !key_pts.empty();
+
+  // Variable frame rate: with a full MOV sample index the decode-time deltas are exact;
+  // otherwise compare FFmpeg's base-rate guess with the average rate.
+  if (is_mov && static_cast<int64_t>(all_ts.size()) >= 3 && static_cast<int64_t>(all_ts.size()) == in.num_frames) {
+    std::vector<int64_t> sorted(all_ts);
+    std::sort(sorted.begin(), sorted.end());
+    int64_t dmin = INT64_MAX, dmax = 0;
+    for (size_t i = 1; i < sorted.size(); ++i) {
+      dmin = std::min(dmin, sorted[i] - sorted[i - 1]);
+      dmax = std::max(dmax, sorted[i] - sorted[i - 1]);
+    }
+    in.is_vfr = dmax - dmin > 1;
+  } else if (in.r_fps > 0) {
+    in.is_vfr = std::fabs(in.r_fps - in.average_fps) > 0.01 * in.average_fps;
+  }
+  planner_ = std::make_unique<SeekPlanner>(key_pts, std::llround(2.0 / tb));
+}
+
+void VideoDecoder::seek_to(int64_t target) {
+  int64_t ts = target;
+  const int64_t key = planner_->keyframe_at_or_before(target);
+  // Demuxers take presentation timestamps here (FFmpeg's MOV seek compensates its dts index).
+  if (key != INT64_MIN) ts = key;
+  int ret = av_seek_frame(fmt_, info_.stream_index, ts, AVSEEK_FLAG_BACKWARD);
+  if (ret < 0) {
+    ret = avformat_seek_file(fmt_, info_.stream_index, INT64_MIN, ts, ts, 0);
+  }
+  if (ret < 0) {
+    throw DecodeError(DecodeError::Kind::kCorrupt,
+                      with_ffmpeg_detail("'" + path_ + "': seek to pts " + std::to_string(ts) + " failed: " + av_err(ret)));
+  }
+  avcodec_flush_buffers(ctx_);
+  has_position_ = false;
+  input_eof_ = false;
+  output_eof_ = false;
+  gop_tainted_ = false;
+  stats_.seeks++;
+}
+
+bool VideoDecoder::receive_next(Held* out) {
+  if (output_eof_) return false;
+  while (true) {
+    int ret = avcodec_receive_frame(ctx_, out->f);
+    if (ret == 0) {
+      stats_.decoded_frames++;
+      int64_t pts = frame_pts(out->f);
+      if (pts == AV_NOPTS_VALUE) pts = has_position_ ? position_ + frame_dur_ : info_.start_pts;
+      out->pts = pts;
+      out->key = frame_is_key(out->f);
+      if (out->key && !frame_flagged_corrupt(out->f)) gop_tainted_ = false;
+      if (out->key) planner_->observe_keyframe(pts);
+      out->corrupt = frame_flagged_corrupt(out->f) || gop_tainted_;
+      if (frame_flagged_corrupt(out->f)) {
+        stats_.decode_errors++;
+        gop_tainted_ = true;
+      }
+      has_position_ = true;
+      position_ = pts;
+      return true;
+    }
+    if (ret == AVERROR_EOF) {
+      output_eof_ = true;
+      return false;
+    }
+    if (ret != AVERROR(EAGAIN)) {
+      // A decoding error on output: the stream is damaged here; keep going, mark the GOP.
+      stats_.decode_errors++;
+      gop_tainted_ = true;
+      if (input_eof_) {
+        output_eof_ = true;
+        return false;
+      }
+    }
+    if (input_eof_) {
+      // Drain mode already requested and the decoder wants more: nothing left.
+      output_eof_ = true;
+      return false;
+    }
+    ret = av_read_frame(fmt_, pkt_);
+    if (ret < 0) {
+      if (ret != AVERROR_EOF) read_error_ = av_err(ret);
+      input_eof_ = true;
+      avcodec_send_packet(ctx_, nullptr);
+      continue;
+    }
+    if (pkt_->stream_index != info_.stream_index) {
+      av_packet_unref(pkt_);
+      continue;
+    }
+    if (pkt_->flags & AV_PKT_FLAG_CORRUPT) {
+      stats_.decode_errors++;
+      gop_tainted_ = true;
+    }
+    ret = avcodec_send_packet(ctx_, pkt_);
+    av_packet_unref(pkt_);
+    stats_.packets_sent++;
+    if (ret < 0 && ret != AVERROR(EAGAIN)) {
+      // Damaged packet: the decoder drops or conceals it. Frames until the next clean
+      // keyframe may reference it, so they are flagged.
+      stats_.decode_errors++;
+      gop_tainted_ = true;
+    }
+  }
+}
+
+void VideoDecoder::convert_into(const AVFrame* f, uint8_t* dst, int out_w, int out_h, ResizeFilter filter) {
+  const int fw = f->width, fh = f->height;
+  const int rot = info_.rotation_deg;
+  const bool swap = rot == 90 || rot == 270;
+  // Size before rotation.
+  const int rw = swap ? out_h : out_w;
+  const int rh = swap ? out_w : out_h;
+  const bool need_resize = rw != fw || rh != fh;
+  const AVPixelFormat src_fmt = static_cast<AVPixelFormat>(f->format);
+
+  // Colour conversion: the frame's matrix and range, as the ffmpeg CLI's scale filter does.
+  sws_ = sws_getCachedContext(sws_, fw, fh, src_fmt, fw, fh, AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr,
+                              nullptr);
+  if (!sws_) {
+    const char* nm = av_get_pix_fmt_name(src_fmt);
+    throw DecodeError(DecodeError::Kind::kUnsupportedCodec,
+                      "'" + path_ + "': cannot convert pixel format " + std::string(nm ? nm : "?") + " to RGB24");
+  }
+  int cs = f->colorspace;
+  if (cs == AVCOL_SPC_UNSPECIFIED || cs == AVCOL_SPC_RESERVED || cs > AVCOL_SPC_ICTCP) cs = SWS_CS_DEFAULT;
+  const int* inv = sws_getCoefficients(cs);
+  const int src_full = f->color_range == AVCOL_RANGE_JPEG ? 1 : 0;
+  sws_setColorspaceDetails(sws_, inv, src_full, sws_getCoefficients(SWS_CS_DEFAULT), 1, 0, 1 << 16, 1 << 16);
+
+  uint8_t* rgb = dst;
+  const bool direct = !need_resize && rot == 0;
+  if (!direct) {
+    rgb_tmp_.resize(static_cast<size_t>(fw) * fh * 3);
+    rgb = rgb_tmp_.data();
+  }
+  uint8_t* dst_planes[4] = {rgb, nullptr, nullptr, nullptr};
+  int dst_strides[4] = {fw * 3, 0, 0, 0};
+  sws_scale(sws_, f->data, f->linesize, 0, fh, dst_planes, dst_strides);
+  if (direct) return;
+
+  uint8_t* resized = rgb;
+  if (need_resize) {
+    uint8_t* target = dst;
+    if (rot != 0) {
+      rot_tmp_.resize(static_cast<size_t>(rw) * rh * 3);
+      target = rot_tmp_.data();
+    }
+    if (!resizer_ || !resizer_->matches(fw, fh, rw, rh, filter)) {
+      resizer_ = std::make_unique<RgbResizer>(fw, fh, rw, rh, filter);
+    }
+    resizer_->run(rgb, fw * 3, target, rw * 3);
+    resized = target;
+  }
+  if (rot != 0) rotate_rgb(resized, rw, rh, rot, dst);
+}
+
+DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode mode, int out_w, int out_h,
+                                  ResizeFilter filter) {
+  std::lock_guard<std::mutex> lock(mu_);
+  clear_recent_ffmpeg_errors();
+  if (out_w == 0 && out_h == 0) {
+    out_w = info_.width;
+    out_h = info_.height;
+  }
+  if (out_w <= 0 || out_h <= 0 || out_w > 16384 || out_h > 16384) {
+    throw DecodeError(DecodeError::Kind::kInvalidArgument,
+                      "output size must be within 1..16384 per side, got " + std::to_string(out_w) + "x" +
+                          std::to_string(out_h));
+  }
+  const double tb = static_cast<double>(info_.tb_num) / info_.tb_den;
+  DecodeResult res;
+  res.T = static_cast<int64_t>(times_s.size());
+  res.H = out_h;
+  res.W = out_w;
+  const size_t frame_bytes = static_cast<size_t>(out_w) * out_h * 3;
+  res.frames.reset(new uint8_t[frame_bytes * std::max<int64_t>(res.T, 1)]);
+  res.pts.assign(res.T, 0);
+  res.pts_s.assign(res.T, 0);
+  res.corrupt.assign(res.T, 0);
+  res.keyframe.assign(res.T, 0);
+  stats_ = DecodeStats{};
+  read_error_.clear();
+  if (res.T == 0) return res;
+
+  // Sort and dedupe targets (in pts units), remembering where each result goes.
+  std::vector<std::pair<int64_t, int64_t>> order;  // (target pts, output slot)
+  order.reserve(res.T);
+  for (int64_t i = 0; i < res.T; ++i) {
+    const double t = times_s[i];
+    if (!std::isfinite(t)) {
+      throw DecodeError(DecodeError::Kind::kInvalidArgument,
+                        "timestamps must be finite seconds, got " + std::to_string(t) + " at position " +
+                            std::to_string(i));
+    }
+    order.emplace_back(info_.start_pts + std::llround(t / tb), i);
+  }
+  std::sort(order.begin(), order.end());
+
+  Held& prev = *prev_;  // newest frame with pts <= the current target
+  Held& cur = *cur_;    // newest frame received (first one past the target, if any)
+  auto t0 = Clock::now();
+  double convert_ms = 0;
+  int64_t last_slot = -1;
+  int64_t last_chosen_pts = INT64_MIN;
+  const int64_t tolerance = std::max<int64_t>(1, frame_dur_ / 1000);
+  const int64_t max_backoff = std::llround(600.0 / tb);
+
+  for (size_t oi = 0; oi < order.size(); ++oi) {
+    const int64_t target = order[oi].first;
+    const int64_t slot = order[oi].second;
+    if (oi > 0 && target == order[oi - 1].first) {
+      std::memcpy(res.frames.get() + slot * frame_bytes, res.frames.get() + last_slot * frame_bytes, frame_bytes);
+      res.pts[slot] = res.pts[last_slot];
+      res.corrupt[slot] = res.corrupt[last_slot];
+      res.keyframe[slot] = res.keyframe[last_slot];
+      continue;
+    }
+    bool need_seek;
+    if (has_position_ && target < position_) {
+      // Behind the newest frame: fine if the answer is prev or cur (consecutive frames).
+      need_seek = !(prev.valid() && prev.pts <= target);
+    } else {
+      need_seek = planner_->should_seek(has_position_, position_, target);
+    }
+    int64_t backoff = std::llround(1.0 / tb);
+    if (need_seek) {
+      prev.clear();
+      cur.clear();
+      seek_to(target);
+    }
+    const Held* chosen = nullptr;
+    while (true) {
+      if (cur.valid() && cur.pts <= target) prev.take(cur);
+      if (cur.valid() && cur.pts > target) {
+        // First frame past the target: decide between it and prev.
+        if (!prev.valid()) {
+          // Landed after the target: the seek went too far unless this is the stream's start.
+          if (cur.pts > info_.start_pts + tolerance && backoff <= max_backoff) {
+            cur.clear();
+            int64_t ts = target - backoff;
+            backoff *= 2;
+            int ret = av_seek_frame(fmt_, info_.stream_index, ts, AVSEEK_FLAG_BACKWARD);
+            if (ret < 0) ret = av_seek_frame(fmt_, info_.stream_index, info_.start_pts, AVSEEK_FLAG_BACKWARD);
+            avcodec_flush_buffers(ctx_);
+            has_position_ = false;
+            input_eof_ = output_eof_ = gop_tainted_ = false;
+            stats_.seeks++;
+            continue;
+          }
+          chosen = &cur;
+        } else if (mode == SelectMode::kPlayedAt) {
+          chosen = &prev;
+        } else {
+          chosen = (target - prev.pts <= cur.pts - target) ? &prev : &cur;
+        }
+        break;
+      }
+      if (prev.valid()) {
+        // prev.pts <= target: done early if it is exact, or its duration covers the target.
+        int64_t dur = frame_duration(prev.f);
+        if (dur <= 0) dur = frame_dur_;
+        if (prev.pts == target ||
+            (mode == SelectMode::kPlayedAt ? target < prev.pts + dur : 2 * (target - prev.pts) < dur)) {
+          if (!info_.is_vfr || prev.pts == target) {
+            chosen = &prev;
+            break;
+          }
+        }
+      }
+      Held next;
+      if (!receive_next(&next)) {
+        // End of stream: the last frame is the answer unless data ended before the target.
+        if (!prev.valid()) {
+          throw DecodeError(DecodeError::Kind::kCorrupt,
+                            with_ffmpeg_detail("'" + path_ + "': no frame could be decoded for t=" +
+                                               std::to_string((target - info_.start_pts) * tb) + " s" +
+                                               (read_error_.empty() ? "" : " (read error: " + read_error_ + ")")));
+        }
+        const double gap_s = (target - prev.pts) * tb;
+        const double declared_end_s = info_.start_pts_s + info_.duration_s;
+        const double last_s = prev.pts * tb;
+        if (gap_s > std::max(3.0 / info_.average_fps, 0.5) && last_s + 1.0 < declared_end_s) {
+          throw DecodeError(DecodeError::Kind::kCorrupt,
+                            with_ffmpeg_detail("'" + path_ + "' is truncated or corrupt: decodable data ends at " +
+                                               std::to_string(last_s - info_.start_pts_s) +
+                                               " s but the container declares " + std::to_string(info_.duration_s) +
+                                               " s; requested t=" + std::to_string((target - info_.start_pts) * tb) +
+                                               " s" + (read_error_.empty() ? "" : " (read error: " + read_error_ + ")")));
+        }
+        chosen = &prev;
+        break;
+      }
+      cur.take(next);
+    }
+    auto tc = Clock::now();
+    if (chosen->pts == last_chosen_pts && last_slot >= 0) {
+      std::memcpy(res.frames.get() + slot * frame_bytes, res.frames.get() + last_slot * frame_bytes, frame_bytes);
+    } else {
+      convert_into(chosen->f, res.frames.get() + slot * frame_bytes, out_w, out_h, filter);
+    }
+    convert_ms += ms_since(tc);
+    res.pts[slot] = chosen->pts;
+    res.corrupt[slot] = chosen->corrupt ? 1 : 0;
+    res.keyframe[slot] = chosen->key ? 1 : 0;
+    last_slot = slot;
+    last_chosen_pts = chosen->pts;
+  }
+  for (int64_t i = 0; i < res.T; ++i) res.pts_s[i] = (res.pts[i] - info_.start_pts) * tb;
+  stats_.convert_ms = convert_ms;
+  stats_.decode_ms = ms_since(t0) - convert_ms;
+  total_.decoded_frames += stats_.decoded_frames;
+  total_.packets_sent += stats_.packets_sent;
+  total_.seeks += stats_.seeks;
+  total_.decode_errors += stats_.decode_errors;
+  total_.decode_ms += stats_.decode_ms;
+  total_.convert_ms += stats_.convert_ms;
+  res.stats = stats_;
+  return res;
+}
+
+void VideoDecoder::scan_frames(std::vector<double>* pts_s, std::vector<uint8_t>* is_key) {
+  AVFormatContext* f = nullptr;
+  int ret = avformat_open_input(&f, path_.c_str(), nullptr, nullptr);
+  if (ret < 0) throw DecodeError(DecodeError::Kind::kInvalidFile, "'" + path_ + "': reopen failed: " + av_err(ret));
+  for (unsigned i = 0; i < f->nb_streams; ++i) {
+    if (static_cast<int>(i) != info_.stream_index) f->streams[i]->discard = AVDISCARD_ALL;
+  }
+  AVPacket* p = av_packet_alloc();
+  std::vector<std::pair<int64_t, uint8_t>> items;
+  while (av_read_frame(f, p) >= 0) {
+    if (p->stream_index == info_.stream_index) {
+      int64_t ts = p->pts != AV_NOPTS_VALUE ? p->pts : p->dts;
+      if (ts != AV_NOPTS_VALUE) items.emplace_back(ts, (p->flags & AV_PKT_FLAG_KEY) ? 1 : 0);
+    }
+    av_packet_unref(p);
+  }
+  av_packet_free(&p);
+  avformat_close_input(&f);
+  std::sort(items.begin(), items.end());
+  const double tb = static_cast<double>(info_.tb_num) / info_.tb_den;
+  pts_s->clear();
+  is_key->clear();
+  for (auto& it : items) {
+    pts_s->push_back((it.first - info_.start_pts) * tb);
+    is_key->push_back(it.second);
+  }
+}
+
+}  // namespace eva_fast

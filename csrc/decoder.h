@@ -1,0 +1,141 @@
+// CPU video decoder on FFmpeg's libraries: open + metadata, keyframe-aware seeking, decode of
+// the frames nearest to (or played at) a list of timestamps, colour conversion and resize right
+// after each decode into one preallocated RGB24 buffer. No libtorch, no Python.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "resize.h"
+#include "seek_plan.h"
+
+struct AVFormatContext;
+struct AVCodecContext;
+struct AVFrame;
+struct AVPacket;
+struct SwsContext;
+
+namespace eva_fast {
+
+// Errors carry a kind so the binding layer maps them to the right Python exception.
+struct DecodeError : std::runtime_error {
+  enum class Kind { kNotFound, kInvalidFile, kNoVideoStream, kUnsupportedCodec, kCorrupt, kInvalidArgument };
+  Kind kind;
+  DecodeError(Kind k, const std::string& msg) : std::runtime_error(msg), kind(k) {}
+};
+
+struct VideoInfo {
+  std::string path;
+  std::string container;
+  std::string codec;
+  std::string codec_long_name;
+  std::string profile;
+  std::string pixel_format;
+  std::string color_space;
+  std::string color_range;
+  int stream_index = -1;
+  std::vector<int> video_stream_indices;
+  int width = 0;          // as displayed (after rotation)
+  int height = 0;
+  int coded_width = 0;    // as stored
+  int coded_height = 0;
+  int rotation_deg = 0;   // clockwise rotation applied to make frames upright: 0, 90, 180, 270
+  int bit_depth = 8;
+  double duration_s = 0;  // stream duration from the container
+  double average_fps = 0;
+  double r_fps = 0;       // FFmpeg's r_frame_rate guess (base rate)
+  int64_t num_frames = 0;
+  bool num_frames_estimated = false;
+  bool is_vfr = false;
+  double start_pts_s = 0;  // pts of the first frame, seconds
+  int64_t start_pts = 0;   // same, stream time base
+  int tb_num = 1, tb_den = 1;
+  std::vector<double> keyframe_pts_s;  // relative to the first frame; empty if no index
+  bool keyframes_from_index = false;
+};
+
+enum class SelectMode { kNearest = 0, kPlayedAt = 1 };
+
+struct DecodeStats {
+  int64_t decoded_frames = 0;   // frames produced by the decoder
+  int64_t packets_sent = 0;
+  int64_t seeks = 0;
+  int64_t decode_errors = 0;    // packets or frames the decoder reported as damaged
+  double decode_ms = 0;         // demux + decode wall time
+  double convert_ms = 0;        // colour conversion + resize + rotation wall time
+};
+
+struct DecodeResult {
+  std::unique_ptr<uint8_t[]> frames;  // [T, H, W, 3] RGB24, contiguous
+  int64_t T = 0;
+  int H = 0, W = 0;
+  std::vector<int64_t> pts;           // chosen frame pts (stream time base), per request
+  std::vector<double> pts_s;          // chosen frame pts, seconds from the first frame
+  std::vector<uint8_t> corrupt;       // 1 when the frame may hold concealed/damaged data
+  std::vector<uint8_t> keyframe;      // 1 when the chosen frame is a keyframe
+  DecodeStats stats;
+};
+
+class VideoDecoder {
+ public:
+  // stream_index < 0 picks FFmpeg's best video stream. threads: 0 = FFmpeg's choice (all cores).
+  VideoDecoder(const std::string& path, int stream_index, int threads);
+  ~VideoDecoder();
+  VideoDecoder(const VideoDecoder&) = delete;
+  VideoDecoder& operator=(const VideoDecoder&) = delete;
+
+  const VideoInfo& info() const { return info_; }
+
+  // Decode the frame for each time in `times_s` (seconds from the first frame; any order,
+  // duplicates allowed). out_w/out_h: output size as displayed (0, 0 = native). The result's
+  // frames follow the order of `times_s`.
+  DecodeResult decode(const std::vector<double>& times_s, SelectMode mode, int out_w, int out_h,
+                      ResizeFilter filter);
+
+  // Demux-only scan (no decoding) of every packet of the stream: sorted presentation pts of all
+  // frames (seconds from the first frame) and whether each is a keyframe. Cost: reads the file.
+  void scan_frames(std::vector<double>* pts_s, std::vector<uint8_t>* is_key);
+
+  // Cumulative statistics since open.
+  DecodeStats total_stats() const { return total_; }
+
+ private:
+  struct Held;  // a decoded frame kept as a candidate
+  void open_codec();
+  void fill_info();
+  void seek_to(int64_t target);
+  bool receive_next(Held* out);  // false at end of stream
+  void convert_into(const AVFrame* f, uint8_t* dst, int out_w, int out_h, ResizeFilter filter);
+
+  std::string path_;
+  int threads_;
+  AVFormatContext* fmt_ = nullptr;
+  AVCodecContext* ctx_ = nullptr;
+  AVPacket* pkt_ = nullptr;
+  SwsContext* sws_ = nullptr;
+  VideoInfo info_;
+  std::unique_ptr<SeekPlanner> planner_;
+  int64_t frame_dur_ = 1;     // nominal frame duration, time base units
+  int64_t index_delay_ = 0;   // pts - dts offset of index entries (mov: index holds dts)
+  // Decoder state.
+  bool has_position_ = false;
+  int64_t position_ = 0;      // pts of the last frame received
+  bool input_eof_ = false;
+  bool output_eof_ = false;
+  bool gop_tainted_ = false;
+  std::string read_error_;
+  DecodeStats stats_, total_;
+  std::unique_ptr<Held> prev_, cur_;  // candidates kept across calls
+  std::vector<uint8_t> rgb_tmp_, rot_tmp_;
+  std::unique_ptr<RgbResizer> resizer_;
+  std::mutex mu_;
+};
+
+std::string ffmpeg_version_string();
+int libavcodec_version();
+
+}  // namespace eva_fast

@@ -1,0 +1,55 @@
+// Separable RGB24 resampling used right after colour conversion.
+//
+// Two filters:
+//  * kCubic: Keys cubic convolution with a = -0.75, 4 taps, no antialiasing, pixel-centre
+//    alignment and replicated borders. This is what OpenCV's cv::resize(INTER_CUBIC) computes
+//    (modules/imgproc/src/resize.cpp: interpolateCubic, 11-bit fixed-point coefficients,
+//    int32 horizontal pass, (acc + 2^21) >> 22 with saturation on the vertical pass), and what
+//    the EVA reference frame tool uses.
+//  * kAntialias: Keys cubic with a = -0.5 whose support is widened by the downscale factor and
+//    whose weights are normalised per output pixel (Pillow's Image.resize(BICUBIC) definition,
+//    libImaging/Resample.c). Same fixed-point arithmetic as kCubic, weights corrected to sum to 2048.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace eva_fast {
+
+enum class ResizeFilter { kCubic = 0, kAntialias = 1 };
+
+// Per-axis filter table: for output coordinate i, taps k in [0, ksize) read source index
+// index[i * ksize + k] with weight coef[i * ksize + k] (fixed point, 2048 = 1.0).
+struct AxisTable {
+  int ksize = 0;
+  int out_size = 0;
+  std::vector<int32_t> index;
+  std::vector<int16_t> coef;
+};
+
+AxisTable make_axis_table(int in_size, int out_size, ResizeFilter filter);
+
+// A reusable resize plan for one (src size, dst size, filter).
+class RgbResizer {
+ public:
+  RgbResizer(int src_w, int src_h, int dst_w, int dst_h, ResizeFilter filter);
+  // src: RGB24, src_h rows of src_stride bytes. dst: RGB24, dst_h rows of dst_stride bytes.
+  void run(const uint8_t* src, int src_stride, uint8_t* dst, int dst_stride);
+  bool matches(int src_w, int src_h, int dst_w, int dst_h, ResizeFilter filter) const {
+    return src_w == src_w_ && src_h == src_h_ && dst_w == dst_w_ && dst_h == dst_h_ &&
+           filter == filter_;
+  }
+
+ private:
+  void hpass_row(const uint8_t* src_row, int32_t* out_row) const;
+
+  int src_w_, src_h_, dst_w_, dst_h_;
+  ResizeFilter filter_;
+  AxisTable h_, v_;
+  // Ring of horizontally filtered rows, keyed by source row.
+  std::vector<int32_t> rows_;
+  std::vector<int> row_of_slot_;
+  int nslots_ = 0;
+};
+
+}  // namespace eva_fast
