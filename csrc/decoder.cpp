@@ -26,6 +26,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Slack after buffers that swscale writes into (its SIMD paths overrun row ends).
+constexpr size_t kRowPadBytes = 256;
+
 double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
@@ -442,14 +445,18 @@ void VideoDecoder::convert_into(const AVFrame* f, uint8_t* dst, int out_w, int o
   const int src_full = f->color_range == AVCOL_RANGE_JPEG ? 1 : 0;
   sws_setColorspaceDetails(sws_, inv, src_full, sws_getCoefficients(SWS_CS_DEFAULT), 1, 0, 1 << 16, 1 << 16);
 
+  // swscale's SIMD writers may store up to a vector past the end of a row: rows written straight
+  // into the output are followed by the next row (overwritten later) or by the buffer's padding.
   uint8_t* rgb = dst;
+  int rgb_stride = fw * 3;
   const bool direct = !need_resize && rot == 0;
   if (!direct) {
-    rgb_tmp_.resize(static_cast<size_t>(fw) * fh * 3);
+    rgb_stride = (fw * 3 + 63) & ~63;
+    rgb_tmp_.resize(static_cast<size_t>(rgb_stride) * fh + kRowPadBytes);
     rgb = rgb_tmp_.data();
   }
   uint8_t* dst_planes[4] = {rgb, nullptr, nullptr, nullptr};
-  int dst_strides[4] = {fw * 3, 0, 0, 0};
+  int dst_strides[4] = {rgb_stride, 0, 0, 0};
   sws_scale(sws_, f->data, f->linesize, 0, fh, dst_planes, dst_strides);
   if (direct) return;
 
@@ -463,7 +470,7 @@ void VideoDecoder::convert_into(const AVFrame* f, uint8_t* dst, int out_w, int o
     if (!resizer_ || !resizer_->matches(fw, fh, rw, rh, filter)) {
       resizer_ = std::make_unique<RgbResizer>(fw, fh, rw, rh, filter);
     }
-    resizer_->run(rgb, fw * 3, target, rw * 3);
+    resizer_->run(rgb, rgb_stride, target, rw * 3);
     resized = target;
   }
   if (rot != 0) rotate_rgb(resized, rw, rh, rot, dst);
@@ -488,7 +495,7 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
   res.H = out_h;
   res.W = out_w;
   const size_t frame_bytes = static_cast<size_t>(out_w) * out_h * 3;
-  res.frames.reset(new uint8_t[frame_bytes * std::max<int64_t>(res.T, 1)]);
+  res.frames.reset(new uint8_t[frame_bytes * std::max<int64_t>(res.T, 1) + kRowPadBytes]);
   res.pts.assign(res.T, 0);
   res.pts_s.assign(res.T, 0);
   res.corrupt.assign(res.T, 0);

@@ -1,0 +1,299 @@
+"""VideoReader: an open video, its metadata, and frame access by time."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from eva_fast import _C
+from eva_fast._logging import get_logger
+
+log = get_logger("video")
+
+#: Errors raised by the native decoder (all subclasses of RuntimeError).
+VideoError = _C.VideoError
+UnsupportedCodecError = _C.UnsupportedCodecError
+CorruptVideoError = _C.CorruptVideoError
+NotAVideoError = _C.NotAVideoError
+NoVideoStreamError = _C.NoVideoStreamError
+
+_RESAMPLE = ("cubic", "antialias")
+
+
+@dataclass(frozen=True)
+class VideoMetadata:
+    """What opening a video tells without decoding it (container header and index only).
+
+    Attributes:
+        path: the file.
+        stream_index: the video stream used (FFmpeg's best by default).
+        video_stream_indices: every video stream in the file.
+        container: FFmpeg demuxer name.
+        codec: codec name (``h264``, ``hevc``, ``vp9``, ``av1``, ...); ``profile`` its profile.
+        pixel_format: decoder output format (``yuv420p``, ``yuv420p10le``, ``yuv444p``, ...).
+        bit_depth: bits per sample (8 or 10 usually); output frames are always 8-bit RGB.
+        width, height: frame size as displayed, i.e. after applying ``rotation_deg``.
+        coded_width, coded_height: frame size as stored.
+        rotation_deg: clockwise rotation applied so frames come out upright (0/90/180/270).
+        duration_s: stream duration from the container, seconds.
+        average_fps: average frame rate (frames/s).
+        num_frames: frame count from the container, or ``round(duration_s * average_fps)`` when
+            ``num_frames_estimated``.
+        is_vfr: variable frame rate (frame durations are not constant).
+        start_pts_seconds: pts of the first frame, seconds (non-zero for some files). All other
+            times in eva_fast are seconds from this first frame.
+        keyframe_pts_seconds: keyframe times from the container index (seconds from the first
+            frame); empty when the container has no index.
+        color_space, color_range: the stream's colour metadata (FFmpeg names).
+    """
+
+    path: str
+    stream_index: int
+    video_stream_indices: tuple[int, ...]
+    container: str
+    codec: str
+    profile: str
+    pixel_format: str
+    bit_depth: int
+    width: int
+    height: int
+    coded_width: int
+    coded_height: int
+    rotation_deg: int
+    duration_s: float
+    average_fps: float
+    num_frames: int
+    num_frames_estimated: bool
+    is_vfr: bool
+    start_pts_seconds: float
+    keyframe_pts_seconds: tuple[float, ...]
+    color_space: str
+    color_range: str
+
+    @property
+    def end_s(self) -> float:
+        """Stream end used by the frame tool: last frame's pts + 1/fps, seconds from the first frame
+        (``num_frames / average_fps`` at constant frame rate, the container duration otherwise)."""
+        if self.is_vfr:
+            return self.duration_s
+        return self.num_frames / self.average_fps
+
+    def __repr__(self) -> str:
+        return (
+            f"VideoMetadata({os.path.basename(self.path)!r}, {self.codec} {self.pixel_format} "
+            f"{self.width}x{self.height}, {self.average_fps:.3f} fps{' VFR' if self.is_vfr else ''}, "
+            f"{self.num_frames}{'~' if self.num_frames_estimated else ''} frames, {self.duration_s:.3f} s, "
+            f"rotation {self.rotation_deg}, stream {self.stream_index})"
+        )
+
+
+@dataclass(frozen=True)
+class DecodeStats:
+    """Work done by one decode call.
+
+    Attributes:
+        decoded_frames: frames the decoder produced (the cost to minimise).
+        packets_sent: compressed packets fed to the decoder.
+        seeks: seeks performed.
+        decode_errors: damaged packets/frames reported by the decoder.
+        decode_ms: demux + decode wall time, milliseconds.
+        convert_ms: colour conversion + resize + rotation wall time, milliseconds.
+    """
+
+    decoded_frames: int = 0
+    packets_sent: int = 0
+    seeks: int = 0
+    decode_errors: int = 0
+    decode_ms: float = 0.0
+    convert_ms: float = 0.0
+
+    @classmethod
+    def from_native(cls, d: dict) -> "DecodeStats":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class DecodedFrames:
+    """Frames decoded for a list of times.
+
+    Attributes:
+        data: uint8 ``[N, H, W, 3]`` RGB in ``[0, 255]``, contiguous, on CPU.
+        pts_seconds: float64 ``[N]``, each frame's pts in seconds from the first frame.
+        corrupt: bool ``[N]``; True where the frame comes from a damaged part of the stream
+            (FFmpeg's error concealment filled it in). See ``VideoReader`` for the policy.
+        keyframe: bool ``[N]``; True for keyframes.
+        stats: decode work for this call.
+    """
+
+    data: torch.Tensor
+    pts_seconds: torch.Tensor
+    corrupt: torch.Tensor
+    keyframe: torch.Tensor
+    stats: DecodeStats = field(default_factory=DecodeStats)
+
+    def __repr__(self) -> str:
+        return f"DecodedFrames(data={tuple(self.data.shape)} {self.data.dtype}, pts_seconds={self.pts_seconds.tolist()})"
+
+
+class VideoReader:
+    """An open video file, decoded with FFmpeg on the CPU by ``eva_fast._C``.
+
+    Opening reads the container header and index only (never the whole file). Frames come out
+    RGB uint8 ``[N, H, W, 3]``, upright (display rotation applied), 8-bit even for 10-bit video.
+
+    Corrupt data: a packet the decoder rejects, or a frame it reports as concealed, marks that
+    frame and every following frame up to the next clean keyframe as ``corrupt`` (FFmpeg's
+    concealed picture is returned in its place and a warning is logged); pass
+    ``on_corrupt="error"`` to raise :class:`CorruptVideoError` instead. Truncated files raise
+    :class:`CorruptVideoError` when a requested time lies beyond the decodable data.
+
+    Args:
+        path: video file path.
+        device: ``"cpu"`` (``"cuda"`` arrives with the NVDEC decoder).
+        stream_index: video stream to use; default FFmpeg's best video stream.
+        threads: decoder threads; 0 = FFmpeg's choice (all cores).
+        on_corrupt: ``"flag"`` (default) or ``"error"``.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        NotAVideoError: FFmpeg cannot read the file as media.
+        NoVideoStreamError: the file has no video stream.
+        UnsupportedCodecError: this FFmpeg build cannot decode the codec.
+        ValueError: bad ``device``, ``stream_index`` or ``on_corrupt``.
+
+    The reader is safe to share between threads (calls are serialised); use one reader per
+    thread for parallel decoding.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        device: str = "cpu",
+        *,
+        stream_index: int | None = None,
+        threads: int = 0,
+        on_corrupt: str = "flag",
+    ) -> None:
+        if device != "cpu":
+            if str(device).startswith("cuda"):
+                raise NotImplementedError(
+                    "device='cuda' (NVDEC decoding) is not available in this build yet; use device='cpu'"
+                )
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if on_corrupt not in ("flag", "error"):
+            raise ValueError(f"on_corrupt must be 'flag' or 'error', got {on_corrupt!r}")
+        if stream_index is not None and (isinstance(stream_index, bool) or not isinstance(stream_index, int)):
+            raise ValueError(f"stream_index must be an int or None, got {stream_index!r}")
+        if not isinstance(threads, int) or threads < 0:
+            raise ValueError(f"threads must be a non-negative int, got {threads!r}")
+        self.path = os.fspath(path)
+        self.device = device
+        self.on_corrupt = on_corrupt
+        self._dec = _C.VideoDecoder(self.path, -1 if stream_index is None else stream_index, threads)
+        info = self._dec.info
+        self.metadata = VideoMetadata(
+            path=self.path,
+            stream_index=info["stream_index"],
+            video_stream_indices=tuple(info["video_stream_indices"]),
+            container=info["container"],
+            codec=info["codec"],
+            profile=info["profile"],
+            pixel_format=info["pixel_format"],
+            bit_depth=info["bit_depth"],
+            width=info["width"],
+            height=info["height"],
+            coded_width=info["coded_width"],
+            coded_height=info["coded_height"],
+            rotation_deg=info["rotation_deg"],
+            duration_s=info["duration_s"],
+            average_fps=info["average_fps"],
+            num_frames=info["num_frames"],
+            num_frames_estimated=info["num_frames_estimated"],
+            is_vfr=info["is_vfr"],
+            start_pts_seconds=info["start_pts_s"],
+            keyframe_pts_seconds=tuple(info["keyframe_pts_s"]),
+            color_space=info["color_space"],
+            color_range=info["color_range"],
+        )
+        self._frame_table: tuple[np.ndarray, np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"VideoReader({self.metadata!r})"
+
+    def frame_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every frame's pts (float64 seconds from the first frame, sorted) and keyframe flag (bool).
+
+        Built once per reader by a demux-only scan (reads the file's packets, decodes nothing);
+        used for variable-frame-rate frame indices and for decode-work metrics.
+        """
+        with self._lock:
+            if self._frame_table is None:
+                pts, key = self._dec.scan_frames()
+                self._frame_table = (np.asarray(pts, dtype=np.float64), np.asarray(key, dtype=bool))
+            return self._frame_table
+
+    def _decode(
+        self, seconds: Sequence[float], mode: str, size: tuple[int, int] | None, resample: str
+    ) -> DecodedFrames:
+        if resample not in _RESAMPLE:
+            raise ValueError(f"resample must be one of {_RESAMPLE}, got {resample!r}")
+        times = [float(s) for s in seconds]
+        h, w = (0, 0) if size is None else (int(size[0]), int(size[1]))
+        if size is not None and (h <= 0 or w <= 0):
+            raise ValueError(f"size must be (height, width) with positive values, got {size!r}")
+        with self._lock:
+            out = self._dec.decode(times, mode, w, h, resample)
+        corrupt = np.asarray(out["corrupt"], dtype=bool)
+        if corrupt.any():
+            bad = [round(float(t), 3) for t, c in zip(out["pts_s"], corrupt) if c]
+            msg = f"{self.path}: {int(corrupt.sum())} frame(s) come from damaged stream data (pts_seconds {bad})"
+            if self.on_corrupt == "error":
+                raise CorruptVideoError(msg)
+            log.warning("%s; returned FFmpeg's concealed frames, flagged in .corrupt", msg)
+        return DecodedFrames(
+            data=torch.from_numpy(out["frames"]),
+            pts_seconds=torch.from_numpy(np.asarray(out["pts_s"], dtype=np.float64)),
+            corrupt=torch.from_numpy(corrupt),
+            keyframe=torch.from_numpy(np.asarray(out["keyframe"], dtype=bool)),
+            stats=DecodeStats.from_native(out["stats"]),
+        )
+
+    def get_frames_played_at(
+        self, seconds: Sequence[float], *, size: tuple[int, int] | None = None, resample: str = "cubic"
+    ) -> DecodedFrames:
+        """The frame displayed at each time (last frame with pts <= t; the first frame before it).
+
+        Same semantics as torchcodec's ``VideoDecoder.get_frames_played_at``, except that times are
+        seconds from the first frame (torchcodec uses the stream's absolute pts).
+
+        Args:
+            seconds: times in seconds from the first frame, any order, duplicates allowed.
+            size: optional output ``(height, width)`` as displayed; default the native size.
+            resample: ``"cubic"`` (OpenCV INTER_CUBIC, EVA parity) or ``"antialias"``.
+
+        Returns:
+            DecodedFrames with ``data`` uint8 ``[len(seconds), H, W, 3]`` in the order given.
+
+        Raises:
+            ValueError: non-finite times or a bad size/filter.
+            CorruptVideoError: data ends before a requested time, or ``on_corrupt="error"``.
+        """
+        return self._decode(seconds, "played_at", size, resample)
+
+    def get_frames_nearest(
+        self, seconds: Sequence[float], *, size: tuple[int, int] | None = None, resample: str = "cubic"
+    ) -> DecodedFrames:
+        """The frame whose pts is nearest each time (ties go to the earlier frame). Args, returns and
+        errors as :meth:`get_frames_played_at`."""
+        return self._decode(seconds, "nearest", size, resample)
+
+    @property
+    def total_stats(self) -> DecodeStats:
+        """Decode work summed over every call on this reader."""
+        return DecodeStats.from_native(self._dec.total_stats)
