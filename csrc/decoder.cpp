@@ -83,11 +83,12 @@ bool frame_flagged_corrupt(const AVFrame* f) {
   return f->decode_error_flags != 0 || (f->flags & AV_FRAME_FLAG_CORRUPT) != 0;
 }
 
-// Copy an RGB24 image rotated clockwise by `deg` (90/180/270). src is sw x sh.
-void rotate_rgb(const uint8_t* src, int sw, int sh, int deg, uint8_t* dst) {
+// Copy an RGB24 image rotated clockwise by `deg` (90/180/270). src is sw x sh, rows of
+// `stride` bytes; dst is tightly packed.
+void rotate_rgb(const uint8_t* src, int sw, int sh, int stride, int deg, uint8_t* dst) {
   if (deg == 180) {
     for (int y = 0; y < sh; ++y) {
-      const uint8_t* s = src + static_cast<size_t>(y) * sw * 3;
+      const uint8_t* s = src + static_cast<size_t>(y) * stride;
       uint8_t* d = dst + static_cast<size_t>(sh - 1 - y) * sw * 3;
       for (int x = 0; x < sw; ++x) std::memcpy(d + (sw - 1 - x) * 3, s + x * 3, 3);
     }
@@ -96,7 +97,7 @@ void rotate_rgb(const uint8_t* src, int sw, int sh, int deg, uint8_t* dst) {
   // Output is sh wide and sw tall.
   const int dw = sh;
   for (int y = 0; y < sh; ++y) {
-    const uint8_t* s = src + static_cast<size_t>(y) * sw * 3;
+    const uint8_t* s = src + static_cast<size_t>(y) * stride;
     for (int x = 0; x < sw; ++x) {
       int dx, dy;
       if (deg == 90) {  // clockwise: (x, y) -> (sh - 1 - y, x)
@@ -432,7 +433,7 @@ void VideoDecoder::convert_into(const AVFrame* f, uint8_t* dst, int out_w, int o
   const AVPixelFormat src_fmt = static_cast<AVPixelFormat>(f->format);
 
   // Colour conversion: the frame's matrix and range, as the ffmpeg CLI's scale filter does.
-  sws_ = sws_getCachedContext(sws_, fw, fh, src_fmt, fw, fh, AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr,
+  sws_ = sws_getCachedContext(sws_, fw, fh, src_fmt, fw, fh, AV_PIX_FMT_RGB24, SWS_BICUBIC, nullptr, nullptr,
                               nullptr);
   if (!sws_) {
     const char* nm = av_get_pix_fmt_name(src_fmt);
@@ -449,7 +450,9 @@ void VideoDecoder::convert_into(const AVFrame* f, uint8_t* dst, int out_w, int o
   // into the output are followed by the next row (overwritten later) or by the buffer's padding.
   uint8_t* rgb = dst;
   int rgb_stride = fw * 3;
-  const bool direct = !need_resize && rot == 0;
+  // Its x86 paths also assume padded, aligned rows (FFmpeg's own frames have 64-byte-aligned
+  // linesizes): write straight into the output only when the row size is such a multiple.
+  const bool direct = !need_resize && rot == 0 && (fw * 3) % 64 == 0;
   if (!direct) {
     rgb_stride = (fw * 3 + 63) & ~63;
     rgb_tmp_.resize(static_cast<size_t>(rgb_stride) * fh + kRowPadBytes);
@@ -459,8 +462,15 @@ void VideoDecoder::convert_into(const AVFrame* f, uint8_t* dst, int out_w, int o
   int dst_strides[4] = {rgb_stride, 0, 0, 0};
   sws_scale(sws_, f->data, f->linesize, 0, fh, dst_planes, dst_strides);
   if (direct) return;
+  if (!need_resize && rot == 0) {
+    for (int y = 0; y < fh; ++y) {
+      std::memcpy(dst + static_cast<size_t>(y) * fw * 3, rgb + static_cast<size_t>(y) * rgb_stride, fw * 3);
+    }
+    return;
+  }
 
   uint8_t* resized = rgb;
+  int resized_stride = rgb_stride;
   if (need_resize) {
     uint8_t* target = dst;
     if (rot != 0) {
@@ -472,8 +482,9 @@ void VideoDecoder::convert_into(const AVFrame* f, uint8_t* dst, int out_w, int o
     }
     resizer_->run(rgb, rgb_stride, target, rw * 3);
     resized = target;
+    resized_stride = rw * 3;
   }
-  if (rot != 0) rotate_rgb(resized, rw, rh, rot, dst);
+  if (rot != 0) rotate_rgb(resized, rw, rh, resized_stride, rot, dst);
 }
 
 DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode mode, int out_w, int out_h,

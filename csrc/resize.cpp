@@ -11,9 +11,12 @@ namespace {
 constexpr int kCoefBits = 11;
 constexpr int kCoefScale = 1 << kCoefBits;  // 2048, OpenCV's INTER_RESIZE_COEF_SCALE
 
-inline int16_t to_fixed(double w) {
+constexpr int kAaCoefBits = 14;
+constexpr int kAaHShift = 7;
+
+inline int16_t to_fixed(double w, int bits = kCoefBits) {
   // cvRound + saturate_cast<short>: round half to even on the float value.
-  double r = std::nearbyint(w * kCoefScale);
+  double r = std::nearbyint(w * (1 << bits));
   r = std::min(32767.0, std::max(-32768.0, r));
   return static_cast<int16_t>(r);
 }
@@ -67,6 +70,8 @@ AxisTable make_axis_table(int in_size, int out_size, ResizeFilter filter) {
   const double support = 2.0 * filterscale;
   const int ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
   t.ksize = ksize;
+  t.coef_bits = kAaCoefBits;
+  const int32_t one = 1 << kAaCoefBits;
   t.index.assign(static_cast<size_t>(out_size) * ksize, 0);
   t.coef.assign(static_cast<size_t>(out_size) * ksize, 0);
   std::vector<double> w(ksize);
@@ -87,14 +92,14 @@ AxisTable make_axis_table(int in_size, int out_size, ResizeFilter filter) {
     int best = 0;
     for (int k = 0; k < ksize; ++k) {
       int16_t q = 0;
-      if (k < n && total != 0.0) q = to_fixed(w[k] / total);
+      if (k < n && total != 0.0) q = to_fixed(w[k] / total, kAaCoefBits);
       t.coef[i * ksize + k] = q;
       t.index[i * ksize + k] = std::min(xmin + k, in_size - 1);
       isum += q;
       if (k < n && std::abs(t.coef[i * ksize + k]) > std::abs(t.coef[i * ksize + best])) best = k;
     }
     // Make the fixed-point weights sum to exactly 1.0 so flat regions keep their level.
-    t.coef[i * ksize + best] = static_cast<int16_t>(t.coef[i * ksize + best] + (kCoefScale - isum));
+    t.coef[i * ksize + best] = static_cast<int16_t>(t.coef[i * ksize + best] + (one - isum));
   }
   return t;
 }
@@ -103,6 +108,7 @@ RgbResizer::RgbResizer(int src_w, int src_h, int dst_w, int dst_h, ResizeFilter 
     : src_w_(src_w), src_h_(src_h), dst_w_(dst_w), dst_h_(dst_h), filter_(filter) {
   h_ = make_axis_table(src_w, dst_w, filter);
   v_ = make_axis_table(src_h, dst_h, filter);
+  hshift_ = filter == ResizeFilter::kAntialias ? kAaHShift : 0;
   nslots_ = std::min(v_.ksize + 2, src_h + 1);
   rows_.assign(static_cast<size_t>(nslots_) * dst_w * 3, 0);
   row_of_slot_.assign(nslots_, -1);
@@ -125,8 +131,9 @@ void RgbResizer::hpass_row(const uint8_t* src, int32_t* out) const {
     }
     return;
   }
+  const int32_t hround = hshift_ > 0 ? (1 << (hshift_ - 1)) : 0;
   for (int dx = 0; dx < dst_w_; ++dx, idx += ks, cf += ks) {
-    int32_t r = 0, g = 0, b = 0;
+    int32_t r = hround, g = hround, b = hround;
     for (int k = 0; k < ks; ++k) {
       const uint8_t* p = src + 3 * idx[k];
       const int32_t a = cf[k];
@@ -134,9 +141,9 @@ void RgbResizer::hpass_row(const uint8_t* src, int32_t* out) const {
       g += p[1] * a;
       b += p[2] * a;
     }
-    out[3 * dx + 0] = r;
-    out[3 * dx + 1] = g;
-    out[3 * dx + 2] = b;
+    out[3 * dx + 0] = r >> hshift_;
+    out[3 * dx + 1] = g >> hshift_;
+    out[3 * dx + 2] = b >> hshift_;
   }
 }
 
@@ -145,8 +152,8 @@ void RgbResizer::run(const uint8_t* src, int src_stride, uint8_t* dst, int dst_s
   const int n = dst_w_ * 3;
   std::fill(row_of_slot_.begin(), row_of_slot_.end(), -1);
   std::vector<const int32_t*> rp(ks);
-  constexpr int kShift = 2 * kCoefBits;
-  constexpr int32_t kRound = 1 << (kShift - 1);
+  const int kShift = h_.coef_bits + v_.coef_bits - hshift_;
+  const int32_t kRound = 1 << (kShift - 1);
   for (int dy = 0; dy < dst_h_; ++dy) {
     const int32_t* vidx = &v_.index[static_cast<size_t>(dy) * ks];
     const int16_t* vcf = &v_.coef[static_cast<size_t>(dy) * ks];

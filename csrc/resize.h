@@ -8,7 +8,8 @@
 //    the EVA reference frame tool uses.
 //  * kAntialias: Keys cubic with a = -0.5 whose support is widened by the downscale factor and
 //    whose weights are normalised per output pixel (Pillow's Image.resize(BICUBIC) definition,
-//    libImaging/Resample.c). Same fixed-point arithmetic as kCubic, weights corrected to sum to 2048.
+//    libImaging/Resample.c). Many taps, so 14-bit weights corrected to sum to exactly 1.0, and
+//    the horizontal pass keeps 7 fractional bits (int32 throughout, no intermediate clipping).
 #pragma once
 
 #include <cstdint>
@@ -22,6 +23,7 @@ enum class ResizeFilter { kCubic = 0, kAntialias = 1 };
 // index[i * ksize + k] with weight coef[i * ksize + k] (fixed point, 2048 = 1.0).
 struct AxisTable {
   int ksize = 0;
+  int coef_bits = 11;
   int out_size = 0;
   std::vector<int32_t> index;
   std::vector<int16_t> coef;
@@ -45,6 +47,7 @@ class RgbResizer {
 
   int src_w_, src_h_, dst_w_, dst_h_;
   ResizeFilter filter_;
+  int hshift_ = 0;  // bits dropped after the horizontal pass
   AxisTable h_, v_;
   // Ring of horizontally filtered rows, keyed by source row.
   std::vector<int32_t> rows_;

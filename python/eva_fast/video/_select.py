@@ -22,7 +22,15 @@ from eva_fast.video._policy import (
 from eva_fast.video._reader import DecodeStats, VideoMetadata, VideoReader
 from eva_fast.vision._smart_resize import MAX_PIXELS, MIN_PIXELS, tokens_for_size
 
-POLICIES = ("parity",)
+POLICIES = ("parity", "keyframe_snap")
+
+#: ``policy="keyframe_snap"`` snaps only when the spacing between sample times is at least this many
+#: times the video's median keyframe interval ("much larger than the GOP"): then every sample sits in
+#: its own GOP, an exact decode costs about half a GOP per frame, and a snapped one costs one frame.
+SNAP_MIN_GOP_RATIO = 4.0
+#: Default snap tolerance cap (seconds) and fraction of the sample spacing.
+DEFAULT_SNAP_TOLERANCE_S = 2.0
+DEFAULT_SNAP_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -45,10 +53,12 @@ class FrameBatch:
         estimated_visual_tokens: the reference's estimate for the request as made.
         budget_steps: token-budget fallbacks applied: ``()``, ``("maxp",)``, ``("maxp", "cube_root")``.
         resample: resize filter used (``"cubic"``: OpenCV INTER_CUBIC, EVA parity).
-        policy: frame-choice policy (``"parity"``).
+        policy: frame-choice policy (``"parity"`` or ``"keyframe_snap"``).
         stats: decoder work for this call.
         total_ms: wall time of the whole call, milliseconds.
         video: metadata of the video.
+        snap_error_s: T values, seconds: pts of the frame returned minus pts of the frame the parity
+            policy would return (0.0 where nothing was snapped; all zeros under ``"parity"``).
     """
 
     frames: torch.Tensor
@@ -70,6 +80,7 @@ class FrameBatch:
     stats: DecodeStats = field(default_factory=DecodeStats)
     total_ms: float = 0.0
     video: VideoMetadata | None = None
+    snap_error_s: tuple[float, ...] = ()
 
     @property
     def num_visual_tokens(self) -> int:
@@ -105,6 +116,7 @@ class FrameBatch:
             "decode_ms": round(self.stats.decode_ms, 3),
             "convert_ms": round(self.stats.convert_ms, 3),
             "total_ms": round(self.total_ms, 3),
+            "snap_error_s": list(self.snap_error_s) if self.snap_error_s else [0.0] * self.nframes,
         }
 
     def __repr__(self) -> str:
@@ -129,6 +141,8 @@ def select_frames(
     device: str = "cpu",
     min_pixels: int = MIN_PIXELS,
     max_pixels: int = MAX_PIXELS,
+    snap_tolerance_s: float = DEFAULT_SNAP_TOLERANCE_S,
+    snap_fraction: float = DEFAULT_SNAP_FRACTION,
 ) -> FrameBatch:
     """EVA's ``frame_select(start_time, end_time, nframes, resize)`` tool.
 
@@ -146,6 +160,16 @@ def select_frames(
     5. output size ``max(1, round(W*r/28))*28`` x likewise for H, then smart_resize; one resize
        from the decoded frame (``"cubic"`` = OpenCV ``INTER_CUBIC``, a = -0.75, no antialiasing).
 
+    ``policy="keyframe_snap"`` (explicit, never the default; not EVA parity): when the spacing
+    between sample times (the linspace step; the window length for one frame) is at least
+    ``SNAP_MIN_GOP_RATIO`` (4) times the median keyframe interval, each sample time within
+    ``min(snap_fraction * spacing, snap_tolerance_s)`` of a keyframe is moved to that keyframe, so
+    only keyframes are decoded for those samples; the others keep the parity frame. Keyframe times
+    come from the container index (``metadata.keyframe_pts_seconds``), or a demux-only scan when the
+    container has none. Because the tolerance is at most a quarter of the spacing, two samples never
+    snap to the same keyframe. ``frame_indices`` are the snapped frames' real indices and
+    ``snap_error_s`` holds how far each returned frame moved from the parity choice.
+
     Args:
         video: a path or an open :class:`VideoReader` (reuse one across calls of a trajectory).
         start_time, end_time: window, seconds (finite; clamped).
@@ -154,9 +178,12 @@ def select_frames(
         max_visual_tokens: per-call budget (reference default 12 000); None disables it.
         maxp: resolution cap of the first fallback step (reference default 720).
         resample: ``"cubic"`` (parity) or ``"antialias"`` (Pillow-style, better for strong downscales).
-        policy: ``"parity"``.
+        policy: ``"parity"`` (default) or ``"keyframe_snap"`` (see above).
         device: ``"cpu"``.
         min_pixels, max_pixels: smart_resize bounds (Qwen2.5-VL-7B's by default).
+        snap_tolerance_s: ``"keyframe_snap"`` only: largest move of a sample time, seconds (> 0).
+        snap_fraction: ``"keyframe_snap"`` only: largest move as a fraction of the spacing,
+            in ``(0, 0.5)``.
 
     Returns:
         FrameBatch with ``frames`` uint8 ``[T, H, W, 3]``.
@@ -174,6 +201,11 @@ def select_frames(
         raise ValueError(f"max_visual_tokens must be a positive int or None, got {max_visual_tokens!r}")
     if isinstance(maxp, bool) or not isinstance(maxp, int) or maxp < 1:
         raise ValueError(f"maxp must be a positive int, got {maxp!r}")
+    if policy == "keyframe_snap":
+        if not (isinstance(snap_tolerance_s, (int, float)) and np.isfinite(snap_tolerance_s) and snap_tolerance_s > 0):
+            raise ValueError(f"snap_tolerance_s must be a positive finite number of seconds, got {snap_tolerance_s!r}")
+        if not (isinstance(snap_fraction, (int, float)) and 0 < snap_fraction < 0.5):
+            raise ValueError(f"snap_fraction must be in (0, 0.5), got {snap_fraction!r}")
     reader = video if isinstance(video, VideoReader) else VideoReader(video, device=device)
     if reader.device != device:
         raise ValueError(f"device={device!r} but the VideoReader was opened on {reader.device!r}")
@@ -191,6 +223,12 @@ def select_frames(
     else:
         indices = [frame_index_for_time(t, meta.average_fps, meta.num_frames) for t in timestamps]
         targets = [i / meta.average_fps for i in indices]
+
+    snap_errors = (0.0,) * n
+    if policy == "keyframe_snap":
+        indices, targets, snap_errors = _snap_to_keyframes(
+            reader, timestamps, indices, targets, start_s, end_s, snap_tolerance_s, snap_fraction
+        )
 
     h, w = output_size(meta.width, meta.height, r, min_pixels, max_pixels)
     decoded = reader.get_frames_nearest(targets, size=(h, w), resample=resample)
@@ -214,7 +252,56 @@ def select_frames(
         stats=decoded.stats,
         total_ms=(time.perf_counter() - t_start) * 1e3,
         video=meta,
+        snap_error_s=snap_errors,
     )
+
+
+def _keyframe_times(reader: VideoReader) -> np.ndarray:
+    """Sorted keyframe times (seconds from the first frame): container index, else a demux scan."""
+    kf = np.asarray(reader.metadata.keyframe_pts_seconds, dtype=np.float64)
+    if kf.size < 2:
+        pts, key = reader.frame_table()
+        kf = pts[key]
+    return np.sort(kf)
+
+
+def _snap_to_keyframes(
+    reader: VideoReader,
+    timestamps: list[float],
+    indices: list[int],
+    targets: list[float],
+    start_s: float,
+    end_s: float,
+    tolerance_s: float,
+    fraction: float,
+) -> tuple[list[int], list[float], tuple[float, ...]]:
+    """The keyframe-snap policy (see :func:`select_frames`): returns indices, target pts, errors."""
+    n = len(timestamps)
+    zeros = (0.0,) * n
+    kf = _keyframe_times(reader)
+    if kf.size < 2:
+        return indices, targets, zeros
+    gop_s = float(np.median(np.diff(kf)))
+    spacing = (timestamps[1] - timestamps[0]) if n > 1 else (end_s - start_s)
+    if gop_s <= 0 or spacing < SNAP_MIN_GOP_RATIO * gop_s:
+        return indices, targets, zeros
+    tol = min(fraction * spacing, tolerance_s)
+    meta = reader.metadata
+    pts_table = reader.frame_table()[0] if meta.is_vfr else None
+    out_idx, out_t, errors = list(indices), list(targets), [0.0] * n
+    for i, t in enumerate(timestamps):
+        k = float(kf[_nearest_index(kf, t)])
+        if abs(k - t) > tol:
+            continue
+        if pts_table is not None:
+            j = _nearest_index(pts_table, k)
+            pk = float(pts_table[j])
+        else:
+            j = frame_index_for_time(k, meta.average_fps, meta.num_frames)
+            pk = j / meta.average_fps
+        errors[i] = pk - targets[i]
+        out_idx[i], out_t[i] = j, pk
+    return out_idx, out_t, tuple(errors)
 
 
 def _nearest_index(pts: np.ndarray, t: float) -> int:

@@ -1,0 +1,69 @@
+"""Shared test fixtures and the CUDA marker policy (style.md §9).
+
+Tests marked ``cuda`` are skipped without a GPU unless ``EVA_FAST_FAIL_WITHOUT_CUDA=1`` (set on
+GPU jobs so a broken runner fails instead of silently skipping).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+REFS = DATA / "refs"
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # pragma: no cover - torch import problems surface elsewhere
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if _cuda_available():
+        return
+    if os.environ.get("EVA_FAST_FAIL_WITHOUT_CUDA") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (set EVA_FAST_FAIL_WITHOUT_CUDA=1 to fail instead)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+def read_frames_csv(video: str, stream: int = 0) -> list[dict]:
+    """Rows of ``refs/frames/<video>.stream<stream>.frames.csv`` (ffprobe's frame list):
+    index, pts, pts_time (absolute seconds), duration_time, key_frame, pict_type."""
+    path = REFS / "frames" / f"{video}.stream{stream}.frames.csv"
+    with open(path) as f:
+        rows = [line for line in f if not line.startswith("#")]
+    out = []
+    for r in csv.DictReader(rows):
+        out.append(
+            {
+                "index": int(r["index"]),
+                "pts_time": float(r["pts_time"]),
+                "duration_time": float(r["duration_time"]) if r["duration_time"] not in ("", "N/A") else None,
+                "key_frame": r["key_frame"] == "1",
+            }
+        )
+    return out
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def ffmpeg() -> str:
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        pytest.fail("the ffmpeg command line is required for the reference tests (scripts/setup.sh installs it)")
+    return exe
