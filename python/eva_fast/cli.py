@@ -1,0 +1,153 @@
+"""``eva-fast`` command line: ``info``, ``frames``, ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+# The CLI is an entry point: printing to stdout is its job.
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import eva_fast
+
+    info = eva_fast.build_info()
+    if args.video:
+        from eva_fast.video import VideoReader
+
+        meta = VideoReader(args.video).metadata
+        info = {"build": info, "video": {k: getattr(meta, k) for k in meta.__dataclass_fields__}}
+        info["video"]["end_s"] = meta.end_s
+    print(json.dumps(info, indent=2, default=list))
+    return 0
+
+
+def _contact_sheet(frames, labels: list[str], path: Path, max_width: int = 1600) -> None:
+    """One PNG with every frame in a grid, each labelled with its index and time."""
+    from PIL import Image, ImageDraw
+
+    n, h, w, _ = frames.shape
+    cols = max(1, min(n, max_width // max(w, 1) or 1, math.ceil(math.sqrt(n * h / max(w, 1)) * 1.5) or 1))
+    rows = math.ceil(n / cols)
+    label_h = 14
+    sheet = Image.new("RGB", (cols * w, rows * (h + label_h)), (20, 20, 20))
+    draw = ImageDraw.Draw(sheet)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        x, y = c * w, r * (h + label_h)
+        sheet.paste(Image.fromarray(frames[i].numpy()), (x, y + label_h))
+        draw.text((x + 2, y + 1), labels[i], fill=(255, 255, 255))
+    sheet.save(path)
+
+
+def _cmd_frames(args: argparse.Namespace) -> int:
+    from eva_fast.video import select_frames
+
+    batch = select_frames(
+        args.video,
+        args.start,
+        args.end,
+        args.nframes,
+        args.resize,
+        max_visual_tokens=None if args.max_visual_tokens <= 0 else args.max_visual_tokens,
+        maxp=args.maxp,
+        resample=args.resample,
+        policy=args.policy,
+    )
+    summary = batch.summary()
+    if args.out:
+        from PIL import Image
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        files = []
+        for i, (idx, pts) in enumerate(zip(batch.frame_indices, batch.pts_seconds)):
+            name = out / f"frame_{i:03d}_idx{idx:06d}_{pts:09.3f}s.png"
+            Image.fromarray(batch.frames[i].numpy()).save(name)
+            files.append(str(name))
+        labels = [f"#{i} idx {idx} {pts:.2f}s" for i, (idx, pts) in enumerate(zip(batch.frame_indices, batch.pts_seconds))]
+        sheet = out / "contact_sheet.png"
+        _contact_sheet(batch.frames, labels, sheet)
+        summary["files"] = files
+        summary["contact_sheet"] = str(sheet)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    m = batch.video
+    print(f"video      {m.path}")
+    print(f"           {m.codec} {m.pixel_format} {m.width}x{m.height} {m.average_fps:.3f} fps, "
+          f"{m.num_frames} frames, {m.duration_s:.3f} s")
+    print(f"request    start={batch.request.start_time} end={batch.request.end_time} "
+          f"nframes={batch.request.nframes} resize={batch.request.resize}")
+    if batch.budget_steps:
+        print(f"budget     over {args.max_visual_tokens} tokens (estimate {batch.estimated_visual_tokens}): "
+              f"{' + '.join(batch.budget_steps)} -> nframes={batch.nframes} resize={batch.resize:.4f}")
+    print(f"window     [{batch.start_s:.3f}, {batch.end_s:.3f}] s")
+    print(f"timestamps {', '.join(f'{t:.3f}' for t in batch.timestamps_s)}")
+    print(f"frames     {', '.join(str(i) for i in batch.frame_indices)}")
+    print(f"size       {batch.size[0]}x{batch.size[1]} (HxW), {batch.tokens_per_frame} tokens/frame, "
+          f"{batch.num_visual_tokens} tokens")
+    print(f"decode     {batch.stats.decoded_frames} frames decoded, {batch.stats.seeks} seeks, "
+          f"{batch.stats.decode_ms:.1f} ms decode + {batch.stats.convert_ms:.1f} ms convert/resize, "
+          f"{batch.total_ms:.1f} ms total")
+    if any(batch.corrupt):
+        print(f"WARNING    {sum(batch.corrupt)} frame(s) come from damaged stream data")
+    if args.out:
+        print(f"wrote      {len(batch.frame_indices)} PNGs and {summary['contact_sheet']}")
+    return 0
+
+
+def _cmd_bench(rest: list[str]) -> int:
+    try:
+        from eva_fast.bench import run
+    except ImportError as e:  # pragma: no cover - shipped with the package
+        raise SystemExit(f"eva_fast.bench is not available: {e}") from e
+    return int(run.main(rest) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eva-fast", description="eva_fast: EVA's frame tool, fast.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    pi = sub.add_parser("info", help="print build info (and a video's metadata)")
+    pi.add_argument("video", nargs="?", help="optional video file to describe")
+
+    pf = sub.add_parser("frames", help="run EVA's frame_select tool on a video")
+    pf.add_argument("video")
+    pf.add_argument("--start", type=float, required=True, help="window start, seconds")
+    pf.add_argument("--end", type=float, required=True, help="window end, seconds")
+    pf.add_argument("--nframes", type=int, required=True, help="frames to select (1..1024)")
+    pf.add_argument("--resize", type=float, default=1.0, help="scale on the original resolution (default 1.0)")
+    pf.add_argument("--max-visual-tokens", type=int, default=12000, help="per-call budget; <= 0 disables")
+    pf.add_argument("--maxp", type=int, default=720, help="resolution cap of the budget fallback")
+    pf.add_argument("--resample", choices=["cubic", "antialias"], default="cubic")
+    pf.add_argument("--policy", default="parity", help="frame-choice policy (default: parity)")
+    pf.add_argument("--out", help="write the frames as PNG and a contact sheet into this folder")
+    pf.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+    sub.add_parser("bench", help="throughput suite against peer decoders (see bench/README.md)", add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        return _cmd_bench(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        if args.cmd == "info":
+            return _cmd_info(args)
+        if args.cmd == "frames":
+            return _cmd_frames(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"eva-fast {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Bad input gets a clear exception naming the path/value and the reason; never a crash."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from eva_fast.video import (
+    CorruptVideoError,
+    NotAVideoError,
+    NoVideoStreamError,
+    UnsupportedCodecError,
+    VideoError,
+    VideoReader,
+    select_frames,
+)
+from tests.conftest import DATA, read_frames_csv
+
+
+def test_missing_file():
+    with pytest.raises(FileNotFoundError, match="no_such_video.mp4"):
+        VideoReader(DATA / "no_such_video.mp4")
+    with pytest.raises(FileNotFoundError):
+        select_frames(DATA / "no_such_video.mp4", 0, 1, 1)
+
+
+def test_directory_and_text_file_are_not_videos(tmp_path):
+    with pytest.raises(NotAVideoError, match="directory"):
+        VideoReader(tmp_path)
+    txt = tmp_path / "notes.mp4"
+    txt.write_text("this is not a video\n" * 100)
+    with pytest.raises(NotAVideoError, match="notes.mp4"):
+        VideoReader(txt)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(NotAVideoError, match="empty.mp4"):
+        VideoReader(empty)
+
+
+def test_no_video_stream(tmp_path, ffmpeg):
+    audio = tmp_path / "tone.m4a"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", str(audio)], check=True)
+    with pytest.raises(NoVideoStreamError, match="tone.m4a.*no video stream"):
+        VideoReader(audio)
+
+
+def test_unsupported_codec(tmp_path):
+    # Rename the sample entry's codec (avc1 -> xyz1): the container is valid, the codec unknown.
+    data = bytearray((DATA / "test_non_zero_start.mp4").read_bytes())
+    pos = data.find(b"avc1", data.find(b"stsd"))
+    assert pos > 0
+    data[pos : pos + 4] = b"xyz1"
+    path = tmp_path / "unknown_codec.mp4"
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnsupportedCodecError, match="unknown_codec.mp4.*not supported"):
+        VideoReader(path)
+
+
+def test_truncated_file_raises_for_times_beyond_the_data(tmp_path):
+    src = DATA / "cockatoo_vp9.webm"
+    path = tmp_path / "truncated.webm"
+    path.write_bytes(src.read_bytes()[: src.stat().st_size // 3])
+    reader = VideoReader(path)
+    assert reader.metadata.duration_s == pytest.approx(14.0, abs=0.1)  # the header still claims 14 s
+    ok = reader.get_frames_played_at([0.5])
+    assert ok.data.shape[0] == 1 and not ok.corrupt.any()
+    with pytest.raises(CorruptVideoError, match="truncated.webm.*truncated or corrupt"):
+        reader.get_frames_played_at([13.0])
+    with pytest.raises(CorruptVideoError):
+        select_frames(path, 0, 14, 8, 0.25)
+
+
+def test_truncated_mp4(tmp_path):
+    src = DATA / "nasa_13013.mp4"
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(src.read_bytes()[: int(src.stat().st_size * 0.6)])
+    try:
+        reader = VideoReader(path)
+    except VideoError:
+        return  # the header itself is cut: a clean error is the right outcome
+    with pytest.raises(CorruptVideoError, match="cut.mp4"):
+        reader.get_frames_played_at([12.9])
+
+
+def test_corrupt_packet_frames_are_flagged_not_silent(caplog):
+    """corrupted.mp4 has a damaged NAL unit (FFmpeg: 'Invalid NAL unit size'); 49 of 50 frames decode."""
+    rows = read_frames_csv("corrupted.mp4")
+    reader = VideoReader(DATA / "corrupted.mp4")
+    times = [r["pts_time"] - rows[0]["pts_time"] for r in rows]
+    out = reader.get_frames_played_at(times)
+    assert out.data.shape[0] == len(rows)
+    assert out.stats.decode_errors > 0
+    assert out.corrupt.any(), "frames decoded after a damaged packet must be flagged"
+    assert not out.corrupt[0]  # before the damage
+    strict = VideoReader(DATA / "corrupted.mp4", on_corrupt="error")
+    with pytest.raises(CorruptVideoError, match="damaged"):
+        strict.get_frames_played_at(times)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        ((0, 10, 0, 1.0), {}, "nframes"),
+        ((0, 10, 10**9, 1.0), {}, "nframes"),
+        ((float("nan"), 10, 4, 1.0), {}, "start_time"),
+        ((-1.0, float("-inf"), 4, 1.0), {}, "end_time"),
+        ((0, 10, 4, 0.0), {}, "resize"),
+        ((0, 10, 4, float("nan")), {}, "resize"),
+        ((0, 10, 4, 1.0), {"resample": "lanczos"}, "resample"),
+        ((0, 10, 4, 1.0), {"policy": "fastest"}, "policy"),
+        ((0, 10, 4, 1.0), {"max_visual_tokens": 0}, "max_visual_tokens"),
+        ((0, 10, 4, 1.0), {"maxp": -5}, "maxp"),
+    ],
+)
+def test_invalid_arguments(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        select_frames(DATA / "nasa_13013.mp4", *args, **kwargs)
+
+
+def test_reader_argument_errors():
+    with pytest.raises(ValueError, match="device"):
+        VideoReader(DATA / "nasa_13013.mp4", device="tpu")
+    with pytest.raises(ValueError, match="on_corrupt"):
+        VideoReader(DATA / "nasa_13013.mp4", on_corrupt="ignore")
+    r = VideoReader(DATA / "nasa_13013.mp4")
+    with pytest.raises(ValueError, match="finite"):
+        r.get_frames_played_at([float("nan")])
+    with pytest.raises(ValueError, match="size"):
+        r.get_frames_played_at([0.0], size=(0, 10))
+    with pytest.raises(ValueError, match="16384"):
+        r.get_frames_played_at([0.0], size=(20000, 10))
+    assert r.get_frames_played_at([]).data.shape == (0, 270, 480, 3)
+
+
+def test_times_outside_the_stream_clamp_to_first_and_last_frame():
+    r = VideoReader(DATA / "nasa_13013.mp4")
+    out = r.get_frames_played_at([-100.0, 1e6])
+    rows = read_frames_csv("nasa_13013.mp4", 3)
+    assert out.pts_seconds.tolist() == pytest.approx([0.0, rows[-1]["pts_time"]], abs=1e-6)
+    assert isinstance(out.data, torch.Tensor)
+
+
+def test_ffmpeg_cli_available_for_reference_tests():
+    assert shutil.which("ffmpeg") is not None
