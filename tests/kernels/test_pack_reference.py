@@ -151,3 +151,12 @@ def test_bad_options_raise():
         pack_qwen25vl_reference(frames, mean=(0.5,))
     with pytest.raises(ValueError, match="allowed: 'pil', 'torchvision'"):
         pack_qwen25vl_reference(frames, formula="numpy")
+
+
+def test_cpu_numpy_and_torch_paths_agree():
+    frames = [torch.randint(0, 256, (2, 84, 112, 3), dtype=torch.uint8), torch.randint(0, 256, (1, 56, 28 * 5, 3), dtype=torch.uint8)]
+    a, _ = pack_qwen25vl_reference(frames, _impl="numpy")
+    b, _ = pack_qwen25vl_reference(frames, _impl="torch")
+    assert torch.equal(a, b)
+    strided = torch.randint(0, 256, (1, 56, 112, 3), dtype=torch.uint8)[:, :, :56]
+    assert torch.equal(pack_qwen25vl_reference(strided, _impl="numpy")[0], pack_qwen25vl_reference(strided, _impl="torch")[0])

@@ -1,0 +1,186 @@
+"""Benchmark: eva_fast's Qwen2.5-VL packer against transformers' image processors.
+
+CPU: eva_fast (torch reference) vs ``Qwen2VLImageProcessorPil`` and the torchvision ``Qwen2VLImageProcessor``
+(when importable) on T frames of H x W: frames/s and the ratio to eva_fast.
+GPU (only with CUDA): the Triton kernel's achieved GB/s (uint8 read + output written) against a measured
+device-to-device copy of the output size, and against transformers' processor with ``device="cuda"``.
+
+Each configuration is checked for equality with transformers first, then timed. Rows are appended to
+``bench/results/pack.jsonl``. Self-contained for now; move onto ``bench/_harness.py`` when it lands.
+
+Usage::
+
+    python bench/bench_pack.py --frames 32 256 --sizes 364x644 728x1288 --reps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.utils.benchmark as tb
+import transformers
+
+from eva_fast.kernels.reference import pack_qwen25vl_reference
+from eva_fast.vision import pack_qwen25vl
+
+RESULTS = Path(__file__).resolve().parent / "results" / "pack.jsonl"
+
+
+def _sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except Exception:
+        return "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _time(fn, reps: int, cuda: bool = False) -> tuple[float, float]:
+    """Median and p90 wall time in ms over ``reps`` single calls (after one warm-up)."""
+    fn()
+    if cuda:
+        import triton.testing
+
+        times = triton.testing.do_bench(fn, return_mode="all", warmup=5, rep=max(20, reps * 10))
+        return float(np.median(times)), float(np.percentile(times, 90))
+    timer = tb.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    times = [timer.timeit(1).median * 1e3 for _ in range(reps)]
+    return float(np.median(times)), float(np.percentile(times, 90))
+
+
+def _hf_processors():
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    procs = {"hf-pil": Qwen2VLImageProcessorPil(min_pixels=3136, max_pixels=12_845_056)}
+    if importlib.util.find_spec("torchvision") is not None:
+        try:
+            from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+            procs["hf-torchvision"] = Qwen2VLImageProcessor(min_pixels=3136, max_pixels=12_845_056)
+        except Exception as e:  # noqa: BLE001 - report and go on
+            print(f"# hf-torchvision unavailable: {e}")
+    else:
+        print("# hf-torchvision skipped: torchvision not importable with this torch build")
+    return procs
+
+
+def run_cpu(frames_list, sizes, reps, meta, rows):
+    procs = _hf_processors()
+    print(f"\n{'T':>4} {'HxW':>10} {'backend':>15} {'median ms':>10} {'p90 ms':>9} {'frames/s':>10} {'vs eva':>8}")
+    for t in frames_list:
+        for h, w in sizes:
+            frames = torch.randint(0, 256, (t, h, w, 3), dtype=torch.uint8)
+            images = [f.numpy() for f in frames]
+            ours, _ = pack_qwen25vl_reference(frames[:2])
+            for name, p in procs.items():  # correctness gate
+                ref = p(images[:2] if name == "hf-pil" else list(frames[:2].permute(0, 3, 1, 2)), return_tensors="pt")
+                assert (ours - ref["pixel_values"]).abs().max() <= 2.5e-7, name
+            cases = {"eva-torch": lambda: pack_qwen25vl(frames, backend="torch")}
+            for name, p in procs.items():
+                if name == "hf-pil":
+                    cases[name] = lambda p=p: p(images, return_tensors="pt")
+                else:
+                    chw = list(frames.permute(0, 3, 1, 2))
+                    cases[name] = lambda p=p, chw=chw: p(chw, return_tensors="pt")
+            base = None
+            for name, fn in cases.items():
+                med, p90 = _time(fn, reps if name.startswith("eva") or t * h * w < 64 * 728 * 1288 else 1)
+                fps = t / (med / 1e3)
+                base = base or med
+                print(f"{t:>4} {f'{h}x{w}':>10} {name:>15} {med:>10.1f} {p90:>9.1f} {fps:>10.1f} {med / base:>7.1f}x")
+                rows.append({**meta, "device": "cpu", "frames": t, "height": h, "width": w, "backend": name,
+                             "dtype": "float32", "median_ms": med, "p90_ms": p90, "frames_per_s": fps,
+                             "slowdown_vs_eva": med / base})
+            del frames, images
+
+
+def run_gpu(frames_list, sizes, reps, meta, rows):
+    if not torch.cuda.is_available():
+        print("\n# GPU section skipped: CUDA not available")
+        return
+    from eva_fast.kernels.pack_qwen25vl import pack_qwen25vl_triton
+
+    meta = {**meta, "gpu": torch.cuda.get_device_name(), "triton": __import__("triton").__version__}
+    procs = {}
+    if importlib.util.find_spec("torchvision") is not None:
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+        procs["hf-torchvision-cuda"] = Qwen2VLImageProcessor(min_pixels=3136, max_pixels=12_845_056)
+    print(f"\n{'T':>4} {'HxW':>10} {'dtype':>9} {'backend':>20} {'median ms':>10} {'GB/s':>8} {'vs copy':>8}")
+    for t in frames_list:
+        for h, w in sizes:
+            frames = torch.randint(0, 256, (t, h, w, 3), dtype=torch.uint8, device="cuda")
+            for dtype in (torch.float32, torch.bfloat16, torch.float16):
+                out, _ = pack_qwen25vl_triton(frames, dtype=dtype)
+                ref, _ = pack_qwen25vl_reference(frames, dtype=dtype)
+                assert torch.equal(out, ref), "triton != reference"
+                nbytes = frames.numel() + out.numel() * out.element_size()
+                src = torch.empty_like(out)
+                dst = torch.empty_like(out)
+                copy_ms, _ = _time(lambda: dst.copy_(src), reps, cuda=True)
+                copy_gbs = 2 * out.numel() * out.element_size() / copy_ms / 1e6
+                cases = {
+                    "eva-triton": (lambda: pack_qwen25vl_triton(frames, dtype=dtype, out=out), nbytes),
+                    "eva-torch-cuda": (lambda: pack_qwen25vl_reference(frames, dtype=dtype), nbytes),
+                }
+                if dtype == torch.float32:
+                    for name, p in procs.items():
+                        chw = list(frames.permute(0, 3, 1, 2))
+                        cases[name] = (lambda p=p, chw=chw: p(chw, return_tensors="pt", device="cuda"), nbytes)
+                print(f"{t:>4} {f'{h}x{w}':>10} {str(dtype)[6:]:>9} {'d2d-copy':>20} {copy_ms:>10.3f} {copy_gbs:>8.0f}")
+                for name, (fn, nb) in cases.items():
+                    med, p90 = _time(fn, reps, cuda=True)
+                    gbs = nb / med / 1e6
+                    print(f"{t:>4} {f'{h}x{w}':>10} {str(dtype)[6:]:>9} {name:>20} {med:>10.3f} {gbs:>8.0f} "
+                          f"{gbs / copy_gbs:>7.0%}")
+                    rows.append({**meta, "device": "cuda", "frames": t, "height": h, "width": w, "backend": name,
+                                 "dtype": str(dtype)[6:], "median_ms": med, "p90_ms": p90,
+                                 "frames_per_s": t / (med / 1e3), "gb_per_s": gbs, "copy_gb_per_s": copy_gbs})
+            del frames
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, nargs="+", default=[32, 256])
+    ap.add_argument("--sizes", nargs="+", default=["364x644", "728x1288"], help="HxW, multiples of 28")
+    ap.add_argument("--reps", type=int, default=3, help="timed calls per case (the largest HF cases run once)")
+    ap.add_argument("--skip-cpu", action="store_true")
+    ap.add_argument("--skip-gpu", action="store_true")
+    ap.add_argument("--no-save", action="store_true", help="do not append to bench/results/pack.jsonl")
+    args = ap.parse_args(argv)
+    sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
+    meta = {"bench": "pack_qwen25vl", "commit": _sha(), "cpu": _cpu_model(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "time": time.time()}
+    print(f"# {meta['cpu']} x{meta['threads']} threads, torch {meta['torch']}, transformers {meta['transformers']}, "
+          f"commit {meta['commit'][:10]}")
+    rows: list[dict] = []
+    if not args.skip_cpu:
+        run_cpu(args.frames, sizes, args.reps, meta, rows)
+    if not args.skip_gpu:
+        run_gpu(args.frames, sizes, args.reps, meta, rows)
+    if rows and not args.no_save:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        with RESULTS.open("a") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+        print(f"\n# appended {len(rows)} rows to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
