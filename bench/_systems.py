@@ -1,0 +1,364 @@
+"""The systems the bench compares, all on the same plans (bench/_workloads.py).
+
+Every system implements ``run(video, plans) -> Output``: open the video once, execute the plans in
+order (one plan per call; the trajectory passes three), return the frames (uint8 ``[T, H, W, 3]`` RGB
+at the plan's size) and, where the library tells, the frame index of each returned frame.
+
+Peers without a resize of their own (decord, PyAV, OpenCV) resize with OpenCV ``INTER_CUBIC``
+(EVA's filter); torchcodec uses its own ``Resize`` transform (bilinear with antialiasing), so its
+frames differ more from eva_fast's (reported, not failed). PyAV and OpenCV are handed the keyframe
+table (computed outside the timer) so their seek-or-decode-forward choice is optimal: the comparison
+measures decoding and conversion, not a naive seek plan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._workloads import Plan, Workload
+
+REFERENCE_TOOL = Path(__file__).resolve().parent / "_eva_reference_tool.py"
+
+
+@dataclass
+class VideoContext:
+    """What systems may use besides the path (computed once, outside the timer)."""
+
+    path: str
+    stream_index: int
+    fps: float
+    start_pts_s: float  # absolute pts of the first frame (seconds)
+    keyframe_indices: np.ndarray  # sorted presentation indices of keyframes
+
+    def gop_start(self, i: int) -> int:
+        j = int(np.searchsorted(self.keyframe_indices, i, side="right")) - 1
+        return int(self.keyframe_indices[max(j, 0)]) if len(self.keyframe_indices) else 0
+
+
+@dataclass
+class Output:
+    """A system's answer to a workload: frames and reported indices per call."""
+
+    frames: list[np.ndarray]
+    indices: list[list[int] | None]
+    decoded_frames: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _cubic(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    h, w = size
+    if rgb.shape[0] == h and rgb.shape[1] == w:
+        return rgb
+    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def _import_error(mod: str) -> str | None:
+    try:
+        __import__(mod)
+    except Exception as e:  # noqa: BLE001 - any import failure is a skip reason
+        msgs = []
+        while e is not None and len(msgs) < 3:
+            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            msgs.append(f"{type(e).__name__}: {text}")
+            e = e.__cause__ or e.__context__
+        return f"import {mod} failed: " + " <- ".join(msgs)
+    return None
+
+
+class System:
+    """Base class. ``name`` labels rows; ``resize`` names the filter; ``exact`` = returns plan frames."""
+
+    name = ""
+    description = ""
+    resize = "cubic (OpenCV INTER_CUBIC)"
+    exact = True
+    in_process = True
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def setup(self) -> None:
+        """Untimed one-time preparation (imports, processors)."""
+
+    def run(self, ctx: VideoContext, workload: Workload, plans: list[Plan]) -> Output:
+        raise NotImplementedError
+
+    def after_run(self) -> None:
+        """Untimed clean-up after each timed run."""
+
+
+class EvaFast(System):
+    name = "eva_fast"
+    description = "eva_fast select_frames, parity policy (native FFmpeg decoder, fused convert+cubic resize)"
+
+    policy = "parity"
+
+    def setup(self) -> None:
+        from eva_fast.video import VideoReader, select_frames
+
+        self._reader_cls, self._select = VideoReader, select_frames
+
+    def run(self, ctx, workload, plans):
+        r = self._reader_cls(ctx.path)
+        frames, indices, decoded, snap = [], [], 0, []
+        for call in workload.calls:
+            b = self._select(r, call.start_time, call.end_time, call.nframes, call.resize, policy=self.policy)
+            frames.append(b.frames.numpy())
+            indices.append(list(b.frame_indices))
+            decoded += b.stats.decoded_frames
+            snap.extend(b.snap_error_s)
+        return Output(frames, indices, decoded, {"snap_error_s": snap})
+
+
+class EvaFastSnap(EvaFast):
+    name = "eva_fast_snap"
+    description = "eva_fast select_frames, policy='keyframe_snap' (not parity: frames move to keyframes)"
+    policy = "keyframe_snap"
+    exact = False
+
+
+class EvaFastPack(EvaFast):
+    name = "eva_fast+pack"
+    description = "eva_fast parity frames + eva_fast.vision.pack_qwen25vl (the reference pipeline's counterpart)"
+
+    def unavailable(self):
+        try:
+            from eva_fast.vision import pack_qwen25vl  # noqa: F401
+        except Exception as e:  # noqa: BLE001
+            return f"eva_fast.vision.pack_qwen25vl not importable ({type(e).__name__}); the reference is compared with decode-only eva_fast"
+        return None
+
+    def setup(self):
+        super().setup()
+        from eva_fast.vision import pack_qwen25vl
+
+        self._pack = pack_qwen25vl
+
+    def run(self, ctx, workload, plans):
+        out = super().run(ctx, workload, plans)
+        import torch
+
+        out.extra["packed"] = [self._pack(torch.from_numpy(f)) is not None for f in out.frames]
+        return out
+
+
+class Decord(System):
+    name = "decord"
+    description = "decord VideoReader.get_batch + cv2 INTER_CUBIC"
+
+    def unavailable(self):
+        return _import_error("decord")
+
+    def setup(self):
+        import decord
+
+        self._decord = decord
+
+    def run(self, ctx, workload, plans):
+        vr = self._decord.VideoReader(ctx.path, ctx=self._decord.cpu(0), num_threads=0)
+        frames = []
+        for p in plans:
+            batch = vr.get_batch(list(p.indices)).asnumpy()
+            frames.append(np.stack([_cubic(f, p.size) for f in batch]))
+        return Output(frames, [None] * len(plans))
+
+
+class PyAV(System):
+    name = "pyav"
+    description = "PyAV (threaded decode, keyframe-aware seek plan) + to_ndarray(rgb24) + cv2 INTER_CUBIC"
+
+    def unavailable(self):
+        return _import_error("av")
+
+    def setup(self):
+        import av
+
+        self._av = av
+
+    def run(self, ctx, workload, plans):
+        container = self._av.open(ctx.path)
+        try:
+            st = next(s for s in container.streams.video if s.index == ctx.stream_index)
+            st.thread_type = "AUTO"
+            tb = float(st.time_base)
+            frames, indices, decoded = [], [], 0
+            for p in plans:
+                got: dict[int, tuple[int, np.ndarray]] = {}
+                it, pos = None, -1
+                for i in sorted(set(p.indices)):
+                    g = ctx.gop_start(i)
+                    if it is None or g > pos or i <= pos:
+                        container.seek(int(round((ctx.start_pts_s + g / ctx.fps) / tb)), stream=st, backward=True)
+                        it, pos = container.decode(st), -1
+                    frame = None
+                    for frame in it:
+                        decoded += 1
+                        pos = round((frame.time - ctx.start_pts_s) * ctx.fps)
+                        if pos >= i:
+                            break
+                    if frame is None:
+                        raise RuntimeError(f"PyAV: no frame for index {i}")
+                    got[i] = (pos, _cubic(frame.to_ndarray(format="rgb24"), p.size))
+                frames.append(np.stack([got[i][1] for i in p.indices]))
+                indices.append([got[i][0] for i in p.indices])
+            return Output(frames, indices, decoded)
+        finally:
+            container.close()
+
+
+class OpenCV(System):
+    name = "opencv"
+    description = "OpenCV VideoCapture (FFmpeg backend; POS_FRAMES seek or grab forward) + cv2 INTER_CUBIC"
+
+    def unavailable(self):
+        return _import_error("cv2")
+
+    def setup(self):
+        import cv2
+
+        self._cv2 = cv2
+
+    def run(self, ctx, workload, plans):
+        cv2 = self._cv2
+        cap = cv2.VideoCapture(ctx.path, cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            raise RuntimeError(f"OpenCV could not open {ctx.path}")
+        try:
+            frames, indices, read = [], [], 0
+            pos = -1  # index of the last frame read
+            for p in plans:
+                got: dict[int, tuple[int, np.ndarray]] = {}
+                for i in sorted(set(p.indices)):
+                    if ctx.gop_start(i) > pos or i <= pos:
+                        cap.set(cv2.CAP_PROP_POS_FRAMES, i)
+                    else:
+                        for _ in range(i - pos - 1):
+                            cap.grab()
+                            read += 1
+                    ok, bgr = cap.read()
+                    read += 1
+                    if not ok:
+                        raise RuntimeError(f"OpenCV: read failed at frame {i}")
+                    pos = int(round(cap.get(cv2.CAP_PROP_POS_FRAMES))) - 1
+                    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                    got[i] = (pos, _cubic(rgb, p.size))
+                frames.append(np.stack([got[i][1] for i in p.indices]))
+                indices.append([got[i][0] for i in p.indices])
+            # reads after POS_FRAMES seeks hide the decoder's internal work: not a decode count
+            return Output(frames, indices, None, {"frames_read": read})
+        finally:
+            cap.release()
+
+
+class TorchCodec(System):
+    resize = "torchcodec Resize transform (bilinear, antialias): differs from cubic by design"
+
+    def __init__(self, seek_mode: str):
+        self.seek_mode = seek_mode
+        self.name = f"torchcodec_{seek_mode}"
+        self.description = f"torchcodec VideoDecoder(seek_mode={seek_mode!r}, CPU, all FFmpeg threads) + Resize transform"
+
+    def unavailable(self):
+        reason = _import_error("torchcodec.decoders")
+        if reason and ("nvrtc" in reason or "cuda" in reason.lower()):
+            reason += (" (this torchcodec wheel is a CUDA build: its libraries link libtorch_cuda/libnvrtc, "
+                       "which a CPU-only torch does not provide)")
+        return reason
+
+    def setup(self):
+        from torchcodec.decoders import VideoDecoder
+        from torchcodec.transforms import Resize
+
+        self._dec, self._resize = VideoDecoder, Resize
+
+    def run(self, ctx, workload, plans):
+        decoders: dict[tuple[int, int], Any] = {}  # the transform is fixed per decoder: one per size
+        frames, indices = [], []
+        for p in plans:
+            dec = decoders.get(p.size)
+            if dec is None:
+                dec = self._dec(ctx.path, stream_index=ctx.stream_index, dimension_order="NHWC",
+                                num_ffmpeg_threads=0, device="cpu", seek_mode=self.seek_mode,
+                                transforms=[self._resize(p.size)])
+                decoders[p.size] = dec
+            fb = dec.get_frames_at(list(p.indices))
+            frames.append(fb.data.numpy())
+            indices.append([round((float(t) - ctx.start_pts_s) * ctx.fps) for t in fb.pts_seconds])
+        return Output(frames, indices)
+
+
+class EvaReference(System):
+    name = "eva_reference"
+    description = ("EVA reference tool per call: fresh python process (decord get_batch, cv2 INTER_CUBIC, "
+                   "PNG files), PNGs read back in the parent and run through transformers' Qwen2-VL image "
+                   "processor (PIL backend)")
+    in_process = False
+
+    def unavailable(self):
+        for mod in ("decord", "cv2", "transformers"):
+            if (reason := _import_error(mod)) is not None:
+                return reason
+        return None
+
+    def setup(self):
+        import transformers
+        from PIL import Image
+
+        cls = getattr(transformers, "Qwen2VLImageProcessorPil", None) or transformers.Qwen2VLImageProcessor
+        # No hub access: built from kwargs with Qwen2.5-VL-7B's pixel bounds.
+        self._proc = cls(min_pixels=3136, max_pixels=12845056)
+        self._image = Image
+        self._dirs: list[str] = []
+        self.child_rusage: list[Any] = []
+
+    def run(self, ctx, workload, plans):
+        frames, tool_ms = [], []
+        for p in plans:
+            d = tempfile.mkdtemp(prefix="eva_ref_")
+            self._dirs.append(d)
+            args = json.dumps({"video": ctx.path, "indices": list(p.indices), "size": list(p.size), "out_dir": d})
+            proc = subprocess.Popen([sys.executable, str(REFERENCE_TOOL), args], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+            out, err = proc.stdout.read(), proc.stderr.read()
+            _, status, ru = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            self.child_rusage.append(ru)
+            if proc.returncode != 0:
+                raise RuntimeError(f"reference tool failed ({proc.returncode}): {err.decode()[-800:]}")
+            info = json.loads(out.decode().strip().splitlines()[-1])
+            tool_ms.append(info)
+            images = []
+            for path in info["paths"]:
+                with self._image.open(path) as im:
+                    images.append(im.convert("RGB"))
+            packed = self._proc(images=images, return_tensors="pt")
+            assert packed["pixel_values"].shape[0] > 0
+            frames.append(np.stack([np.asarray(im) for im in images]))
+        return Output(frames, [None] * len(plans), None, {"tool": tool_ms})
+
+    def after_run(self):
+        for d in self._dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        self._dirs.clear()
+
+
+def all_systems() -> dict[str, System]:
+    """Registry in run order (eva_fast first: the others are compared with it)."""
+    systems: list[System] = [EvaFast(), EvaFastSnap(), EvaFastPack(), Decord(), PyAV(),
+                             TorchCodec("exact"), TorchCodec("approximate"), OpenCV(), EvaReference()]
+    return {s.name: s for s in systems}
+
+
+DEFAULT_SYSTEMS = tuple(all_systems())

@@ -1,0 +1,51 @@
+"""`eva_fast.bench.run.main` end to end on a tiny workload set (quick suite, one short video)."""
+
+import json
+
+import pytest
+
+from eva_fast.bench import _harness as H
+from eva_fast.bench.run import main
+
+from ._media import find
+
+
+@pytest.fixture(scope="module")
+def video():
+    path = find("nasa_13013.mp4")
+    if path is None:
+        pytest.skip("nasa_13013.mp4 not available")
+    return path
+
+
+def test_quick_run_writes_rows_and_table(video, tmp_path, capsys):
+    rc = main(["--quick", "--videos", "", "--video", str(video), "--workloads", "survey,trajectory",
+               "--systems", "eva_fast,eva_fast_snap,pyav,torchcodec_exact", "--results-dir", str(tmp_path),
+               "--plot"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    rows = H.load_rows(tmp_path)
+    assert {r["workload"]["name"] for r in rows} == {"survey", "trajectory"}
+    for r in rows:
+        assert set(H.ROW_KEYS) <= set(r)
+        json.dumps(r)
+        if r["status"] == "skipped":
+            assert r["reason"]  # never silent
+            continue
+        assert r["status"] == "ok", r
+        assert r["ms"]["median"] > 0 and r["repeats"] >= 1
+    eva = [r for r in rows if r["system"] == "eva_fast"]
+    assert eva and all(r["ratio_vs_eva_fast"] == 1.0 for r in eva)
+    assert all(r["decode_work_ratio"] is not None and r["decode_work_ratio"] >= 1.0 for r in eva)
+    pyav = [r for r in rows if r["system"] == "pyav"]
+    if pyav and pyav[0]["status"] != "skipped":
+        assert pyav[0]["check"]["indices_match"] is True
+    # the table is printed last
+    assert out.rstrip().splitlines()[-1].startswith(("skipped", "nasa_13013"))
+    assert "x eva_fast" in out and "work ratio" in out
+    assert list((tmp_path / "plots").glob("*.png"))
+
+
+def test_unknown_system_is_an_error(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--quick", "--systems", "nope", "--results-dir", str(tmp_path)])
