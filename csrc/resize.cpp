@@ -31,6 +31,14 @@ inline double keys_cubic(double x, double a) {
 
 }  // namespace
 
+// Hot loops are built twice on x86-64 (AVX2 and baseline) and picked at load time; the integer
+// arithmetic is identical, so results do not depend on the CPU.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define EVA_FAST_MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#else
+#define EVA_FAST_MULTIVERSION
+#endif
+
 AxisTable make_axis_table(int in_size, int out_size, ResizeFilter filter) {
   if (in_size <= 0 || out_size <= 0) {
     throw std::invalid_argument("resize: sizes must be positive, got in=" + std::to_string(in_size) +
@@ -114,7 +122,7 @@ RgbResizer::RgbResizer(int src_w, int src_h, int dst_w, int dst_h, ResizeFilter 
   row_of_slot_.assign(nslots_, -1);
 }
 
-void RgbResizer::hpass_row(const uint8_t* src, int32_t* out) const {
+EVA_FAST_MULTIVERSION void RgbResizer::hpass_row(const uint8_t* src, int32_t* out) const {
   const int ks = h_.ksize;
   const int32_t* idx = h_.index.data();
   const int16_t* cf = h_.coef.data();
@@ -147,7 +155,7 @@ void RgbResizer::hpass_row(const uint8_t* src, int32_t* out) const {
   }
 }
 
-void RgbResizer::run(const uint8_t* src, int src_stride, uint8_t* dst, int dst_stride) {
+EVA_FAST_MULTIVERSION void RgbResizer::run(const uint8_t* src, int src_stride, uint8_t* dst, int dst_stride) {
   const int ks = v_.ksize;
   const int n = dst_w_ * 3;
   std::fill(row_of_slot_.begin(), row_of_slot_.end(), -1);
