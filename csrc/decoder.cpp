@@ -336,14 +336,16 @@ void VideoDecoder::fill_info() {
 }
 
 void VideoDecoder::seek_to(int64_t target) {
-  int64_t ts = target;
   const int64_t key = planner_->keyframe_at_or_before(target);
   // Demuxers take presentation timestamps here (FFmpeg's MOV seek compensates its dts index).
-  if (key != INT64_MIN) ts = key;
+  seek_at(key != INT64_MIN ? key : target);
+}
+
+void VideoDecoder::seek_at(int64_t ts) {
   int ret = av_seek_frame(fmt_, info_.stream_index, ts, AVSEEK_FLAG_BACKWARD);
-  if (ret < 0) {
-    ret = avformat_seek_file(fmt_, info_.stream_index, INT64_MIN, ts, ts, 0);
-  }
+  if (ret < 0) ret = avformat_seek_file(fmt_, info_.stream_index, INT64_MIN, ts, ts, 0);
+  // Last resort: the stream's start (decoding forward from there is slow but exact).
+  if (ret < 0) ret = av_seek_frame(fmt_, info_.stream_index, info_.start_pts, AVSEEK_FLAG_BACKWARD);
   if (ret < 0) {
     throw DecodeError(DecodeError::Kind::kCorrupt,
                       with_ffmpeg_detail("'" + path_ + "': seek to pts " + std::to_string(ts) + " failed: " + av_err(ret)));
@@ -570,14 +572,8 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
           // Landed after the target: the seek went too far unless this is the stream's start.
           if (cur.pts > info_.start_pts + tolerance && backoff <= max_backoff) {
             cur.clear();
-            int64_t ts = target - backoff;
+            seek_at(target - backoff);
             backoff *= 2;
-            int ret = av_seek_frame(fmt_, info_.stream_index, ts, AVSEEK_FLAG_BACKWARD);
-            if (ret < 0) ret = av_seek_frame(fmt_, info_.stream_index, info_.start_pts, AVSEEK_FLAG_BACKWARD);
-            avcodec_flush_buffers(ctx_);
-            has_position_ = false;
-            input_eof_ = output_eof_ = gop_tainted_ = false;
-            stats_.seeks++;
             continue;
           }
           chosen = &cur;

@@ -107,7 +107,8 @@ class VideoDecoder {
   struct Held;  // a decoded frame kept as a candidate
   void open_codec();
   void fill_info();
-  void seek_to(int64_t target);
+  void seek_to(int64_t target);  // to the keyframe the planner knows for target
+  void seek_at(int64_t ts);       // seek (pts, backward) and reset the decoder state
   bool receive_next(Held* out);  // false at end of stream
   void convert_into(const AVFrame* f, uint8_t* dst, int out_w, int out_h, ResizeFilter filter);
 
