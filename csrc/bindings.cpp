@@ -8,6 +8,8 @@
 #include <thread>
 
 #include "decoder.h"
+#include "dlpack_export.h"
+#include "nvdec.h"
 #include "ffmpeg_log.h"
 #include "resize.h"
 
@@ -99,6 +101,41 @@ py::array_t<uint8_t> own_frames(std::unique_ptr<uint8_t[]> buf, int64_t T, int H
                               raw, owner);
 }
 
+// DLPack capsule owning a device [T, H, W, 3] uint8 buffer; freeing it (torch frees the tensor, or
+// the capsule is dropped unconsumed) releases the buffer stream-ordered on its producing stream.
+struct DeviceFramesCtx {
+  DeviceFrames frames;
+  int64_t shape[4];
+};
+
+void delete_managed(dl::ManagedTensor* m) {
+  auto* c = static_cast<DeviceFramesCtx*>(m->manager_ctx);
+  free_device_frames(c->frames);
+  delete c;
+  delete m;
+}
+
+py::capsule device_frames_capsule(const DeviceFrames& f) {
+  auto* c = new DeviceFramesCtx{f, {f.T, f.H, f.W, 3}};
+  auto* m = new dl::ManagedTensor{};
+  m->dl_tensor.data = f.data;
+  m->dl_tensor.device = {dl::kDLCUDA, f.device};
+  m->dl_tensor.ndim = 4;
+  m->dl_tensor.dtype = {dl::kDLUInt, 8, 1};
+  m->dl_tensor.shape = c->shape;
+  m->dl_tensor.strides = nullptr;
+  m->dl_tensor.byte_offset = 0;
+  m->manager_ctx = c;
+  m->deleter = &delete_managed;
+  return py::capsule(m, "dltensor", [](PyObject* cap) {
+    // Called when the capsule dies; a consumer renames it "used_dltensor" and owns the tensor.
+    if (PyCapsule_IsValid(cap, "dltensor")) {
+      auto* mt = static_cast<dl::ManagedTensor*>(PyCapsule_GetPointer(cap, "dltensor"));
+      if (mt && mt->deleter) mt->deleter(mt);
+    }
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -138,22 +175,28 @@ PYBIND11_MODULE(_C, m) {
   });
 
   py::class_<VideoDecoder>(m, "VideoDecoder")
-      .def(py::init<const std::string&, int, int>(), py::arg("path"), py::arg("stream_index") = -1,
-           py::arg("threads") = 0, py::call_guard<py::gil_scoped_release>())
+      .def(py::init<const std::string&, int, int, int>(), py::arg("path"), py::arg("stream_index") = -1,
+           py::arg("threads") = 0, py::arg("cuda_device") = -1, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("backend", [](const VideoDecoder& d) { return std::string(d.backend()); })
+      .def_property_readonly("fallback_reason", [](const VideoDecoder& d) { return d.fallback_reason(); })
       .def_property_readonly("info", [](const VideoDecoder& d) { return info_dict(d.info()); })
       .def(
           "decode",
           [](VideoDecoder& d, const std::vector<double>& times_s, const std::string& mode, int width, int height,
-             const std::string& filter) {
+             const std::string& filter, uintptr_t cuda_stream) {
             SelectMode sm = parse_mode(mode);
             ResizeFilter rf = parse_filter(filter);
             DecodeResult r;
             {
               py::gil_scoped_release release;
-              r = d.decode(times_s, sm, width, height, rf);
+              r = d.decode(times_s, sm, width, height, rf, reinterpret_cast<void*>(cuda_stream));
             }
             py::dict out;
-            out["frames"] = own_frames(std::move(r.frames), r.T, r.H, r.W);
+            if (std::string(d.backend()) == "nvdec") {
+              out["frames"] = device_frames_capsule(r.device_frames);
+            } else {
+              out["frames"] = own_frames(std::move(r.frames), r.T, r.H, r.W);
+            }
             out["pts"] = to_array(r.pts);
             out["pts_s"] = to_array(r.pts_s);
             std::vector<bool> corrupt(r.corrupt.begin(), r.corrupt.end());
@@ -164,7 +207,10 @@ PYBIND11_MODULE(_C, m) {
             return out;
           },
           py::arg("times_s"), py::arg("mode") = "nearest", py::arg("width") = 0, py::arg("height") = 0,
-          py::arg("filter") = "cubic")
+          py::arg("filter") = "cubic", py::arg("cuda_stream") = 0,
+          "Decode frames. NVDEC backend: 'frames' is a DLPack capsule of a CUDA uint8 [T, H, W, 3] tensor whose "
+          "work is enqueued on cuda_stream (a CUstream handle, e.g. torch.cuda.current_stream().cuda_stream; "
+          "0 = the legacy default stream); CPU backend: a NumPy array.")
       .def("scan_frames",
            [](VideoDecoder& d) {
              std::vector<double> pts;
@@ -206,6 +252,46 @@ PYBIND11_MODULE(_C, m) {
       py::arg("image"), py::arg("height"), py::arg("width"), py::arg("filter") = "cubic",
       "Resize an RGB24 image [H, W, 3] uint8 with the decoder's resampler ('cubic' or 'antialias').");
 
+  m.def(
+      "cuda_yuv420_to_rgb",
+      [](uintptr_t y, uintptr_t uv, int y_pitch, int uv_pitch, int width, int height, int bit_depth,
+         int bytes_per_sample, int matrix_id, bool full_range, uintptr_t out, int out_h, int out_w,
+         const std::string& filter, int rotation_deg, uintptr_t stream) {
+        if (width <= 0 || height <= 0 || out_w <= 0 || out_h <= 0) {
+          throw std::invalid_argument("sizes must be positive, got src " + std::to_string(width) + "x" +
+                                      std::to_string(height) + ", out " + std::to_string(out_w) + "x" +
+                                      std::to_string(out_h));
+        }
+        if (bytes_per_sample != 1 && bytes_per_sample != 2) {
+          throw std::invalid_argument("bytes_per_sample must be 1 or 2, got " + std::to_string(bytes_per_sample));
+        }
+        if (bit_depth < 8 || bit_depth > 8 * bytes_per_sample) {
+          throw std::invalid_argument("bit_depth " + std::to_string(bit_depth) + " does not fit " +
+                                      std::to_string(bytes_per_sample) + "-byte samples");
+        }
+        if (rotation_deg != 0 && rotation_deg != 90 && rotation_deg != 180 && rotation_deg != 270) {
+          throw std::invalid_argument("rotation_deg must be 0, 90, 180 or 270, got " + std::to_string(rotation_deg));
+        }
+        ResizeFilter rf = parse_filter(filter);
+        py::gil_scoped_release release;
+        convert_yuv420_on_device(reinterpret_cast<const void*>(y), reinterpret_cast<const void*>(uv), y_pitch, uv_pitch,
+                                 width, height, bit_depth, bytes_per_sample, matrix_id, full_range,
+                                 reinterpret_cast<void*>(out), out_w, out_h, rf, rotation_deg,
+                                 reinterpret_cast<void*>(stream));
+      },
+      py::arg("y"), py::arg("uv"), py::arg("y_pitch"), py::arg("uv_pitch"), py::arg("width"), py::arg("height"),
+      py::arg("bit_depth"), py::arg("bytes_per_sample"), py::arg("matrix_id"), py::arg("full_range"), py::arg("out"),
+      py::arg("out_h"), py::arg("out_w"), py::arg("filter") = "cubic", py::arg("rotation_deg") = 0,
+      py::arg("stream") = 0,
+      "Run the CUDA colour-convert + resize kernel on 4:2:0 planes in device memory (raw pointers, e.g. "
+      "tensor.data_ptr()); writes uint8 [out_h, out_w, 3] at out, enqueued on stream. Test/diagnostic entry.");
+  m.def("nvdec_sessions", []() {
+    py::dict d;
+    d["cached"] = nvdec_cached_sessions();
+    d["created"] = nvdec_sessions_created();
+    return d;
+  }, "NVDEC decoder sessions: idle ones cached for reuse, and how many were ever created.");
+
   m.def("build_info", []() {
     py::dict d;
     d["version"] = EVA_FAST_VERSION;
@@ -221,6 +307,13 @@ PYBIND11_MODULE(_C, m) {
     d["compiler"] = "unknown";
 #endif
     d["cuda"] = static_cast<bool>(EVA_FAST_WITH_CUDA);
+#ifdef EVA_FAST_CUDA_VERSION
+    d["cuda_version"] = EVA_FAST_CUDA_VERSION;
+    d["nvdec"] = "runtime-loaded (libcuda.so.1, libnvcuvid.so.1 via ffnvcodec loader)";
+#else
+    d["cuda_version"] = "";
+    d["nvdec"] = "not built (EVA_FAST_CUDA=OFF or no nvcc)";
+#endif
 #ifdef EVA_FAST_CUDA_ARCHS
     d["cuda_archs"] = EVA_FAST_CUDA_ARCHS;
 #else

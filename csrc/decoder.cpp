@@ -135,7 +135,7 @@ struct VideoDecoder::Held {
 std::string ffmpeg_version_string() { return av_version_info(); }
 int libavcodec_version() { return static_cast<int>(avcodec_version()); }
 
-VideoDecoder::VideoDecoder(const std::string& path, int stream_index, int threads)
+VideoDecoder::VideoDecoder(const std::string& path, int stream_index, int threads, int cuda_device)
     : path_(path), threads_(threads) {
   install_ffmpeg_log_callback();
   clear_recent_ffmpeg_errors();
@@ -194,11 +194,13 @@ VideoDecoder::VideoDecoder(const std::string& path, int stream_index, int thread
   pkt_ = av_packet_alloc();
   prev_ = std::make_unique<Held>();
   cur_ = std::make_unique<Held>();
+  if (cuda_device >= 0) gpu_ = NvdecBackend::create(fmt_->streams[info_.stream_index], cuda_device, &fallback_reason_);
 }
 
 VideoDecoder::~VideoDecoder() {
   prev_.reset();
   cur_.reset();
+  gpu_.reset();  // after the held frames, whose device buffers it owns
   av_packet_free(&pkt_);
   sws_freeContext(sws_);
   avcodec_free_context(&ctx_);
@@ -350,7 +352,11 @@ void VideoDecoder::seek_at(int64_t ts) {
     throw DecodeError(DecodeError::Kind::kCorrupt,
                       with_ffmpeg_detail("'" + path_ + "': seek to pts " + std::to_string(ts) + " failed: " + av_err(ret)));
   }
-  avcodec_flush_buffers(ctx_);
+  if (gpu_) {
+    gpu_->flush();
+  } else {
+    avcodec_flush_buffers(ctx_);
+  }
   has_position_ = false;
   input_eof_ = false;
   output_eof_ = false;
@@ -358,10 +364,18 @@ void VideoDecoder::seek_at(int64_t ts) {
   stats_.seeks++;
 }
 
+int VideoDecoder::send_to_decoder(const AVPacket* pkt) {
+  return gpu_ ? gpu_->send_packet(pkt) : avcodec_send_packet(ctx_, pkt);
+}
+
+int VideoDecoder::receive_from_decoder(AVFrame* f) {
+  return gpu_ ? gpu_->receive_frame(f) : avcodec_receive_frame(ctx_, f);
+}
+
 bool VideoDecoder::receive_next(Held* out) {
   if (output_eof_) return false;
   while (true) {
-    int ret = avcodec_receive_frame(ctx_, out->f);
+    int ret = receive_from_decoder(out->f);
     if (ret == 0) {
       stats_.decoded_frames++;
       int64_t pts = frame_pts(out->f);
@@ -401,7 +415,7 @@ bool VideoDecoder::receive_next(Held* out) {
     if (ret < 0) {
       if (ret != AVERROR_EOF) read_error_ = av_err(ret);
       input_eof_ = true;
-      avcodec_send_packet(ctx_, nullptr);
+      send_to_decoder(nullptr);
       continue;
     }
     if (pkt_->stream_index != info_.stream_index) {
@@ -412,7 +426,7 @@ bool VideoDecoder::receive_next(Held* out) {
       stats_.decode_errors++;
       gop_tainted_ = true;
     }
-    ret = avcodec_send_packet(ctx_, pkt_);
+    ret = send_to_decoder(pkt_);
     av_packet_unref(pkt_);
     stats_.packets_sent++;
     if (ret < 0 && ret != AVERROR(EAGAIN)) {
@@ -490,7 +504,7 @@ void VideoDecoder::convert_into(const AVFrame* f, uint8_t* dst, int out_w, int o
 }
 
 DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode mode, int out_w, int out_h,
-                                  ResizeFilter filter) {
+                                  ResizeFilter filter, void* cuda_stream) {
   std::lock_guard<std::mutex> lock(mu_);
   clear_recent_ffmpeg_errors();
   if (out_w == 0 && out_h == 0) {
@@ -508,14 +522,18 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
   res.H = out_h;
   res.W = out_w;
   const size_t frame_bytes = static_cast<size_t>(out_w) * out_h * 3;
-  res.frames.reset(new uint8_t[frame_bytes * std::max<int64_t>(res.T, 1) + kRowPadBytes]);
+  res.frames.reset(new uint8_t[(gpu_ ? 0 : frame_bytes * std::max<int64_t>(res.T, 1)) + kRowPadBytes]);
+  if (gpu_) gpu_->begin_batch(res.T, out_w, out_h, filter, info_.rotation_deg, cuda_stream);
   res.pts.assign(res.T, 0);
   res.pts_s.assign(res.T, 0);
   res.corrupt.assign(res.T, 0);
   res.keyframe.assign(res.T, 0);
   stats_ = DecodeStats{};
   read_error_.clear();
-  if (res.T == 0) return res;
+  if (res.T == 0) {
+    if (gpu_) res.device_frames = gpu_->end_batch();
+    return res;
+  }
 
   // Sort and dedupe targets (in pts units), remembering where each result goes.
   std::vector<std::pair<int64_t, int64_t>> order;  // (target pts, output slot)
@@ -539,12 +557,19 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
   int64_t last_chosen_pts = INT64_MIN;
   const int64_t tolerance = std::max<int64_t>(1, frame_dur_ / 1000);
   const int64_t max_backoff = std::llround(600.0 / tb);
+  auto copy_slot = [&](int64_t dst, int64_t src) {
+    if (gpu_) {
+      gpu_->copy_slot(dst, src);
+    } else {
+      std::memcpy(res.frames.get() + dst * frame_bytes, res.frames.get() + src * frame_bytes, frame_bytes);
+    }
+  };
 
   for (size_t oi = 0; oi < order.size(); ++oi) {
     const int64_t target = order[oi].first;
     const int64_t slot = order[oi].second;
     if (oi > 0 && target == order[oi - 1].first) {
-      std::memcpy(res.frames.get() + slot * frame_bytes, res.frames.get() + last_slot * frame_bytes, frame_bytes);
+      copy_slot(slot, last_slot);
       res.pts[slot] = res.pts[last_slot];
       res.corrupt[slot] = res.corrupt[last_slot];
       res.keyframe[slot] = res.keyframe[last_slot];
@@ -623,7 +648,9 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
     }
     auto tc = Clock::now();
     if (chosen->pts == last_chosen_pts && last_slot >= 0) {
-      std::memcpy(res.frames.get() + slot * frame_bytes, res.frames.get() + last_slot * frame_bytes, frame_bytes);
+      copy_slot(slot, last_slot);
+    } else if (gpu_) {
+      gpu_->convert_slot(chosen->f, slot);
     } else {
       convert_into(chosen->f, res.frames.get() + slot * frame_bytes, out_w, out_h, filter);
     }
@@ -644,6 +671,7 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
   total_.decode_ms += stats_.decode_ms;
   total_.convert_ms += stats_.convert_ms;
   res.stats = stats_;
+  if (gpu_) res.device_frames = gpu_->end_batch();
   return res;
 }
 

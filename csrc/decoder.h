@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "nvdec.h"
 #include "resize.h"
 #include "seek_plan.h"
 
@@ -78,12 +79,15 @@ struct DecodeResult {
   std::vector<uint8_t> corrupt;       // 1 when the frame may hold concealed/damaged data
   std::vector<uint8_t> keyframe;      // 1 when the chosen frame is a keyframe
   DecodeStats stats;
+  DeviceFrames device_frames;         // NVDEC backend: the frames live here (frames is unused)
 };
 
 class VideoDecoder {
  public:
   // stream_index < 0 picks FFmpeg's best video stream. threads: 0 = FFmpeg's choice (all cores).
-  VideoDecoder(const std::string& path, int stream_index, int threads);
+  // cuda_device >= 0 asks for the NVDEC backend on that GPU; when NVDEC cannot decode the stream
+  // the decoder stays on the CPU and fallback_reason() says why.
+  VideoDecoder(const std::string& path, int stream_index, int threads, int cuda_device = -1);
   ~VideoDecoder();
   VideoDecoder(const VideoDecoder&) = delete;
   VideoDecoder& operator=(const VideoDecoder&) = delete;
@@ -93,8 +97,13 @@ class VideoDecoder {
   // Decode the frame for each time in `times_s` (seconds from the first frame; any order,
   // duplicates allowed). out_w/out_h: output size as displayed (0, 0 = native). The result's
   // frames follow the order of `times_s`.
+  // With the NVDEC backend the frames go to result.device_frames, enqueued on cuda_stream.
   DecodeResult decode(const std::vector<double>& times_s, SelectMode mode, int out_w, int out_h,
-                      ResizeFilter filter);
+                      ResizeFilter filter, void* cuda_stream = nullptr);
+
+  // "nvdec" when the NVDEC backend decodes, else "cpu"; why a requested NVDEC backend is not used.
+  const char* backend() const { return gpu_ ? "nvdec" : "cpu"; }
+  const std::string& fallback_reason() const { return fallback_reason_; }
 
   // Demux-only scan (no decoding) of every packet of the stream: sorted presentation pts of all
   // frames (seconds from the first frame) and whether each is a keyframe. Cost: reads the file.
@@ -133,6 +142,10 @@ class VideoDecoder {
   std::unique_ptr<Held> prev_, cur_;  // candidates kept across calls
   std::vector<uint8_t> rgb_tmp_, rot_tmp_;
   std::unique_ptr<RgbResizer> resizer_;
+  std::unique_ptr<NvdecBackend> gpu_;  // NVDEC decode backend, or null for libavcodec
+  std::string fallback_reason_;
+  int send_to_decoder(const AVPacket* pkt);
+  int receive_from_decoder(AVFrame* f);
   std::mutex mu_;
 };
 

@@ -102,7 +102,11 @@ class DecodeStats:
         seeks: seeks performed.
         decode_errors: damaged packets/frames reported by the decoder.
         decode_ms: demux + decode wall time, milliseconds.
-        convert_ms: colour conversion + resize + rotation wall time, milliseconds.
+        convert_ms: colour conversion + resize + rotation wall time, milliseconds (NVDEC backend: the
+            time to enqueue the CUDA kernels; they finish asynchronously on the call's stream).
+        backend: ``"cpu"`` (libavcodec + swscale + CPU resize) or ``"nvdec"`` (NVDEC + CUDA kernel).
+        fallback_reason: why a ``device="cuda"`` reader decodes on the CPU (then moves the frames to
+            the GPU); empty when no fallback happened.
     """
 
     decoded_frames: int = 0
@@ -111,10 +115,12 @@ class DecodeStats:
     decode_errors: int = 0
     decode_ms: float = 0.0
     convert_ms: float = 0.0
+    backend: str = "cpu"
+    fallback_reason: str = ""
 
     @classmethod
-    def from_native(cls, d: dict) -> "DecodeStats":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+    def from_native(cls, d: dict, **extra) -> "DecodeStats":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d}, **extra)
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,8 @@ class DecodedFrames:
     """Frames decoded for a list of times.
 
     Attributes:
-        data: uint8 ``[N, H, W, 3]`` RGB in ``[0, 255]``, contiguous, on CPU.
+        data: uint8 ``[N, H, W, 3]`` RGB in ``[0, 255]``, contiguous, on the reader's device (for
+            CUDA: written on the CUDA stream that was current when the call was made; see ``VideoReader``).
         pts_seconds: float64 ``[N]``, each frame's pts in seconds from the first frame.
         corrupt: bool ``[N]``; True where the frame comes from a damaged part of the stream
             (FFmpeg's error concealment filled it in). See ``VideoReader`` for the policy.
@@ -140,8 +147,45 @@ class DecodedFrames:
         return f"DecodedFrames(data={tuple(self.data.shape)} {self.data.dtype}, pts_seconds={self.pts_seconds.tolist()})"
 
 
+def normalize_device(device: str | torch.device) -> str:
+    """``"cpu"`` or ``"cuda:N"`` for a device spec (``"cuda"`` means torch's current CUDA device).
+
+    Raises:
+        ValueError: anything but a CPU or CUDA device.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from e
+    if dev.type == "cpu":
+        return "cpu"
+    if dev.type != "cuda":
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if dev.index is None:
+        return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cuda:0"
+    return f"cuda:{dev.index}"
+
+
+def _check_cuda_usable(device: str) -> int:
+    """Device index for a ``"cuda:N"`` reader; a clear RuntimeError when this build or machine cannot."""
+    if not _C.build_info()["cuda"]:
+        raise RuntimeError(
+            f"device={device!r}: eva_fast was built without CUDA; rebuild with EVA_FAST_CUDA=ON "
+            "(needs nvcc): EVA_FAST_CUDA=ON pip install --no-build-isolation -e ."
+        )
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device={device!r}: torch sees no usable CUDA device (torch.cuda.is_available() is False: "
+            "no GPU, no NVIDIA driver, or a CPU-only torch build)"
+        )
+    index = int(device.split(":")[1])
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    return index
+
+
 class VideoReader:
-    """An open video file, decoded with FFmpeg on the CPU by ``eva_fast._C``.
+    """An open video file, decoded by ``eva_fast._C``: FFmpeg on the CPU, or NVDEC on a GPU.
 
     Opening reads the container header and index only (never the whole file). Frames come out
     RGB uint8 ``[N, H, W, 3]``, upright (display rotation applied), 8-bit even for 10-bit video.
@@ -152,9 +196,21 @@ class VideoReader:
     ``on_corrupt="error"`` to raise :class:`CorruptVideoError` instead. Truncated files raise
     :class:`CorruptVideoError` when a requested time lies beyond the decodable data.
 
+    GPU decoding (``device="cuda"`` / ``"cuda:N"``): FFmpeg demuxes on the host, NVDEC decodes, and
+    a CUDA kernel converts NV12/P016 to RGB and resizes (same filters and fixed-point weights as the
+    CPU path) straight into one CUDA uint8 ``[N, H, W, 3]`` tensor, handed over with DLPack; the seek
+    plan and frame choice are the CPU decoder's. Stream contract: all of a call's device work is
+    enqueued on ``torch.cuda.current_stream(device)`` at call time, so the returned tensor is ready
+    in that stream's order (use it on that stream, or call ``torch.cuda.current_stream().synchronize()``
+    / record an event before using it on another stream); its memory is freed stream-ordered on
+    that same stream, which must outlive the tensor (torch's default and pooled streams always do).
+    Streams NVDEC cannot decode (e.g. H.264 4:4:4, AV1 on GPUs without AV1 NVDEC, or no
+    libnvcuvid) fall back to CPU decoding plus a host-to-device copy; ``backend`` and
+    ``fallback_reason`` (also in every call's :class:`DecodeStats`) say so and a warning is logged.
+
     Args:
         path: video file path.
-        device: ``"cpu"`` (``"cuda"`` arrives with the NVDEC decoder).
+        device: ``"cpu"``, ``"cuda"`` (torch's current device) or ``"cuda:N"``.
         stream_index: video stream to use; default FFmpeg's best video stream.
         threads: decoder threads; 0 = FFmpeg's choice (all cores).
         on_corrupt: ``"flag"`` (default) or ``"error"``.
@@ -165,6 +221,8 @@ class VideoReader:
         NoVideoStreamError: the file has no video stream.
         UnsupportedCodecError: this FFmpeg build cannot decode the codec.
         ValueError: bad ``device``, ``stream_index`` or ``on_corrupt``.
+        RuntimeError: ``device="cuda"`` with a build without CUDA (rebuild with ``EVA_FAST_CUDA=ON``)
+            or without a usable GPU.
 
     The reader is safe to share between threads (calls are serialised); use one reader per
     thread for parallel decoding.
@@ -179,12 +237,8 @@ class VideoReader:
         threads: int = 0,
         on_corrupt: str = "flag",
     ) -> None:
-        if device != "cpu":
-            if str(device).startswith("cuda"):
-                raise NotImplementedError(
-                    "device='cuda' (NVDEC decoding) is not available in this build yet; use device='cpu'"
-                )
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        device = normalize_device(device)
+        cuda_index = _check_cuda_usable(device) if device != "cpu" else -1
         if on_corrupt not in ("flag", "error"):
             raise ValueError(f"on_corrupt must be 'flag' or 'error', got {on_corrupt!r}")
         if stream_index is not None and (isinstance(stream_index, bool) or not isinstance(stream_index, int)):
@@ -194,7 +248,17 @@ class VideoReader:
         self.path = os.fspath(path)
         self.device = device
         self.on_corrupt = on_corrupt
-        self._dec = _C.VideoDecoder(self.path, -1 if stream_index is None else stream_index, threads)
+        self._cuda_index = cuda_index
+        self._dec = _C.VideoDecoder(self.path, -1 if stream_index is None else stream_index, threads, cuda_index)
+        #: ``"nvdec"`` or ``"cpu"``: what decodes this reader's frames.
+        self.backend: str = self._dec.backend
+        #: why a CUDA reader decodes on the CPU ("" when it does not).
+        self.fallback_reason: str = self._dec.fallback_reason
+        if cuda_index >= 0 and self.backend != "nvdec":
+            log.warning(
+                "%s: NVDEC cannot decode this stream (%s); decoding on the CPU and copying frames to %s",
+                self.path, self.fallback_reason, device,
+            )
         info = self._dec.info
         self.metadata = VideoMetadata(
             path=self.path,
@@ -247,8 +311,11 @@ class VideoReader:
         h, w = (0, 0) if size is None else (int(size[0]), int(size[1]))
         if size is not None and (h <= 0 or w <= 0):
             raise ValueError(f"size must be (height, width) with positive values, got {size!r}")
+        stream = 0
+        if self.backend == "nvdec":
+            stream = torch.cuda.current_stream(self._cuda_index).cuda_stream
         with self._lock:
-            out = self._dec.decode(times, mode, w, h, resample)
+            out = self._dec.decode(times, mode, w, h, resample, stream)
         corrupt = np.asarray(out["corrupt"], dtype=bool)
         if corrupt.any():
             bad = [round(float(t), 3) for t, c in zip(out["pts_s"], corrupt) if c]
@@ -256,12 +323,18 @@ class VideoReader:
             if self.on_corrupt == "error":
                 raise CorruptVideoError(msg)
             log.warning("%s; returned FFmpeg's concealed frames, flagged in .corrupt", msg)
+        if self.backend == "nvdec":
+            data = torch.from_dlpack(out["frames"])
+        elif self._cuda_index >= 0:
+            data = torch.from_numpy(out["frames"]).to(self.device)
+        else:
+            data = torch.from_numpy(out["frames"])
         return DecodedFrames(
-            data=torch.from_numpy(out["frames"]),
+            data=data,
             pts_seconds=torch.from_numpy(np.asarray(out["pts_s"], dtype=np.float64)),
             corrupt=torch.from_numpy(corrupt),
             keyframe=torch.from_numpy(np.asarray(out["keyframe"], dtype=bool)),
-            stats=DecodeStats.from_native(out["stats"]),
+            stats=DecodeStats.from_native(out["stats"], backend=self.backend, fallback_reason=self.fallback_reason),
         )
 
     def get_frames_played_at(
@@ -296,4 +369,4 @@ class VideoReader:
     @property
     def total_stats(self) -> DecodeStats:
         """Decode work summed over every call on this reader."""
-        return DecodeStats.from_native(self._dec.total_stats)
+        return DecodeStats.from_native(self._dec.total_stats, backend=self.backend, fallback_reason=self.fallback_reason)

@@ -19,7 +19,7 @@ from eva_fast.video._policy import (
     output_size,
     sample_timestamps,
 )
-from eva_fast.video._reader import DecodeStats, VideoMetadata, VideoReader
+from eva_fast.video._reader import DecodeStats, VideoMetadata, VideoReader, normalize_device
 from eva_fast.vision._smart_resize import MAX_PIXELS, MIN_PIXELS, tokens_for_size
 
 POLICIES = ("parity", "keyframe_snap")
@@ -111,6 +111,8 @@ class FrameBatch:
             "budget_steps": list(self.budget_steps),
             "resample": self.resample,
             "policy": self.policy,
+            "backend": self.stats.backend,
+            "fallback_reason": self.stats.fallback_reason,
             "decoded_frames": self.stats.decoded_frames,
             "seeks": self.stats.seeks,
             "decode_ms": round(self.stats.decode_ms, 3),
@@ -179,7 +181,9 @@ def select_frames(
         maxp: resolution cap of the first fallback step (reference default 720).
         resample: ``"cubic"`` (parity) or ``"antialias"`` (Pillow-style, better for strong downscales).
         policy: ``"parity"`` (default) or ``"keyframe_snap"`` (see above).
-        device: ``"cpu"``.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (NVDEC decode + CUDA resize; frames come back on
+            that GPU, ready on torch's current stream; see :class:`VideoReader` for the stream
+            contract and the CPU fallback, which ``stats.backend`` / ``stats.fallback_reason`` record).
         min_pixels, max_pixels: smart_resize bounds (Qwen2.5-VL-7B's by default).
         snap_tolerance_s: ``"keyframe_snap"`` only: largest move of a sample time, seconds (> 0).
         snap_fraction: ``"keyframe_snap"`` only: largest move as a fraction of the spacing,
@@ -207,7 +211,7 @@ def select_frames(
         if not (isinstance(snap_fraction, (int, float)) and 0 < snap_fraction < 0.5):
             raise ValueError(f"snap_fraction must be in (0, 0.5), got {snap_fraction!r}")
     reader = video if isinstance(video, VideoReader) else VideoReader(video, device=device)
-    if reader.device != device:
+    if reader.device != normalize_device(device):
         raise ValueError(f"device={device!r} but the VideoReader was opened on {reader.device!r}")
     meta = reader.metadata
 

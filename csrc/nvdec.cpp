@@ -1,0 +1,793 @@
+// NVDEC backend (see nvdec.h). Everything CUDA-specific is inside #if EVA_FAST_WITH_CUDA; a CPU
+// build gets create() returning nullptr with the rebuild hint.
+#include "nvdec.h"
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "decoder.h"
+
+extern "C" {
+#include <libavcodec/avcodec.h>
+#include <libavcodec/bsf.h>
+#include <libavformat/avformat.h>
+#include <libavutil/buffer.h>
+#include <libavutil/frame.h>
+#include <libavutil/pixdesc.h>
+}
+
+#if EVA_FAST_WITH_CUDA
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "color_resize.h"
+#include "yuv_coeffs.h"
+
+namespace {
+thread_local std::string g_ffnv_log;
+void eva_ffnv_log(const char* fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  std::string s(buf);
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  if (!g_ffnv_log.empty()) g_ffnv_log += "; ";
+  g_ffnv_log += s;
+}
+}  // namespace
+#define FFNV_LOG_FUNC(logctx, msg, ...) eva_ffnv_log((msg), __VA_ARGS__)
+#define FFNV_DEBUG_LOG_FUNC(logctx, msg, ...)
+#include <ffnvcodec/dynlink_loader.h>
+
+namespace eva_fast {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Run-time loading of libcuda.so.1 / libnvcuvid.so.1 (once per process).
+struct Api {
+  CudaFunctions* cu = nullptr;
+  CuvidFunctions* cv = nullptr;
+  std::string error;  // empty when both loaded and cuInit succeeded
+};
+
+const Api& api() {
+  static Api a;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    g_ffnv_log.clear();
+    if (cuda_load_functions(&a.cu, nullptr) < 0) {
+      a.error = "the NVIDIA driver library libcuda.so.1 could not be loaded (" + g_ffnv_log + ")";
+      return;
+    }
+    if (cuvid_load_functions(&a.cv, nullptr) < 0) {
+      a.error = "libnvcuvid.so.1 (NVDEC, part of the NVIDIA driver) could not be loaded (" + g_ffnv_log + ")";
+      return;
+    }
+    CUresult r = a.cu->cuInit(0);
+    if (r != CUDA_SUCCESS) a.error = "cuInit failed with CUDA driver error " + std::to_string(static_cast<int>(r));
+  });
+  return a;
+}
+
+std::string cu_err(CUresult r) {
+  const char* name = nullptr;
+  const char* desc = nullptr;
+  if (api().cu) {
+    api().cu->cuGetErrorName(r, &name);
+    api().cu->cuGetErrorString(r, &desc);
+  }
+  return std::string(name ? name : "CUDA error") + " (" + std::to_string(static_cast<int>(r)) + ")" +
+         (desc ? std::string(": ") + desc : "");
+}
+
+#define EVA_CU_CHECK(call)                                                                     \
+  do {                                                                                         \
+    CUresult _r = (call);                                                                      \
+    if (_r != CUDA_SUCCESS) throw std::runtime_error(std::string("NVDEC: ") + #call + " failed: " + cu_err(_r)); \
+  } while (0)
+
+void cuda_rt_check(int code, const char* what) {
+  if (code != 0) throw std::runtime_error(std::string("CUDA: ") + what + " failed: " + cuda::error_string(code));
+}
+
+// Per-device primary context (shared with torch and the CUDA runtime) and NVDEC context lock.
+struct DeviceCtx {
+  CUcontext ctx = nullptr;
+  CUvideoctxlock lock = nullptr;
+};
+
+DeviceCtx& device_ctx(int device) {
+  static std::mutex mu;
+  static std::map<int, DeviceCtx> ctxs;
+  std::lock_guard<std::mutex> g(mu);
+  auto it = ctxs.find(device);
+  if (it != ctxs.end()) return it->second;
+  const Api& a = api();
+  CUdevice dev;
+  EVA_CU_CHECK(a.cu->cuDeviceGet(&dev, device));
+  DeviceCtx c;
+  EVA_CU_CHECK(a.cu->cuDevicePrimaryCtxRetain(&c.ctx, dev));
+  EVA_CU_CHECK(a.cv->cuvidCtxLockCreate(&c.lock, c.ctx));
+  return ctxs.emplace(device, c).first->second;
+}
+
+struct CtxGuard {
+  explicit CtxGuard(CUcontext c) { EVA_CU_CHECK(api().cu->cuCtxPushCurrent(c)); }
+  ~CtxGuard() {
+    CUcontext dummy;
+    api().cu->cuCtxPopCurrent(&dummy);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Decoder session cache: idle CUvideodecoder handles by (device, codec, chroma, bit depth, coded
+// size, surfaces). A session is stateless between pictures (the parser holds the DPB state), so a
+// handle is reused by any later stream with the same key, in this video or another.
+using SessionKey = std::tuple<int, int, int, int, unsigned, unsigned, unsigned>;
+std::mutex g_pool_mu;
+std::map<SessionKey, std::vector<CUvideodecoder>> g_pool;
+std::atomic<int64_t> g_sessions_created{0};
+constexpr int kMaxIdlePerKey = 2;
+constexpr int kMaxIdleTotal = 8;
+
+CUvideodecoder pool_take(const SessionKey& k) {
+  std::lock_guard<std::mutex> g(g_pool_mu);
+  auto it = g_pool.find(k);
+  if (it == g_pool.end() || it->second.empty()) return nullptr;
+  CUvideodecoder d = it->second.back();
+  it->second.pop_back();
+  return d;
+}
+
+void pool_give(const SessionKey& k, CUvideodecoder d, CUcontext ctx) {
+  std::vector<CUvideodecoder> destroy;
+  {
+    std::lock_guard<std::mutex> g(g_pool_mu);
+    int total = 0;
+    for (auto& kv : g_pool) total += static_cast<int>(kv.second.size());
+    auto& v = g_pool[k];
+    if (static_cast<int>(v.size()) < kMaxIdlePerKey && total < kMaxIdleTotal) {
+      v.push_back(d);
+    } else {
+      destroy.push_back(d);
+    }
+  }
+  if (!destroy.empty()) {
+    CtxGuard g(ctx);
+    for (auto x : destroy) api().cv->cuvidDestroyDecoder(x);
+  }
+}
+
+cudaVideoCodec to_cuvid_codec(AVCodecID id) {
+  switch (id) {
+    case AV_CODEC_ID_H264: return cudaVideoCodec_H264;
+    case AV_CODEC_ID_HEVC: return cudaVideoCodec_HEVC;
+    case AV_CODEC_ID_VP9: return cudaVideoCodec_VP9;
+    case AV_CODEC_ID_VP8: return cudaVideoCodec_VP8;
+    case AV_CODEC_ID_AV1: return cudaVideoCodec_AV1;
+    case AV_CODEC_ID_MPEG2VIDEO: return cudaVideoCodec_MPEG2;
+    default: return cudaVideoCodec_NumCodecs;
+  }
+}
+
+// Fold yuv_coeffs.h into per-launch constants (mirrored by kernels/reference/yuv_to_rgb.py).
+cuda::YuvParams make_yuv_params(int matrix_id, bool full_range, int bit_depth, int bytes_per_sample) {
+  double kr = EVA_FAST_YUV_DEFAULT_KR, kb = EVA_FAST_YUV_DEFAULT_KB;
+#define EVA_ROW(name, id, r, b) \
+  if (matrix_id == (id)) {      \
+    kr = (r);                   \
+    kb = (b);                   \
+  }
+  EVA_FAST_YUV_MATRICES(EVA_ROW)
+#undef EVA_ROW
+  const double kg = 1.0 - kr - kb;
+  const int n = bit_depth;
+  cuda::YuvParams p{};
+  if (full_range) {
+    p.y_off = 0.f;
+    p.y_scale = static_cast<float>(1.0 / ((1 << n) - 1));
+    p.c_scale = p.y_scale;
+  } else {
+    const double k = static_cast<double>(1 << (n - 8));
+    p.y_off = static_cast<float>(16.0 * k);
+    p.y_scale = static_cast<float>(1.0 / (219.0 * k));
+    p.c_scale = static_cast<float>(1.0 / (224.0 * k));
+  }
+  p.c_off = static_cast<float>(1 << (n - 1));
+  p.r_v = static_cast<float>(2.0 * (1.0 - kr));
+  p.g_u = static_cast<float>(-2.0 * kb * (1.0 - kb) / kg);
+  p.g_v = static_cast<float>(-2.0 * kr * (1.0 - kr) / kg);
+  p.b_u = static_cast<float>(2.0 * (1.0 - kb));
+  p.bytes_per_sample = bytes_per_sample;
+  p.sample_shift = bytes_per_sample == 2 ? 16 - bit_depth : 0;
+  return p;
+}
+
+// Device copies of a resize plan (tables from make_axis_table: the CPU resizer's own weights).
+struct DeviceResizePlan {
+  int src_w = 0, src_h = 0, rw = 0, rh = 0;
+  ResizeFilter filter = ResizeFilter::kCubic;
+  void* mem = nullptr;  // one allocation: h.index, v.index, h.coef, v.coef
+  cuda::DeviceAxisTable h, v;
+  int hshift = 0;
+
+  bool matches(int sw, int sh, int w, int hh, ResizeFilter f) const {
+    return mem && sw == src_w && sh == src_h && w == rw && hh == rh && f == filter;
+  }
+  void release(void* stream) {
+    if (mem) cuda::free_async(mem, stream);
+    mem = nullptr;
+  }
+  void build(int sw, int sh, int w, int hh, ResizeFilter f, void* stream) {
+    release(stream);
+    AxisTable th = make_axis_table(sw, w, f), tv = make_axis_table(sh, hh, f);
+    const size_t hi = th.index.size() * 4, vi = tv.index.size() * 4, hc = th.coef.size() * 2, vc = tv.coef.size() * 2;
+    std::vector<uint8_t> host(hi + vi + hc + vc);
+    std::memcpy(host.data(), th.index.data(), hi);
+    std::memcpy(host.data() + hi, tv.index.data(), vi);
+    std::memcpy(host.data() + hi + vi, th.coef.data(), hc);
+    std::memcpy(host.data() + hi + vi + hc, tv.coef.data(), vc);
+    cuda_rt_check(cuda::alloc_async(&mem, host.size(), stream), "cudaMallocAsync (resize tables)");
+    // Pageable source: the copy has read `host` when this returns.
+    cuda_rt_check(cuda::copy_async(mem, host.data(), host.size(), stream), "cudaMemcpyAsync (resize tables)");
+    cuda_rt_check(cuda::stream_synchronize(stream), "cudaStreamSynchronize (resize tables)");
+    uint8_t* b = static_cast<uint8_t*>(mem);
+    h = {reinterpret_cast<const int32_t*>(b), reinterpret_cast<const int16_t*>(b + hi + vi), th.ksize, th.coef_bits, w};
+    v = {reinterpret_cast<const int32_t*>(b + hi), reinterpret_cast<const int16_t*>(b + hi + vi + hc), tv.ksize,
+         tv.coef_bits, hh};
+    hshift = f == ResizeFilter::kAntialias ? 7 : 0;  // as RgbResizer
+    src_w = sw;
+    src_h = sh;
+    rw = w;
+    rh = hh;
+    filter = f;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+class NvdecBackendImpl final : public NvdecBackend {
+ public:
+  NvdecBackendImpl(const AVStream* st, int device, cudaVideoCodec codec)
+      : device_(device), codec_(codec), dc_(device_ctx(device)) {
+    const AVCodecParameters* par = st->codecpar;
+    const char* bsf_name = nullptr;
+    const bool avcc = par->extradata_size > 0 && par->extradata && par->extradata[0] == 1;
+    if (par->codec_id == AV_CODEC_ID_H264 && avcc) bsf_name = "h264_mp4toannexb";
+    if (par->codec_id == AV_CODEC_ID_HEVC && avcc) bsf_name = "hevc_mp4toannexb";
+    if (bsf_name) {
+      const AVBitStreamFilter* f = av_bsf_get_by_name(bsf_name);
+      if (!f) throw std::runtime_error(std::string("FFmpeg lacks the ") + bsf_name + " bitstream filter");
+      if (av_bsf_alloc(f, &bsf_) < 0 || avcodec_parameters_copy(bsf_->par_in, par) < 0) throw std::bad_alloc();
+      bsf_->time_base_in = st->time_base;
+      if (av_bsf_init(bsf_) < 0) throw std::runtime_error(std::string("cannot initialise ") + bsf_name);
+      if (bsf_->par_out->extradata_size > 0)
+        seq_header_.assign(bsf_->par_out->extradata, bsf_->par_out->extradata + bsf_->par_out->extradata_size);
+    } else if (par->codec_id == AV_CODEC_ID_AV1 && par->extradata_size > 4) {
+      // av1C: 4 header bytes, then the configOBUs (sequence header) in low-overhead format.
+      seq_header_.assign(par->extradata + 4, par->extradata + par->extradata_size);
+    }
+    matrix_id_ = par->color_space;
+    full_range_ = par->color_range == AVCOL_RANGE_JPEG;
+    color_from_container_ = par->color_space != AVCOL_SPC_UNSPECIFIED;
+    range_from_container_ = par->color_range != AVCOL_RANGE_UNSPECIFIED;
+    pkt_ = av_packet_alloc();
+    make_parser();
+  }
+
+  ~NvdecBackendImpl() override {
+    try {
+      CtxGuard g(dc_.ctx);
+      clear_queue();
+      if (parser_) api().cv->cuvidDestroyVideoParser(parser_);
+      if (out_) cuda::free_async(out_, stream_);
+      plan_.release(stream_);
+      if (scratch_) cuda::free_async(scratch_, stream_);
+      if (pool_) av_buffer_pool_uninit(&pool_);  // device buffers go when the last frame is freed
+    } catch (...) {
+    }
+    if (decoder_) pool_give(key_, decoder_, dc_.ctx);
+    av_bsf_free(&bsf_);
+    av_packet_free(&pkt_);
+  }
+
+  int device() const override { return device_; }
+
+  int send_packet(const AVPacket* pkt) override {
+    CtxGuard g(dc_.ctx);
+    if (!pkt) {
+      if (bsf_) {
+        av_bsf_send_packet(bsf_, nullptr);
+        drain_bsf();
+      }
+      CUVIDSOURCEDATAPACKET p{};
+      p.flags = CUVID_PKT_ENDOFSTREAM;
+      parse(&p);
+      eos_ = true;
+      return 0;
+    }
+    if (pkt->pts != AV_NOPTS_VALUE) {
+      packet_info_[pkt->pts] = {pkt->duration, (pkt->flags & AV_PKT_FLAG_KEY) != 0};
+      if (packet_info_.size() > 4096) packet_info_.erase(packet_info_.begin());
+    }
+    if (!bsf_) {
+      parse_packet(pkt);
+      return 0;
+    }
+    if (av_packet_ref(pkt_, pkt) < 0) throw std::bad_alloc();
+    int ret = av_bsf_send_packet(bsf_, pkt_);
+    if (ret < 0) {
+      av_packet_unref(pkt_);
+      return ret;
+    }
+    drain_bsf();
+    return 0;
+  }
+
+  int receive_frame(AVFrame* out) override {
+    if (!queue_.empty()) {
+      AVFrame* f = queue_.front();
+      queue_.pop_front();
+      av_frame_unref(out);
+      av_frame_move_ref(out, f);
+      av_frame_free(&f);
+      return 0;
+    }
+    return eos_ ? AVERROR_EOF : AVERROR(EAGAIN);
+  }
+
+  void flush() override {
+    CtxGuard g(dc_.ctx);
+    clear_queue();
+    if (bsf_) av_bsf_flush(bsf_);
+    if (parser_) api().cv->cuvidDestroyVideoParser(parser_);
+    parser_ = nullptr;
+    eos_ = false;
+    make_parser();
+  }
+
+  void begin_batch(int64_t T, int out_w, int out_h, ResizeFilter filter, int rotation_deg, void* stream) override {
+    CtxGuard g(dc_.ctx);
+    if (stream != stream_) {
+      // Scratch and tables were last used on another stream: let that work finish first.
+      cuda_rt_check(cuda::stream_synchronize(stream_), "cudaStreamSynchronize (stream change)");
+      stream_ = stream;
+    }
+    if (out_) cuda::free_async(out_, stream_);  // left over from a call that threw
+    out_ = nullptr;
+    T_ = T;
+    out_w_ = out_w;
+    out_h_ = out_h;
+    filter_ = filter;
+    rotation_ = rotation_deg;
+    frame_bytes_ = static_cast<size_t>(out_w) * out_h * 3;
+    cuda_rt_check(cuda::alloc_async(&out_, std::max<size_t>(1, frame_bytes_ * static_cast<size_t>(T)), stream_),
+                  "cudaMallocAsync (output frames)");
+  }
+
+  void convert_slot(const AVFrame* f, int64_t slot) override {
+    CtxGuard g(dc_.ctx);
+    const bool swap = rotation_ == 90 || rotation_ == 270;
+    const int rw = swap ? out_h_ : out_w_, rh = swap ? out_w_ : out_h_;
+    if (!plan_.matches(f->width, f->height, rw, rh, filter_)) plan_.build(f->width, f->height, rw, rh, filter_, stream_);
+    const size_t need = static_cast<size_t>(f->height) * rw * 3 * sizeof(int32_t);
+    if (need > scratch_bytes_) {
+      if (scratch_) cuda::free_async(scratch_, stream_);
+      scratch_ = nullptr;
+      cuda_rt_check(cuda::alloc_async(&scratch_, need, stream_), "cudaMallocAsync (resize scratch)");
+      scratch_bytes_ = need;
+    }
+    cuda::Nv12Planes src;
+    src.y = f->data[0];
+    src.uv = f->data[1];
+    src.y_pitch = f->linesize[0];
+    src.uv_pitch = f->linesize[1];
+    src.width = f->width;
+    src.height = f->height;
+    const int bps = f->format == AV_PIX_FMT_P016LE ? 2 : 1;
+    const cuda::YuvParams p = make_yuv_params(matrix_id_, full_range_, bit_depth_, bps);
+    int rc = cuda::launch_yuv420_to_rgb_resize(src, p, plan_.h, plan_.v, plan_.hshift, static_cast<int32_t*>(scratch_),
+                                               static_cast<uint8_t*>(out_) + slot * frame_bytes_, rotation_, stream_);
+    cuda_rt_check(rc, "colour convert + resize kernel launch");
+  }
+
+  void copy_slot(int64_t dst_slot, int64_t src_slot) override {
+    uint8_t* base = static_cast<uint8_t*>(out_);
+    cuda_rt_check(cuda::copy_async(base + dst_slot * frame_bytes_, base + src_slot * frame_bytes_, frame_bytes_, stream_),
+                  "cudaMemcpyAsync (duplicate frame)");
+  }
+
+  DeviceFrames end_batch() override {
+    DeviceFrames d{out_, device_, stream_, T_, out_h_, out_w_};
+    out_ = nullptr;
+    return d;
+  }
+
+ private:
+  static int CUDAAPI on_sequence(void* user, CUVIDEOFORMAT* fmt) {
+    auto* self = static_cast<NvdecBackendImpl*>(user);
+    try {
+      return self->handle_sequence(fmt);
+    } catch (const std::exception& e) {
+      self->error_ = e.what();
+      return 0;
+    }
+  }
+  static int CUDAAPI on_decode(void* user, CUVIDPICPARAMS* pic) {
+    auto* self = static_cast<NvdecBackendImpl*>(user);
+    if (!self->decoder_) return 0;
+    CUresult r = api().cv->cuvidDecodePicture(self->decoder_, pic);
+    if (r != CUDA_SUCCESS) {
+      self->error_ = "cuvidDecodePicture failed: " + cu_err(r);
+      return 0;
+    }
+    return 1;
+  }
+  static int CUDAAPI on_display(void* user, CUVIDPARSERDISPINFO* disp) {
+    auto* self = static_cast<NvdecBackendImpl*>(user);
+    if (!disp) return 1;  // end of stream
+    try {
+      self->handle_display(disp);
+      return 1;
+    } catch (const std::exception& e) {
+      self->error_ = e.what();
+      return 0;
+    }
+  }
+
+  void make_parser() {
+    CUVIDPARSERPARAMS pp{};
+    pp.CodecType = codec_;
+    pp.ulMaxNumDecodeSurfaces = 1;  // raised by the sequence callback's return value
+    pp.ulMaxDisplayDelay = 0;       // hand out each picture as soon as display order allows
+    pp.ulErrorThreshold = 100;      // decode damaged pictures too; they are flagged, as on the CPU
+    pp.pUserData = this;
+    pp.pfnSequenceCallback = &on_sequence;
+    pp.pfnDecodePicture = &on_decode;
+    pp.pfnDisplayPicture = &on_display;
+    EVA_CU_CHECK(api().cv->cuvidCreateVideoParser(&parser_, &pp));
+    if (!seq_header_.empty()) {
+      CUVIDSOURCEDATAPACKET p{};
+      p.payload = seq_header_.data();
+      p.payload_size = static_cast<unsigned long>(seq_header_.size());
+      parse(&p);
+    }
+  }
+
+  void parse(CUVIDSOURCEDATAPACKET* p) {
+    CUresult r = api().cv->cuvidParseVideoData(parser_, p);
+    if (!error_.empty()) {
+      std::string e = error_;
+      error_.clear();
+      throw DecodeError(DecodeError::Kind::kUnsupportedCodec, "NVDEC: " + e);
+    }
+    if (r != CUDA_SUCCESS) throw std::runtime_error("NVDEC: cuvidParseVideoData failed: " + cu_err(r));
+  }
+
+  void parse_packet(const AVPacket* pkt) {
+    CUVIDSOURCEDATAPACKET p{};
+    p.payload = pkt->data;
+    p.payload_size = static_cast<unsigned long>(pkt->size);
+    if (pkt->pts != AV_NOPTS_VALUE) {
+      p.flags |= CUVID_PKT_TIMESTAMP;
+      p.timestamp = pkt->pts;
+    }
+    parse(&p);
+  }
+
+  void drain_bsf() {
+    while (av_bsf_receive_packet(bsf_, pkt_) == 0) {
+      parse_packet(pkt_);
+      av_packet_unref(pkt_);
+    }
+  }
+
+  int handle_sequence(CUVIDEOFORMAT* fmt) {
+    const int bit_depth = fmt->bit_depth_luma_minus8 + 8;
+    const unsigned surfaces = std::max<unsigned>(fmt->min_num_decode_surfaces + 3, 20);
+    SessionKey key{device_, static_cast<int>(codec_), static_cast<int>(fmt->chroma_format), bit_depth,
+                   fmt->coded_width, fmt->coded_height, surfaces};
+    disp_left_ = fmt->display_area.left;
+    disp_top_ = fmt->display_area.top;
+    disp_w_ = fmt->display_area.right - fmt->display_area.left;
+    disp_h_ = fmt->display_area.bottom - fmt->display_area.top;
+    surface_h_ = fmt->coded_height;
+    progressive_ = fmt->progressive_sequence != 0;
+    if (!color_from_container_) matrix_id_ = fmt->video_signal_description.matrix_coefficients;
+    if (!range_from_container_) full_range_ = fmt->video_signal_description.video_full_range_flag != 0;
+    if (decoder_ && key == key_) return static_cast<int>(surfaces);
+    if (fmt->chroma_format != cudaVideoChromaFormat_420) {
+      throw std::runtime_error("chroma format " + std::to_string(static_cast<int>(fmt->chroma_format)) +
+                               " is not 4:2:0; only 4:2:0 is converted on the GPU");
+    }
+    if (decoder_) pool_give(key_, decoder_, dc_.ctx);
+    decoder_ = nullptr;
+    bit_depth_ = bit_depth;
+    key_ = key;
+    decoder_ = pool_take(key);
+    if (decoder_) return static_cast<int>(surfaces);
+    CUVIDDECODECAPS caps{};
+    caps.eCodecType = codec_;
+    caps.eChromaFormat = fmt->chroma_format;
+    caps.nBitDepthMinus8 = fmt->bit_depth_luma_minus8;
+    EVA_CU_CHECK(api().cv->cuvidGetDecoderCaps(&caps));
+    if (!caps.bIsSupported) throw std::runtime_error("this GPU's NVDEC does not support the stream (caps)");
+    if (fmt->coded_width > caps.nMaxWidth || fmt->coded_height > caps.nMaxHeight ||
+        fmt->coded_width < caps.nMinWidth || fmt->coded_height < caps.nMinHeight) {
+      throw std::runtime_error("coded size " + std::to_string(fmt->coded_width) + "x" + std::to_string(fmt->coded_height) +
+                               " outside NVDEC's " + std::to_string(caps.nMinWidth) + "x" + std::to_string(caps.nMinHeight) +
+                               ".." + std::to_string(caps.nMaxWidth) + "x" + std::to_string(caps.nMaxHeight));
+    }
+    CUVIDDECODECREATEINFO ci{};
+    ci.ulWidth = fmt->coded_width;
+    ci.ulHeight = fmt->coded_height;
+    ci.ulMaxWidth = fmt->coded_width;
+    ci.ulMaxHeight = fmt->coded_height;
+    ci.ulNumDecodeSurfaces = surfaces;
+    ci.CodecType = codec_;
+    ci.ChromaFormat = fmt->chroma_format;
+    ci.ulCreationFlags = cudaVideoCreate_PreferCUVID;
+    ci.bitDepthMinus8 = fmt->bit_depth_luma_minus8;
+    ci.OutputFormat = bit_depth > 8 ? cudaVideoSurfaceFormat_P016 : cudaVideoSurfaceFormat_NV12;
+    ci.DeinterlaceMode = progressive_ ? cudaVideoDeinterlaceMode_Weave : cudaVideoDeinterlaceMode_Adaptive;
+    ci.ulTargetWidth = fmt->coded_width;
+    ci.ulTargetHeight = fmt->coded_height;
+    ci.ulNumOutputSurfaces = 2;
+    ci.vidLock = dc_.lock;
+    EVA_CU_CHECK(api().cv->cuvidCreateDecoder(&decoder_, &ci));
+    g_sessions_created++;
+    return static_cast<int>(surfaces);
+  }
+
+  static AVBufferRef* pool_alloc(void* opaque, size_t size) {
+    auto* self = static_cast<NvdecBackendImpl*>(opaque);
+    CtxGuard g(self->dc_.ctx);
+    CUdeviceptr p = 0;
+    if (api().cu->cuMemAlloc(&p, size) != CUDA_SUCCESS) return nullptr;
+    CUcontext ctx = self->dc_.ctx;
+    return av_buffer_create(reinterpret_cast<uint8_t*>(p), size, &pool_free_buffer, ctx, 0);
+  }
+  static void pool_free_buffer(void* opaque, uint8_t* data) {
+    try {
+      CtxGuard g(static_cast<CUcontext>(opaque));
+      api().cu->cuMemFree(reinterpret_cast<CUdeviceptr>(data));
+    } catch (...) {
+    }
+  }
+
+  void handle_display(CUVIDPARSERDISPINFO* disp) {
+    const int bps = bit_depth_ > 8 ? 2 : 1;
+    const int w = disp_w_, h = disp_h_;
+    const int pitch = ((w + 1) / 2 * 2 * bps + 255) & ~255;
+    const size_t luma = static_cast<size_t>(pitch) * h;
+    const size_t bytes = luma + static_cast<size_t>(pitch) * ((h + 1) / 2);
+    if (!pool_ || bytes != pool_bytes_) {
+      if (pool_) av_buffer_pool_uninit(&pool_);
+      pool_ = av_buffer_pool_init2(bytes, this, &pool_alloc, nullptr);
+      pool_bytes_ = bytes;
+    }
+    AVBufferRef* buf = av_buffer_pool_get(pool_);
+    if (!buf) throw std::runtime_error("cuMemAlloc failed for a decoded-frame buffer (" + std::to_string(bytes) + " bytes)");
+
+    CUVIDPROCPARAMS vp{};
+    vp.progressive_frame = disp->progressive_frame;
+    vp.second_field = disp->repeat_first_field + 1;
+    vp.top_field_first = disp->top_field_first;
+    vp.unpaired_field = disp->repeat_first_field < 0;
+    vp.output_stream = static_cast<CUstream>(stream_);
+    unsigned long long src = 0;
+    unsigned int src_pitch = 0;
+    CUresult r = api().cv->cuvidMapVideoFrame(decoder_, disp->picture_index, &src, &src_pitch, &vp);
+    if (r != CUDA_SUCCESS) {
+      av_buffer_unref(&buf);
+      throw std::runtime_error("cuvidMapVideoFrame failed: " + cu_err(r));
+    }
+    const CUdeviceptr dst = reinterpret_cast<CUdeviceptr>(buf->data);
+    CUDA_MEMCPY2D c{};
+    c.srcMemoryType = CU_MEMORYTYPE_DEVICE;
+    c.dstMemoryType = CU_MEMORYTYPE_DEVICE;
+    c.srcDevice = src + static_cast<size_t>(disp_top_) * src_pitch + static_cast<size_t>(disp_left_) * bps;
+    c.srcPitch = src_pitch;
+    c.dstDevice = dst;
+    c.dstPitch = pitch;
+    c.WidthInBytes = static_cast<size_t>(w) * bps;
+    c.Height = h;
+    CUresult r1 = api().cu->cuMemcpy2DAsync(&c, static_cast<CUstream>(stream_));
+    c.srcDevice = src + static_cast<size_t>(surface_h_ + disp_top_ / 2) * src_pitch + static_cast<size_t>(disp_left_) * bps;
+    c.dstDevice = dst + luma;
+    c.WidthInBytes = static_cast<size_t>((w + 1) / 2) * 2 * bps;
+    c.Height = (h + 1) / 2;
+    CUresult r2 = api().cu->cuMemcpy2DAsync(&c, static_cast<CUstream>(stream_));
+    // The surface must not be unmapped before the copies have read it.
+    CUresult r3 = api().cu->cuStreamSynchronize(static_cast<CUstream>(stream_));
+    api().cv->cuvidUnmapVideoFrame(decoder_, src);
+    if (r1 != CUDA_SUCCESS || r2 != CUDA_SUCCESS || r3 != CUDA_SUCCESS) {
+      av_buffer_unref(&buf);
+      throw std::runtime_error("copying a decoded surface failed: " + cu_err(r1 != CUDA_SUCCESS ? r1 : (r2 != CUDA_SUCCESS ? r2 : r3)));
+    }
+    AVFrame* f = av_frame_alloc();
+    f->buf[0] = buf;
+    f->data[0] = buf->data;
+    f->data[1] = buf->data + luma;
+    f->linesize[0] = pitch;
+    f->linesize[1] = pitch;
+    f->width = w;
+    f->height = h;
+    f->format = bps == 2 ? AV_PIX_FMT_P016LE : AV_PIX_FMT_NV12;
+    f->pts = disp->timestamp;
+    f->best_effort_timestamp = disp->timestamp;
+    auto it = packet_info_.find(disp->timestamp);
+    if (it != packet_info_.end()) {
+#if LIBAVUTIL_VERSION_INT >= AV_VERSION_INT(57, 30, 100)
+      f->duration = it->second.first;
+#else
+      f->pkt_duration = it->second.first;
+#endif
+      if (it->second.second) {
+#if LIBAVUTIL_VERSION_INT >= AV_VERSION_INT(58, 7, 100)
+        f->flags |= AV_FRAME_FLAG_KEY;
+#else
+        f->key_frame = 1;
+#endif
+      }
+    }
+    CUVIDGETDECODESTATUS st{};
+    if (api().cv->cuvidGetDecodeStatus &&
+        api().cv->cuvidGetDecodeStatus(decoder_, disp->picture_index, &st) == CUDA_SUCCESS &&
+        (st.decodeStatus == cuvidDecodeStatus_Error || st.decodeStatus == cuvidDecodeStatus_Error_Concealed)) {
+      f->flags |= AV_FRAME_FLAG_CORRUPT;
+    }
+    queue_.push_back(f);
+  }
+
+  void clear_queue() {
+    for (AVFrame* f : queue_) av_frame_free(&f);
+    queue_.clear();
+  }
+
+  int device_;
+  cudaVideoCodec codec_;
+  DeviceCtx& dc_;
+  AVBSFContext* bsf_ = nullptr;
+  AVPacket* pkt_ = nullptr;
+  std::vector<uint8_t> seq_header_;
+  CUvideoparser parser_ = nullptr;
+  CUvideodecoder decoder_ = nullptr;
+  SessionKey key_{};
+  std::string error_;
+  bool eos_ = false;
+  std::deque<AVFrame*> queue_;
+  std::map<int64_t, std::pair<int64_t, bool>> packet_info_;  // pts -> (duration, keyframe)
+  int disp_left_ = 0, disp_top_ = 0, disp_w_ = 0, disp_h_ = 0, surface_h_ = 0;
+  bool progressive_ = true;
+  int bit_depth_ = 8;
+  int matrix_id_ = AVCOL_SPC_UNSPECIFIED;
+  bool full_range_ = false, color_from_container_ = false, range_from_container_ = false;
+  AVBufferPool* pool_ = nullptr;
+  size_t pool_bytes_ = 0;
+  // Output batch.
+  void* stream_ = nullptr;
+  void* out_ = nullptr;
+  int64_t T_ = 0;
+  int out_w_ = 0, out_h_ = 0, rotation_ = 0;
+  ResizeFilter filter_ = ResizeFilter::kCubic;
+  size_t frame_bytes_ = 0;
+  DeviceResizePlan plan_;
+  void* scratch_ = nullptr;
+  size_t scratch_bytes_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<NvdecBackend> NvdecBackend::create(const AVStream* st, int device, std::string* reason) {
+  const Api& a = api();
+  if (!a.error.empty()) {
+    *reason = a.error;
+    return nullptr;
+  }
+  const AVCodecParameters* par = st->codecpar;
+  const cudaVideoCodec codec = to_cuvid_codec(par->codec_id);
+  if (codec == cudaVideoCodec_NumCodecs) {
+    *reason = std::string("codec '") + avcodec_get_name(par->codec_id) + "' is not decoded by the NVDEC path";
+    return nullptr;
+  }
+  const AVPixFmtDescriptor* pd = av_pix_fmt_desc_get(static_cast<AVPixelFormat>(par->format));
+  if (pd && (pd->log2_chroma_w != 1 || pd->log2_chroma_h != 1 || pd->nb_components < 3)) {
+    *reason = std::string("pixel format ") + pd->name + " is not 4:2:0 (NVDEC on this path decodes 4:2:0 only)";
+    return nullptr;
+  }
+  const int bit_depth = pd ? pd->comp[0].depth : 8;
+  try {
+    DeviceCtx& dc = device_ctx(device);
+    {
+      CtxGuard g(dc.ctx);
+      CUVIDDECODECAPS caps{};
+      caps.eCodecType = codec;
+      caps.eChromaFormat = cudaVideoChromaFormat_420;
+      caps.nBitDepthMinus8 = static_cast<unsigned>(bit_depth - 8);
+      EVA_CU_CHECK(a.cv->cuvidGetDecoderCaps(&caps));
+      if (!caps.bIsSupported) {
+        *reason = std::string("this GPU's NVDEC cannot decode ") + avcodec_get_name(par->codec_id) + " 4:2:0 " +
+                  std::to_string(bit_depth) + "-bit";
+        return nullptr;
+      }
+      if (static_cast<unsigned>(par->width) > caps.nMaxWidth || static_cast<unsigned>(par->height) > caps.nMaxHeight ||
+          par->width < caps.nMinWidth || par->height < caps.nMinHeight) {
+        *reason = "frame size " + std::to_string(par->width) + "x" + std::to_string(par->height) + " is outside NVDEC's " +
+                  std::to_string(caps.nMinWidth) + "x" + std::to_string(caps.nMinHeight) + ".." +
+                  std::to_string(caps.nMaxWidth) + "x" + std::to_string(caps.nMaxHeight);
+        return nullptr;
+      }
+    }
+    return std::make_unique<NvdecBackendImpl>(st, device, codec);
+  } catch (const std::exception& e) {
+    *reason = std::string("NVDEC initialisation failed: ") + e.what();
+    return nullptr;
+  }
+}
+
+void free_device_frames(const DeviceFrames& f) {
+  if (f.data) cuda::free_async(f.data, f.stream);
+}
+
+int nvdec_cached_sessions() {
+  std::lock_guard<std::mutex> g(g_pool_mu);
+  int n = 0;
+  for (auto& kv : g_pool) n += static_cast<int>(kv.second.size());
+  return n;
+}
+int64_t nvdec_sessions_created() { return g_sessions_created.load(); }
+
+void convert_yuv420_on_device(const void* y, const void* uv, int y_pitch, int uv_pitch, int width, int height,
+                              int bit_depth, int bytes_per_sample, int matrix_id, bool full_range, void* out,
+                              int out_w, int out_h, ResizeFilter filter, int rotation_deg, void* stream) {
+  const bool swap = rotation_deg == 90 || rotation_deg == 270;
+  const int rw = swap ? out_h : out_w, rh = swap ? out_w : out_h;
+  DeviceResizePlan plan;
+  plan.build(width, height, rw, rh, filter, stream);
+  void* scratch = nullptr;
+  cuda_rt_check(cuda::alloc_async(&scratch, static_cast<size_t>(height) * rw * 3 * 4, stream), "cudaMallocAsync");
+  cuda::Nv12Planes src{y, uv, y_pitch, uv_pitch, width, height};
+  int rc = cuda::launch_yuv420_to_rgb_resize(src, make_yuv_params(matrix_id, full_range, bit_depth, bytes_per_sample),
+                                             plan.h, plan.v, plan.hshift, static_cast<int32_t*>(scratch),
+                                             static_cast<uint8_t*>(out), rotation_deg, stream);
+  cuda::free_async(scratch, stream);
+  plan.release(stream);
+  cuda_rt_check(rc, "colour convert + resize kernel launch");
+}
+
+bool cuda_compiled() { return true; }
+
+}  // namespace eva_fast
+
+#else  // !EVA_FAST_WITH_CUDA
+
+namespace eva_fast {
+
+std::unique_ptr<NvdecBackend> NvdecBackend::create(const AVStream*, int, std::string* reason) {
+  *reason = "eva_fast was built without CUDA; rebuild with EVA_FAST_CUDA=ON (needs nvcc)";
+  return nullptr;
+}
+void free_device_frames(const DeviceFrames&) {}
+int nvdec_cached_sessions() { return 0; }
+int64_t nvdec_sessions_created() { return 0; }
+void convert_yuv420_on_device(const void*, const void*, int, int, int, int, int, int, int, bool, void*, int, int,
+                              ResizeFilter, int, void*) {
+  throw std::runtime_error("eva_fast was built without CUDA; rebuild with EVA_FAST_CUDA=ON (needs nvcc)");
+}
+bool cuda_compiled() { return false; }
+
+}  // namespace eva_fast
+
+#endif

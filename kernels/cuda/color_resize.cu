@@ -1,0 +1,137 @@
+// CUDA colour conversion (NV12/P016 -> RGB24) fused with the CPU path's separable resize.
+// See color_resize.h for the contract and yuv_coeffs.h for the colour maths; the plain-torch
+// twin is kernels/reference/yuv_to_rgb.py.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "color_resize.h"
+
+namespace eva_fast {
+namespace cuda {
+namespace {
+
+__device__ __forceinline__ float load_sample(const uint8_t* row, int x, int bps, int shift) {
+  if (bps == 1) return static_cast<float>(row[x]);
+  return static_cast<float>(reinterpret_cast<const uint16_t*>(row)[x] >> shift);
+}
+
+__device__ __forceinline__ int to_u8(float v) {
+  // round half away from zero is irrelevant after clamping to [0, 255]: v >= 0 here when kept
+  v = rintf(v);  // round half to even, as the torch reference (torch.round)
+  return v < 0.f ? 0 : (v > 255.f ? 255 : static_cast<int>(v));
+}
+
+// RGB8 of source pixel (x, y).
+__device__ __forceinline__ void yuv_pixel(const Nv12Planes& s, const YuvParams& p, int x, int y, int* rgb) {
+  const uint8_t* yrow = static_cast<const uint8_t*>(s.y) + static_cast<size_t>(y) * s.y_pitch;
+  const uint8_t* crow = static_cast<const uint8_t*>(s.uv) + static_cast<size_t>(y >> 1) * s.uv_pitch;
+  const int cx = (x >> 1) * 2;
+  const float Y = (load_sample(yrow, x, p.bytes_per_sample, p.sample_shift) - p.y_off) * p.y_scale;
+  const float U = (load_sample(crow, cx, p.bytes_per_sample, p.sample_shift) - p.c_off) * p.c_scale;
+  const float V = (load_sample(crow, cx + 1, p.bytes_per_sample, p.sample_shift) - p.c_off) * p.c_scale;
+  rgb[0] = to_u8(255.f * (Y + p.r_v * V));
+  rgb[1] = to_u8(255.f * (Y + p.g_u * U + p.g_v * V));
+  rgb[2] = to_u8(255.f * (Y + p.b_u * U));
+}
+
+// Pass 1: one thread per (output column dx, source row sy): horizontal filter of converted pixels.
+__global__ void hpass_kernel(Nv12Planes s, YuvParams p, DeviceAxisTable h, int hshift, int32_t* scratch) {
+  const int dx = blockIdx.x * blockDim.x + threadIdx.x;
+  const int sy = blockIdx.y;
+  if (dx >= h.out_size) return;
+  const int32_t* idx = h.index + static_cast<size_t>(dx) * h.ksize;
+  const int16_t* cf = h.coef + static_cast<size_t>(dx) * h.ksize;
+  const int32_t round = hshift > 0 ? (1 << (hshift - 1)) : 0;
+  int32_t r = round, g = round, b = round;
+  for (int k = 0; k < h.ksize; ++k) {
+    int rgb[3];
+    yuv_pixel(s, p, idx[k], sy, rgb);
+    const int32_t a = cf[k];
+    r += rgb[0] * a;
+    g += rgb[1] * a;
+    b += rgb[2] * a;
+  }
+  int32_t* o = scratch + (static_cast<size_t>(sy) * h.out_size + dx) * 3;
+  o[0] = r >> hshift;
+  o[1] = g >> hshift;
+  o[2] = b >> hshift;
+}
+
+// Pass 2: one thread per (output column x, output row y) of the unrotated image, 3 channels.
+__global__ void vpass_kernel(const int32_t* scratch, DeviceAxisTable h, DeviceAxisTable v, int hshift,
+                             int rotation, uint8_t* out) {
+  const int x = blockIdx.x * blockDim.x + threadIdx.x;
+  const int y = blockIdx.y;
+  const int rw = h.out_size, rh = v.out_size;
+  if (x >= rw) return;
+  const int shift = h.coef_bits + v.coef_bits - hshift;
+  const int32_t round = 1 << (shift - 1);
+  const int32_t* vidx = v.index + static_cast<size_t>(y) * v.ksize;
+  const int16_t* vcf = v.coef + static_cast<size_t>(y) * v.ksize;
+  int32_t acc[3] = {0, 0, 0};
+  for (int k = 0; k < v.ksize; ++k) {
+    const int32_t* row = scratch + (static_cast<size_t>(vidx[k]) * rw + x) * 3;
+    const int32_t b = vcf[k];
+    acc[0] += row[0] * b;
+    acc[1] += row[1] * b;
+    acc[2] += row[2] * b;
+  }
+  int ox = x, oy = y, ow = rw;
+  if (rotation == 90) {
+    ox = rh - 1 - y; oy = x; ow = rh;
+  } else if (rotation == 180) {
+    ox = rw - 1 - x; oy = rh - 1 - y;
+  } else if (rotation == 270) {
+    ox = y; oy = rw - 1 - x; ow = rh;
+  }
+  uint8_t* o = out + (static_cast<size_t>(oy) * ow + ox) * 3;
+#pragma unroll
+  for (int c = 0; c < 3; ++c) {
+    int32_t a = (acc[c] + round) >> shift;
+    o[c] = static_cast<uint8_t>(a < 0 ? 0 : (a > 255 ? 255 : a));
+  }
+}
+
+}  // namespace
+
+int launch_yuv420_to_rgb_resize(const Nv12Planes& src, const YuvParams& p, const DeviceAxisTable& h,
+                                const DeviceAxisTable& v, int hshift, int32_t* scratch, uint8_t* out,
+                                int rotation_deg, void* stream) {
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  constexpr int kThreads = 128;
+  dim3 g1((h.out_size + kThreads - 1) / kThreads, src.height);
+  hpass_kernel<<<g1, kThreads, 0, st>>>(src, p, h, hshift, scratch);
+  dim3 g2((h.out_size + kThreads - 1) / kThreads, v.out_size);
+  vpass_kernel<<<g2, kThreads, 0, st>>>(scratch, h, v, hshift, rotation_deg, out);
+  return static_cast<int>(cudaGetLastError());
+}
+
+int alloc_async(void** ptr, size_t bytes, void* stream) {
+  return static_cast<int>(cudaMallocAsync(ptr, bytes, static_cast<cudaStream_t>(stream)));
+}
+int free_async(void* ptr, void* stream) {
+  return static_cast<int>(cudaFreeAsync(ptr, static_cast<cudaStream_t>(stream)));
+}
+int copy_async(void* dst, const void* src, size_t bytes, void* stream) {
+  return static_cast<int>(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, static_cast<cudaStream_t>(stream)));
+}
+int set_device(int device) { return static_cast<int>(cudaSetDevice(device)); }
+int stream_synchronize(void* stream) {
+  return static_cast<int>(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+}
+std::string error_string(int code) {
+  return std::string(cudaGetErrorName(static_cast<cudaError_t>(code))) + ": " +
+         cudaGetErrorString(static_cast<cudaError_t>(code));
+}
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error
+    return 0;
+  }
+  return n;
+}
+
+}  // namespace cuda
+}  // namespace eva_fast

@@ -1,0 +1,70 @@
+// Host interface of the CUDA colour-convert + resize kernels (color_resize.cu). Plain C++: no CUDA
+// headers, so csrc/ can include it next to the dlopen'ed driver API (ffnvcodec) types.
+//
+// One launch turns one decoded 4:2:0 picture (NV12: 8-bit, or P016: 16-bit containers holding
+// 10/12-bit samples in the high bits) into RGB24 at the output size, fused with the separable
+// resize of the CPU path (csrc/resize.h): the same fixed-point AxisTable weights and integer
+// rounding, so the GPU output equals "convert on GPU, then the CPU resizer" bit for bit.
+//   pass 1 (per source row, per output column): YUV -> RGB8 of each tap, horizontal filter, int32
+//   pass 2 (per output row, column, channel): vertical filter, round, clamp, rotate, store uint8.
+// All work is enqueued on `stream` (a cudaStream_t / CUstream passed as void*); nothing blocks.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace eva_fast {
+namespace cuda {
+
+// Per-launch colour conversion, already folded from yuv_coeffs.h (see make_yuv_params in
+// csrc/nvdec.cpp and kernels/reference/yuv_to_rgb.py): with Y, U, V the native n-bit codes,
+//   y = (Y - y_off) * y_scale, u = (U - c_off) * c_scale, v likewise,
+//   R = 255 (y + r_v v), G = 255 (y + g_u u + g_v v), B = 255 (y + b_u u).
+struct YuvParams {
+  float y_off, y_scale, c_off, c_scale;
+  float r_v, g_u, g_v, b_u;
+  int sample_shift;      // 16-bit samples are shifted right by this (16 - bit depth); 0 for NV12
+  int bytes_per_sample;  // 1 (NV12) or 2 (P016)
+};
+
+// A decoded picture in device memory: luma plane then interleaved UV plane (half width and height).
+struct Nv12Planes {
+  const void* y = nullptr;
+  const void* uv = nullptr;
+  int y_pitch = 0;   // bytes
+  int uv_pitch = 0;  // bytes
+  int width = 0;     // visible size in pixels (before rotation)
+  int height = 0;
+};
+
+// Device copies of the resize tables (index int32 [out * ksize], coef int16 [out * ksize]).
+struct DeviceAxisTable {
+  const int32_t* index = nullptr;
+  const int16_t* coef = nullptr;
+  int ksize = 0;
+  int coef_bits = 0;
+  int out_size = 0;
+};
+
+// Launch pass 1 + pass 2. scratch: device int32 buffer of at least src_h * h.out_size * 3
+// elements. out: device uint8, the displayed frame [out_h, out_w, 3] (out_w/out_h after
+// rotation). rotation_deg: 0/90/180/270 clockwise. hshift: bits dropped after the horizontal
+// pass (0 for cubic, 7 for antialias; as RgbResizer). Returns 0 or a CUDA error code.
+int launch_yuv420_to_rgb_resize(const Nv12Planes& src, const YuvParams& p, const DeviceAxisTable& h,
+                                const DeviceAxisTable& v, int hshift, int32_t* scratch, uint8_t* out,
+                                int rotation_deg, void* stream);
+
+// Thin runtime-API helpers (static cudart), so csrc/ needs no CUDA headers. Return 0 or a CUDA
+// error code; error_string() describes one.
+int alloc_async(void** ptr, size_t bytes, void* stream);  // stream-ordered (cudaMallocAsync)
+int free_async(void* ptr, void* stream);                   // stream-ordered (cudaFreeAsync)
+int copy_async(void* dst, const void* src, size_t bytes, void* stream);  // any direction
+int set_device(int device);
+int stream_synchronize(void* stream);
+std::string error_string(int code);
+// Device count as the CUDA runtime sees it (0 without a driver or GPU; never throws).
+int device_count();
+
+}  // namespace cuda
+}  // namespace eva_fast
