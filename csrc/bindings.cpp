@@ -211,6 +211,21 @@ PYBIND11_MODULE(_C, m) {
           "Decode frames. NVDEC backend: 'frames' is a DLPack capsule of a CUDA uint8 [T, H, W, 3] tensor whose "
           "work is enqueued on cuda_stream (a CUstream handle, e.g. torch.cuda.current_stream().cuda_stream; "
           "0 = the legacy default stream); CPU backend: a NumPy array.")
+      .def(
+          "decode_yuv",
+          [](VideoDecoder& d, const std::vector<double>& times_s, const std::string& mode) {
+            SelectMode sm = parse_mode(mode);
+            std::vector<std::string> planes;
+            {
+              py::gil_scoped_release release;
+              planes = d.decode_yuv(times_s, sm);
+            }
+            py::list out;
+            for (auto& p : planes) out.append(py::bytes(p));
+            return out;
+          },
+          py::arg("times_s"), py::arg("mode") = "nearest",
+          "Test hook: each chosen frame's decoded planes (FFmpeg planar layout, the bytes framemd5 hashes).")
       .def("scan_frames",
            [](VideoDecoder& d) {
              std::vector<double> pts;

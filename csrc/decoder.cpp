@@ -558,6 +558,7 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
   const int64_t tolerance = std::max<int64_t>(1, frame_dur_ / 1000);
   const int64_t max_backoff = std::llround(600.0 / tb);
   auto copy_slot = [&](int64_t dst, int64_t src) {
+    if (yuv_capture_) (*yuv_capture_)[dst] = (*yuv_capture_)[src];
     if (gpu_) {
       gpu_->copy_slot(dst, src);
     } else {
@@ -649,6 +650,8 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
     auto tc = Clock::now();
     if (chosen->pts == last_chosen_pts && last_slot >= 0) {
       copy_slot(slot, last_slot);
+    } else if (yuv_capture_) {
+      capture_yuv(chosen->f, &(*yuv_capture_)[slot]);
     } else if (gpu_) {
       gpu_->convert_slot(chosen->f, slot);
     } else {
@@ -673,6 +676,32 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
   res.stats = stats_;
   if (gpu_) res.device_frames = gpu_->end_batch();
   return res;
+}
+
+void VideoDecoder::capture_yuv(const AVFrame* f, std::string* out) {
+  if (gpu_) {
+    gpu_->download_planar(f, out);
+    return;
+  }
+  const AVPixelFormat fmt = static_cast<AVPixelFormat>(f->format);
+  const int n = av_image_get_buffer_size(fmt, f->width, f->height, 1);
+  if (n < 0) throw DecodeError(DecodeError::Kind::kUnsupportedCodec, "'" + path_ + "': cannot lay out the decoded picture");
+  out->resize(static_cast<size_t>(n));
+  av_image_copy_to_buffer(reinterpret_cast<uint8_t*>(&(*out)[0]), n, f->data, f->linesize, fmt, f->width, f->height, 1);
+}
+
+std::vector<std::string> VideoDecoder::decode_yuv(const std::vector<double>& times_s, SelectMode mode) {
+  std::vector<std::string> planes(times_s.size());
+  yuv_capture_ = &planes;
+  try {
+    DecodeResult r = decode(times_s, mode, 0, 0, ResizeFilter::kCubic, nullptr);
+    free_device_frames(r.device_frames);
+  } catch (...) {
+    yuv_capture_ = nullptr;
+    throw;
+  }
+  yuv_capture_ = nullptr;
+  return planes;
 }
 
 void VideoDecoder::scan_frames(std::vector<double>* pts_s, std::vector<uint8_t>* is_key) {

@@ -101,6 +101,11 @@ class VideoDecoder {
   DecodeResult decode(const std::vector<double>& times_s, SelectMode mode, int out_w, int out_h,
                       ResizeFilter filter, void* cuda_stream = nullptr);
 
+  // Test hook: each chosen frame's decoded picture in FFmpeg's planar layout (yuv420p, yuv420p10le,
+  // yuv444p, ...: the bytes `ffmpeg -f framemd5` hashes), before any conversion. NVDEC frames are
+  // copied back from the device and de-interleaved. One byte string per time, in the given order.
+  std::vector<std::string> decode_yuv(const std::vector<double>& times_s, SelectMode mode);
+
   // "nvdec" when the NVDEC backend decodes, else "cpu"; why a requested NVDEC backend is not used.
   const char* backend() const { return gpu_ ? "nvdec" : "cpu"; }
   const std::string& fallback_reason() const { return fallback_reason_; }
@@ -144,6 +149,8 @@ class VideoDecoder {
   std::unique_ptr<RgbResizer> resizer_;
   std::unique_ptr<NvdecBackend> gpu_;  // NVDEC decode backend, or null for libavcodec
   std::string fallback_reason_;
+  std::vector<std::string>* yuv_capture_ = nullptr;  // set only inside decode_yuv()
+  void capture_yuv(const AVFrame* f, std::string* out);
   int send_to_decoder(const AVPacket* pkt);
   int receive_from_decoder(AVFrame* f);
   std::mutex mu_;

@@ -408,6 +408,56 @@ class NvdecBackendImpl final : public NvdecBackend {
                   "cudaMemcpyAsync (duplicate frame)");
   }
 
+  void download_planar(const AVFrame* f, std::string* out) override {
+    CtxGuard g(dc_.ctx);
+    const int bps = f->format == AV_PIX_FMT_P016LE ? 2 : 1;
+    const int w = f->width, h = f->height, cw = (w + 1) / 2, ch = (h + 1) / 2;
+    std::vector<uint8_t> yh(static_cast<size_t>(w) * h * bps), uvh(static_cast<size_t>(cw) * ch * 2 * bps);
+    CUDA_MEMCPY2D c{};
+    c.srcMemoryType = CU_MEMORYTYPE_DEVICE;
+    c.dstMemoryType = CU_MEMORYTYPE_HOST;
+    c.srcDevice = reinterpret_cast<CUdeviceptr>(f->data[0]);
+    c.srcPitch = f->linesize[0];
+    c.dstHost = yh.data();
+    c.dstPitch = static_cast<size_t>(w) * bps;
+    c.WidthInBytes = static_cast<size_t>(w) * bps;
+    c.Height = h;
+    EVA_CU_CHECK(api().cu->cuMemcpy2D(&c));
+    c.srcDevice = reinterpret_cast<CUdeviceptr>(f->data[1]);
+    c.srcPitch = f->linesize[1];
+    c.dstHost = uvh.data();
+    c.dstPitch = static_cast<size_t>(cw) * 2 * bps;
+    c.WidthInBytes = static_cast<size_t>(cw) * 2 * bps;
+    c.Height = ch;
+    EVA_CU_CHECK(api().cu->cuMemcpy2D(&c));
+    out->resize(yh.size() + uvh.size());
+    uint8_t* o = reinterpret_cast<uint8_t*>(&(*out)[0]);
+    if (bps == 1) {
+      std::memcpy(o, yh.data(), yh.size());
+      uint8_t* u = o + yh.size();
+      uint8_t* v = u + static_cast<size_t>(cw) * ch;
+      for (size_t i = 0; i < static_cast<size_t>(cw) * ch; ++i) {
+        u[i] = uvh[2 * i];
+        v[i] = uvh[2 * i + 1];
+      }
+      return;
+    }
+    const int shift = 16 - bit_depth_;
+    auto put = [&](size_t at, uint16_t val) {
+      val = static_cast<uint16_t>(val >> shift);
+      o[2 * at] = static_cast<uint8_t>(val & 0xff);
+      o[2 * at + 1] = static_cast<uint8_t>(val >> 8);
+    };
+    const uint16_t* ys = reinterpret_cast<const uint16_t*>(yh.data());
+    const uint16_t* uvs = reinterpret_cast<const uint16_t*>(uvh.data());
+    const size_t ny = static_cast<size_t>(w) * h, nc = static_cast<size_t>(cw) * ch;
+    for (size_t i = 0; i < ny; ++i) put(i, ys[i]);
+    for (size_t i = 0; i < nc; ++i) {
+      put(ny + i, uvs[2 * i]);
+      put(ny + nc + i, uvs[2 * i + 1]);
+    }
+  }
+
   DeviceFrames end_batch() override {
     DeviceFrames d{out_, device_, stream_, T_, out_h_, out_w_};
     out_ = nullptr;

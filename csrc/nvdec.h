@@ -58,6 +58,10 @@ class NvdecBackend {
   virtual void copy_slot(int64_t dst_slot, int64_t src_slot) = 0;
   virtual DeviceFrames end_batch() = 0;
 
+  // Copy a received frame back to the host as planar yuv420p / yuv420p10le-style bytes (16-bit
+  // samples shifted down to their bit depth), for bit-exact checks against FFmpeg's framemd5.
+  virtual void download_planar(const AVFrame* f, std::string* out) = 0;
+
   virtual int device() const = 0;
 };
 

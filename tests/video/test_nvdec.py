@@ -1,0 +1,284 @@
+"""GPU decoding (NVDEC backend of the native decoder) and its CPU-side contracts.
+
+CPU-runnable: the YUV test hook against FFmpeg's framemd5 (the same check the GPU test applies to
+NVDEC output), the error/fallback messages without a GPU. Marker ``cuda`` (skipped without a GPU,
+failing instead with EVA_FAST_FAIL_WITHOUT_CUDA=1): NVDEC planes bit-identical to framemd5, RGB
+close to the CPU path, seeking on VFR / non-zero-start video, CPU fallback for AV1 / 4:4:4, session
+reuse, the stream contract, and 1,000 random requests with flat GPU and host memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eva_fast import _C
+from eva_fast.video import VideoReader, select_frames
+from tests.conftest import DATA, read_frames_csv
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "media"
+
+
+def _media(name: str) -> Path:
+    """tests/data/<name>, else the shared media folder (larger files live only there)."""
+    for base in (DATA, SHARED, Path("/work/shared/media")):
+        if (base / name).exists():
+            return base / name
+    pytest.skip(f"{name} is in neither tests/data nor the shared media folder")
+
+
+def _framemd5(name: str, stream: int = 0) -> list[str]:
+    for base in (DATA / "refs" / "framemd5", SHARED / "refs" / "framemd5", Path("/work/shared/media/refs/framemd5")):
+        p = base / f"{name}.stream{stream}.framemd5"
+        if p.exists():
+            return [ln.split(",")[-1].strip() for ln in p.read_text().splitlines() if ln and not ln.startswith("#")]
+    pytest.skip(f"no framemd5 reference for {name}")
+
+
+def _frame_times(name: str, stream: int = 0) -> list[float]:
+    """pts (seconds from the first frame) of every frame in presentation order, from ffprobe's list
+    (tests/data/refs/frames) or, for shared-only media, a demux-only scan."""
+    try:
+        rows = read_frames_csv(name, stream)
+        return [r["pts_time"] - rows[0]["pts_time"] for r in rows]
+    except FileNotFoundError:
+        pts, _ = VideoReader(_media(name), stream_index=stream).frame_table()
+        return [float(p) for p in pts]
+
+
+YUV_CASES = [  # (video, stream): H.264, HEVC 8-bit, HEVC Main10, VP9
+    ("nasa_13013.mp4", 3),
+    ("h265_video.mp4", 0),
+    ("nasa_13013_hdr.mp4", 0),
+    ("cockatoo_vp9.webm", 0),
+]
+
+
+def _check_yuv(reader: VideoReader, name: str, stream: int, indices: list[int]) -> None:
+    md5 = _framemd5(name, stream)
+    times = _frame_times(name, stream)
+    planes = reader._dec.decode_yuv([times[i] for i in indices], "nearest")
+    got = [hashlib.md5(p).hexdigest() for p in planes]
+    assert got == [md5[i] for i in indices], f"{name}: frames {indices}"
+
+
+@pytest.mark.parametrize("video, stream", YUV_CASES)
+def test_yuv_hook_matches_framemd5_on_cpu(video, stream):
+    """The hook the NVDEC test uses, validated on the CPU decoder: bytes identical to framemd5."""
+    reader = VideoReader(DATA / video, stream_index=stream)
+    n = len(_framemd5(video, stream))
+    _check_yuv(reader, video, stream, [0, 1, n // 2, n - 1, 3, 3])
+
+
+def test_cuda_without_gpu_raises_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(RuntimeError, match="EVA_FAST_CUDA=ON|no usable CUDA device"):
+        VideoReader(DATA / "nasa_13013.mp4", device="cuda")
+    with pytest.raises(RuntimeError, match="EVA_FAST_CUDA=ON|no usable CUDA device"):
+        select_frames(DATA / "nasa_13013.mp4", 0, 2, 2, device="cuda")
+
+
+def test_cpu_only_build_names_the_rebuild_flag(monkeypatch):
+    """A build without CUDA (EVA_FAST_CUDA=OFF) refuses device='cuda' naming the flag."""
+    import eva_fast.video._reader as reader_mod
+
+    class _NoCuda:
+        def __getattr__(self, name):
+            return getattr(_C, name)
+
+        @staticmethod
+        def build_info():
+            return {**_C.build_info(), "cuda": False}
+
+    monkeypatch.setattr(reader_mod, "_C", _NoCuda())
+    with pytest.raises(RuntimeError, match="EVA_FAST_CUDA=ON"):
+        VideoReader(DATA / "nasa_13013.mp4", device="cuda:0")
+
+
+def test_bad_device_values():
+    for bad in ("gpu", "mps", "cuda:x"):
+        with pytest.raises(ValueError, match="device must be"):
+            VideoReader(DATA / "nasa_13013.mp4", device=bad)
+
+
+def test_nvdec_backend_without_driver_records_reason():
+    """Asking the native decoder for NVDEC on a machine without the driver keeps the CPU backend and
+    says why (what VideoReader logs and puts in DecodeStats.fallback_reason)."""
+    if not _C.build_info()["cuda"]:
+        dec = _C.VideoDecoder(str(DATA / "nasa_13013.mp4"), -1, 0, 0)
+        assert dec.backend == "cpu" and "EVA_FAST_CUDA=ON" in dec.fallback_reason
+        return
+    if Path("/dev/nvidiactl").exists():
+        pytest.skip("an NVIDIA driver is present")
+    dec = _C.VideoDecoder(str(DATA / "nasa_13013.mp4"), -1, 0, 0)
+    assert dec.backend == "cpu"
+    assert "libcuda.so.1" in dec.fallback_reason or "libnvcuvid" in dec.fallback_reason
+    out = dec.decode([0.5], "nearest", 0, 0, "cubic", 0)
+    assert isinstance(out["frames"], np.ndarray) and out["frames"].shape == (1, 270, 480, 3)
+
+
+# --------------------------------------------------------------------------------------------- GPU
+def _gpu_reader(path, **kw) -> VideoReader:
+    r = VideoReader(path, device="cuda", **kw)
+    return r
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("video, stream", YUV_CASES + [("cockatoo_1080p_h264.mp4", 0), ("cockatoo_hevc.mp4", 0)])
+def test_nvdec_yuv_identical_to_framemd5(video, stream):
+    path = _media(video)
+    reader = _gpu_reader(path, stream_index=stream)
+    assert reader.backend == "nvdec", reader.fallback_reason
+    n = len(_framemd5(video, stream))
+    rng = random.Random(0)
+    _check_yuv(reader, video, stream, [0, 1, 2, n // 2, n - 1] + rng.sample(range(n), min(8, n)))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize(
+    "video, stream",
+    [("nasa_13013.mp4", 3), ("h265_video.mp4", 0), ("nasa_13013_hdr.mp4", 0), ("cockatoo_vp9.webm", 0),
+     ("nasa_13013_rotated.mp4", 0), ("test_non_zero_start.mp4", 0), ("bigbuckbunny.mp4", 0)],
+)
+def test_nvdec_rgb_close_to_cpu(video, stream):
+    cpu = VideoReader(DATA / video, stream_index=stream)
+    gpu = _gpu_reader(DATA / video, stream_index=stream)
+    assert gpu.backend == "nvdec", gpu.fallback_reason
+    m = cpu.metadata
+    times = [0.0, m.duration_s * 0.37, m.duration_s * 0.8, m.duration_s * 0.37]
+    for size in (None, (max(28, m.height // 2 // 28 * 28), max(28, m.width // 2 // 28 * 28))):
+        for resample in ("cubic", "antialias"):
+            a = cpu.get_frames_nearest(times, size=size, resample=resample)
+            b = gpu.get_frames_nearest(times, size=size, resample=resample)
+            assert b.data.is_cuda and b.data.dtype == torch.uint8 and b.data.is_contiguous()
+            assert b.stats.backend == "nvdec"
+            torch.testing.assert_close(b.pts_seconds, a.pts_seconds)
+            d = (b.data.cpu().int() - a.data.int()).abs().flatten().float()
+            if m.bit_depth == 8:
+                # 3 levels at native size, 4 after a resize (reference-vs-swscale bound measured on CPU)
+                assert d.max() <= (3 if size is None else 4), (video, size, resample, float(d.max()))
+            else:  # swscale interpolates 10-bit chroma (tests/kernels/test_yuv_to_rgb.py docstring)
+                assert d.mean() < 1.2 and d.quantile(0.99) <= 4 and d.max() <= 24
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("video", ["nasa_13013_vfr.mp4", "test_non_zero_start.mp4", "unordered.mov"])
+def test_nvdec_seek_matches_cpu(video):
+    """Random-order times (seeks forward and back): same frames as the CPU decoder, bit for bit in YUV."""
+    cpu = VideoReader(DATA / video)
+    gpu = _gpu_reader(DATA / video)
+    assert gpu.backend == "nvdec", gpu.fallback_reason
+    rng = random.Random(1)
+    dur = cpu.metadata.duration_s
+    times = [rng.uniform(0, dur) for _ in range(12)] + [0.0, dur, dur / 2, dur / 2]
+    for mode in ("nearest", "played_at"):
+        a = getattr(cpu, f"get_frames_{mode}")(times)
+        b = getattr(gpu, f"get_frames_{mode}")(times)
+        assert b.pts_seconds.tolist() == a.pts_seconds.tolist()
+        assert cpu._dec.decode_yuv(times, mode) == gpu._dec.decode_yuv(times, mode)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("video", ["cockatoo_av1.mp4", "cockatoo.mp4"])
+def test_fallback_av1_and_444(video, caplog):
+    """H.264 4:4:4 always falls back (the GPU path converts 4:2:0 only); AV1 falls back where NVDEC
+    has no AV1 (H100/H200) and decodes on NVDEC elsewhere. Either way: recorded and correct."""
+    path = _media(video)
+    cpu = VideoReader(path)
+    with caplog.at_level("WARNING", logger="eva_fast"):
+        gpu = _gpu_reader(path)
+    times = [0.0, cpu.metadata.duration_s / 2]
+    a = cpu.get_frames_nearest(times, size=(224, 392))
+    b = gpu.get_frames_nearest(times, size=(224, 392))
+    assert b.data.device.type == "cuda"
+    if gpu.backend == "cpu":
+        assert gpu.fallback_reason and b.stats.fallback_reason == gpu.fallback_reason
+        assert b.stats.backend == "cpu"
+        assert any("NVDEC cannot decode" in r.getMessage() for r in caplog.records)
+        assert torch.equal(b.data.cpu(), a.data)
+    else:
+        assert video == "cockatoo_av1.mp4", "4:4:4 must not take the NVDEC path"
+        assert (b.data.cpu().int() - a.data.int()).abs().max() <= 4
+    batch = select_frames(gpu, 0, 3, 4, 0.3, device="cuda")
+    assert batch.summary()["backend"] == gpu.backend and batch.frames.is_cuda
+
+
+@pytest.mark.cuda
+def test_select_frames_cuda_matches_cpu():
+    path = DATA / "nasa_13013.mp4"
+    a = select_frames(path, 1.0, 9.0, 6, 0.5)
+    b = select_frames(path, 1.0, 9.0, 6, 0.5, device="cuda")
+    assert b.frames.is_cuda and b.frames.shape == a.frames.shape and b.stats.backend == "nvdec"
+    assert b.frame_indices == a.frame_indices and b.pts_seconds == a.pts_seconds
+    assert (b.frames.cpu().int() - a.frames.int()).abs().max() <= 4
+
+
+@pytest.mark.cuda
+def test_results_ready_on_current_stream():
+    """Frames decoded while a side stream is current are correct when consumed on that stream."""
+    path = DATA / "nasa_13013.mp4"
+    ref = _gpu_reader(path).get_frames_nearest([2.0, 5.0], size=(112, 196)).data.cpu()
+    side = torch.cuda.Stream()
+    reader = _gpu_reader(path)
+    with torch.cuda.stream(side):
+        out = reader.get_frames_nearest([2.0, 5.0], size=(112, 196)).data
+        checksum = out.to(torch.int64).sum()  # consumed on the producing stream, no sync
+    side.synchronize()
+    assert int(checksum) == int(ref.to(torch.int64).sum())
+    assert torch.equal(out.cpu(), ref)
+
+
+@pytest.mark.cuda
+def test_decoder_sessions_reused_across_readers():
+    path = DATA / "nasa_13013.mp4"
+    r = _gpu_reader(path)
+    r.get_frames_nearest([1.0])
+    del r
+    created = _C.nvdec_sessions()["created"]
+    for _ in range(5):
+        r = _gpu_reader(path)
+        r.get_frames_nearest([1.0, 3.0])
+        del r
+    assert _C.nvdec_sessions()["created"] == created
+    assert _C.nvdec_sessions()["cached"] >= 1
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_1000_random_requests_memory_flat():
+    videos = [DATA / v for v in ("nasa_13013.mp4", "cockatoo_vp9.webm", "nasa_13013_vfr.mp4", "h265_video.mp4")]
+    readers = [_gpu_reader(v) for v in videos]
+    rng = random.Random(2)
+
+    def run(n):
+        for _ in range(n):
+            r = rng.choice(readers)
+            dur = r.metadata.end_s
+            s = rng.uniform(0, dur)
+            batch = select_frames(r, s, min(dur, s + rng.uniform(0.5, 20)), rng.randint(1, 16),
+                                  rng.choice([0.25, 0.5, 1.0]), resample=rng.choice(["cubic", "antialias"]),
+                                  device="cuda")
+            assert batch.frames.is_cuda and batch.stats.backend == "nvdec"
+        torch.cuda.synchronize()
+
+    run(100)
+    free0, _ = torch.cuda.mem_get_info()
+    rss0 = _rss_bytes()
+    sessions0 = _C.nvdec_sessions()["created"]
+    run(1000)
+    free1, _ = torch.cuda.mem_get_info()
+    rss1 = _rss_bytes()
+    assert free0 - free1 < 64 << 20, f"GPU memory grew by {(free0 - free1) / 2**20:.1f} MiB"
+    assert rss1 - rss0 < 64 << 20, f"host RSS grew by {(rss1 - rss0) / 2**20:.1f} MiB"
+    assert _C.nvdec_sessions()["created"] == sessions0
