@@ -403,6 +403,7 @@ class NvdecBackendImpl final : public NvdecBackend {
   }
 
   void copy_slot(int64_t dst_slot, int64_t src_slot) override {
+    CtxGuard g(dc_.ctx);
     uint8_t* base = static_cast<uint8_t*>(out_);
     cuda_rt_check(cuda::copy_async(base + dst_slot * frame_bytes_, base + src_slot * frame_bytes_, frame_bytes_, stream_),
                   "cudaMemcpyAsync (duplicate frame)");
@@ -779,8 +780,10 @@ std::unique_ptr<NvdecBackend> NvdecBackend::create(const AVStream* st, int devic
                   std::to_string(caps.nMaxWidth) + "x" + std::to_string(caps.nMaxHeight);
         return nullptr;
       }
+      // The parser may create the decoder session while parsing the sequence header: keep the
+      // context current.
+      return std::make_unique<NvdecBackendImpl>(st, device, codec);
     }
-    return std::make_unique<NvdecBackendImpl>(st, device, codec);
   } catch (const std::exception& e) {
     *reason = std::string("NVDEC initialisation failed: ") + e.what();
     return nullptr;
@@ -788,7 +791,13 @@ std::unique_ptr<NvdecBackend> NvdecBackend::create(const AVStream* st, int devic
 }
 
 void free_device_frames(const DeviceFrames& f) {
-  if (f.data) cuda::free_async(f.data, f.stream);
+  // May run on any thread (torch frees the tensor): make the buffer's context current first.
+  if (!f.data) return;
+  try {
+    CtxGuard g(device_ctx(f.device).ctx);
+    cuda::free_async(f.data, f.stream);
+  } catch (...) {
+  }
 }
 
 int nvdec_cached_sessions() {
