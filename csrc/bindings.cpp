@@ -300,6 +300,32 @@ PYBIND11_MODULE(_C, m) {
       py::arg("stream") = 0,
       "Run the CUDA colour-convert + resize kernel on 4:2:0 planes in device memory (raw pointers, e.g. "
       "tensor.data_ptr()); writes uint8 [out_h, out_w, 3] at out, enqueued on stream. Test/diagnostic entry.");
+  m.def(
+      "cuda_kernel_emulate",
+      [](py::array y, py::array uv, int bit_depth, int matrix_id, bool full_range, int out_h, int out_w,
+         const std::string& filter, int rotation_deg) {
+        const int bps = static_cast<int>(y.itemsize());
+        if (y.ndim() != 2 || uv.ndim() != 3 || uv.shape(2) != 2 || uv.itemsize() != bps || (bps != 1 && bps != 2) ||
+            !(y.flags() & py::array::c_style) || !(uv.flags() & py::array::c_style)) {
+          throw std::invalid_argument("expected C-contiguous y [H, W] and uv [H/2, W/2, 2] of uint8 or uint16");
+        }
+        const int h = static_cast<int>(y.shape(0)), w = static_cast<int>(y.shape(1));
+        if (uv.shape(0) != (h + 1) / 2 || uv.shape(1) != (w + 1) / 2 || out_h <= 0 || out_w <= 0) {
+          throw std::invalid_argument("uv must be [(H+1)/2, (W+1)/2, 2] and the output size positive");
+        }
+        if (rotation_deg != 0 && rotation_deg != 90 && rotation_deg != 180 && rotation_deg != 270) {
+          throw std::invalid_argument("rotation_deg must be 0, 90, 180 or 270, got " + std::to_string(rotation_deg));
+        }
+        ResizeFilter rf = parse_filter(filter);
+        py::array_t<uint8_t> out({static_cast<py::ssize_t>(out_h), static_cast<py::ssize_t>(out_w), static_cast<py::ssize_t>(3)});
+        emulate_kernel_on_host(y.data(), uv.data(), w * bps, static_cast<int>(uv.shape(1)) * 2 * bps, w, h, bit_depth, bps,
+                               matrix_id, full_range, out.mutable_data(), out_w, out_h, rf, rotation_deg);
+        return out;
+      },
+      py::arg("y"), py::arg("uv"), py::arg("bit_depth"), py::arg("matrix_id"), py::arg("full_range"), py::arg("out_h"),
+      py::arg("out_w"), py::arg("filter") = "cubic", py::arg("rotation_deg") = 0,
+      "Run the CUDA colour-convert + resize kernel's per-thread code serially on the CPU (NV12: uint8 planes; "
+      "P016: uint16 planes with samples in the high bits). For tests without a GPU; CUDA builds only.");
   m.def("nvdec_sessions", []() {
     py::dict d;
     d["cached"] = nvdec_cached_sessions();

@@ -826,6 +826,21 @@ void convert_yuv420_on_device(const void* y, const void* uv, int y_pitch, int uv
   cuda_rt_check(rc, "colour convert + resize kernel launch");
 }
 
+void emulate_kernel_on_host(const void* y, const void* uv, int y_pitch, int uv_pitch, int width, int height,
+                            int bit_depth, int bytes_per_sample, int matrix_id, bool full_range, uint8_t* out,
+                            int out_w, int out_h, ResizeFilter filter, int rotation_deg) {
+  const bool swap = rotation_deg == 90 || rotation_deg == 270;
+  const int rw = swap ? out_h : out_w, rh = swap ? out_w : out_h;
+  AxisTable th = make_axis_table(width, rw, filter), tv = make_axis_table(height, rh, filter);
+  cuda::DeviceAxisTable h{th.index.data(), th.coef.data(), th.ksize, th.coef_bits, rw};
+  cuda::DeviceAxisTable v{tv.index.data(), tv.coef.data(), tv.ksize, tv.coef_bits, rh};
+  std::vector<int32_t> scratch(static_cast<size_t>(height) * rw * 3);
+  cuda::Nv12Planes src{y, uv, y_pitch, uv_pitch, width, height};
+  cuda::emulate_yuv420_to_rgb_resize_host(src, make_yuv_params(matrix_id, full_range, bit_depth, bytes_per_sample), h, v,
+                                          filter == ResizeFilter::kAntialias ? 7 : 0, scratch.data(), out,
+                                          rotation_deg);
+}
+
 bool cuda_compiled() { return true; }
 
 }  // namespace eva_fast
@@ -843,6 +858,10 @@ int nvdec_cached_sessions() { return 0; }
 int64_t nvdec_sessions_created() { return 0; }
 void convert_yuv420_on_device(const void*, const void*, int, int, int, int, int, int, int, bool, void*, int, int,
                               ResizeFilter, int, void*) {
+  throw std::runtime_error("eva_fast was built without CUDA; rebuild with EVA_FAST_CUDA=ON (needs nvcc)");
+}
+void emulate_kernel_on_host(const void*, const void*, int, int, int, int, int, int, int, bool, uint8_t*, int, int,
+                            ResizeFilter, int) {
   throw std::runtime_error("eva_fast was built without CUDA; rebuild with EVA_FAST_CUDA=ON (needs nvcc)");
 }
 bool cuda_compiled() { return false; }

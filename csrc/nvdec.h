@@ -78,5 +78,9 @@ namespace eva_fast {
 void convert_yuv420_on_device(const void* y, const void* uv, int y_pitch, int uv_pitch, int width, int height,
                               int bit_depth, int bytes_per_sample, int matrix_id, bool full_range, void* out,
                               int out_w, int out_h, ResizeFilter filter, int rotation_deg, void* stream);
+// The kernel's own per-thread code run serially on host memory (CUDA builds; throws otherwise).
+void emulate_kernel_on_host(const void* y, const void* uv, int y_pitch, int uv_pitch, int width, int height,
+                            int bit_depth, int bytes_per_sample, int matrix_id, bool full_range, uint8_t* out,
+                            int out_w, int out_h, ResizeFilter filter, int rotation_deg);
 bool cuda_compiled();
 }  // namespace eva_fast

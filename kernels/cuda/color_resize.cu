@@ -11,19 +11,21 @@ namespace eva_fast {
 namespace cuda {
 namespace {
 
-__device__ __forceinline__ float load_sample(const uint8_t* row, int x, int bps, int shift) {
+// Per-thread bodies are __host__ __device__: the kernels call them on the GPU, and
+// emulate_yuv420_to_rgb_resize_host() runs the very same code on the CPU (tests without a GPU).
+__host__ __device__ inline float load_sample(const uint8_t* row, int x, int bps, int shift) {
   if (bps == 1) return static_cast<float>(row[x]);
   return static_cast<float>(reinterpret_cast<const uint16_t*>(row)[x] >> shift);
 }
 
-__device__ __forceinline__ int to_u8(float v) {
+__host__ __device__ inline int to_u8(float v) {
   // round half away from zero is irrelevant after clamping to [0, 255]: v >= 0 here when kept
   v = rintf(v);  // round half to even, as the torch reference (torch.round)
   return v < 0.f ? 0 : (v > 255.f ? 255 : static_cast<int>(v));
 }
 
 // RGB8 of source pixel (x, y).
-__device__ __forceinline__ void yuv_pixel(const Nv12Planes& s, const YuvParams& p, int x, int y, int* rgb) {
+__host__ __device__ inline void yuv_pixel(const Nv12Planes& s, const YuvParams& p, int x, int y, int* rgb) {
   const uint8_t* yrow = static_cast<const uint8_t*>(s.y) + static_cast<size_t>(y) * s.y_pitch;
   const uint8_t* crow = static_cast<const uint8_t*>(s.uv) + static_cast<size_t>(y >> 1) * s.uv_pitch;
   const int cx = (x >> 1) * 2;
@@ -35,11 +37,9 @@ __device__ __forceinline__ void yuv_pixel(const Nv12Planes& s, const YuvParams& 
   rgb[2] = to_u8(255.f * (Y + p.b_u * U));
 }
 
-// Pass 1: one thread per (output column dx, source row sy): horizontal filter of converted pixels.
-__global__ void hpass_kernel(Nv12Planes s, YuvParams p, DeviceAxisTable h, int hshift, int32_t* scratch) {
-  const int dx = blockIdx.x * blockDim.x + threadIdx.x;
-  const int sy = blockIdx.y;
-  if (dx >= h.out_size) return;
+// Pass 1, one output: (output column dx, source row sy): horizontal filter of converted pixels.
+__host__ __device__ inline void hpass_at(const Nv12Planes& s, const YuvParams& p, const DeviceAxisTable& h, int hshift,
+                                         int32_t* scratch, int dx, int sy) {
   const int32_t* idx = h.index + static_cast<size_t>(dx) * h.ksize;
   const int16_t* cf = h.coef + static_cast<size_t>(dx) * h.ksize;
   const int32_t round = hshift > 0 ? (1 << (hshift - 1)) : 0;
@@ -58,13 +58,17 @@ __global__ void hpass_kernel(Nv12Planes s, YuvParams p, DeviceAxisTable h, int h
   o[2] = b >> hshift;
 }
 
-// Pass 2: one thread per (output column x, output row y) of the unrotated image, 3 channels.
-__global__ void vpass_kernel(const int32_t* scratch, DeviceAxisTable h, DeviceAxisTable v, int hshift,
-                             int rotation, uint8_t* out) {
-  const int x = blockIdx.x * blockDim.x + threadIdx.x;
-  const int y = blockIdx.y;
+__global__ void hpass_kernel(Nv12Planes s, YuvParams p, DeviceAxisTable h, int hshift, int32_t* scratch) {
+  const int dx = blockIdx.x * blockDim.x + threadIdx.x;
+  if (dx >= h.out_size) return;
+  hpass_at(s, p, h, hshift, scratch, dx, blockIdx.y);
+}
+
+// Pass 2, one output pixel (x, y) of the unrotated image, 3 channels: vertical filter, round,
+// clamp, rotate, store.
+__host__ __device__ inline void vpass_at(const int32_t* scratch, const DeviceAxisTable& h, const DeviceAxisTable& v,
+                                         int hshift, int rotation, uint8_t* out, int x, int y) {
   const int rw = h.out_size, rh = v.out_size;
-  if (x >= rw) return;
   const int shift = h.coef_bits + v.coef_bits - hshift;
   const int32_t round = 1 << (shift - 1);
   const int32_t* vidx = v.index + static_cast<size_t>(y) * v.ksize;
@@ -78,19 +82,30 @@ __global__ void vpass_kernel(const int32_t* scratch, DeviceAxisTable h, DeviceAx
     acc[2] += row[2] * b;
   }
   int ox = x, oy = y, ow = rw;
-  if (rotation == 90) {
-    ox = rh - 1 - y; oy = x; ow = rh;
+  if (rotation == 90) {  // clockwise: (x, y) -> (rh - 1 - y, x), output rh wide
+    ox = rh - 1 - y;
+    oy = x;
+    ow = rh;
   } else if (rotation == 180) {
-    ox = rw - 1 - x; oy = rh - 1 - y;
-  } else if (rotation == 270) {
-    ox = y; oy = rw - 1 - x; ow = rh;
+    ox = rw - 1 - x;
+    oy = rh - 1 - y;
+  } else if (rotation == 270) {  // (x, y) -> (y, rw - 1 - x)
+    ox = y;
+    oy = rw - 1 - x;
+    ow = rh;
   }
   uint8_t* o = out + (static_cast<size_t>(oy) * ow + ox) * 3;
-#pragma unroll
   for (int c = 0; c < 3; ++c) {
     int32_t a = (acc[c] + round) >> shift;
     o[c] = static_cast<uint8_t>(a < 0 ? 0 : (a > 255 ? 255 : a));
   }
+}
+
+__global__ void vpass_kernel(const int32_t* scratch, DeviceAxisTable h, DeviceAxisTable v, int hshift, int rotation,
+                             uint8_t* out) {
+  const int x = blockIdx.x * blockDim.x + threadIdx.x;
+  if (x >= h.out_size) return;
+  vpass_at(scratch, h, v, hshift, rotation, out, x, blockIdx.y);
 }
 
 }  // namespace
@@ -105,6 +120,15 @@ int launch_yuv420_to_rgb_resize(const Nv12Planes& src, const YuvParams& p, const
   dim3 g2((h.out_size + kThreads - 1) / kThreads, v.out_size);
   vpass_kernel<<<g2, kThreads, 0, st>>>(scratch, h, v, hshift, rotation_deg, out);
   return static_cast<int>(cudaGetLastError());
+}
+
+void emulate_yuv420_to_rgb_resize_host(const Nv12Planes& src, const YuvParams& p, const DeviceAxisTable& h,
+                                       const DeviceAxisTable& v, int hshift, int32_t* scratch, uint8_t* out,
+                                       int rotation_deg) {
+  for (int sy = 0; sy < src.height; ++sy)
+    for (int dx = 0; dx < h.out_size; ++dx) hpass_at(src, p, h, hshift, scratch, dx, sy);
+  for (int y = 0; y < v.out_size; ++y)
+    for (int x = 0; x < h.out_size; ++x) vpass_at(scratch, h, v, hshift, rotation_deg, out, x, y);
 }
 
 int alloc_async(void** ptr, size_t bytes, void* stream) {

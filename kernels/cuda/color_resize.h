@@ -55,6 +55,12 @@ int launch_yuv420_to_rgb_resize(const Nv12Planes& src, const YuvParams& p, const
                                 const DeviceAxisTable& v, int hshift, int32_t* scratch, uint8_t* out,
                                 int rotation_deg, void* stream);
 
+// The same per-thread code run serially on the CPU, on host pointers (src planes, tables, scratch,
+// out): lets CPU-only CI check the kernel's indexing and arithmetic against the torch reference.
+void emulate_yuv420_to_rgb_resize_host(const Nv12Planes& src, const YuvParams& p, const DeviceAxisTable& h,
+                                       const DeviceAxisTable& v, int hshift, int32_t* scratch, uint8_t* out,
+                                       int rotation_deg);
+
 // Thin runtime-API helpers (static cudart), so csrc/ needs no CUDA headers. Return 0 or a CUDA
 // error code; error_string() describes one.
 int alloc_async(void** ptr, size_t bytes, void* stream);  // stream-ordered (cudaMallocAsync)
