@@ -206,6 +206,11 @@ PYBIND11_MODULE(_C, m) {
       py::arg("image"), py::arg("height"), py::arg("width"), py::arg("filter") = "cubic",
       "Resize an RGB24 image [H, W, 3] uint8 with the decoder's resampler ('cubic' or 'antialias').");
 
+  m.def("_set_resize_simd", &set_resize_simd, py::arg("enabled"),
+        "Testing switch: allow (True) or forbid (False) the AVX2 horizontal resize pass. Returns the "
+        "previous setting. Both paths compute identical integers.");
+  m.def("_resize_simd_available", &resize_simd_available, "Whether this CPU has AVX2.");
+
   m.def("build_info", []() {
     py::dict d;
     d["version"] = EVA_FAST_VERSION;
