@@ -1,4 +1,4 @@
-"""``eva-fast`` command line: ``info``, ``frames``, ``bench``."""
+"""``eva-fast`` command line: ``info``, ``frames``, ``bench``, ``eval``."""
 
 from __future__ import annotations
 
@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
     sub.add_parser("bench", help="throughput suite against peer decoders (see bench/README.md)", add_help=False)
+    sub.add_parser("eval", help="evaluate the agent on EVA's benchmarks (eva-fast eval -h)", add_help=False)
     return p
 
 
@@ -137,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
         return _cmd_bench(argv[1:])
+    if argv and argv[0] == "eval":
+        from eva_fast.eval._cli import main as eval_main
+
+        return eval_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "info":
