@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("bench", help="throughput suite against peer decoders (see bench/README.md)", add_help=False)
     sub.add_parser("eval", help="evaluate the agent on EVA's benchmarks (eva-fast eval -h)", add_help=False)
+
+    from eva_fast.agent._cli import add_parser as _add_ask_parser
+
+    _add_ask_parser(sub)
     return p
 
 
@@ -148,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_info(args)
         if args.cmd == "frames":
             return _cmd_frames(args)
+        if args.cmd == "ask":
+            from eva_fast.agent._cli import run as _cmd_ask
+
+            return _cmd_ask(args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"eva-fast {args.cmd}: error: {e}", file=sys.stderr)
         return 2
