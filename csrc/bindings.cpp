@@ -77,6 +77,7 @@ py::dict stats_dict(const DecodeStats& s) {
   py::dict d;
   d["decoded_frames"] = s.decoded_frames;
   d["packets_sent"] = s.packets_sent;
+  d["skip_nonref_packets"] = s.skip_nonref_packets;
   d["seeks"] = s.seeks;
   d["decode_errors"] = s.decode_errors;
   d["decode_ms"] = s.decode_ms;
@@ -176,7 +177,9 @@ PYBIND11_MODULE(_C, m) {
              std::vector<bool> k(key.begin(), key.end());
              return py::make_tuple(to_array(pts), py::array(py::cast(k)).attr("astype")("bool"));
            })
-      .def_property_readonly("total_stats", [](const VideoDecoder& d) { return stats_dict(d.total_stats()); });
+      .def_property_readonly("total_stats", [](const VideoDecoder& d) { return stats_dict(d.total_stats()); })
+      .def_property("skip_nonref", &VideoDecoder::skip_nonref, &VideoDecoder::set_skip_nonref,
+                    "Let the decoder drop non-reference frames far from every target (identical output).");
 
   m.def(
       "resize_rgb",

@@ -351,6 +351,7 @@ void VideoDecoder::seek_at(int64_t ts) {
                       with_ffmpeg_detail("'" + path_ + "': seek to pts " + std::to_string(ts) + " failed: " + av_err(ret)));
   }
   avcodec_flush_buffers(ctx_);
+  skippable_sent_pts_.clear();
   has_position_ = false;
   input_eof_ = false;
   output_eof_ = false;
@@ -412,6 +413,17 @@ bool VideoDecoder::receive_next(Held* out) {
       stats_.decode_errors++;
       gop_tainted_ = true;
     }
+    if (skip_active_) {
+      // Let the decoder drop this frame if it is disposable and no target is near it.
+      const bool needed = pkt_->pts == AV_NOPTS_VALUE || near_needed(pkt_->pts);
+      ctx_->skip_frame = needed ? AVDISCARD_DEFAULT : AVDISCARD_NONREF;
+      if (!needed) {
+        stats_.skip_nonref_packets++;
+        skippable_sent_pts_.push_back(pkt_->pts);
+      }
+    } else if (ctx_->skip_frame != AVDISCARD_DEFAULT) {
+      ctx_->skip_frame = AVDISCARD_DEFAULT;
+    }
     ret = avcodec_send_packet(ctx_, pkt_);
     av_packet_unref(pkt_);
     stats_.packets_sent++;
@@ -422,6 +434,11 @@ bool VideoDecoder::receive_next(Held* out) {
       gop_tainted_ = true;
     }
   }
+}
+
+bool VideoDecoder::near_needed(int64_t pts) const {
+  auto it = std::lower_bound(needed_pts_.begin(), needed_pts_.end(), pts - skip_window_);
+  return it != needed_pts_.end() && *it <= pts + skip_window_;
 }
 
 void VideoDecoder::convert_into(const AVFrame* f, uint8_t* dst, int out_w, int out_h, ResizeFilter filter) {
@@ -530,6 +547,29 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
     order.emplace_back(info_.start_pts + std::llround(t / tb), i);
   }
   std::sort(order.begin(), order.end());
+
+  // Non-reference skipping for this call. Frames near a target are always decoded, so the
+  // candidates on both sides of every target are real decoded neighbours. A packet sent in an
+  // earlier call with skipping allowed (still in the decoder's frame-threading pipeline, or
+  // dropped) may be a target now: then decoding must restart from a keyframe.
+  skip_window_ = 2 * frame_dur_ + std::max<int64_t>(1, frame_dur_ / 1000);
+  needed_pts_.clear();
+  for (const auto& o : order) needed_pts_.push_back(o.first);
+  skip_active_ = skip_nonref_ && !info_.is_vfr && frame_dur_ > 0;
+  if (has_position_ && !skippable_sent_pts_.empty()) {
+    bool stale = false;
+    for (int64_t p : skippable_sent_pts_) {
+      if (near_needed(p)) {
+        stale = true;
+        break;
+      }
+    }
+    if (stale) {
+      prev_->clear();
+      cur_->clear();
+      has_position_ = false;  // the planner then seeks to the first target's keyframe
+    }
+  }
 
   Held& prev = *prev_;  // newest frame with pts <= the current target
   Held& cur = *cur_;    // newest frame received (first one past the target, if any)
@@ -641,6 +681,7 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
   total_.packets_sent += stats_.packets_sent;
   total_.seeks += stats_.seeks;
   total_.decode_errors += stats_.decode_errors;
+  total_.skip_nonref_packets += stats_.skip_nonref_packets;
   total_.decode_ms += stats_.decode_ms;
   total_.convert_ms += stats_.convert_ms;
   res.stats = stats_;
