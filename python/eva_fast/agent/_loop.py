@@ -232,6 +232,7 @@ class AgentLoop:
                 except Exception:  # pragma: no cover - closing must not hide the result
                     logger.warning("closing the backend session failed", exc_info=True)
             traj.wall_ms = (time.perf_counter() - t_start) * 1e3
+            traj.model = self.backend.model_name or traj.model  # a server backend learns it on first use
         if on_event:
             on_event("stopped", traj, traj.turns[-1] if traj.turns else None)
         return traj
