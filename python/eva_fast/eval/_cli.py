@@ -93,8 +93,11 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _build_agent(args: argparse.Namespace):
-    from eva_fast.agent import AgentConfig, AgentLoop, get_backend
+def _agent_settings(args: argparse.Namespace):
+    """``(AgentConfig, backend kwargs, run_info)`` from the flags; builds nothing heavy."""
+    from dataclasses import asdict
+
+    from eva_fast.agent import AgentConfig
 
     cfg_kwargs = {k: getattr(args, k) for k in ("max_turns", "max_new_tokens", "temperature", "max_visual_tokens",
                                                "maxp", "device") if getattr(args, k) is not None}
@@ -103,21 +106,47 @@ def _build_agent(args: argparse.Namespace):
     cfg_kwargs.update(_key_values(args.agent_arg, "--agent-arg"))
     config = AgentConfig(**cfg_kwargs)
     backend_kwargs = _key_values(args.backend_arg, "--backend-arg")
-    if args.model is not None:
-        backend_kwargs.setdefault("model_path", args.model)
-    backend = get_backend(args.backend, **backend_kwargs)
-    from dataclasses import asdict
-
-    run_info = {"backend": args.backend, "backend_args": {k: str(v) for k, v in backend_kwargs.items()
-                                                           if "key" not in k.lower()},
+    if args.model is not None:  # the openai backend names the served model, the others a checkpoint path
+        backend_kwargs.setdefault("model" if args.backend == "openai" else "model_path", args.model)
+    if args.device is not None and args.backend == "transformers":
+        backend_kwargs.setdefault("device", args.device)
+    # What makes results comparable: backend, model and agent settings. Where the server is
+    # (a resumed shard may talk to another replica), keys and timeouts are left out.
+    run_info = {"backend": args.backend,
+                "backend_args": {k: str(v) for k, v in backend_kwargs.items()
+                                 if not any(w in k.lower() for w in ("url", "key", "timeout", "concurren"))},
                 "agent_config": asdict(config)}
-    return AgentLoop(backend, config), backend, run_info
+    return config, backend_kwargs, run_info
+
+
+class _LazyAgent:
+    """An AgentLoop whose backend is built on the first question, so a run with nothing left to do
+    (everything cached) or one that stops at the preflight never loads a model."""
+
+    def __init__(self, backend_name: str, backend_kwargs: dict[str, Any], config) -> None:
+        self._name, self._kwargs, self._config = backend_name, backend_kwargs, config
+        self._loop = None
+        self._lock = asyncio.Lock()
+
+    async def run(self, video_path: str, question: str, system: str | None = None):
+        if self._loop is None:
+            async with self._lock:
+                if self._loop is None:
+                    from eva_fast.agent import AgentLoop, get_backend
+
+                    self._loop = AgentLoop(get_backend(self._name, **self._kwargs), self._config)
+        return await self._loop.run(video_path, question, system)
+
+    async def aclose(self) -> None:
+        if self._loop is not None:
+            await self._loop.backend.aclose()
 
 
 async def _run_all(args: argparse.Namespace, roots: dict[str, str], shard) -> int:
     from eva_fast.eval._runner import PreflightError, arun_benchmark
 
-    loop, backend, run_info = _build_agent(args)
+    config, backend_kwargs, run_info = _agent_settings(args)
+    loop = _LazyAgent(args.backend, backend_kwargs, config)
     status = 0
     try:
         for b in args.benchmarks:
@@ -158,7 +187,7 @@ async def _run_all(args: argparse.Namespace, roots: dict[str, str], shard) -> in
             if result.summary is not None:
                 print(result.summary.format(str(result.results_path)))
     finally:
-        await backend.aclose()
+        await loop.aclose()
     return status
 
 
@@ -255,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="output folder (cache, results, summary)")
     pr.add_argument("--backend", default="transformers",
                     help="model backend: transformers, openai, or package.module:Class")
-    pr.add_argument("--model", help="model path (passed to the backend as model_path=)")
+    pr.add_argument("--model", help="checkpoint folder (backend model_path=), or the served model name for openai")
     pr.add_argument("--backend-arg", action="append", metavar="KEY=VALUE",
                     help="backend constructor argument (value parsed as JSON when it is JSON); repeatable")
     pr.add_argument("--max-turns", type=int, help="model turns per question (AgentConfig default)")
@@ -263,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--temperature", type=float)
     pr.add_argument("--max-visual-tokens", type=int, help="per-call visual token budget; <= 0 disables")
     pr.add_argument("--maxp", type=int)
-    pr.add_argument("--device", help="frame decoding device")
+    pr.add_argument("--device", help="frame decoding device (AgentConfig.device); also the model's device for "
+                    "the transformers backend unless --backend-arg device=... says otherwise")
     pr.add_argument("--agent-arg", action="append", metavar="KEY=VALUE", help="other AgentConfig field; repeatable")
     pr.add_argument("--concurrency", type=int, default=8, help="questions in flight (default 8)")
     pr.add_argument("--retry-errors", action="store_true", help="run cached error/exception records again")

@@ -7,8 +7,8 @@ Charts (matplotlib, Agg backend, written next to ``report.md``):
 * ``accuracy_vs_tokens.png``: accuracy against average total tokens per benchmark (ours and EVA's);
 * ``rounds_histogram.png``: how many rounds questions took, per benchmark;
 * ``categories_<benchmark>.png``: accuracy per question category (where the benchmark has them);
-* ``timelines/<benchmark>_<index>.png``: per chosen question, one row per round: the window each
-  ``frame_select`` call asked for and the times of the frames it got, on the video's time axis.
+* ``timelines/<benchmark>_<index>.png``: per chosen question, the agent's timeline plot (one row
+  per round: the window of each ``frame_select`` call and the times of the frames it got).
 """
 
 from __future__ import annotations
@@ -175,9 +175,10 @@ def plot_categories(result: BenchmarkResults, path: Path) -> Path:
     return path
 
 
-def plot_timeline(record: Mapping[str, Any], path: Path, title: str = "") -> Path:
-    """What the agent watched for one question: one row per round, the requested window as a bar
-    and each returned frame's time as a tick, on ``[0, duration_s]``.
+def plot_timeline(record: Mapping[str, Any], path: Path) -> Path:
+    """What the agent watched for one question, drawn by the agent's own timeline plot
+    (``eva_fast.agent._viz.plot_timeline``: one row per round, each call's window and a tick per
+    returned frame on the video's time axis).
 
     Args:
         record: a result record with a ``trajectory`` (``Trajectory.to_dict()``).
@@ -186,47 +187,13 @@ def plot_timeline(record: Mapping[str, Any], path: Path, title: str = "") -> Pat
     Raises:
         ValueError: the record has no trajectory.
     """
+    from eva_fast.agent import Trajectory
+    from eva_fast.agent._viz import plot_timeline as agent_plot_timeline
+
     traj = record.get("trajectory")
     if not isinstance(traj, Mapping):
         raise ValueError(f"record {record.get('index')} has no trajectory to draw")
-    plt = _plt()
-    turns = traj.get("turns") or []
-    duration = float(traj.get("duration_s") or 0.0)
-    n_rows = max(1, len(turns))
-    fig, ax = plt.subplots(figsize=(8, 0.55 * n_rows + 1.4))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    x_max = duration
-    for row, turn in enumerate(turns):
-        calls = turn.get("tool_calls") or []
-        for j, call in enumerate(calls):
-            c = colors[j % len(colors)]
-            fr = call.get("frames")
-            if fr:
-                a, b = fr["window_s"]
-                x_max = max(x_max, b)
-                ax.barh(row, b - a, left=a, height=0.5, color=c, alpha=0.25)
-                ts = fr.get("pts_seconds") or fr.get("timestamps_s") or []
-                ax.vlines(ts, row - 0.25, row + 0.25, color=c, lw=1)
-                h, w = fr.get("size", [0, 0])
-                ax.text(b, row + 0.3, f"{fr.get('nframes', len(ts))}f {w}x{h}", fontsize=6, ha="right", color=c)
-            else:
-                ax.text(0.01 * max(duration, 1e-3), row, f"call failed: {call.get('error')}", fontsize=7, color="r",
-                        va="center")
-        if not calls:
-            label = "answer" if row == len(turns) - 1 and record.get("answer") else "no tool call"
-            ax.text(0.01 * max(duration, 1e-3), row, label, fontsize=7, va="center", color="0.3")
-    ax.set_yticks(list(range(n_rows)), [f"round {k + 1}" for k in range(n_rows)], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, max(x_max, 1e-3) * 1.02)
-    ax.set_ylim(n_rows - 0.4, -0.8)
-    ax.set_xlabel("video time (s)")
-    verdict = "right" if is_correct(record) else "wrong"
-    ax.set_title(f"{title} #{record.get('index')}: answer {record.get('answer')!r}, gt {record.get('gt')!r} "
-                 f"({verdict}); {record.get('stop_reason')}", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return Path(agent_plot_timeline(Trajectory.from_dict(dict(traj)), path))
 
 
 def _fmt_pct(x: float) -> str:
@@ -310,11 +277,13 @@ def write_report(result_paths: Sequence[str | os.PathLike], out_dir: str | os.Pa
             chosen = pick_timeline_samples(r, timelines)
         if chosen:
             (out / "timelines").mkdir(exist_ok=True)
-            md += ["What the agent watched (one row per round: requested window, ticks at the frames returned):", ""]
+            md += ["What the agent watched (one row per round: each call's window, a tick per frame returned):", ""]
             for rec in chosen:
-                png = plot_timeline(rec, out / "timelines" / f"{r.name}_{rec['index']}.png", r.title)
-                md.append(f"![{r.name} {rec['index']}](timelines/{png.name})")
-            md.append("")
+                png = plot_timeline(rec, out / "timelines" / f"{r.name}_{rec['index']}.png")
+                verdict = "right" if is_correct(rec) else "wrong"
+                md += [f"**#{rec['index']}**: answer `{rec.get('answer')}`, ground truth `{rec.get('gt')}` ({verdict}), "
+                       f"{rec.get('num_rounds')} rounds, stop `{rec.get('stop_reason')}`", "",
+                       f"![{r.name} {rec['index']}](timelines/{png.name})", ""]
     report = out / "report.md"
     report.write_text("\n".join(md) + "\n")
     return report
