@@ -168,3 +168,13 @@ def test_shards_partition_the_limited_run():
 def test_unknown_benchmark():
     with pytest.raises(ValueError, match="unknown benchmark 'nope'.*videomme"):
         get_benchmark("nope")
+
+
+def test_roots_file(tmp_path):
+    roots = tmp_path / "roots.yaml"
+    roots.write_text(f"mini_bench: {DATA}\nvideomme: /nonexistent\n")
+    res = run_cli("eval", "preflight", str(MINI), "--roots", str(roots))
+    assert res.returncode == 0, res.stderr
+    assert "0 missing, 0 unreadable" in res.stdout
+    res = run_cli("eval", "preflight", str(MINI), "videomme", "--video-root", str(DATA))
+    assert res.returncode == 2 and "--video-root is for one benchmark" in res.stderr

@@ -45,6 +45,7 @@ from eva_fast.eval._runner import (
     run_benchmark,
     run_samples,
 )
+from eva_fast.eval._report import load_results, write_report
 from eva_fast.eval._score import CategoryScore, Summary, is_correct, normalize_answer, score_file, score_records
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "get_benchmark",
     "is_correct",
     "load_records",
+    "load_results",
     "load_samples",
     "merge_result_files",
     "normalize_answer",
@@ -82,4 +84,5 @@ __all__ = [
     "should_retry",
     "video_candidates",
     "write_records_atomic",
+    "write_report",
 ]

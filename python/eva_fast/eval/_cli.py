@@ -151,11 +151,12 @@ async def _run_all(args: argparse.Namespace, roots: dict[str, str], shard) -> in
     try:
         for b in args.benchmarks:
             bar = None
+            label = get_benchmark(b).name
 
-            def on_preflight(report, b=b):
+            def on_preflight(report, b=label):
                 print(f"[{b}] preflight: {report.summary()}", file=sys.stderr)
 
-            def on_start(todo: int, cached: int, b=b):
+            def on_start(todo: int, cached: int, b=label):
                 nonlocal bar
                 print(f"[{b}] {cached} question(s) already done, {todo} to run", file=sys.stderr)
                 if not args.no_progress and todo:
@@ -181,9 +182,9 @@ async def _run_all(args: argparse.Namespace, roots: dict[str, str], shard) -> in
             finally:
                 if bar is not None:
                     bar.close()
-            print(f"[{b}] ran {result.ran}, cached {result.skipped_cached}, retried {result.retried}, "
+            print(f"[{label}] ran {result.ran}, cached {result.skipped_cached}, retried {result.retried}, "
                   f"left out (missing video) {result.skipped_missing}")
-            print(f"[{b}] results: {result.results_path}")
+            print(f"[{label}] results: {result.results_path}")
             if result.summary is not None:
                 print(result.summary.format(str(result.results_path)))
     finally:
