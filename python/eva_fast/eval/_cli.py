@@ -100,7 +100,9 @@ def _agent_settings(args: argparse.Namespace):
     from eva_fast.agent import AgentConfig
 
     cfg_kwargs = {k: getattr(args, k) for k in ("max_turns", "max_new_tokens", "temperature", "max_visual_tokens",
-                                               "maxp", "device") if getattr(args, k) is not None}
+                                               "maxp") if getattr(args, k) is not None}
+    if args.frame_device is not None:
+        cfg_kwargs["device"] = args.frame_device
     if cfg_kwargs.get("max_visual_tokens") is not None and cfg_kwargs["max_visual_tokens"] <= 0:
         cfg_kwargs["max_visual_tokens"] = None
     cfg_kwargs.update(_key_values(args.agent_arg, "--agent-arg"))
@@ -108,7 +110,9 @@ def _agent_settings(args: argparse.Namespace):
     backend_kwargs = _key_values(args.backend_arg, "--backend-arg")
     if args.model is not None:  # the openai backend names the served model, the others a checkpoint path
         backend_kwargs.setdefault("model" if args.backend == "openai" else "model_path", args.model)
-    if args.device is not None and args.backend == "transformers":
+    if args.device is not None:
+        if args.backend == "openai":
+            raise ValueError("--device places an in-process model; the openai backend's model runs on the server")
         backend_kwargs.setdefault("device", args.device)
     # What makes results comparable: backend, model and agent settings. Where the server is
     # (a resumed shard may talk to another replica), keys and timeouts are left out.
@@ -120,21 +124,27 @@ def _agent_settings(args: argparse.Namespace):
 
 
 class _LazyAgent:
-    """An AgentLoop whose backend is built on the first question, so a run with nothing left to do
-    (everything cached) or one that stops at the preflight never loads a model."""
+    """An AgentLoop whose backend is built only once there is work (``ensure`` is called from the
+    runner's ``on_start``, before any question runs, so a bad model path or backend argument stops
+    the run instead of becoming one exception record per question). A run with everything cached,
+    or one stopped by the preflight, never loads a model."""
 
     def __init__(self, backend_name: str, backend_kwargs: dict[str, Any], config) -> None:
         self._name, self._kwargs, self._config = backend_name, backend_kwargs, config
         self._loop = None
-        self._lock = asyncio.Lock()
+
+    def ensure(self) -> None:
+        if self._loop is None:
+            from eva_fast.agent import AgentLoop, get_backend
+
+            try:
+                backend = get_backend(self._name, **self._kwargs)
+            except TypeError as e:  # a --backend-arg the backend does not take
+                raise ValueError(f"backend {self._name!r}: {e}") from None
+            self._loop = AgentLoop(backend, self._config)
 
     async def run(self, video_path: str, question: str, system: str | None = None):
-        if self._loop is None:
-            async with self._lock:
-                if self._loop is None:
-                    from eva_fast.agent import AgentLoop, get_backend
-
-                    self._loop = AgentLoop(get_backend(self._name, **self._kwargs), self._config)
+        self.ensure()
         return await self._loop.run(video_path, question, system)
 
     async def aclose(self) -> None:
@@ -159,6 +169,8 @@ async def _run_all(args: argparse.Namespace, roots: dict[str, str], shard) -> in
             def on_start(todo: int, cached: int, b=label):
                 nonlocal bar
                 print(f"[{b}] {cached} question(s) already done, {todo} to run", file=sys.stderr)
+                if todo:
+                    loop.ensure()
                 if not args.no_progress and todo:
                     from tqdm.auto import tqdm
 
@@ -293,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--temperature", type=float)
     pr.add_argument("--max-visual-tokens", type=int, help="per-call visual token budget; <= 0 disables")
     pr.add_argument("--maxp", type=int)
-    pr.add_argument("--device", help="frame decoding device (AgentConfig.device); also the model's device for "
-                    "the transformers backend unless --backend-arg device=... says otherwise")
+    pr.add_argument("--device", help="model device of the transformers backend (cpu, cuda, cuda:1)")
+    pr.add_argument("--frame-device", help="frame decoding device (AgentConfig.device, default cpu)")
     pr.add_argument("--agent-arg", action="append", metavar="KEY=VALUE", help="other AgentConfig field; repeatable")
     pr.add_argument("--concurrency", type=int, default=8, help="questions in flight (default 8)")
     pr.add_argument("--retry-errors", action="store_true", help="run cached error/exception records again")
@@ -329,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
                 "merge": _cmd_merge, "report": _cmd_report}
     try:
         return handlers[args.cmd](args)
+    except KeyboardInterrupt:
+        print(f"eva-fast eval {args.cmd}: interrupted; finished questions are saved, rerun the same command "
+              "to resume", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError, RuntimeError, JsonlFormatError) as e:
         print(f"eva-fast eval {args.cmd}: error: {e}", file=sys.stderr)
         return 2

@@ -285,7 +285,8 @@ async def arun_benchmark(agent: AgentRunner, benchmark: str | BenchmarkSpec, vid
     meta = {"identity": identity, "shard": list(shard) if shard else None, "limit": limit,
             "video_root": str(video_root), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with ResultCache(cache_path) as cache:
-        _check_run_meta(out / f"{stem}.run.json", meta, allow_config_change)
+        # an empty cache has nothing to mix with: a new identity just replaces the old one
+        _check_run_meta(out / f"{stem}.run.json", meta, allow_config_change or not cache.records)
         selected = {s.index for s in samples}
         retried = 0
         if retry_errors:

@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from eva_fast.eval._datasets import JsonlFormatError, read_jsonl
+from eva_fast.eval._datasets import read_jsonl
 
 
 def normalize_answer(value: Any) -> str:
@@ -231,5 +231,5 @@ def score_file(path: str | os.PathLike, categories_by_index: Mapping[int, Sequen
     return score_records(records, categories_by_index, expected_indices, source=str(path), linenos=linenos)
 
 
-__all__ = ["CategoryScore", "JsonlFormatError", "Summary", "is_correct", "normalize_answer", "score_file",
+__all__ = ["CategoryScore", "Summary", "is_correct", "normalize_answer", "score_file",
            "score_records"]
