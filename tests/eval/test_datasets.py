@@ -178,3 +178,14 @@ def test_roots_file(tmp_path):
     assert "0 missing, 0 unreadable" in res.stdout
     res = run_cli("eval", "preflight", str(MINI), "videomme", "--video-root", str(DATA))
     assert res.returncode == 2 and "--video-root is for one benchmark" in res.stderr
+
+
+def test_annotations_are_package_data():
+    """The jsonl files live inside the package folder, so the wheel (scikit-build-core packs every
+    file under python/eva_fast) and importlib.resources carry them."""
+    import importlib.resources
+
+    data = importlib.resources.files("eva_fast.eval") / "data"
+    for spec in BENCHMARKS.values():
+        assert (data / spec.annotation.name).is_file()
+    assert (data / "SOURCES.md").is_file()
