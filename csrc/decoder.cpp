@@ -333,6 +333,10 @@ void VideoDecoder::fill_info() {
     in.is_vfr = std::fabs(in.r_fps - in.average_fps) > 0.01 * in.average_fps;
   }
   planner_ = std::make_unique<SeekPlanner>(key_pts, std::llround(2.0 / tb));
+  // A seek discards about one in-flight frame per decoder thread (frame threading), so a later GOP
+  // whose keyframe is within that many frames is reached by decoding through instead.
+  const int frame_threads = (ctx_->active_thread_type & FF_THREAD_FRAME) ? std::max(1, ctx_->thread_count) : 1;
+  planner_->set_min_forward_gap(frame_threads > 1 ? static_cast<int64_t>(frame_threads) * frame_dur_ : 0);
 }
 
 void VideoDecoder::seek_to(int64_t target) {

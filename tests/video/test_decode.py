@@ -249,3 +249,18 @@ def test_skip_nonref_returns_identical_frames_with_less_work(name, has_disposabl
         assert work_fast < work_slow, (work_fast, work_slow)
     else:
         assert work_fast == work_slow
+
+
+def test_decodes_through_a_keyframe_a_few_frames_ahead_instead_of_seeking():
+    """nasa_13013 has keyframes at frames 0 and 240. From frame 238, frame 241 is reached by
+    decoding 3 frames when frame threading is on (a seek would discard about one in-flight frame per
+    thread); with one thread the planner seeks to the later GOP as before."""
+    rows = read_frames_csv("nasa_13013.mp4", 3)
+    times = [rows[238]["pts_time"], rows[241]["pts_time"]]
+    threaded = VideoReader(DATA / "nasa_13013.mp4", threads=2, skip_nonref=False)
+    single = VideoReader(DATA / "nasa_13013.mp4", threads=1, skip_nonref=False)
+    a, b = threaded.get_frames_nearest(times), single.get_frames_nearest(times)
+    assert torch.equal(a.data, b.data)
+    np.testing.assert_allclose(a.pts_seconds.numpy(), [t - rows[0]["pts_time"] for t in times], atol=1e-6)
+    assert a.stats.seeks == 1 and a.stats.decoded_frames == 242
+    assert b.stats.seeks == 2 and b.stats.decoded_frames == 239 + 2
