@@ -79,6 +79,7 @@ py::dict stats_dict(const DecodeStats& s) {
   py::dict d;
   d["decoded_frames"] = s.decoded_frames;
   d["packets_sent"] = s.packets_sent;
+  d["skip_nonref_packets"] = s.skip_nonref_packets;
   d["seeks"] = s.seeks;
   d["decode_errors"] = s.decode_errors;
   d["decode_ms"] = s.decode_ms;
@@ -237,7 +238,9 @@ PYBIND11_MODULE(_C, m) {
              std::vector<bool> k(key.begin(), key.end());
              return py::make_tuple(to_array(pts), py::array(py::cast(k)).attr("astype")("bool"));
            })
-      .def_property_readonly("total_stats", [](const VideoDecoder& d) { return stats_dict(d.total_stats()); });
+      .def_property_readonly("total_stats", [](const VideoDecoder& d) { return stats_dict(d.total_stats()); })
+      .def_property("skip_nonref", &VideoDecoder::skip_nonref, &VideoDecoder::set_skip_nonref,
+                    "Let the decoder drop non-reference frames far from every target (identical output).");
 
   m.def(
       "resize_rgb",
@@ -267,6 +270,10 @@ PYBIND11_MODULE(_C, m) {
       py::arg("image"), py::arg("height"), py::arg("width"), py::arg("filter") = "cubic",
       "Resize an RGB24 image [H, W, 3] uint8 with the decoder's resampler ('cubic' or 'antialias').");
 
+  m.def("_set_resize_simd", &set_resize_simd, py::arg("enabled"),
+        "Testing switch: allow (True) or forbid (False) the AVX2 horizontal resize pass. Returns the "
+        "previous setting. Both paths compute identical integers.");
+  m.def("_resize_simd_available", &resize_simd_available, "Whether this CPU has AVX2.");
   m.def(
       "cuda_yuv420_to_rgb",
       [](uintptr_t y, uintptr_t uv, int y_pitch, int uv_pitch, int width, int height, int bit_depth,

@@ -335,6 +335,10 @@ void VideoDecoder::fill_info() {
     in.is_vfr = std::fabs(in.r_fps - in.average_fps) > 0.01 * in.average_fps;
   }
   planner_ = std::make_unique<SeekPlanner>(key_pts, std::llround(2.0 / tb));
+  // A seek discards about one in-flight frame per decoder thread (frame threading), so a later GOP
+  // whose keyframe is within that many frames is reached by decoding through instead.
+  const int frame_threads = (ctx_->active_thread_type & FF_THREAD_FRAME) ? std::max(1, ctx_->thread_count) : 1;
+  planner_->set_min_forward_gap(frame_threads > 1 ? static_cast<int64_t>(frame_threads) * frame_dur_ : 0);
 }
 
 void VideoDecoder::seek_to(int64_t target) {
@@ -357,6 +361,7 @@ void VideoDecoder::seek_at(int64_t ts) {
   } else {
     avcodec_flush_buffers(ctx_);
   }
+  skippable_sent_pts_.clear();
   has_position_ = false;
   input_eof_ = false;
   output_eof_ = false;
@@ -426,6 +431,17 @@ bool VideoDecoder::receive_next(Held* out) {
       stats_.decode_errors++;
       gop_tainted_ = true;
     }
+    if (skip_active_ && !gpu_) {  // NVDEC decodes every picture: nothing to skip there
+      // Let the decoder drop this frame if it is disposable and no target is near it.
+      const bool needed = pkt_->pts == AV_NOPTS_VALUE || near_needed(pkt_->pts);
+      ctx_->skip_frame = needed ? AVDISCARD_DEFAULT : AVDISCARD_NONREF;
+      if (!needed) {
+        stats_.skip_nonref_packets++;
+        skippable_sent_pts_.push_back(pkt_->pts);
+      }
+    } else if (ctx_->skip_frame != AVDISCARD_DEFAULT) {
+      ctx_->skip_frame = AVDISCARD_DEFAULT;
+    }
     ret = send_to_decoder(pkt_);
     av_packet_unref(pkt_);
     stats_.packets_sent++;
@@ -436,6 +452,11 @@ bool VideoDecoder::receive_next(Held* out) {
       gop_tainted_ = true;
     }
   }
+}
+
+bool VideoDecoder::near_needed(int64_t pts) const {
+  auto it = std::lower_bound(needed_pts_.begin(), needed_pts_.end(), pts - skip_window_);
+  return it != needed_pts_.end() && *it <= pts + skip_window_;
 }
 
 void VideoDecoder::convert_into(const AVFrame* f, uint8_t* dst, int out_w, int out_h, ResizeFilter filter) {
@@ -548,6 +569,29 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
     order.emplace_back(info_.start_pts + std::llround(t / tb), i);
   }
   std::sort(order.begin(), order.end());
+
+  // Non-reference skipping for this call. Frames near a target are always decoded, so the
+  // candidates on both sides of every target are real decoded neighbours. A packet sent in an
+  // earlier call with skipping allowed (still in the decoder's frame-threading pipeline, or
+  // dropped) may be a target now: then decoding must restart from a keyframe.
+  skip_window_ = 2 * frame_dur_ + std::max<int64_t>(1, frame_dur_ / 1000);
+  needed_pts_.clear();
+  for (const auto& o : order) needed_pts_.push_back(o.first);
+  skip_active_ = skip_nonref_ && !info_.is_vfr && frame_dur_ > 0;
+  if (has_position_ && !skippable_sent_pts_.empty()) {
+    bool stale = false;
+    for (int64_t p : skippable_sent_pts_) {
+      if (near_needed(p)) {
+        stale = true;
+        break;
+      }
+    }
+    if (stale) {
+      prev_->clear();
+      cur_->clear();
+      has_position_ = false;  // the planner then seeks to the first target's keyframe
+    }
+  }
 
   Held& prev = *prev_;  // newest frame with pts <= the current target
   Held& cur = *cur_;    // newest frame received (first one past the target, if any)
@@ -671,6 +715,7 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
   total_.packets_sent += stats_.packets_sent;
   total_.seeks += stats_.seeks;
   total_.decode_errors += stats_.decode_errors;
+  total_.skip_nonref_packets += stats_.skip_nonref_packets;
   total_.decode_ms += stats_.decode_ms;
   total_.convert_ms += stats_.convert_ms;
   res.stats = stats_;

@@ -66,6 +66,8 @@ struct DecodeStats {
   int64_t packets_sent = 0;
   int64_t seeks = 0;
   int64_t decode_errors = 0;    // packets or frames the decoder reported as damaged
+  int64_t skip_nonref_packets = 0;  // packets sent with non-reference skipping allowed (upper
+                                    // bound on the frames the decoder dropped unseen)
   double decode_ms = 0;         // demux + decode wall time
   double convert_ms = 0;        // colour conversion + resize + rotation wall time
 };
@@ -117,6 +119,14 @@ class VideoDecoder {
   // Cumulative statistics since open.
   DecodeStats total_stats() const { return total_; }
 
+  // Non-reference skipping (default on): packets whose pts is more than two frame durations from
+  // every target of the current call are sent with AVDISCARD_NONREF, so the decoder drops
+  // disposable frames (H.264 nal_ref_idc 0, HEVC sub-layer non-reference, VP9 frames that refresh
+  // no reference) instead of reconstructing them. Reference frames and every frame near a target
+  // are decoded as before, so the returned frames are identical. Off at variable frame rate.
+  void set_skip_nonref(bool enabled) { skip_nonref_ = enabled; }
+  bool skip_nonref() const { return skip_nonref_; }
+
  private:
   struct Held;  // a decoded frame kept as a candidate
   void open_codec();
@@ -145,6 +155,14 @@ class VideoDecoder {
   std::string read_error_;
   DecodeStats stats_, total_;
   std::unique_ptr<Held> prev_, cur_;  // candidates kept across calls
+  // Non-reference skipping state: targets of the current call (sorted pts) and pts of packets
+  // sent since the last seek with skipping allowed (their frames may have been dropped).
+  bool skip_nonref_ = true;
+  bool skip_active_ = false;
+  int64_t skip_window_ = 0;
+  std::vector<int64_t> needed_pts_;
+  std::vector<int64_t> skippable_sent_pts_;
+  bool near_needed(int64_t pts) const;
   std::vector<uint8_t> rgb_tmp_, rot_tmp_;
   std::unique_ptr<RgbResizer> resizer_;
   std::unique_ptr<NvdecBackend> gpu_;  // NVDEC decode backend, or null for libavcodec

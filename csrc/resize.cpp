@@ -1,9 +1,14 @@
 #include "resize.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <stdexcept>
 #include <string>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
 
 namespace eva_fast {
 namespace {
@@ -38,6 +43,63 @@ inline double keys_cubic(double x, double a) {
 #else
 #define EVA_FAST_MULTIVERSION
 #endif
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define EVA_FAST_X86_SIMD 1
+#else
+#define EVA_FAST_X86_SIMD 0
+#endif
+
+namespace {
+
+bool cpu_has_avx2() {
+#if EVA_FAST_X86_SIMD
+  return __builtin_cpu_supports("avx2");
+#else
+  return false;
+#endif
+}
+
+std::atomic<bool> g_resize_simd{cpu_has_avx2()};
+
+#if EVA_FAST_X86_SIMD
+// Horizontal pass for output columns [dx0, dx1) whose taps are consecutive source pixels starting
+// at first[dx]. Taps go in groups of four: one unaligned 16-byte load covers four RGB pixels (12
+// bytes), two byte shuffles widen them to int16 pairs {p0,p1} and {p2,p3} per channel, and two
+// pmaddwd add {r,g,b,0} partial sums in int32. Weights per column and group are laid out
+// {c0,c1,c0,c1,c0,c1,0,0, c2,c3,c2,c3,c2,c3,0,0} (zeros past the last tap). The 16-byte store also
+// writes one int32 past the pixel; the next column (or the row's padding) overwrites it. Same
+// integers as the scalar loop: uint8 x int16 products and their sums fit int32 exactly.
+__attribute__((target("avx2"))) void hpass_avx2(const uint8_t* src, int32_t* out, const int32_t* first,
+                                                const int16_t* coef, int groups, int hshift, int dx0,
+                                                int dx1) {
+  const __m128i shuf_lo = _mm_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
+  const __m128i shuf_hi = _mm_setr_epi8(6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1);
+  const __m128i round = _mm_set1_epi32(hshift > 0 ? 1 << (hshift - 1) : 0);
+  const __m128i shift = _mm_cvtsi32_si128(hshift);
+  for (int dx = dx0; dx < dx1; ++dx) {
+    const uint8_t* p = src + 3 * first[dx];
+    const int16_t* c = coef + static_cast<size_t>(dx) * groups * 16;
+    __m128i acc = round;
+    for (int g = 0; g < groups; ++g, p += 12, c += 16) {
+      const __m128i px = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      const __m128i c_lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c));
+      const __m128i c_hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 8));
+      acc = _mm_add_epi32(acc, _mm_madd_epi16(_mm_shuffle_epi8(px, shuf_lo), c_lo));
+      acc = _mm_add_epi32(acc, _mm_madd_epi16(_mm_shuffle_epi8(px, shuf_hi), c_hi));
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 3 * dx), _mm_sra_epi32(acc, shift));
+  }
+}
+#endif
+
+}  // namespace
+
+bool set_resize_simd(bool enabled) {
+  return g_resize_simd.exchange(enabled && cpu_has_avx2());
+}
+
+bool resize_simd_available() { return cpu_has_avx2(); }
 
 AxisTable make_axis_table(int in_size, int out_size, ResizeFilter filter) {
   if (in_size <= 0 || out_size <= 0) {
@@ -118,7 +180,39 @@ RgbResizer::RgbResizer(int src_w, int src_h, int dst_w, int dst_h, ResizeFilter 
   v_ = make_axis_table(src_h, dst_h, filter);
   hshift_ = filter == ResizeFilter::kAntialias ? kAaHShift : 0;
   nslots_ = std::min(v_.ksize + 2, src_h + 1);
-  rows_.assign(static_cast<size_t>(nslots_) * dst_w * 3, 0);
+  // +4 int32 per row: the SIMD pass stores 4 int32 at the last column.
+  rows_.assign(static_cast<size_t>(nslots_) * (dst_w * 3 + 4), 0);
+  vacc_.assign(static_cast<size_t>(dst_w) * 3, 0);
+  // SIMD columns: every tap with a non-zero weight reads source pixel first + k, and the last group's
+  // 16-byte load stays inside the row. Indices grow with dx, so these columns form one run.
+  const int ks = h_.ksize;
+  hgroups_ = (ks + 3) / 4;
+  hsimd_coef_.assign(static_cast<size_t>(dst_w) * hgroups_ * 16, 0);
+  hfirst_.assign(dst_w, 0);
+  simd_lo_ = simd_hi_ = 0;
+  bool in_run = false, run_closed = false;
+  for (int dx = 0; dx < dst_w; ++dx) {
+    const int32_t* idx = &h_.index[static_cast<size_t>(dx) * ks];
+    const int16_t* cf = &h_.coef[static_cast<size_t>(dx) * ks];
+    int16_t* c = &hsimd_coef_[static_cast<size_t>(dx) * hgroups_ * 16];
+    hfirst_[dx] = idx[0];
+    bool ok = 3 * (idx[0] + 4 * (hgroups_ - 1)) + 16 <= 3 * src_w;
+    for (int k = 0; k < ks; ++k) {
+      if (cf[k] != 0 && idx[k] != idx[0] + k) ok = false;
+      int16_t* g = c + (k / 4) * 16 + ((k % 4) / 2) * 8;
+      for (int j = 0; j < 3; ++j) g[2 * j + (k % 2)] = cf[k];
+    }
+    if (ok && !run_closed) {
+      if (!in_run) simd_lo_ = dx;
+      in_run = true;
+      simd_hi_ = dx + 1;
+    } else if (ok && run_closed) {
+      // A second run (not expected): keep the first one only.
+    } else if (in_run) {
+      run_closed = true;
+    }
+  }
+  if (!in_run) simd_lo_ = simd_hi_ = 0;
   row_of_slot_.assign(nslots_, -1);
 }
 
@@ -126,13 +220,30 @@ EVA_FAST_MULTIVERSION void RgbResizer::hpass_row(const uint8_t* src, int32_t* ou
   const int ks = h_.ksize;
   const int32_t* idx = h_.index.data();
   const int16_t* cf = h_.coef.data();
+  int dx = 0;
+  int scalar_end = dst_w_;
+#if EVA_FAST_X86_SIMD
+  if (simd_hi_ > simd_lo_ && g_resize_simd.load(std::memory_order_relaxed)) {
+    hpass_avx2(src, out, hfirst_.data(), hsimd_coef_.data(), hgroups_, hshift_, simd_lo_, simd_hi_);
+    // Scalar columns: [0, simd_lo_) and [simd_hi_, dst_w_), the latter after the SIMD run so
+    // its overhanging store is overwritten.
+    scalar_end = simd_lo_;
+  }
+#endif
   if (ks == 4) {
-    for (int dx = 0; dx < dst_w_; ++dx, idx += 4, cf += 4) {
-      const uint8_t* p0 = src + 3 * idx[0];
-      const uint8_t* p1 = src + 3 * idx[1];
-      const uint8_t* p2 = src + 3 * idx[2];
-      const uint8_t* p3 = src + 3 * idx[3];
-      const int32_t a0 = cf[0], a1 = cf[1], a2 = cf[2], a3 = cf[3];
+    for (; dx < dst_w_; ++dx) {
+      if (dx == scalar_end) {
+        dx = simd_hi_;
+        scalar_end = dst_w_;
+        if (dx >= dst_w_) break;
+      }
+      const int32_t* ix = idx + 4 * dx;
+      const int16_t* c = cf + 4 * dx;
+      const uint8_t* p0 = src + 3 * ix[0];
+      const uint8_t* p1 = src + 3 * ix[1];
+      const uint8_t* p2 = src + 3 * ix[2];
+      const uint8_t* p3 = src + 3 * ix[3];
+      const int32_t a0 = c[0], a1 = c[1], a2 = c[2], a3 = c[3];
       out[3 * dx + 0] = p0[0] * a0 + p1[0] * a1 + p2[0] * a2 + p3[0] * a3;
       out[3 * dx + 1] = p0[1] * a0 + p1[1] * a1 + p2[1] * a2 + p3[1] * a3;
       out[3 * dx + 2] = p0[2] * a0 + p1[2] * a1 + p2[2] * a2 + p3[2] * a3;
@@ -140,11 +251,18 @@ EVA_FAST_MULTIVERSION void RgbResizer::hpass_row(const uint8_t* src, int32_t* ou
     return;
   }
   const int32_t hround = hshift_ > 0 ? (1 << (hshift_ - 1)) : 0;
-  for (int dx = 0; dx < dst_w_; ++dx, idx += ks, cf += ks) {
+  for (; dx < dst_w_; ++dx) {
+    if (dx == scalar_end) {
+      dx = simd_hi_;
+      scalar_end = dst_w_;
+      if (dx >= dst_w_) break;
+    }
+    const int32_t* ix = idx + static_cast<size_t>(ks) * dx;
+    const int16_t* c = cf + static_cast<size_t>(ks) * dx;
     int32_t r = hround, g = hround, b = hround;
     for (int k = 0; k < ks; ++k) {
-      const uint8_t* p = src + 3 * idx[k];
-      const int32_t a = cf[k];
+      const uint8_t* p = src + 3 * ix[k];
+      const int32_t a = c[k];
       r += p[0] * a;
       g += p[1] * a;
       b += p[2] * a;
@@ -158,6 +276,7 @@ EVA_FAST_MULTIVERSION void RgbResizer::hpass_row(const uint8_t* src, int32_t* ou
 EVA_FAST_MULTIVERSION void RgbResizer::run(const uint8_t* src, int src_stride, uint8_t* dst, int dst_stride) {
   const int ks = v_.ksize;
   const int n = dst_w_ * 3;
+  const int row_pitch = n + 4;
   std::fill(row_of_slot_.begin(), row_of_slot_.end(), -1);
   std::vector<const int32_t*> rp(ks);
   const int kShift = h_.coef_bits + v_.coef_bits - hshift_;
@@ -168,7 +287,7 @@ EVA_FAST_MULTIVERSION void RgbResizer::run(const uint8_t* src, int src_stride, u
     for (int k = 0; k < ks; ++k) {
       const int sy = vidx[k];
       const int slot = sy % nslots_;
-      int32_t* row = &rows_[static_cast<size_t>(slot) * n];
+      int32_t* row = &rows_[static_cast<size_t>(slot) * row_pitch];
       if (row_of_slot_[slot] != sy) {
         hpass_row(src + static_cast<size_t>(sy) * src_stride, row);
         row_of_slot_[slot] = sy;
@@ -188,11 +307,18 @@ EVA_FAST_MULTIVERSION void RgbResizer::run(const uint8_t* src, int src_stride, u
         out[x] = static_cast<uint8_t>(acc < 0 ? 0 : (acc > 255 ? 255 : acc));
       }
     } else {
+      // Taps outer, columns inner: the inner loops vectorise.
+      int32_t* acc = vacc_.data();
+      std::fill(acc, acc + n, kRound);
+      for (int k = 0; k < ks; ++k) {
+        const int32_t* r = rp[k];
+        const int32_t b = vcf[k];
+        if (b == 0) continue;
+        for (int x = 0; x < n; ++x) acc[x] += r[x] * b;
+      }
       for (int x = 0; x < n; ++x) {
-        int32_t acc = 0;
-        for (int k = 0; k < ks; ++k) acc += rp[k][x] * vcf[k];
-        acc = (acc + kRound) >> kShift;
-        out[x] = static_cast<uint8_t>(acc < 0 ? 0 : (acc > 255 ? 255 : acc));
+        const int32_t v = acc[x] >> kShift;
+        out[x] = static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
       }
     }
   }

@@ -31,6 +31,12 @@ struct AxisTable {
 
 AxisTable make_axis_table(int in_size, int out_size, ResizeFilter filter);
 
+// Whether the x86 SIMD horizontal pass may be used (default: yes when the CPU has AVX2). The SIMD
+// and scalar paths compute the same integers; the switch exists so tests can compare them.
+// Returns the previous value.
+bool set_resize_simd(bool enabled);
+bool resize_simd_available();
+
 // A reusable resize plan for one (src size, dst size, filter).
 class RgbResizer {
  public:
@@ -45,6 +51,14 @@ class RgbResizer {
  private:
   void hpass_row(const uint8_t* src_row, int32_t* out_row) const;
 
+  // SIMD horizontal pass: output columns [simd_lo_, simd_hi_) read consecutive source pixels from
+  // hfirst_[dx], in hgroups_ groups of 4 taps (one 16-byte load each). Per column and group, 16
+  // int16 weights laid out for pmaddwd: {c0,c1,c0,c1,c0,c1,0,0, c2,c3,c2,c3,c2,c3,0,0}.
+  std::vector<int16_t> hsimd_coef_;
+  std::vector<int32_t> hfirst_;
+  int hgroups_ = 1;
+  int simd_lo_ = 0, simd_hi_ = 0;
+
   int src_w_, src_h_, dst_w_, dst_h_;
   ResizeFilter filter_;
   int hshift_ = 0;  // bits dropped after the horizontal pass
@@ -52,6 +66,7 @@ class RgbResizer {
   // Ring of horizontally filtered rows, keyed by source row.
   std::vector<int32_t> rows_;
   std::vector<int> row_of_slot_;
+  std::vector<int32_t> vacc_;  // vertical-pass accumulators for ksize != 4
   int nslots_ = 0;
 };
 

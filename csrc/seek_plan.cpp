@@ -24,7 +24,7 @@ bool SeekPlanner::should_seek(bool has_position, int64_t position, int64_t targe
   if (indexed_) {
     const int64_t key = keyframe_at_or_before(target);
     // The target's GOP starts after our position: jump there instead of decoding the gap.
-    return key != INT64_MIN && key > position;
+    return key != INT64_MIN && key > position + min_forward_gap_;
   }
   const int64_t threshold = std::max(default_gop_, max_gop_seen_);
   return target - position > threshold;

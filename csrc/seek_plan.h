@@ -32,12 +32,19 @@ class SeekPlanner {
   // Record a keyframe seen while decoding (improves the no-index fallback).
   void observe_keyframe(int64_t pts);
 
+  // Keep decoding forward instead of seeking when the target's keyframe is at most this far
+  // (time base units) past the current position. A seek flushes the decoder, discarding the
+  // frames already in its frame-threading pipeline (about one per thread), so jumping a gap of a
+  // few frames costs more than decoding through it. Default 0 (seek for any later GOP).
+  void set_min_forward_gap(int64_t gap) { min_forward_gap_ = gap < 0 ? 0 : gap; }
+
  private:
   std::vector<int64_t> keyframes_;
   bool indexed_;
   int64_t default_gop_;
   int64_t last_seen_key_ = INT64_MIN;
   int64_t max_gop_seen_ = 0;
+  int64_t min_forward_gap_ = 0;
 };
 
 }  // namespace eva_fast

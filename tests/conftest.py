@@ -67,3 +67,12 @@ def ffmpeg() -> str:
     if exe is None:
         pytest.fail("the ffmpeg command line is required for the reference tests (scripts/setup.sh installs it)")
     return exe
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight Qwen2.5-VL checkpoint folder (real class, real Qwen tokenizer and chat
+    template), built once per session; see ``tests/_tiny_qwen.py``."""
+    from tests._tiny_qwen import build_tiny_qwen25vl
+
+    return build_tiny_qwen25vl(tmp_path_factory.mktemp("tiny_qwen25vl"))

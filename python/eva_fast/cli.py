@@ -1,4 +1,4 @@
-"""``eva-fast`` command line: ``info``, ``frames``, ``bench``."""
+"""``eva-fast`` command line: ``info``, ``frames``, ``bench``, ``eval``."""
 
 from __future__ import annotations
 
@@ -130,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
     sub.add_parser("bench", help="throughput suite against peer decoders (see bench/README.md)", add_help=False)
+    sub.add_parser("eval", help="evaluate the agent on EVA's benchmarks (eva-fast eval -h)", add_help=False)
+
+    from eva_fast.agent._cli import add_parser as _add_ask_parser
+
+    _add_ask_parser(sub)
     return p
 
 
@@ -137,12 +142,20 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
         return _cmd_bench(argv[1:])
+    if argv and argv[0] == "eval":
+        from eva_fast.eval._cli import main as eval_main
+
+        return eval_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "info":
             return _cmd_info(args)
         if args.cmd == "frames":
             return _cmd_frames(args)
+        if args.cmd == "ask":
+            from eva_fast.agent._cli import run as _cmd_ask
+
+            return _cmd_ask(args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"eva-fast {args.cmd}: error: {e}", file=sys.stderr)
         return 2

@@ -36,7 +36,9 @@ def test_quick_run_writes_rows_and_table(video, tmp_path, capsys):
         assert r["ms"]["median"] > 0 and r["repeats"] >= 1
     eva = [r for r in rows if r["system"] == "eva_fast"]
     assert eva and all(r["ratio_vs_eva_fast"] == 1.0 for r in eva)
-    assert all(r["decode_work_ratio"] is not None and r["decode_work_ratio"] >= 1.0 for r in eva)
+    # At most the GOP work (the goal: <= 1.1x); below 1.0 when disposable frames far from the
+    # targets are dropped unseen (skip_nonref).
+    assert all(r["decode_work_ratio"] is not None and 0 < r["decode_work_ratio"] <= 1.1 for r in eva)
     pyav = [r for r in rows if r["system"] == "pyav"]
     if pyav and pyav[0]["status"] != "skipped":
         assert pyav[0]["check"]["indices_match"] is True

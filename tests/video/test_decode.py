@@ -157,11 +157,12 @@ def test_seek_plan_decodes_only_the_gop_work():
     rows = read_frames_csv("nasa_13013.mp4", 3)
     keys = [r["index"] for r in rows if r["key_frame"]]
     assert keys == [0, 240]
-    reader = VideoReader(DATA / "nasa_13013.mp4")
+    # skip_nonref=False: every frame from the keyframe to the target is reconstructed
+    reader = VideoReader(DATA / "nasa_13013.mp4", skip_nonref=False)
     out = reader.get_frames_played_at([rows[300]["pts_time"]])
     assert out.stats.decoded_frames == 300 - 240 + 1
     # several targets in one GOP share one forward pass, and a jump to a later GOP seeks
-    reader = VideoReader(DATA / "nasa_13013.mp4")
+    reader = VideoReader(DATA / "nasa_13013.mp4", skip_nonref=False)
     out = reader.get_frames_played_at([rows[i]["pts_time"] for i in (10, 20, 200, 260, 270)])
     assert out.stats.decoded_frames == (200 + 1) + (270 - 240 + 1)
     assert out.stats.seeks == 2
@@ -169,7 +170,7 @@ def test_seek_plan_decodes_only_the_gop_work():
 
 def test_continues_forward_across_calls_without_reseeking():
     rows = read_frames_csv("nasa_13013.mp4", 3)
-    reader = VideoReader(DATA / "nasa_13013.mp4")
+    reader = VideoReader(DATA / "nasa_13013.mp4", skip_nonref=False)
     reader.get_frames_played_at([rows[10]["pts_time"]])
     out = reader.get_frames_played_at([rows[20]["pts_time"]])
     assert out.stats.seeks == 0 and out.stats.decoded_frames == 10
@@ -219,3 +220,47 @@ def test_threads_in_parallel_do_not_interfere():
     with ThreadPoolExecutor(4) as ex:
         for data in ex.map(work, range(8)):
             assert all(torch.equal(d, ref) for d in data)
+
+
+@pytest.mark.parametrize("name, has_disposable", [("nasa_13013.mp4", True), ("cockatoo.mp4", True),
+                                                  ("nasa_13013_hdr.mp4", True), ("cockatoo_vp9.webm", False)])
+def test_skip_nonref_returns_identical_frames_with_less_work(name, has_disposable):
+    """Dropping disposable frames far from the targets must not change any returned frame, within a
+    call or across calls on one reader (frames already in the decoder's pipeline from an earlier call
+    with skipping allowed force a re-seek when they become targets)."""
+    fast = VideoReader(DATA / name)
+    slow = VideoReader(DATA / name, skip_nonref=False)
+    fps, n = fast.metadata.average_fps, fast.metadata.num_frames
+    rng = np.random.default_rng(7)
+    calls = [[0.5 * i / fps for i in range(0, min(n, 90), 9)]]  # dense then sparse, forward
+    calls += [[i / fps for i in sorted(rng.choice(n, size=4, replace=False))] for _ in range(6)]
+    calls += [[10 / fps], [13 / fps], [16 / fps], [(n - 3) / fps]]  # near-consecutive calls
+    work_fast = work_slow = 0
+    for i, times in enumerate(calls):
+        mode = "get_frames_nearest" if i % 2 else "get_frames_played_at"
+        a = getattr(fast, mode)(times)
+        b = getattr(slow, mode)(times)
+        np.testing.assert_array_equal(a.pts_seconds.numpy(), b.pts_seconds.numpy())
+        assert torch.equal(a.data, b.data), f"{name}: frames differ at times {times}"
+        work_fast += a.stats.decoded_frames
+        work_slow += b.stats.decoded_frames
+    assert fast.total_stats.skip_nonref_packets > 0
+    if has_disposable:  # H.264/HEVC with B-frames; this VP9 stream refreshes a reference every frame
+        assert work_fast < work_slow, (work_fast, work_slow)
+    else:
+        assert work_fast == work_slow
+
+
+def test_decodes_through_a_keyframe_a_few_frames_ahead_instead_of_seeking():
+    """nasa_13013 has keyframes at frames 0 and 240. From frame 238, frame 241 is reached by
+    decoding 3 frames when frame threading is on (a seek would discard about one in-flight frame per
+    thread); with one thread the planner seeks to the later GOP as before."""
+    rows = read_frames_csv("nasa_13013.mp4", 3)
+    times = [rows[238]["pts_time"], rows[241]["pts_time"]]
+    threaded = VideoReader(DATA / "nasa_13013.mp4", threads=2, skip_nonref=False)
+    single = VideoReader(DATA / "nasa_13013.mp4", threads=1, skip_nonref=False)
+    a, b = threaded.get_frames_nearest(times), single.get_frames_nearest(times)
+    assert torch.equal(a.data, b.data)
+    np.testing.assert_allclose(a.pts_seconds.numpy(), [t - rows[0]["pts_time"] for t in times], atol=1e-6)
+    assert a.stats.seeks == 1 and a.stats.decoded_frames == 242
+    assert b.stats.seeks == 2 and b.stats.decoded_frames == 239 + 2

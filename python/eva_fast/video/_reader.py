@@ -101,6 +101,8 @@ class DecodeStats:
         packets_sent: compressed packets fed to the decoder.
         seeks: seeks performed.
         decode_errors: damaged packets/frames reported by the decoder.
+        skip_nonref_packets: packets sent with non-reference skipping allowed (an upper bound on
+            the frames the decoder dropped without reconstructing them).
         decode_ms: demux + decode wall time, milliseconds.
         convert_ms: colour conversion + resize + rotation wall time, milliseconds (NVDEC backend: the
             time to enqueue the CUDA kernels; they finish asynchronously on the call's stream).
@@ -113,6 +115,7 @@ class DecodeStats:
     packets_sent: int = 0
     seeks: int = 0
     decode_errors: int = 0
+    skip_nonref_packets: int = 0
     decode_ms: float = 0.0
     convert_ms: float = 0.0
     backend: str = "cpu"
@@ -214,6 +217,11 @@ class VideoReader:
         stream_index: video stream to use; default FFmpeg's best video stream.
         threads: decoder threads; 0 = FFmpeg's choice (all cores).
         on_corrupt: ``"flag"`` (default) or ``"error"``.
+        skip_nonref: let the decoder drop non-reference frames that lie more than two frame
+            durations from every requested time (FFmpeg's ``AVDISCARD_NONREF``: H.264
+            ``nal_ref_idc`` 0, HEVC sub-layer non-reference pictures, VP9 frames that refresh no
+            reference). Nothing else depends on those frames, so the returned frames are identical;
+            only the work shrinks. Always off at variable frame rate. Default True.
 
     Raises:
         FileNotFoundError: the path does not exist.
@@ -236,6 +244,7 @@ class VideoReader:
         stream_index: int | None = None,
         threads: int = 0,
         on_corrupt: str = "flag",
+        skip_nonref: bool = True,
     ) -> None:
         device = normalize_device(device)
         cuda_index = _check_cuda_usable(device) if device != "cpu" else -1
@@ -248,8 +257,11 @@ class VideoReader:
         self.path = os.fspath(path)
         self.device = device
         self.on_corrupt = on_corrupt
+        if not isinstance(skip_nonref, bool):
+            raise ValueError(f"skip_nonref must be a bool, got {skip_nonref!r}")
         self._cuda_index = cuda_index
         self._dec = _C.VideoDecoder(self.path, -1 if stream_index is None else stream_index, threads, cuda_index)
+        self._dec.skip_nonref = skip_nonref
         #: ``"nvdec"`` or ``"cpu"``: what decodes this reader's frames.
         self.backend: str = self._dec.backend
         #: why a CUDA reader decodes on the CPU ("" when it does not).

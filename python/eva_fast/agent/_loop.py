@@ -1,0 +1,306 @@
+"""``AgentLoop``: EVA's planning-before-perception loop as an explicit state machine.
+
+    PENDING ──► GENERATING ──► PARSING ──► PROCESSING_TOOLS ──► GENERATING ...
+                    │             │                │
+                    └─────────────┴────────────────┴──► TERMINATED (stop_reason set)
+
+Protocol: ``eva_fast.agent._protocol`` (parity with the published EVA evaluation). Frames come from
+``eva_fast.video.select_frames`` on one ``VideoReader`` per trajectory, reused across turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from eva_fast._logging import get_logger
+from eva_fast.agent._backend import BackendBadRequest, ModelBackend, Session
+from eva_fast.agent._config import AgentConfig
+from eva_fast.agent._protocol import (
+    ERR_TOOL_FAILED,
+    STOP_ANSWER,
+    STOP_BAD_REQUEST,
+    STOP_EXCEPTION,
+    STOP_MAX_TURNS,
+    STOP_NO_TOOL_CALL,
+    STOP_NO_VALID_TOOL_CALL,
+    ParsedCall,
+    extract_answer,
+    first_user_text,
+    frame_label,
+    label_seconds,
+    parse_tool_calls,
+    tool_turn_tail,
+)
+from eva_fast.agent._types import FramesReturned, ImagePart, Message, TextPart, ToolCall, Trajectory, Turn
+from eva_fast.video import VideoReader, estimate_visual_tokens, select_frames
+
+logger = get_logger("agent")
+
+#: ``on_event(event, trajectory, turn)`` callback; events: ``"generated"`` (a model turn is in),
+#: ``"tools"`` (its tool calls ran), ``"stopped"`` (the run ended; ``turn`` is the last or None).
+EventCallback = Callable[[str, Trajectory, "Turn | None"], None]
+
+
+class AgentState(enum.Enum):
+    """States of :class:`AgentLoop`."""
+
+    PENDING = "pending"
+    """Open the video, build the system and first user turns."""
+    GENERATING = "generating"
+    """Ask the model for the next turn (or stop at ``max_turns``)."""
+    PARSING = "parsing"
+    """Look for an answer, then for tool calls."""
+    PROCESSING_TOOLS = "processing_tools"
+    """Run the frame tool for each call and build the tool turn."""
+    TERMINATED = "terminated"
+    """Done; ``Trajectory.stop_reason`` is set."""
+
+
+class AgentLoop:
+    """Runs EVA's agent loop for one question at a time (many concurrently with asyncio).
+
+    Args:
+        backend: the model (see :func:`eva_fast.agent.get_backend`).
+        config: settings (default :class:`AgentConfig()`, the published evaluation's).
+
+    Example::
+
+        loop = AgentLoop(get_backend("transformers", model_path="hf_model"), AgentConfig())
+        traj = loop.run_sync("video.mp4", "What happens first? A. ... B. ...")
+        traj.answer, traj.stop_reason
+    """
+
+    def __init__(self, backend: ModelBackend, config: AgentConfig | None = None) -> None:
+        if not isinstance(backend, ModelBackend):
+            raise TypeError(f"backend must be a ModelBackend (see get_backend), got {type(backend).__name__}")
+        config = AgentConfig() if config is None else config
+        if not isinstance(config, AgentConfig):
+            raise TypeError(f"config must be an AgentConfig, got {type(config).__name__}")
+        self.backend = backend
+        self.config = config
+
+    def run_sync(self, video_path: str | os.PathLike, question: str, system: str | None = None,
+                 *, on_event: EventCallback | None = None) -> Trajectory:
+        """:meth:`run` from synchronous code (runs its own event loop; in a thread if one is running)."""
+        coro = self.run(video_path, question, system, on_event=on_event)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coro)
+        box: dict[str, Any] = {}
+
+        def _target() -> None:
+            try:
+                box["out"] = asyncio.run(coro)
+            except BaseException as e:  # pragma: no cover - run() does not raise for model/tool problems
+                box["err"] = e
+
+        th = threading.Thread(target=_target)
+        th.start()
+        th.join()
+        if "err" in box:
+            raise box["err"]
+        return box["out"]
+
+    async def run(self, video_path: str | os.PathLike, question: str, system: str | None = None,
+                  *, on_event: EventCallback | None = None) -> Trajectory:
+        """Answer ``question`` about the video at ``video_path``.
+
+        Args:
+            video_path: a video file eva_fast can decode.
+            question: the question (with its options), as the benchmark gives it.
+            system: system turn; None uses ``config.system_prompt`` (the trained one).
+            on_event: optional progress callback (see ``EventCallback``); exceptions it raises end
+                the run with an ``exception`` stop reason.
+
+        Returns:
+            The trajectory. Model and tool problems (bad calls, an unreadable video, a server error)
+            never raise: they end the run with a stop reason.
+
+        Raises:
+            TypeError: ``question`` or ``system`` is not a str (caller errors).
+        """
+        if not isinstance(question, str):
+            raise TypeError(f"question must be a str, got {type(question).__name__}")
+        if system is not None and not isinstance(system, str):
+            raise TypeError(f"system must be a str or None, got {type(system).__name__}")
+        cfg = self.config
+        t_start = time.perf_counter()
+        traj = Trajectory(
+            video_path=os.fspath(video_path),
+            question=question,
+            system=cfg.system_prompt if system is None else system,
+            backend=self.backend.name,
+            model=self.backend.model_name,
+        )
+        state = AgentState.PENDING
+        reader: VideoReader | None = None
+        session: Session | None = None
+        messages: list[Message] = []
+        pending: list[ParsedCall] = []
+        turn: Turn | None = None
+
+        def stop(reason: str) -> AgentState:
+            traj.stop_reason = reason
+            return AgentState.TERMINATED
+
+        try:
+            while state is not AgentState.TERMINATED:
+                if state is AgentState.PENDING:
+                    reader = await asyncio.to_thread(VideoReader, traj.video_path, device=cfg.device)
+                    meta = reader.metadata
+                    traj.duration_s, traj.width, traj.height = meta.duration_s, meta.width, meta.height
+                    messages = [
+                        Message("system", traj.system),
+                        Message("user", first_user_text(meta.duration_s, meta.width, meta.height, question)),
+                    ]
+                    session = self.backend.session()
+                    state = AgentState.GENERATING
+
+                elif state is AgentState.GENERATING:
+                    if traj.num_rounds >= cfg.max_turns:
+                        state = stop(STOP_MAX_TURNS)
+                        continue
+                    gen = await session.generate(
+                        messages, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature
+                    )
+                    traj.num_rounds += 1
+                    # The reference records the last round: the server caches earlier rounds.
+                    traj.total_tokens = gen.prompt_tokens + gen.completion_tokens
+                    traj.visual_tokens = sum(p.num_tokens for m in messages for p in m.images())
+                    prev = traj.turns[-1] if traj.turns else None
+                    for k in ("pack", "encode"):
+                        if k in gen.timings_ms and prev is not None:
+                            prev.timings_ms[k] = prev.timings_ms.get(k, 0.0) + gen.timings_ms[k]
+                    turn = Turn(
+                        index=len(traj.turns),
+                        text=gen.text,
+                        prompt_tokens=gen.prompt_tokens,
+                        completion_tokens=gen.completion_tokens,
+                        finish_reason=gen.finish_reason,
+                        timings_ms={"generate": gen.timings_ms.get("generate", 0.0)},
+                        cached_prompt_tokens=gen.cached_prompt_tokens,
+                        completion_token_ids=gen.completion_token_ids,
+                    )
+                    traj.turns.append(turn)
+                    messages.append(Message("assistant", gen.text))
+                    if on_event:
+                        on_event("generated", traj, turn)
+                    state = AgentState.PARSING
+
+                elif state is AgentState.PARSING:
+                    answer = extract_answer(turn.text)
+                    if answer:
+                        traj.answer = answer
+                        state = stop(STOP_ANSWER)
+                        continue
+                    has_block, pending = parse_tool_calls(turn.text, cfg.tool_call_blocks)
+                    if not has_block:
+                        state = stop(STOP_NO_TOOL_CALL)
+                    elif not pending:
+                        state = stop(STOP_NO_VALID_TOOL_CALL)
+                    else:
+                        state = AgentState.PROCESSING_TOOLS
+
+                elif state is AgentState.PROCESSING_TOOLS:
+                    parts, errors = await self._run_tools(reader, pending, turn, question)
+                    traj.estimated_visual_tokens += sum(c.estimated_visual_tokens for c in turn.tool_calls)
+                    if on_event:
+                        on_event("tools", traj, turn)
+                    if errors and len(errors) == len(pending):
+                        state = stop("; ".join(errors))
+                    else:
+                        messages.append(Message("tool", tuple(parts)))
+                        state = AgentState.GENERATING
+        except BackendBadRequest as e:
+            traj.stop_reason = STOP_BAD_REQUEST
+            traj.error = f"{type(e).__name__}: {e}"
+        except Exception as e:
+            logger.warning("agent run on %s stopped by an exception", traj.video_path, exc_info=True)
+            traj.error = f"{type(e).__name__}: {e}"
+            traj.stop_reason = f"{STOP_EXCEPTION}: {traj.error}"
+        finally:
+            if session is not None:
+                try:
+                    await session.aclose()
+                except Exception:  # pragma: no cover - closing must not hide the result
+                    logger.warning("closing the backend session failed", exc_info=True)
+            traj.wall_ms = (time.perf_counter() - t_start) * 1e3
+            traj.model = self.backend.model_name or traj.model  # a server backend learns it on first use
+        if on_event:
+            on_event("stopped", traj, traj.turns[-1] if traj.turns else None)
+        return traj
+
+    async def _run_tools(self, reader: VideoReader, calls: list[ParsedCall], turn: Turn, question: str
+                         ) -> tuple[list[TextPart | ImagePart], list[str]]:
+        """Run every parsed call; return the tool turn's content parts and the per-call errors."""
+        cfg = self.config
+        parts: list[TextPart | ImagePart] = [TextPart("<tool_response>")]
+        errors: list[str] = []
+        frame_no = 0
+        decode_ms = 0.0
+        for pc in calls:
+            call = ToolCall(raw=pc.raw, arguments=pc.arguments, error=pc.error)
+            turn.tool_calls.append(call)
+            if pc.error is not None:
+                errors.append(pc.error)
+                continue
+            args = pc.tool_arguments()
+            t0 = time.perf_counter()
+            try:
+                batch = await asyncio.to_thread(
+                    select_frames,
+                    reader,
+                    args["start_time"],
+                    args["end_time"],
+                    args["nframes"],
+                    args["resize"],
+                    max_visual_tokens=cfg.max_visual_tokens,
+                    maxp=cfg.maxp,
+                    resample=cfg.resample,
+                    policy=cfg.frame_policy,
+                    device=cfg.device,
+                )
+            except Exception as e:  # the model's arguments are untrusted: any refusal is a call error
+                call.error = ERR_TOOL_FAILED
+                call.error_detail = f"{type(e).__name__}: {e}"
+                call.decode_ms = (time.perf_counter() - t0) * 1e3
+                decode_ms += call.decode_ms
+                errors.append(ERR_TOOL_FAILED)
+                logger.info("frame_select refused %r: %s", pc.raw[:200], call.error_detail)
+                continue
+            call.decode_ms = (time.perf_counter() - t0) * 1e3
+            decode_ms += call.decode_ms
+            meta = reader.metadata
+            labels = label_seconds(args["start_time"], args["end_time"], batch.nframes)
+            call.estimated_visual_tokens = estimate_visual_tokens(batch.nframes, meta.width, meta.height, batch.resize)
+            call.frames = FramesReturned(
+                window_s=(batch.start_s, batch.end_s),
+                timestamps_s=list(batch.timestamps_s),
+                pts_seconds=list(batch.pts_seconds),
+                frame_indices=list(batch.frame_indices),
+                label_seconds=labels,
+                size=tuple(batch.size),
+                nframes=batch.nframes,
+                resize=batch.resize,
+                tokens_per_frame=batch.tokens_per_frame,
+                budget_steps=list(batch.budget_steps),
+                estimated_visual_tokens_requested=batch.estimated_visual_tokens,
+                first_frame=frame_no,
+            )
+            turn.visual_tokens += batch.num_visual_tokens
+            for i in range(batch.nframes):
+                label = frame_label(frame_no, labels[i], cfg.timestamp_fmt)
+                if label is not None:
+                    parts.append(TextPart(label))
+                parts.append(ImagePart(batch, i))
+                frame_no += 1
+        turn.timings_ms["decode"] = decode_ms
+        parts.append(TextPart(tool_turn_tail(question)))
+        return parts, errors

@@ -1,0 +1,250 @@
+"""EVA's published tool protocol: prompts, answer extraction, tool-call parsing, tool-turn labels.
+
+Parity target: the published evaluation of EVA (wangruohui/EfficientVideoAgent, ``eval-eva.py``),
+which the released checkpoint (WRHC/EfficientVideoAgent) was evaluated with. Everything here is
+pure string/number work on untrusted model output, written to run in linear time (a hostile
+10 MB reply is parsed in well under a second) while returning exactly what the reference's
+regular expressions return; ``tests/agent/test_protocol.py`` checks that equivalence against the
+regexes themselves on generated inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import re
+from dataclasses import dataclass
+from typing import Any
+
+#: The system turn the model was trained with (verbatim, typo included).
+SYSTEM_PROMPT = "Use Frame Select Tool to Anlysis the video and generate an answer to the question."
+#: The only tool.
+TOOL_NAME = "frame_select"
+#: Argument keys the frame tool takes; every other key of a call is ignored.
+TOOL_ARGUMENT_KEYS = ("start_time", "end_time", "nframes", "resize")
+#: Per-call error names (the reference's spelling; a turn whose calls all fail stops with them
+#: joined by ``"; "``).
+ERR_NOT_JSON = "arguments_not_json"
+ERR_NO_TIMES = "no_start_or_end_time"
+ERR_NO_NFRAMES = "no_nframes"
+ERR_TOOL_FAILED = "call_frame_select_failed"
+#: Stop reasons (besides the joined per-call errors and ``"exception: ..."``).
+STOP_ANSWER = "answer_found"
+STOP_NO_TOOL_CALL = "no_answer_no_tool_call"
+STOP_NO_VALID_TOOL_CALL = "no_valid_tool_call"
+STOP_MAX_TURNS = "max_turns_exceeded"
+STOP_BAD_REQUEST = "openai_bad_request"
+STOP_EXCEPTION = "exception"
+NORMAL_STOP_REASONS = (STOP_ANSWER, STOP_NO_TOOL_CALL, STOP_NO_VALID_TOOL_CALL, STOP_MAX_TURNS)
+#: Timestamp label formats of the tool turn (``"mmss"`` is what the checkpoint was trained with).
+TIMESTAMP_FORMATS = ("mmss", "seconds", "none")
+
+_ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
+_CALL_OPEN, _CALL_CLOSE = "<tool_call>", "</tool_call>"
+#: "Answer: X" fallback of the reference (applied to the whole reply, DOTALL).
+_ANSWER_LETTER_RE = re.compile(r"[Aa]nswer[\.:\s]\s*(\w)(\W.{,100}|)$", re.DOTALL)
+#: Header of one call inside a ``<tool_call>`` block, up to the opening brace of its arguments.
+_CALL_HEADER_RE = re.compile(r'{\s*"tool":\s*"frame_select",\s*"(?:arguments|parameters)":\s*(?={)', re.DOTALL)
+#: A ``}`` that can close a call's arguments: followed by optional whitespace and the call's ``}``.
+_ARGS_CLOSE_RE = re.compile(r"}(?=(\s*)})")
+
+
+def first_user_text(duration_s: float, width: int, height: int, question: str) -> str:
+    """The first user turn: ``"Video Length: {int(max(duration_s - 0.5, 1))} seconds. Original video
+    resolution: {min(W, H)}p. {question}"`` (the question stripped, as the reference does).
+
+    Args:
+        duration_s: stream duration, seconds (finite, >= 0).
+        width, height: frame size in pixels (positive ints).
+        question: the question text (options included).
+
+    Raises:
+        ValueError: non-finite or negative duration, non-positive size.
+    """
+    if not (isinstance(duration_s, numbers.Real) and math.isfinite(duration_s) and duration_s >= 0):
+        raise ValueError(f"duration_s must be a finite number >= 0, got {duration_s!r}")
+    if int(width) < 1 or int(height) < 1:
+        raise ValueError(f"width and height must be positive, got {width}x{height}")
+    return (
+        f"Video Length: {int(max(duration_s - 0.5, 1))} seconds. "
+        f"Original video resolution: {min(int(width), int(height))}p. {question.strip()}"
+    )
+
+
+def tool_turn_tail(question: str) -> str:
+    """Last text part of a tool turn (the reference's newest wording)."""
+    return (
+        "\nIf more information is needed, call the frame selection tool again.\n\n"
+        f"Question: {question.strip()}</tool_response>"
+    )
+
+
+def _first_tagged(text: str, open_tag: str, close_tag: str) -> str | None:
+    """Content of the first ``open_tag ... close_tag`` span, as ``re.search(open(.*?)close, DOTALL)``
+    finds it: the first opening tag that has a closing tag after it, up to the first such closing
+    tag. If the first opening tag has no closing tag after it, no later one has either."""
+    start = text.find(open_tag)
+    if start < 0:
+        return None
+    start += len(open_tag)
+    end = text.find(close_tag, start)
+    if end < 0:
+        return None
+    return text[start:end]
+
+
+def extract_answer(text: str) -> str:
+    """The answer in a model reply, ``""`` if none (reference ``extract_answer_anyway``).
+
+    1. the stripped content of the first ``<answer>...</answer>``; if that is empty,
+    2. the letter of a trailing "Answer: X" (regex ``[Aa]nswer[\\.:\\s]\\s*(\\w)(\\W.{,100}|)$``).
+    """
+    tagged = _first_tagged(text, _ANSWER_OPEN, _ANSWER_CLOSE)
+    if tagged is not None and tagged.strip():
+        return tagged.strip()
+    m = _ANSWER_LETTER_RE.search(text)
+    return m.group(1).strip() if m else ""
+
+
+def tool_call_blocks(text: str, which: str = "first") -> list[str]:
+    """The ``<tool_call>...</tool_call>`` blocks of a reply, each stripped.
+
+    Args:
+        text: the model reply.
+        which: ``"first"``: only the first block (the published evaluation's ``re.search``, so a
+            second block is never executed: parity); ``"all"``: every non-overlapping block
+            (``re.findall``), their calls executed in order.
+
+    Raises:
+        ValueError: unknown ``which``.
+    """
+    if which == "first":
+        block = _first_tagged(text, _CALL_OPEN, _CALL_CLOSE)
+        return [] if block is None else [block.strip()]
+    if which != "all":
+        raise ValueError(f"which must be 'first' or 'all', got {which!r}")
+    out, pos = [], 0
+    while True:
+        start = text.find(_CALL_OPEN, pos)
+        if start < 0:
+            return out
+        end = text.find(_CALL_CLOSE, start + len(_CALL_OPEN))
+        if end < 0:
+            return out
+        out.append(text[start + len(_CALL_OPEN) : end].strip())
+        pos = end + len(_CALL_CLOSE)
+
+
+def call_argument_strings(block: str) -> list[str]:
+    """Argument objects (as text) of the ``frame_select`` calls in one tool-call block.
+
+    Same result as the reference's ``re.findall(r'{\\s*"tool":\\s*"frame_select",\\s*"(?:arguments|
+    parameters)":\\s*({.*?})\\s*}', block, re.DOTALL)``: the arguments run from their ``{`` to the
+    first ``}`` that is followed by optional whitespace and another ``}`` (so nested objects inside
+    the arguments are cut there and then fail as JSON, as in the reference). Linear time.
+    """
+    closers = [(m.start(), m.start() + 1 + len(m.group(1)) + 1) for m in _ARGS_CLOSE_RE.finditer(block)]
+    out: list[str] = []
+    pos, ci = 0, 0
+    while True:
+        m = _CALL_HEADER_RE.search(block, pos)
+        if m is None:
+            return out
+        args_start = m.end()  # the '{' of the arguments
+        while ci < len(closers) and closers[ci][0] <= args_start:
+            ci += 1
+        if ci == len(closers):
+            # no closer after this header, nor after any later one
+            return out
+        close_at, match_end = closers[ci]
+        out.append(block[args_start : close_at + 1])
+        pos = match_end
+
+
+@dataclass(frozen=True)
+class ParsedCall:
+    """One ``frame_select`` call of a reply, parsed.
+
+    Attributes:
+        raw: the argument text as the model wrote it (possibly not JSON).
+        arguments: the JSON object (all keys the model gave) or None when it did not parse.
+        error: protocol error (``arguments_not_json``, ``no_start_or_end_time``, ``no_nframes``) or None.
+    """
+
+    raw: str
+    arguments: dict[str, Any] | None
+    error: str | None
+
+    def tool_arguments(self) -> dict[str, Any]:
+        """The four tool arguments (other keys dropped); ``resize`` missing or null becomes 1.0.
+
+        Raises:
+            ValueError: the call has a protocol error.
+        """
+        if self.error is not None or self.arguments is None:
+            raise ValueError(f"call has error {self.error!r}; it has no tool arguments")
+        args = {k: self.arguments[k] for k in TOOL_ARGUMENT_KEYS if k in self.arguments}
+        if args.get("resize") is None:
+            args["resize"] = 1.0
+        return args
+
+
+def parse_call(raw: str) -> ParsedCall:
+    """Parse one argument object (reference order of checks: JSON, times, nframes)."""
+    try:
+        parsed = json.loads(raw.strip())
+    except (json.JSONDecodeError, RecursionError, ValueError):
+        return ParsedCall(raw, None, ERR_NOT_JSON)
+    if not isinstance(parsed, dict):  # cannot happen for text that starts with '{', kept for safety
+        return ParsedCall(raw, None, ERR_NOT_JSON)
+    if "start_time" not in parsed or "end_time" not in parsed:
+        return ParsedCall(raw, parsed, ERR_NO_TIMES)
+    if "nframes" not in parsed:
+        return ParsedCall(raw, parsed, ERR_NO_NFRAMES)
+    return ParsedCall(raw, parsed, None)
+
+
+def parse_tool_calls(text: str, which: str = "first") -> tuple[bool, list[ParsedCall]]:
+    """All ``frame_select`` calls of a reply.
+
+    Returns:
+        ``(has_block, calls)``: whether the reply had a ``<tool_call>`` block at all, and the calls
+        found in the block(s) used (see :func:`tool_call_blocks`), in order.
+    """
+    blocks = tool_call_blocks(text, which)
+    calls = [parse_call(raw) for block in blocks for raw in call_argument_strings(block)]
+    return bool(blocks), calls
+
+
+def label_seconds(start_time: Any, end_time: Any, nframes: int) -> list[int]:
+    """Label times of a call's frames, seconds: ``int(start + i * (end - start) / max(1, n - 1))``
+    from the call's own (unclamped) arguments, as the reference labels them.
+
+    Non-finite intermediate values (e.g. ``end - start`` overflowing) become 0, so a hostile call
+    that the frame tool accepted still gets a label instead of an exception.
+    """
+    start, end = float(start_time), float(end_time)
+    step = (end - start) / max(1, nframes - 1)
+    out = []
+    for i in range(nframes):
+        t = start + i * step
+        out.append(int(t) if math.isfinite(t) else 0)
+    return out
+
+
+def frame_label(i: int, seconds: int, fmt: str = "mmss") -> str | None:
+    """Text part before frame ``i`` (numbered across all calls of the turn).
+
+    ``"mmss"``: ``"Frame {i} at [MM:SS]: "`` with a leading newline from the second frame on
+    (``MM = seconds // 60``, ``SS = seconds % 60``, Python floor semantics as in the reference);
+    ``"seconds"``: ``"\\nFrame {i} at {s} seconds:"``; ``"none"``: no label (None).
+    """
+    if fmt == "mmss":
+        minutes, secs = divmod(seconds, 60)
+        return f"{'' if i == 0 else chr(10)}Frame {i} at [{minutes:02d}:{secs:02d}]: "
+    if fmt == "seconds":
+        return f"\nFrame {i} at {seconds} seconds:"
+    if fmt == "none":
+        return None
+    raise ValueError(f"timestamp format must be one of {TIMESTAMP_FORMATS}, got {fmt!r}")

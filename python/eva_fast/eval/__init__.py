@@ -1,0 +1,88 @@
+"""Evaluation of the EVA agent on EVA's six benchmarks: datasets, runner, scoring, reports.
+
+    from eva_fast.eval import BENCHMARKS, run_benchmark, score_file
+    from eva_fast.agent import AgentConfig, AgentLoop, get_backend
+
+    loop = AgentLoop(get_backend("openai", ...), AgentConfig(max_visual_tokens=12000))
+    result = run_benchmark(loop, "videomme", "/data/VideoMME/video", "out/eval", concurrency=32)
+    print(result.summary.format())
+    print(score_file("out/eval/videomme.jsonl").accuracy)   # any results file in EVA's format
+
+The command line is ``eva-fast eval {list,preflight,run,score,merge,report}``.
+"""
+
+from eva_fast.eval._datasets import (
+    BENCHMARKS,
+    BenchmarkSpec,
+    JsonlFormatError,
+    PreflightReport,
+    Sample,
+    get_benchmark,
+    load_samples,
+    parse_shard,
+    preflight,
+    read_jsonl,
+    resolve_video,
+    select_samples,
+    video_candidates,
+)
+from eva_fast.eval._records import (
+    NORMAL_STOP_REASONS,
+    CacheLockedError,
+    ResultCache,
+    load_records,
+    merge_result_files,
+    should_retry,
+    write_records_atomic,
+)
+from eva_fast.eval._runner import (
+    PreflightError,
+    Progress,
+    RunResult,
+    arun_benchmark,
+    output_stem,
+    record_from_trajectory,
+    run_benchmark,
+    run_samples,
+)
+from eva_fast.eval._report import load_results, write_report
+from eva_fast.eval._score import CategoryScore, Summary, is_correct, normalize_answer, score_file, score_records
+
+__all__ = [
+    "BENCHMARKS",
+    "NORMAL_STOP_REASONS",
+    "BenchmarkSpec",
+    "CacheLockedError",
+    "CategoryScore",
+    "JsonlFormatError",
+    "PreflightError",
+    "PreflightReport",
+    "Progress",
+    "ResultCache",
+    "RunResult",
+    "Sample",
+    "Summary",
+    "arun_benchmark",
+    "get_benchmark",
+    "is_correct",
+    "load_records",
+    "load_results",
+    "load_samples",
+    "merge_result_files",
+    "normalize_answer",
+    "output_stem",
+    "parse_shard",
+    "preflight",
+    "read_jsonl",
+    "record_from_trajectory",
+    "resolve_video",
+    "run_benchmark",
+    "run_samples",
+    "score_file",
+    "score_records",
+    "select_samples",
+    "should_retry",
+    "video_candidates",
+    "write_records_atomic",
+    "write_report",
+]
