@@ -9,7 +9,13 @@
 #                            in), demuxers mov/mp4, matroska/webm, ivf and raw h264/hevc, bitstream
 #                            filters h264/hevc_mp4toannexb, plus the ffmpeg/ffprobe programs the
 #                            reference tests call (rawvideo/ppm/framemd5 output, select/format/scale
-#                            filters). RPATH=$ORIGIN/../lib, so no LD_LIBRARY_PATH is needed.
+#                            filters). env.sh puts its lib/ on LD_LIBRARY_PATH.
+#                            With CARRY_TEST_ENCODERS=1 (default) also what the test suite and the
+#                            bench use to *generate* videos: lavfi sources, libx264 (its .so copied
+#                            in) and aac encoders, mp4/m4a muxers. That makes the build GPL (test
+#                            tooling only; eva_fast links the same libraries either way). Set
+#                            CARRY_TEST_ENCODERS=0 for an LGPL decode-only build (tests that
+#                            generate videos then fail).
 #   gpu_carry/ffmpeg/include/ffnvcodec/   the NVIDIA codec loader headers (MIT, libffmpeg-nvenc-dev)
 #   gpu_carry/wheels/        Python 3.12 manylinux wheels of the build/test deps the GPU image may lack
 #                            (scikit-build-core, pytest, hypothesis, opencv-python-headless, and the
@@ -41,6 +47,8 @@ echo "[carry] FFmpeg $ver -> $OUT/ffmpeg"
 need=()
 command -v nasm >/dev/null || need+=(nasm)          # x86 SIMD: CPU fallback decoding at full speed
 [ -f /usr/include/dav1d/dav1d.h ] || need+=(libdav1d-dev)
+ENC=${CARRY_TEST_ENCODERS:-1}
+[ "$ENC" != 1 ] || [ -f /usr/include/x264.h ] || need+=(libx264-dev)
 [ -f /usr/include/ffnvcodec/dynlink_loader.h ] || need+=(libffmpeg-nvenc-dev)
 command -v make >/dev/null || need+=(make)
 if ((${#need[@]})); then
@@ -62,9 +70,15 @@ fi
 src=$WORK/ffmpeg-$ver
 [ -d "$src" ] || tar -C "$WORK" -xf "$tarball"
 
+extra=()
+if [ "$ENC" = 1 ]; then
+  extra=(--enable-gpl --enable-libx264 --enable-avdevice --enable-swresample --enable-indev=lavfi
+         --enable-encoder=libx264,aac --enable-muxer=mp4,mov,ipod,matroska
+         --enable-filter=testsrc,testsrc2,sine,concat,setsar,abuffer,abuffersink,aformat,aresample,anull
+         --enable-decoder=aac)
+fi
 cd "$src"
 ./configure --prefix="$OUT/ffmpeg" --enable-shared --disable-static --enable-pic \
-  --extra-ldflags="-Wl,-rpath,'\$\$ORIGIN/../lib'" \
   --disable-everything --disable-autodetect --disable-doc --disable-network --disable-debug \
   --disable-avdevice --disable-postproc --disable-swresample --enable-avfilter \
   --enable-ffmpeg --enable-ffprobe --disable-ffplay \
@@ -77,7 +91,7 @@ cd "$src"
   --enable-muxer=rawvideo,framemd5,image2pipe,image2,null \
   --enable-encoder=rawvideo,ppm,wrapped_avframe \
   --enable-filter=buffer,buffersink,select,format,scale,null,copy,setpts,transpose,hflip,vflip,rotate,fps,trim \
-  > "$WORK/configure.log"
+  "${extra[@]}" > "$WORK/configure.log"
 echo "[carry] configured ($(grep -c . "$WORK/configure.log") lines in $WORK/configure.log)"
 if [ "${DRY_RUN:-0}" = 1 ]; then
   echo "[carry] DRY_RUN=1: stopping after configure"
@@ -86,6 +100,7 @@ fi
 make -j"$JOBS" >"$WORK/make.log" 2>&1
 make install >>"$WORK/make.log" 2>&1
 cp -a /usr/lib/x86_64-linux-gnu/libdav1d.so* "$OUT/ffmpeg/lib/"
+[ "$ENC" != 1 ] || cp -a /usr/lib/x86_64-linux-gnu/libx264.so* "$OUT/ffmpeg/lib/"
 mkdir -p "$OUT/ffmpeg/include"
 cp -a /usr/include/ffnvcodec "$OUT/ffmpeg/include/"
 rm -rf "$OUT/ffmpeg/share"
@@ -100,7 +115,7 @@ export EVA_FAST_FFNVCODEC_INCLUDE="\$_carry/ffmpeg/include"
 export LD_LIBRARY_PATH="\$_carry/ffmpeg/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 ENV
 # pkg-config files hold the absolute build prefix: make them relocatable.
-sed -i "s|^prefix=.*|prefix=\${pcfiledir}/../..|" "$OUT"/ffmpeg/lib/pkgconfig/*.pc
+sed -i "s|$OUT/ffmpeg|\${pcfiledir}/../..|g; s|^prefix=.*|prefix=\${pcfiledir}/../..|" "$OUT"/ffmpeg/lib/pkgconfig/*.pc
 
 if [ "${SKIP_WHEELS:-0}" != 1 ]; then
   echo "[carry] downloading Python 3.12 wheels"
