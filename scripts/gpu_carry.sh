@@ -75,7 +75,7 @@ if [ "$ENC" = 1 ]; then
   extra=(--enable-gpl --enable-libx264 --enable-avdevice --enable-swresample --enable-indev=lavfi
          --enable-encoder=libx264,aac --enable-muxer=mp4,mov,ipod,matroska
          --enable-filter=testsrc,testsrc2,sine,concat,setsar,abuffer,abuffersink,aformat,aresample,anull
-         --enable-decoder=aac)
+         --enable-decoder=aac,pcm_s16le)
 fi
 cd "$src"
 ./configure --prefix="$OUT/ffmpeg" --enable-shared --disable-static --enable-pic \
