@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -23,6 +25,10 @@ NotAVideoError = _C.NotAVideoError
 NoVideoStreamError = _C.NoVideoStreamError
 
 _RESAMPLE = ("cubic", "antialias")
+#: Default cap on GOP workers (``VideoReader(gop_workers=None)`` = min(cores, this)).
+_MAX_AUTO_GOP_WORKERS = 4
+#: Requests with less estimated decode work (frames) than this stay on one decoder.
+_MIN_PARALLEL_FRAMES = 24
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,9 @@ class DecodeStats:
         convert_ms: colour conversion + resize + rotation wall time, milliseconds (NVDEC backend: the
             time to enqueue the CUDA kernels; they finish asynchronously on the call's stream).
         backend: ``"cpu"`` (libavcodec + swscale + CPU resize) or ``"nvdec"`` (NVDEC + CUDA kernel).
+        gop_workers: decoders that shared the call (GOP-parallel CPU decoding; 1 = the main decoder
+            alone). With several, ``decode_ms``/``convert_ms`` are summed over them (CPU-side work,
+            not wall time).
         fallback_reason: why a ``device="cuda"`` reader decodes on the CPU (then moves the frames to
             the GPU); empty when no fallback happened.
     """
@@ -120,6 +129,7 @@ class DecodeStats:
     convert_ms: float = 0.0
     backend: str = "cpu"
     fallback_reason: str = ""
+    gop_workers: int = 1
 
     @classmethod
     def from_native(cls, d: dict, **extra) -> "DecodeStats":
@@ -222,6 +232,13 @@ class VideoReader:
             ``nal_ref_idc`` 0, HEVC sub-layer non-reference pictures, VP9 frames that refresh no
             reference). Nothing else depends on those frames, so the returned frames are identical;
             only the work shrinks. Always off at variable frame rate. Default True.
+        gop_workers: CPU requests whose targets span several GOPs are split into contiguous runs
+            of GOPs of about equal decode work, decoded at the same time by up to this many extra
+            single-threaded decoders (opened on first use, kept for the reader's life). Each target
+            is still decoded from its own keyframe, so frames are identical to the serial path; a
+            flush of a frame-threaded decoder at every seek is what this avoids. 1 = never; default
+            (None) = min(CPU cores, 4). Requests in one GOP, or under ~24 frames of work, use the
+            main decoder.
 
     Raises:
         FileNotFoundError: the path does not exist.
@@ -245,6 +262,7 @@ class VideoReader:
         threads: int = 0,
         on_corrupt: str = "flag",
         skip_nonref: bool = True,
+        gop_workers: int | None = None,
     ) -> None:
         device = normalize_device(device)
         cuda_index = _check_cuda_usable(device) if device != "cpu" else -1
@@ -259,6 +277,15 @@ class VideoReader:
         self.on_corrupt = on_corrupt
         if not isinstance(skip_nonref, bool):
             raise ValueError(f"skip_nonref must be a bool, got {skip_nonref!r}")
+        if gop_workers is None:
+            gop_workers = min(os.cpu_count() or 1, _MAX_AUTO_GOP_WORKERS)
+        if isinstance(gop_workers, bool) or not isinstance(gop_workers, int) or not 1 <= gop_workers <= 64:
+            raise ValueError(f"gop_workers must be an int in 1..64 or None (auto), got {gop_workers!r}")
+        self._skip_nonref = skip_nonref
+        self._stream_arg = -1 if stream_index is None else stream_index
+        self.gop_workers = gop_workers
+        self._workers: list = []  # extra single-threaded decoders for GOP-parallel calls (lazy)
+        self._pool: ThreadPoolExecutor | None = None
         self._cuda_index = cuda_index
         self._dec = _C.VideoDecoder(self.path, -1 if stream_index is None else stream_index, threads, cuda_index)
         self._dec.skip_nonref = skip_nonref
@@ -327,7 +354,11 @@ class VideoReader:
         if self.backend == "nvdec":
             stream = torch.cuda.current_stream(self._cuda_index).cuda_stream
         with self._lock:
-            out = self._dec.decode(times, mode, w, h, resample, stream)
+            chunks = self._gop_chunks(times)
+            if chunks is None:
+                out = self._dec.decode(times, mode, w, h, resample, stream)
+            else:
+                out = self._decode_gop_parallel(times, chunks, mode, w, h, resample)
         corrupt = np.asarray(out["corrupt"], dtype=bool)
         if corrupt.any():
             bad = [round(float(t), 3) for t, c in zip(out["pts_s"], corrupt) if c]
@@ -348,6 +379,63 @@ class VideoReader:
             keyframe=torch.from_numpy(np.asarray(out["keyframe"], dtype=bool)),
             stats=DecodeStats.from_native(out["stats"], backend=self.backend, fallback_reason=self.fallback_reason),
         )
+
+    def _gop_chunks(self, times: list[float]) -> list[list[int]] | None:
+        """Split a CPU request into contiguous runs of GOPs of about equal decode work, one per GOP
+        worker, or None to decode it on the main decoder (one GOP, no keyframe index, NVDEC, one
+        worker, or too little work to share)."""
+        keys = self.metadata.keyframe_pts_seconds
+        if self.gop_workers < 2 or self.backend != "cpu" or len(keys) < 2 or len(times) < 2:
+            return None
+        if not all(math.isfinite(t) for t in times):
+            return None  # the native decoder raises the error with its message
+        key_s = np.asarray(keys, dtype=np.float64)
+        t = np.asarray(times, dtype=np.float64)
+        gop = np.clip(np.searchsorted(key_s, t + 1e-6, side="right") - 1, 0, len(key_s) - 1)
+        fps = self.metadata.average_fps or 25.0
+        gops = np.unique(gop)
+        if len(gops) < 2:
+            return None
+        # Work of a GOP: frames from its keyframe to its last target.
+        work = np.array([(t[gop == g].max() - key_s[g]) * fps + 1 for g in gops])
+        n = min(self.gop_workers, len(gops))
+        if work.sum() < _MIN_PARALLEL_FRAMES:
+            return None
+        # Cut after the GOP where the cumulative work first reaches each 1/n share.
+        cum = np.cumsum(work)
+        cuts = np.searchsorted(cum, work.sum() * np.arange(1, n) / n, side="left") + 1
+        groups = [g for g in np.split(gops, np.unique(np.clip(cuts, 1, len(gops) - 1))) if len(g)]
+        if len(groups) < 2:
+            return None
+        return [np.flatnonzero(np.isin(gop, g)).tolist() for g in groups]
+
+    def _decode_gop_parallel(self, times, chunks, mode, w, h, resample) -> dict:
+        while len(self._workers) < len(chunks):
+            dec = _C.VideoDecoder(self.path, self._stream_arg, 1, -1)
+            dec.skip_nonref = self._skip_nonref
+            self._workers.append(dec)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.gop_workers, thread_name_prefix="eva_fast-gop")
+        futures = [
+            self._pool.submit(dec.decode, [times[i] for i in idx], mode, w, h, resample, 0)
+            for dec, idx in zip(self._workers, chunks)
+        ]
+        parts = [f.result() for f in futures]  # re-raises a worker's exception
+        first = parts[0]["frames"]
+        frames = np.empty((len(times), *first.shape[1:]), dtype=first.dtype)
+        pts_s = np.empty(len(times), dtype=np.float64)
+        corrupt = np.empty(len(times), dtype=bool)
+        keyframe = np.empty(len(times), dtype=bool)
+        stats: dict = {}
+        for idx, part in zip(chunks, parts):
+            frames[idx] = part["frames"]
+            pts_s[idx] = part["pts_s"]
+            corrupt[idx] = np.asarray(part["corrupt"], dtype=bool)
+            keyframe[idx] = np.asarray(part["keyframe"], dtype=bool)
+            for k, v in part["stats"].items():
+                stats[k] = stats.get(k, 0) + v
+        stats["gop_workers"] = len(parts)
+        return {"frames": frames, "pts_s": pts_s, "corrupt": corrupt, "keyframe": keyframe, "stats": stats}
 
     def get_frames_played_at(
         self, seconds: Sequence[float], *, size: tuple[int, int] | None = None, resample: str = "cubic"
@@ -380,5 +468,10 @@ class VideoReader:
 
     @property
     def total_stats(self) -> DecodeStats:
-        """Decode work summed over every call on this reader."""
-        return DecodeStats.from_native(self._dec.total_stats, backend=self.backend, fallback_reason=self.fallback_reason)
+        """Decode work summed over every call on this reader (its GOP workers included)."""
+        total = dict(self._dec.total_stats)
+        for dec in self._workers:
+            for k, v in dec.total_stats.items():
+                total[k] = total.get(k, 0) + v
+        return DecodeStats.from_native(total, backend=self.backend, fallback_reason=self.fallback_reason,
+                                       gop_workers=1 + len(self._workers))
