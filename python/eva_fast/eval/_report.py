@@ -87,6 +87,14 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    """Lay out, write (PNG, 120 dpi) and close one chart."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_accuracy_per_benchmark(results: Sequence[BenchmarkResults], path: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(results) + 2), 3.6))
@@ -105,10 +113,7 @@ def plot_accuracy_per_benchmark(results: Sequence[BenchmarkResults], path: Path)
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8)
     ax.set_title("Accuracy per benchmark")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_accuracy_vs_tokens(results: Sequence[BenchmarkResults], path: Path) -> Path:
@@ -128,10 +133,7 @@ def plot_accuracy_vs_tokens(results: Sequence[BenchmarkResults], path: Path) -> 
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy vs tokens (o: eva_fast, x: EVA published)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_rounds_histogram(results: Sequence[BenchmarkResults], path: Path) -> Path:
@@ -150,10 +152,7 @@ def plot_rounds_histogram(results: Sequence[BenchmarkResults], path: Path) -> Pa
     ax.set_ylabel("questions (%)")
     ax.set_title("Rounds per question")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_categories(result: BenchmarkResults, path: Path) -> Path:
@@ -169,10 +168,7 @@ def plot_categories(result: BenchmarkResults, path: Path) -> Path:
     ax.set_title(f"{result.title}: accuracy per category")
     ax.invert_yaxis()
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_timeline(record: Mapping[str, Any], path: Path) -> Path:
