@@ -20,8 +20,9 @@ machine or a shared filesystem), ``jpeg`` the lossy opt-in (pixels reported, not
 Per (video, system), in this order (systems interleaved within each step):
 
 1. check: one question against a recording server; the images of its last request are decoded with
-   Pillow and compared with ``select_frames`` for the same calls (exact for lossless formats), each
-   frame must be encoded once (earlier turns' URLs resent unchanged), and sizes are recorded;
+   Pillow and compared with the frames the frame tool returned in that run (exact for lossless
+   formats) and, on frames not flagged corrupt, with the ``before`` system's; each frame must be
+   encoded once (earlier turns' URLs resent unchanged); sizes are recorded;
 2. profile: ``--profile-questions`` questions one at a time; CPU per stage from
    ``time.process_time`` windows around each stage (stages never overlap then): decode (open +
    ``select_frames``), pack (building the request's messages from the conversation; the server packs
@@ -140,6 +141,8 @@ class Probe:
     encode_thread: float = 0.0
     frames_encoded: int = 0
     encoded_bytes: int = 0
+    batches: list | None = None
+    """When a list: every ``FrameBatch`` the frame tool returned, in call order (the check pass)."""
 
 
 @contextlib.contextmanager
@@ -162,13 +165,16 @@ def probes(system: str, mod, probe: Probe):
 
     pt, tt = time.process_time, time.thread_time
 
-    def timed_sync(fn, stage):
+    def timed_sync(fn, stage, keep=False):
         def w(*a, **k):
             c0 = pt()
             try:
-                return fn(*a, **k)
+                out = fn(*a, **k)
             finally:
                 probe.window[stage] += pt() - c0
+            if keep and probe.batches is not None:
+                probe.batches.append(out)
+            return out
         return w
 
     # http: the old path calls the typed ``chat.completions.create``, the new one the client's POST
@@ -185,7 +191,7 @@ def probes(system: str, mod, probe: Probe):
 
     S = mod._OpenAISession
     with contextlib.ExitStack() as st:
-        st.enter_context(_patched(loop_mod, "select_frames", timed_sync(loop_mod.select_frames, "decode")))
+        st.enter_context(_patched(loop_mod, "select_frames", timed_sync(loop_mod.select_frames, "decode", keep=True)))
         st.enter_context(_patched(loop_mod, "VideoReader", timed_sync(loop_mod.VideoReader, "decode")))
         st.enter_context(_patched(http_owner, http_name, http))
         if system == "before":
@@ -262,14 +268,15 @@ def write_benchmark(d: Path, video_name: str, n: int) -> Path:
 
 
 def run_pass(system: str, mod, video: Path, server, n: int, concurrency: int, work: Path,
-             keep_files: bool = False) -> dict:
-    """``n`` questions on ``video`` through the eval runner; CPU and wall measurements."""
+             keep_files: bool = False, capture: bool = False) -> dict:
+    """``n`` questions on ``video`` through the eval runner; CPU and wall measurements
+    (``capture``: keep the frame batches the agent got, ``probe.batches``)."""
     from eva_fast.agent import AgentConfig, AgentLoop
     from eva_fast.eval import arun_benchmark
 
     work.mkdir(parents=True, exist_ok=True)
     bench_file = write_benchmark(work, video.name, n)
-    probe = Probe()
+    probe = Probe(batches=[] if capture else None)
 
     async def go():
         backend = make_backend(system, server.base_url, work / "media", keep_files)
@@ -310,12 +317,16 @@ def _decode_url(url: str) -> tuple[np.ndarray, int]:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), len(data)
 
 
-def check_system(system: str, mod, video: Path, meta, work: Path, reference: list[np.ndarray],
-                 before_pixels: list[np.ndarray] | None) -> tuple[dict, list[np.ndarray]]:
-    """One question against a recording server: pixels received, encode-once, sizes."""
+def check_system(system: str, mod, video: Path, meta, work: Path, before: tuple[list, list] | None
+                 ) -> tuple[dict, tuple[list[np.ndarray], list[bool]]]:
+    """One question against a recording server: the images of its last request decoded with Pillow
+    must be the frames the frame tool returned (exact for lossless formats), earlier turns' URLs
+    resent unchanged, each frame encoded once; sizes recorded. ``before``: the ``before`` system's
+    (pixels, corrupt flags), compared on the frames not flagged corrupt in either run (the decoder's
+    error concealment on damaged stream data may differ from run to run)."""
     server = start_server(work / "server", script_for(meta), record=True)
     try:
-        res = run_pass(system, mod, video, server, 1, 1, work / "run", keep_files=True)
+        res = run_pass(system, mod, video, server, 1, 1, work / "run", keep_files=True, capture=True)
         reqs = [r["body"] for r in server.requests()]
     finally:
         server.close()
@@ -324,22 +335,27 @@ def check_system(system: str, mod, video: Path, meta, work: Path, reference: lis
     last = urls[-1]
     # earlier turns' images are resent as the very same URL strings (encoded once)
     resent_same = all(u[: len(prev)] == prev for prev, u in zip(urls, urls[1:]))
+    probe = res["probe"]
+    sent = [f.numpy() for b in probe.batches for f in b.frames]
+    corrupt = [bool(c) for b in probe.batches for c in b.corrupt]
     decoded = [_decode_url(u) for u in last]
     pixels = [a for a, _ in decoded]
     nbytes = [b for _, b in decoded]
-    same_shape = len(pixels) == len(reference) and all(a.shape == b.shape for a, b in zip(pixels, reference))
-    exact = same_shape and all(np.array_equal(a, b) for a, b in zip(pixels, reference))
-    mad = (float(np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(pixels, reference)]))
+    same_shape = len(pixels) == len(sent) and all(a.shape == b.shape for a, b in zip(pixels, sent))
+    exact = same_shape and all(np.array_equal(a, b) for a, b in zip(pixels, sent))
+    mad = (float(np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(pixels, sent)]))
            if same_shape else None)
-    same_as_before = None
-    if before_pixels is not None and system != "before":
-        same_as_before = len(before_pixels) == len(pixels) and all(
-            np.array_equal(a, b) for a, b in zip(pixels, before_pixels))
-    probe = res["probe"]
+    same_as_before, compared = None, 0
+    if before is not None and system != "before":
+        bpx, bcorrupt = before
+        pairs = [(a, b) for a, b, c1, c2 in zip(pixels, bpx, corrupt, bcorrupt) if not (c1 or c2)]
+        compared = len(pairs)
+        same_as_before = len(bpx) == len(pixels) and all(np.array_equal(a, b) for a, b in pairs)
     ok = same_shape and resent_same and probe.frames_encoded == len(last) and (exact or system not in LOSSLESS)
     check = {
         "ok": bool(ok), "pixels_exact": bool(exact), "mean_abs_diff": None if mad is None else round(mad, 4),
-        "identical_to_before": same_as_before, "frames": len(last), "frames_encoded": probe.frames_encoded,
+        "identical_to_before": same_as_before, "frames_compared_with_before": compared,
+        "frames_flagged_corrupt": sum(corrupt), "frames": len(last), "frames_encoded": probe.frames_encoded,
         "earlier_urls_resent_unchanged": bool(resent_same),
         "mime": sorted({u.split(";", 1)[0][5:] if u.startswith("data:") else "file:" + u.rsplit(".", 1)[-1]
                         for u in last}),
@@ -347,16 +363,7 @@ def check_system(system: str, mod, video: Path, meta, work: Path, reference: lis
         "request_mb_per_question": round(sum(len(json.dumps(r, separators=(",", ":"))) for r in reqs) / 1e6, 3),
         "requests": len(reqs),
     }
-    return check, pixels
-
-
-def reference_frames(video: Path, meta) -> list[np.ndarray]:
-    from eva_fast.video import select_frames
-
-    out = []
-    for c in calls_for(meta):
-        out += [f.numpy() for f in select_frames(str(video), c.start_time, c.end_time, c.nframes, c.resize).frames]
-    return out
+    return check, (pixels, corrupt)
 
 
 # --------------------------------------------------------------------------- the run
@@ -409,13 +416,12 @@ def run_bench(args) -> list[dict]:
     for vname, vpath, recipe in bench_videos(args):
         meta = VideoReader(str(vpath)).metadata
         log(f"[bench] {vname}: {meta.width}x{meta.height}, {meta.duration_s:.1f} s")
-        ref = reference_frames(vpath, meta)
         live = [s for s in systems if s in mods]
         checks: dict[str, dict] = {}
         before_px = None
         for s in sorted(live, key=lambda s: s != "before"):  # before first: the others compare with it
             try:
-                checks[s], px = check_system(s, mods[s], vpath, meta, tmp / vname / s / "check", ref, before_px)
+                checks[s], px = check_system(s, mods[s], vpath, meta, tmp / vname / s / "check", before_px)
                 if s == "before":
                     before_px = px
                 log(f"[bench]   check {s}: {'ok' if checks[s]['ok'] else 'FAILED'} {checks[s]}")
