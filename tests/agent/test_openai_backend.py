@@ -260,25 +260,33 @@ def test_encode_frame_is_lossless(fmt, level):
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (2, 3), (28, 56), (57, 31)])
-def test_png_writer_against_independent_decoders(shape):
+def test_png_writer_against_independent_decoders(shape, tmp_path):
     """``encode_png`` (own container around zlib) decodes to the exact pixels in Pillow and in
-    libpng (OpenCV), both of which check every chunk's CRC; noise, flat and wrap-around rows."""
-    cv2 = pytest.importorskip("cv2")
+    FFmpeg's PNG decoder (the ffmpeg CLI), both of which check the chunks' CRCs; noise, flat and
+    wrap-around rows."""
+    import shutil
+    import subprocess
+
     from eva_fast.agent._openai import encode_png
 
+    ffmpeg = shutil.which("ffmpeg")
     rng = np.random.default_rng(sum(shape))
     h, w = shape
     frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8), np.full((h, w, 3), 255, np.uint8)]
     wrap = np.zeros((h, w, 3), np.uint8)
     wrap[1::2] = 255  # Up-filter differences of -255 and +255 wrap modulo 256
     frames.append(wrap)
-    for frame in frames:
+    for i, frame in enumerate(frames):
         data = encode_png(frame)
         img = Image.open(io.BytesIO(data))
         assert (img.format, img.mode, img.size) == ("PNG", "RGB", (w, h))
         assert np.array_equal(np.asarray(img), frame)
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        assert np.array_equal(bgr[..., ::-1], frame)
+        if ffmpeg:
+            path = tmp_path / f"{i}.png"
+            path.write_bytes(data)
+            raw = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                                 capture_output=True, check=True).stdout
+            assert np.array_equal(np.frombuffer(raw, np.uint8).reshape(h, w, 3), frame)
     with pytest.raises(ValueError, match="uint8"):
         encode_png(np.zeros((4, 4), np.uint8))
 
