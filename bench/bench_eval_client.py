@@ -521,14 +521,14 @@ def plot(rows: list[dict], path: Path) -> Path:
     ok = [r for r in rows if r["status"] == "ok"]
     stages = ("decode", "pack", "encode", "http", "other")
     colors = {"decode": "#1f77b4", "pack": "#9467bd", "encode": "#d62728", "http": "#2ca02c", "other": "#7f7f7f"}
-    fig, ax = plt.subplots(figsize=(max(6, 0.75 * len(ok) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(ok) + 2), 5.5))
     x = np.arange(len(ok))
     bottom = np.zeros(len(ok))
     for s in stages:
         v = np.array([r["profile"]["stage_cpu_ms_per_question"][s] for r in ok])
         ax.bar(x, v, bottom=bottom, color=colors[s], label=s, width=0.7)
         bottom += v
-    ax.set_xticks(x, [f"{r['video']['name']}\n{r['system']}" for r in ok], fontsize=7)
+    ax.set_xticks(x, [f"{r['video']['name']} {r['system']}" for r in ok], fontsize=7, rotation=40, ha="right")
     ax.set_ylabel("client CPU ms per question")
     ax.set_title("eval client CPU per question by stage (instant server; one question at a time)")
     ax.legend(fontsize=8)

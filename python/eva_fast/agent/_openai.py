@@ -6,11 +6,13 @@ Serve the released checkpoint as the published evaluation does::
 
 Frames travel inline as data URLs: lossless PNG by default (the reference's frame tool writes PNG;
 here every row "Up"-filtered and deflated at zlib level 1 with the RLE strategy: the same pixels,
-5-9 % more bytes than Pillow's default PNG, 4-8x less CPU), uncompressed binary PPM for a server on
-the same machine or LAN (``image_format="ppm"``: ~0.3 ms a frame, 2-4x the PNG bytes), or lossy
-JPEG (opt-in); or as ``file://`` URLs of files written under a media root the server may read
-(vLLM ``--allowed-local-media-path``). vLLM opens every image with Pillow whatever the data URL's
-media type says, so PNG and PPM reach the model as the same pixels.
+5-9 % more bytes than Pillow's default PNG, 6-10x less CPU), uncompressed binary PPM for a server on
+the same machine or LAN (``image_format="ppm"``: ~1 ms a frame with base64, 1.6-4.7x the PNG
+bytes), or lossy JPEG (opt-in); or as ``file://`` URLs of files written under a media root the
+server may read (vLLM ``--allowed-local-media-path``; ``file_format="ppm"`` is the cheapest path for
+a server on the same machine). Measured per format: ``bench/bench_eval_client.py``. vLLM opens
+every image with Pillow whatever the data URL's media type says, so PNG and PPM reach the model as
+the same pixels.
 
 Each frame is encoded once per trajectory: the session keeps every frame's URL, keyed by what the
 frame is (the same video frame at the same size, compared pixel for pixel), and later turns resend
