@@ -524,7 +524,7 @@ void VideoDecoder::convert_into(const AVFrame* f, uint8_t* dst, int out_w, int o
   if (rot != 0) rotate_rgb(resized, rw, rh, resized_stride, rot, dst);
 }
 
-DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode mode, int out_w, int out_h,
+DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode mode, int out_h, int out_w,
                                   ResizeFilter filter, void* cuda_stream) {
   std::lock_guard<std::mutex> lock(mu_);
   clear_recent_ffmpeg_errors();
@@ -534,8 +534,8 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
   }
   if (out_w <= 0 || out_h <= 0 || out_w > 16384 || out_h > 16384) {
     throw DecodeError(DecodeError::Kind::kInvalidArgument,
-                      "output size must be within 1..16384 per side, got " + std::to_string(out_w) + "x" +
-                          std::to_string(out_h));
+                      "output size (height, width) must be within 1..16384 per side, got (" +
+                          std::to_string(out_h) + ", " + std::to_string(out_w) + ")");
   }
   const double tb = static_cast<double>(info_.tb_num) / info_.tb_den;
   DecodeResult res;

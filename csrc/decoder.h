@@ -97,10 +97,10 @@ class VideoDecoder {
   const VideoInfo& info() const { return info_; }
 
   // Decode the frame for each time in `times_s` (seconds from the first frame; any order,
-  // duplicates allowed). out_w/out_h: output size as displayed (0, 0 = native). The result's
+  // duplicates allowed). out_h/out_w: output size as displayed (0, 0 = native). The result's
   // frames follow the order of `times_s`.
   // With the NVDEC backend the frames go to result.device_frames, enqueued on cuda_stream.
-  DecodeResult decode(const std::vector<double>& times_s, SelectMode mode, int out_w, int out_h,
+  DecodeResult decode(const std::vector<double>& times_s, SelectMode mode, int out_h, int out_w,
                       ResizeFilter filter, void* cuda_stream = nullptr);
 
   // Test hook: each chosen frame's decoded picture in FFmpeg's planar layout (yuv420p, yuv420p10le,

@@ -66,7 +66,7 @@ def test_truncated_file_raises_for_times_beyond_the_data(tmp_path):
     reader = VideoReader(path)
     assert reader.metadata.duration_s == pytest.approx(14.0, abs=0.1)  # the header still claims 14 s
     ok = reader.get_frames_played_at([0.5])
-    assert ok.data.shape[0] == 1 and not ok.corrupt.any()
+    assert ok.frames.shape[0] == 1 and not ok.corrupt.any()
     with pytest.raises(CorruptVideoError, match="truncated.webm.*truncated or corrupt"):
         reader.get_frames_played_at([13.0])
     with pytest.raises(CorruptVideoError):
@@ -91,7 +91,7 @@ def test_corrupt_packet_frames_are_flagged_not_silent(caplog):
     reader = VideoReader(DATA / "corrupted.mp4")
     times = [r["pts_time"] - rows[0]["pts_time"] for r in rows]
     out = reader.get_frames_played_at(times)
-    assert out.data.shape[0] == len(rows)
+    assert out.frames.shape[0] == len(rows)
     assert out.stats.decode_errors > 0
     assert out.corrupt.any(), "frames decoded after a damaged packet must be flagged"
     assert not out.corrupt[0]  # before the damage
@@ -132,15 +132,15 @@ def test_reader_argument_errors():
         r.get_frames_played_at([0.0], size=(0, 10))
     with pytest.raises(ValueError, match="16384"):
         r.get_frames_played_at([0.0], size=(20000, 10))
-    assert r.get_frames_played_at([]).data.shape == (0, 270, 480, 3)
+    assert r.get_frames_played_at([]).frames.shape == (0, 270, 480, 3)
 
 
 def test_times_outside_the_stream_clamp_to_first_and_last_frame():
     r = VideoReader(DATA / "nasa_13013.mp4")
     out = r.get_frames_played_at([-100.0, 1e6])
     rows = read_frames_csv("nasa_13013.mp4", 3)
-    assert out.pts_seconds.tolist() == pytest.approx([0.0, rows[-1]["pts_time"]], abs=1e-6)
-    assert isinstance(out.data, torch.Tensor)
+    assert out.pts_s.tolist() == pytest.approx([0.0, rows[-1]["pts_time"]], abs=1e-6)
+    assert isinstance(out.frames, torch.Tensor)
 
 
 def test_ffmpeg_cli_available_for_reference_tests():
