@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("bench", help="throughput suite against peer decoders (see bench/README.md)", add_help=False)
     sub.add_parser("eval", help="evaluate the agent on EVA's benchmarks (eva-fast eval -h)", add_help=False)
+    sub.add_parser("train", help="train EVA on TRL: sft (eva-fast train -h)", add_help=False)
+    sub.add_parser("data", help="build training data: convert (eva-fast data -h)", add_help=False)
 
     from eva_fast.agent._cli import add_parser as _add_ask_parser
 
@@ -160,6 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         from eva_fast.eval._cli import main as eval_main
 
         return eval_main(argv[1:])
+    if argv and argv[0] == "train":
+        from eva_fast.train._cli import main as train_main
+
+        return train_main(argv[1:])
+    if argv and argv[0] == "data":
+        from eva_fast.train._data_cli import main as data_main
+
+        return data_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "info":

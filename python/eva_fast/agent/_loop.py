@@ -32,10 +32,9 @@ from eva_fast.agent._protocol import (
     ParsedCall,
     extract_answer,
     first_user_text,
-    frame_label,
     label_seconds,
     parse_tool_calls,
-    tool_turn_tail,
+    tool_turn_layout,
 )
 from eva_fast.agent._types import FramesReturned, ImagePart, Message, TextPart, ToolCall, Trajectory, Turn
 from eva_fast.video import VideoReader, select_frames
@@ -138,6 +137,7 @@ class AgentLoop:
             system=cfg.system_prompt if system is None else system,
             backend=self.backend.name,
             model=self.backend.model_name,
+            config=self.conversation_config(),
         )
         state = AgentState.PENDING
         reader: VideoReader | None = None
@@ -228,6 +228,10 @@ class AgentLoop:
         finally:
             if session is not None:
                 try:
+                    traj.tokens = session.token_trace()
+                except Exception:  # pragma: no cover - the trace is extra; never lose the result
+                    logger.warning("reading the backend's token trace failed", exc_info=True)
+                try:
                     await session.aclose()
                 except Exception:  # pragma: no cover - closing must not hide the result
                     logger.warning("closing the backend session failed", exc_info=True)
@@ -237,11 +241,28 @@ class AgentLoop:
             on_event("stopped", traj, traj.turns[-1] if traj.turns else None)
         return traj
 
+    def conversation_config(self) -> dict[str, Any]:
+        """The settings recorded in every :class:`Trajectory` (``Trajectory.config``): what shapes the
+        conversation text and the frames, so a stored trajectory can be rendered and its frames
+        decoded again exactly (training)."""
+        cfg = self.config
+        return {
+            "timestamp_fmt": cfg.timestamp_fmt,
+            "max_visual_tokens": cfg.max_visual_tokens,
+            "maxp": cfg.maxp,
+            "resample": cfg.resample,
+            "frame_policy": cfg.frame_policy,
+            "max_turns": cfg.max_turns,
+            "max_new_tokens": cfg.max_new_tokens,
+            "temperature": cfg.temperature,
+            "tool_call_blocks": cfg.tool_call_blocks,
+        }
+
     async def _run_tools(self, reader: VideoReader, calls: list[ParsedCall], turn: Turn, question: str
                          ) -> tuple[list[TextPart | ImagePart], list[str]]:
         """Run every parsed call; return the tool turn's content parts and the per-call errors."""
         cfg = self.config
-        parts: list[TextPart | ImagePart] = [TextPart("<tool_response>")]
+        ok: list[tuple[Any, list[int]]] = []  # (FrameBatch, label_seconds) of the successful calls
         errors: list[str] = []
         frame_no = 0
         decode_ms = 0.0
@@ -296,12 +317,9 @@ class AgentLoop:
                 plan=batch.plan.to_dict(),
             )
             turn.visual_tokens += batch.num_visual_tokens
-            for i in range(batch.nframes):
-                label = frame_label(frame_no, labels[i], cfg.timestamp_fmt)
-                if label is not None:
-                    parts.append(TextPart(label))
-                parts.append(ImagePart(batch, i))
-                frame_no += 1
+            ok.append((batch, labels))
+            frame_no += batch.nframes
         turn.timings_ms["decode"] = decode_ms
-        parts.append(TextPart(tool_turn_tail(question)))
+        layout = tool_turn_layout([(b.nframes, labels) for b, labels in ok], question, cfg.timestamp_fmt)
+        parts = [TextPart(p) if isinstance(p, str) else ImagePart(ok[p[0]][0], p[1]) for p in layout]
         return parts, errors

@@ -172,6 +172,22 @@ class EvaQwen2VLImageProcessor(BaseImageProcessor):
         out = np.asarray(pil.resize((tw, th), resample=Image.Resampling.BICUBIC))
         return torch.from_numpy(out.copy()).to(image.device)
 
+    def prepare_image(self, image: Any) -> torch.Tensor:
+        """One image as the uint8 ``[H, W, 3]`` frame this processor packs: converted to RGB (alpha
+        composited on white, as transformers does), then resized to ``smart_resize(H, W)`` with
+        Pillow bicubic unless already that size (transformers' PIL processor's resize).
+
+        Args:
+            image: ``PIL.Image``, numpy/torch uint8 ``[H, W, 3]`` (or ``[3, H, W]``, ``[H, W]``).
+
+        Raises:
+            TypeError, ValueError: not a single image.
+        """
+        frames = self._to_hwc_uint8(image)
+        if len(frames) != 1:
+            raise ValueError(f"prepare_image takes one image, got a batch of {len(frames)}")
+        return self._resize(frames[0], self.min_pixels, self.max_pixels, True)
+
     # ------------------------------------------------------------------ call
 
     def __call__(self, images: Any = None, *args: Any, **kwargs: Any) -> BatchFeature:

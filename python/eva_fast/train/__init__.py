@@ -1,0 +1,78 @@
+"""Training EVA (paper §3.2-§4.1) on TRL: the trajectory data format, the collator that decodes frames
+on the fly, EVA's rewards, and the trainers.
+
+    from eva_fast.train import EvaSFTConfig, EvaSFTTrainer
+    args = EvaSFTConfig(output_dir="out/sft", train_file="sft.jsonl", video_root="/data/videos", num_train_epochs=2)
+    EvaSFTTrainer("Qwen/Qwen2.5-VL-7B-Instruct", args).train()
+
+Data: one JSON line per conversation (``eva_fast.train._records``, format ``eva_fast.trajectory``
+v1): the messages exactly as the agent loop renders them, tool turns holding references to the
+``frame_select`` calls (never pixels). :func:`record_from_trajectory` converts ``eva-fast ask
+--json`` and eval results. :class:`EvaCollator` turns records into model inputs with the agent's
+own renderer and frame path. The trainers need ``trl==1.16.0`` (imported on first use).
+"""
+
+from eva_fast.agent._render import ChatRenderer, RenderedChat
+from eva_fast.train._collator import IGNORE_INDEX, EncodedSample, EvaCollator, SampleTooLongError, records_dataset
+from eva_fast.train._common import QWEN25VL_LORA_TARGETS, load_training_records
+from eva_fast.train._frames import FrameMismatchError, ReaderCache, record_frames
+from eva_fast.train._records import (
+    DEFAULT_FRAME_CONFIG,
+    FORMAT,
+    VERSION,
+    RecordedCall,
+    RecordError,
+    TrajectoryRecord,
+    iter_records,
+    load_records,
+    record_from_image_conversation,
+    record_from_trajectory,
+    write_records,
+)
+
+_LAZY = {
+    "EvaSFTConfig": "eva_fast.train._sft",
+    "EvaSFTTrainer": "eva_fast.train._sft",
+    "EvaDataArguments": "eva_fast.train._sft",
+    "freeze_vision_tower": "eva_fast.train._sft",
+}
+
+
+def __getattr__(name: str):
+    # trainers import TRL (and through it accelerate/datasets): load them only when asked for
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'eva_fast.train' has no attribute {name!r}")
+
+
+__all__ = [
+    "DEFAULT_FRAME_CONFIG",
+    "FORMAT",
+    "IGNORE_INDEX",
+    "QWEN25VL_LORA_TARGETS",
+    "VERSION",
+    "ChatRenderer",
+    "EncodedSample",
+    "EvaCollator",
+    "EvaDataArguments",
+    "EvaSFTConfig",
+    "EvaSFTTrainer",
+    "FrameMismatchError",
+    "ReaderCache",
+    "RecordError",
+    "RecordedCall",
+    "RenderedChat",
+    "SampleTooLongError",
+    "TrajectoryRecord",
+    "freeze_vision_tower",
+    "iter_records",
+    "load_records",
+    "load_training_records",
+    "record_frames",
+    "record_from_image_conversation",
+    "record_from_trajectory",
+    "records_dataset",
+    "write_records",
+]
