@@ -340,7 +340,7 @@ class Trajectory:
             ok = [c.frames for c in turn.tool_calls if c.frames is not None]
             if not ok:
                 continue
-            layout = tool_turn_layout([(f.nframes, list(f.label_seconds)) for f in ok], self.question, fmt)
+            layout = tool_turn_layout([(f.nframes, list(f.label_s)) for f in ok], self.question, fmt)
             out.append({"role": "tool", "content": [
                 {"type": "text", "text": p} if isinstance(p, str) else {"type": "frame", "call": p[0], "index": p[1]}
                 for p in layout
