@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -84,7 +85,9 @@ struct DeviceFramesCtx {
 
 void delete_managed(dl::ManagedTensor* m) {
   auto* c = static_cast<DeviceFramesCtx*>(m->manager_ctx);
-  free_device_frames(c->frames);
+  // A deleter cannot raise: a failure is counted (_C.device_free_errors()) and printed.
+  const std::string err = free_device_frames(c->frames);
+  if (!err.empty()) std::fprintf(stderr, "[eva_fast] %s\n", err.c_str());
   delete c;
   delete m;
 }
@@ -360,6 +363,28 @@ PYBIND11_MODULE(_C, m) {
       py::arg("out_w"), py::arg("filter") = "cubic", py::arg("rotation_deg") = 0,
       "Run the CUDA colour-convert + resize kernel's per-thread code serially on the CPU (NV12: uint8 planes; "
       "P016: uint16 planes with samples in the high bits). For tests without a GPU; CUDA builds only.");
+  m.def(
+      "device_free_errors",
+      []() {
+        std::string last;
+        const int64_t n = device_free_errors(&last);
+        return py::make_tuple(n, last);
+      },
+      "(count, last message) of device frame buffers whose stream-ordered free failed since the process started "
+      "(DLPack deleters cannot raise; each failure is also printed to stderr).");
+  m.def(
+      "_free_device_frames",
+      [](uintptr_t data, int device, uintptr_t stream) {
+        DeviceFrames f;
+        f.data = reinterpret_cast<void*>(data);
+        f.device = device;
+        f.stream = reinterpret_cast<void*>(stream);
+        f.T = 1;
+        py::gil_scoped_release release;
+        return free_device_frames(f);
+      },
+      py::arg("data"), py::arg("device"), py::arg("stream") = 0,
+      "Test hook: free_device_frames on a raw device pointer; returns '' or the error it reported.");
   m.def("nvdec_sessions", []() {
     py::dict d;
     d["cached"] = nvdec_cached_sessions();

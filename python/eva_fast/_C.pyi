@@ -209,6 +209,11 @@ def cuda_kernel_emulate(
     rotation_deg: int = 0,
 ) -> npt.NDArray[np.uint8]:
     """CUDA builds: the kernel's per-thread code run serially on the CPU (tests without a GPU)."""
+def device_free_errors() -> tuple[int, str]:
+    """``(count, last message)`` of device frame buffers whose stream-ordered free failed since the
+    process started (DLPack deleters cannot raise; each failure is also printed to stderr)."""
+def _free_device_frames(data: int, device: int, stream: int = 0) -> str:
+    """Test hook: free a raw device pointer as a frames buffer; ``""`` or the error it reported."""
 def nvdec_sessions() -> dict[str, int]:
     """``{"cached": idle sessions kept for reuse, "created": sessions ever created}``."""
 def build_info() -> dict[str, Any]:

@@ -59,8 +59,10 @@ def test_vfr_uses_nearest_pts():
         cands = [k for k in (j - 1, j) if 0 <= k < len(pts)]
         best = min(cands, key=lambda k: (abs(pts[k] - t), k))
         assert i == best and p == pytest.approx(pts[best], abs=1e-6)
-    # the stream end used for clamping is the container duration
-    assert b.end_s == pytest.approx(VideoReader(DATA / "nasa_13013_vfr.mp4").metadata.duration_s)
+    # the stream end used for clamping is the last frame's pts + 1/fps (the reference's), not the
+    # container duration, which this file's last pts (12.9129 s) lies after (12.8128 s)
+    r = VideoReader(DATA / "nasa_13013_vfr.mp4")
+    assert b.end_s == pytest.approx(pts[-1] + 1 / r.metadata.average_fps) == pytest.approx(r.stream_end_s)
 
 
 @pytest.mark.parametrize("index, size", [(0, (140, 252)), (10, (392, 672)), (389, (84, 168)), (10, (280, 476))])

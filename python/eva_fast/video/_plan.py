@@ -261,7 +261,8 @@ def plan_frames(
        then the visual-token budget: if ``nframes * max(1, round(H*r/28)) * max(1, round(W*r/28))
        > max_visual_tokens``, cap ``r`` at ``min(1, maxp / min(W, H))``, and if still over scale
        nframes and r by ``(budget / estimate) ** (1/3)`` (:func:`apply_token_budget`);
-    2. clamp the window to ``[0, last pts + 1/fps]`` (whole stream if empty);
+    2. clamp the window to ``[0, last pts + 1/fps]`` (:attr:`VideoReader.stream_end_s`; whole
+       stream if empty);
     3. sample times: the midpoint for one frame, else ``linspace(start, end - eps, nframes)``;
     4. frame choice: ``round(t * average_fps)`` clamped to the frame count (decord's choice) at
        constant frame rate; at variable frame rate the frame with the nearest pts (from a
@@ -354,7 +355,7 @@ def _plan(reader: VideoReader, request: FrameRequest, budget: BudgetResult, *, r
     if smart_resize_by == "processor":
         reader.check_output_bytes(n, aligned)
 
-    start_s, end_s = clamp_window(request.start_time, request.end_time, meta.end_s)
+    start_s, end_s = clamp_window(request.start_time, request.end_time, reader.stream_end_s)
     timestamps = sample_timestamps(start_s, end_s, n)
     if meta.is_vfr:
         pts_table, _ = reader.frame_table()

@@ -87,8 +87,10 @@ class VideoMetadata:
 
     @property
     def end_s(self) -> float:
-        """Stream end used by the frame tool: last frame's pts + 1/fps, seconds from the first frame
-        (``num_frames / average_fps`` at constant frame rate, the container duration otherwise)."""
+        """Stream end from the header, seconds from the first frame: last frame's pts + 1/fps
+        (``num_frames / average_fps``) at constant frame rate, the container duration at variable
+        frame rate, where the data may run past it (``VideoReader.stream_end_s`` scans for the
+        real end)."""
         if self.is_vfr:
             return self.duration_s
         return self.num_frames / self.average_fps
@@ -408,6 +410,20 @@ class VideoReader:
                 self._frame_table = (np.asarray(pts, dtype=np.float64), np.asarray(key, dtype=bool))
             return self._frame_table
 
+    @property
+    def stream_end_s(self) -> float:
+        """End of the stream, seconds from the first frame: the last frame's pts + ``1 / average_fps``
+        (the reference tool's stream end). Constant frame rate: ``metadata.end_s``. Variable frame
+        rate: from the frame table (a demux-only scan, once per reader), never before
+        ``metadata.end_s`` (some files' last pts lies after their declared duration)."""
+        meta = self.metadata
+        if not meta.is_vfr:
+            return meta.end_s
+        pts, _ = self.frame_table()
+        if len(pts) == 0:
+            return meta.end_s
+        return max(meta.end_s, float(pts[-1]) + 1.0 / meta.average_fps)
+
     def check_output_bytes(self, num_frames: int, size: tuple[int, int]) -> int:
         """Bytes of ``num_frames`` RGB frames of ``size`` ``(height, width)``; ValueError above
         ``max_output_bytes`` (nothing is allocated)."""
@@ -425,6 +441,8 @@ class VideoReader:
     ) -> DecodedFrames:
         check_choice("resample", resample, RESAMPLES)
         times = [_time_arg(t, i) for i, t in enumerate(_as_sequence(times_s))]
+        if mode == "played_at" and times:
+            self._check_played_range(times)
         if size is None:
             h, w = self.metadata.height, self.metadata.width
         else:
@@ -462,6 +480,19 @@ class VideoReader:
             keyframe=torch.from_numpy(np.asarray(out.keyframe, dtype=bool)),
             stats=dataclasses.replace(out.stats, backend=self.backend, fallback_reason=self.fallback_reason),
         )
+
+    def _check_played_range(self, times: list[float]) -> None:
+        """torchcodec's rule for played-at times: each must lie in ``[0, stream end)``."""
+        lo, hi = min(times), max(times)
+        end = self.metadata.end_s
+        if hi >= end and self.metadata.is_vfr:
+            end = self.stream_end_s
+        if lo < 0 or hi >= end:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"{self.path}: no frame is played at t={bad!r} s: played-at times must be >= 0 and < {end!r} s "
+                "(the end of the last frame; seconds from the first frame). get_frames_nearest clamps instead."
+            )
 
     def _gop_chunks(self, times: list[float]) -> list[list[int]] | None:
         """Split a CPU request into contiguous runs of GOPs of about equal decode work, one per GOP
@@ -523,7 +554,10 @@ class VideoReader:
         """The frame displayed at each time (last frame with pts <= t; the first frame before it).
 
         Same semantics as torchcodec's ``VideoDecoder.get_frames_played_at``, except that times are
-        seconds from the first frame (torchcodec uses the stream's absolute pts).
+        seconds from the first frame (torchcodec uses the stream's absolute pts): a time before the
+        first frame or at/after the end of the last one (:attr:`stream_end_s`) is an error naming
+        the time and the valid range. A time is compared with the frames' pts in the stream's time
+        base; one that lies before a pts by more than a millionth of a tick is before that frame.
 
         Args:
             times_s: times in seconds from the first frame, any order, duplicates allowed.
@@ -534,8 +568,8 @@ class VideoReader:
             DecodedFrames with ``frames`` uint8 ``[len(times_s), H, W, 3]`` in the order given.
 
         Raises:
-            ValueError: non-finite or non-numeric times, a bad size/filter, an output above
-                ``max_output_bytes``, or the reader is closed.
+            ValueError: non-finite, non-numeric or out-of-range times, a bad size/filter, an output
+                above ``max_output_bytes``, or the reader is closed.
             CorruptVideoError: data ends before a requested time, or ``on_corrupt="error"``.
         """
         return self._decode(times_s, "played_at", size, resample)
@@ -543,8 +577,10 @@ class VideoReader:
     def get_frames_nearest(
         self, times_s: Sequence[float], *, size: tuple[int, int] | None = None, resample: Resample = "cubic"
     ) -> DecodedFrames:
-        """The frame whose pts is nearest each time (ties go to the earlier frame). Args, returns and
-        errors as :meth:`get_frames_played_at`."""
+        """The frame whose pts is nearest each time (ties go to the earlier frame); times before the
+        first frame give the first frame and times past the end the last one (any finite time, up
+        to the largest floats, is safe). Args, returns and errors as :meth:`get_frames_played_at`,
+        without the range rule."""
         return self._decode(times_s, "nearest", size, resample)
 
     @property
