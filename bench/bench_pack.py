@@ -31,7 +31,7 @@ import transformers
 from eva_fast.kernels.reference import pack_qwen25vl_reference
 from eva_fast.vision import pack_qwen25vl
 
-RESULTS = Path(__file__).resolve().parent / "results" / "pack.jsonl"
+RESULTS = Path("bench") / "results" / "pack.jsonl"  # under the working directory
 
 
 def _sha() -> str:

@@ -37,7 +37,7 @@ from eva_fast.agent._protocol import (
     tool_turn_layout,
 )
 from eva_fast.agent._types import FramesReturned, ImagePart, Message, TextPart, ToolCall, Trajectory, Turn
-from eva_fast.video import VideoReader, estimate_visual_tokens, select_frames
+from eva_fast.video import VideoReader, select_frames
 
 logger = get_logger("agent")
 
@@ -286,6 +286,7 @@ class AgentLoop:
                     maxp=cfg.maxp,
                     resample=cfg.resample,
                     policy=cfg.frame_policy,
+                    smart_resize_by=cfg.smart_resize_by,
                     device=cfg.device,
                 )
             except Exception as e:  # the model's arguments are untrusted: any refusal is a call error
@@ -298,15 +299,14 @@ class AgentLoop:
                 continue
             call.decode_ms = (time.perf_counter() - t0) * 1e3
             decode_ms += call.decode_ms
-            meta = reader.metadata
             labels = label_seconds(args["start_time"], args["end_time"], batch.nframes)
-            call.estimated_visual_tokens = estimate_visual_tokens(batch.nframes, meta.width, meta.height, batch.resize)
+            call.estimated_visual_tokens = batch.plan.final_estimated_visual_tokens
             call.frames = FramesReturned(
                 window_s=(batch.start_s, batch.end_s),
                 timestamps_s=list(batch.timestamps_s),
-                pts_seconds=list(batch.pts_seconds),
+                pts_s=list(batch.pts_s),
                 frame_indices=list(batch.frame_indices),
-                label_seconds=labels,
+                label_s=labels,
                 size=tuple(batch.size),
                 nframes=batch.nframes,
                 resize=batch.resize,
@@ -314,6 +314,7 @@ class AgentLoop:
                 budget_steps=list(batch.budget_steps),
                 estimated_visual_tokens_requested=batch.estimated_visual_tokens,
                 first_frame=frame_no,
+                plan=batch.plan.to_dict(),
             )
             turn.visual_tokens += batch.num_visual_tokens
             ok.append((batch, labels))

@@ -450,7 +450,7 @@ def record_from_trajectory(traj: Any, *, gt: str | None = None, label: bool | No
                 args = {key: (c.arguments or {}).get(key) for key in ("start_time", "end_time", "nframes", "resize")}
                 if args["resize"] is None:
                     args["resize"] = 1.0
-                extra = {"window_s": list(fr.window_s), "label_s": list(fr.label_seconds), "resize": fr.resize,
+                extra = {"window_s": list(fr.window_s), "label_s": list(fr.label_s), "resize": fr.resize,
                          "budget_steps": list(fr.budget_steps)}
                 recorded.append(RecordedCall(args, tuple(fr.frame_indices), tuple(fr.size), extra))
             calls[k] = recorded

@@ -201,7 +201,7 @@ class CSVJudge:
         calls = last_round_calls(traj)
         for call, batch in zip(calls, batches):
             for i in range(batch.nframes):
-                label = frame_label(frame_no, call.frames.label_seconds[i], fmt)
+                label = frame_label(frame_no, call.frames.label_s[i], fmt)
                 if label is not None:
                     parts.append(TextPart(label))
                 parts.append(ImagePart(batch, i))
