@@ -150,7 +150,14 @@ def run(args) -> dict:
     if missing:
         print(f"[soak] missing videos (skipped): {missing}", flush=True)
     mem = Memory(args.device)
-    readers = {name: VideoReader(p, device=args.device) for name, p in paths.items()}
+    try:
+        readers = {name: VideoReader(p, device=args.device) for name, p in paths.items()}
+    except Exception as e:  # noqa: BLE001 - no usable device: one summary row says why
+        summary = {"kind": "summary", "ok": False, "requests_done": 0, "requests_planned": args.requests,
+                   "stopped": f"could not open the videos on {args.device}: {type(e).__name__}: {e}"}
+        write(summary)
+        print(f"[soak] {summary['stopped']}", flush=True)
+        return summary
     meta = {name: r.metadata for name, r in readers.items()}
     print(f"[soak] {len(readers)} videos on {args.device}: "
           + ", ".join(f"{n} ({r.backend})" for n, r in readers.items()), flush=True)

@@ -22,7 +22,7 @@ The commit: ``machine.json`` holds the digest of the source tree that ran
 ran had uncommitted changes: pass ``--commit`` to name the base commit (recorded with
 ``verified: false``). A run already converted (same run id) is not appended twice.
 
-Standard library only.
+Standard library plus the bench's row loader (numpy), so it runs in the project's environment.
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "scripts"), str(ROOT)]
+from bench._harness import load_rows  # noqa: E402
 from gpu_probe import DIGEST_ROOTS, _digest_included, digest_of  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 BENCH_FILES = {"decode.jsonl": "gpu_decode.jsonl", "pack.jsonl": "gpu_pack.jsonl", "soak.jsonl": "gpu_soak.jsonl"}
 README_START, README_END = "<!-- gpu-results:start -->", "<!-- gpu-results:end -->"
 
@@ -103,18 +104,9 @@ def resolve_commit(repo: Path, machine: dict, given: str | None, search: int) ->
 
 # --------------------------------------------------------------------------------------- reading
 def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a jsonl file; a truncated last line (a run killed mid-write) is dropped."""
-    rows = []
-    if not path.is_file():
-        return rows
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-    return rows
+    """Rows of a jsonl file (none if it is missing); a truncated last line (a run killed
+    mid-write) is dropped, as by the bench's own loader."""
+    return load_rows(path.parent, path.name)
 
 
 def pytest_summary(path: Path) -> dict | None:
@@ -311,9 +303,11 @@ def render(results_dir: Path) -> str:
     cps = [r for r in soak if r.get("kind") == "checkpoint"]
     if summ or cps:
         lines += [""]
-        if summ:
+        if summ and not summ.get("requests_done") and not cps:
+            lines.append(f"Soak: did not run: {summ.get('stopped')}.")
+        elif summ:
             lines.append(f"Soak: {summ.get('requests_done')} of {summ.get('requests_planned')} mixed "
-                         f"`select_frames(device=\"cuda\")` requests in {summ.get('wall_s')} s ({summ.get('stopped')}); "
+                         f"`select_frames(device=\"{summ.get('device', 'cuda')}\")` requests in {summ.get('wall_s')} s ({summ.get('stopped')}); "
                          f"GPU memory {_f(summ.get('gpu_growth_mib'), '{:+.1f}')} MiB, host RSS "
                          f"{_f(summ.get('rss_growth_mib'), '{:+.1f}')} MiB from the first checkpoint to the last "
                          f"({'flat' if summ.get('flat') else 'NOT flat' if summ.get('flat') is False else 'n/a'}, "
@@ -330,6 +324,8 @@ def render(results_dir: Path) -> str:
 
 def update_readme(readme: Path, body: str) -> bool:
     """Replace the generated block in ``readme``; False when its markers are missing."""
+    if not readme.is_file():
+        return False
     text = readme.read_text()
     if README_START not in text or README_END not in text:
         return False
@@ -364,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         if update_readme(a.readme, body):
             print(f"[gpu_results] updated the GPU block of {a.readme}")
         else:
-            print(f"[gpu_results] {a.readme} has no {README_START} block; not updated", file=sys.stderr)
+            print(f"[gpu_results] {a.readme} is missing or has no {README_START} block; not updated", file=sys.stderr)
     print(body)
     return 0
 

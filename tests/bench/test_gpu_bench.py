@@ -40,6 +40,13 @@ def test_soak_stops_at_its_time_limit_and_says_so(tmp_path):
     assert s["requests_done"] < 500
 
 
+def test_soak_without_the_device_writes_a_summary_saying_why(tmp_path):
+    out = tmp_path / "soak.jsonl"
+    rc = soak.main(["--device", "cuda:99", "--requests", "5", "--data-dir", str(DATA), "--out", str(out)])
+    s = _rows(out)[-1]
+    assert rc == 1 and s["kind"] == "summary" and not s["ok"] and "could not open the videos on cuda:99" in s["stopped"]
+
+
 def test_soak_requests_are_valid_and_reproducible():
     durations = {"a.mp4": 10.0, "b.mp4": 600.0}
     reqs = soak.make_requests(200, durations, seed=3)
