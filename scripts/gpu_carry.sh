@@ -47,7 +47,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=$ROOT/gpu_carry
-WORK=$OUT/.work
+WORK=$ROOT/build/gpu_carry_work   # FFmpeg source and build (~125 MB): outside gpu_carry/, which travels whole
 JOBS=${JOBS:-2}
 #: what gpu_carry/wheels holds (pinned; PyPI names). The GPU steps import these and the image lacks them.
 CARRY_WHEELS=(pynvvideocodec==2.2.4 pkgconf==3.0.7.post0
@@ -56,7 +56,11 @@ CARRY_WHEELS=(pynvvideocodec==2.2.4 pkgconf==3.0.7.post0
 #: long video is made from it and cockatoo_yuv420)
 CARRY_MEDIA=(cockatoo_yuv420.mp4 cockatoo_1080p_h264.mp4 cockatoo_hevc.mp4 cockatoo_av1.mp4 bigbuckbunny.mp4)
 MEDIA_DIR=${MEDIA_DIR:-$ROOT/../shared/media}
-mkdir -p "$WORK" "$OUT/ffmpeg"
+mkdir -p "$OUT/ffmpeg"
+if [ -d "$OUT/.work" ]; then   # older layout kept the build inside the carry
+  mkdir -p "$(dirname "$WORK")" && rm -rf "$WORK" && mv "$OUT/.work" "$WORK"
+fi
+mkdir -p "$WORK"
 
 # ------------------------------------------------------------------------------------------ FFmpeg
 ver=${FFMPEG_VERSION:-$(dpkg-query -W -f='${Version}' libavcodec59 2>/dev/null | sed -E 's/^[0-9]+://; s/-.*//')}
@@ -230,7 +234,7 @@ fi
 
 # ------------------------------------------------------------------------------------------ summary
 "$OUT/ffmpeg/bin/ffmpeg" -hide_banner -decoders 2>/dev/null | grep -E " (h264|hevc|vp9|libdav1d) " || true
-mib() { du -sb --exclude=.work "$@" | awk '{s += $1} END {printf "%.1f", s / 1048576}'; }
+mib() { du -sb "$@" | awk '{s += $1} END {printf "%.1f", s / 1048576}'; }
 echo "[carry] sizes (MiB): ffmpeg $(mib "$OUT/ffmpeg"), wheels $(mib "$OUT/wheels" 2>/dev/null || echo 0)," \
      "media $(mib "$OUT/shared" 2>/dev/null || echo 0), total $(mib "$OUT") (limit 56)"
 find "$OUT/wheels" -name "*.whl" -printf "%s %f\n" 2>/dev/null | sort -k2 | awk '{printf "[carry]   %6.2f MiB  %s\n", $1 / 1048576, $2}'

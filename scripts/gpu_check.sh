@@ -296,12 +296,13 @@ PY
 
   echo "carry ($CARRY):"
   local carry_b=0
+  [ ! -L "$ROOT/gpu_carry" ] || bad "$ROOT/gpu_carry is a symlink: the device tool sends it as a link; copy the folder"
   if [ "$NO_CARRY" = 1 ]; then
     skip "carry checks skipped (--no-carry)"
   elif [ ! -d "$CARRY" ]; then
     bad "no carry at $CARRY: build it with 'bash scripts/gpu_carry.sh' (or point --carry at one)"
   else
-    carry_b=$(du -sb --exclude=.work "$CARRY" | cut -f1)
+    carry_b=$(du -sb "$CARRY" | cut -f1)   # all of it travels
     local carry_mib
     carry_mib=$(awk -v b="$carry_b" 'BEGIN {printf "%.1f", b / 1048576}')
     if ((carry_b <= MAX_CARRY_MIB * 1048576)); then ok "size ${carry_mib} MiB (limit $MAX_CARRY_MIB)"
@@ -309,6 +310,9 @@ PY
     for part in ffmpeg wheels shared; do
       [ -d "$CARRY/$part" ] && printf '         %-8s %6.1f MiB\n' "$part" "$(du -sb "$CARRY/$part" | awk '{print $1 / 1048576}')"
     done
+    local extra
+    extra=$(cd "$CARRY" && ls -A | grep -vx -e env.sh -e ffmpeg -e wheels -e shared | tr '\n' ' ')
+    [ -z "$extra" ] || bad "unexpected entries in the carry (they would travel too): $extra"
     local f missing=()
     for f in env.sh ffmpeg/bin/ffmpeg ffmpeg/bin/ffprobe ffmpeg/lib/libavcodec.so.59 ffmpeg/lib/libavformat.so.59 \
              ffmpeg/lib/libavutil.so.57 ffmpeg/lib/libswscale.so.6 ffmpeg/lib/libdav1d.so.6 \

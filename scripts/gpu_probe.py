@@ -184,7 +184,7 @@ def carry_manifest(carry: Path) -> dict:
     """What a carry folder holds: size, wheels, media, the FFmpeg build's version line."""
     if not carry.is_dir():
         return {"path": str(carry), "present": False}
-    files = [p for p in carry.rglob("*") if p.is_file() and ".work" not in p.relative_to(carry).parts]
+    files = [p for p in carry.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files)
     parts = {}
     for p in files:

@@ -212,6 +212,26 @@ def test_dry_run_checks_the_carry(dry_run):
     assert "carried ffmpeg runs here" in dry_run.stdout
 
 
+def test_dry_run_rejects_a_bad_carry(tmp_path):
+    """Too big, a wheel the image has, a stray folder, missing FFmpeg parts: each is a FAIL line."""
+    carry = tmp_path / "carry"
+    (carry / "wheels").mkdir(parents=True)
+    (carry / "wheels" / "torch-2.11.0-cp312-cp312-manylinux_2_28_x86_64.whl").write_bytes(b"x")
+    (carry / ".work").mkdir()
+    with open(carry / ".work" / "big", "wb") as f:
+        f.truncate(60 << 20)  # sparse; du -b counts its apparent size, as the device tool would
+    (carry / "env.sh").write_text("")
+    res = _check(["--dry-run", "--carry", str(carry)])
+    assert res.returncode == 1
+    out = res.stdout
+    assert "[FAIL] size 60.0 MiB > 56 MiB" in out
+    assert "wheels for packages the image already has: torch" in out
+    assert "unexpected entries in the carry (they would travel too): .work" in out
+    assert "missing: ffmpeg/bin/ffmpeg" in out
+    res = _check(["--dry-run", "--carry", str(tmp_path / "nothing")])
+    assert res.returncode == 1 and "no carry at" in res.stdout
+
+
 # ------------------------------------------------------------------------------ gpu_results.py
 def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
