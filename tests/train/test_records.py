@@ -69,7 +69,7 @@ def test_one_converter_for_trajectory_ask_json_and_eval_records(eva_trajectories
     assert c.pop("source") == "eval#7" and c == a
     assert a["answer"] == "B" and a["gt"] == "B"
     assert a["frame_config"] == {"max_visual_tokens": 12000, "maxp": 720, "resample": "cubic",
-                                 "frame_policy": "parity", "timestamp_fmt": "mmss"}
+                                 "frame_policy": "parity", "smart_resize_by": "processor", "timestamp_fmt": "mmss"}
 
 
 def test_max_turns_episode_drops_the_trailing_tool_turn():

@@ -217,26 +217,24 @@ class CSVJudge:
         Raises:
             ValueError: a call resolves to other frames than recorded.
         """
-        from eva_fast.video import VideoReader, select_frames
+        from eva_fast.train._frames import replan_call
+        from eva_fast.train._records import DEFAULT_FRAME_CONFIG
+        from eva_fast.video import VideoReader, decode_plan
 
-        cfg = traj.config
+        fc = {**DEFAULT_FRAME_CONFIG, **{k: v for k, v in traj.config.items() if k in DEFAULT_FRAME_CONFIG}}
         calls = last_round_calls(traj)
         if not calls:
             return []
         reader = reader or VideoReader(traj.video_path)
         out = []
         for c in calls:
-            a = c.arguments or {}
-            b = select_frames(
-                reader, a["start_time"], a["end_time"], a["nframes"], a.get("resize") if a.get("resize") is not None else 1.0,
-                max_visual_tokens=cfg.get("max_visual_tokens", 12_000), maxp=cfg.get("maxp", 720),
-                resample=cfg.get("resample", "cubic"), policy=cfg.get("frame_policy", "parity"),
-            )
-            if list(b.frame_indices) != list(c.frames.frame_indices):
+            plan = replan_call(reader, c.arguments or {}, fc)
+            if list(plan.frame_indices) != list(c.frames.frame_indices):
                 raise ValueError(
-                    f"{traj.video_path}: call {a} resolves to frames {list(b.frame_indices)} but the trajectory "
-                    f"recorded {list(c.frames.frame_indices)}"
+                    f"{traj.video_path}: call {c.arguments} resolves to frames {list(plan.frame_indices)} but the "
+                    f"trajectory recorded {list(c.frames.frame_indices)}"
                 )
+            b = decode_plan(reader, plan)
             out.append(b)
         return out
 
