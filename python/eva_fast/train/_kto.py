@@ -75,13 +75,7 @@ try:
 except ImportError as e:  # pragma: no cover - trl is the train extra
     raise ImportError("eva_fast.train needs TRL: pip install 'trl==1.16.0' peft accelerate rouge-score") from e
 
-from eva_fast.train._kto_weights import (  # noqa: F401  (re-exported)
-    KTO_WEIGHT_RATIO_RANGE,
-    PAPER_CHOSEN_FRACTION,
-    KTOWeights,
-    recommended_kto_weights,
-    weights_in_recommended_range,
-)
+from eva_fast.train._kto_weights import recommended_kto_weights, weights_in_recommended_range
 from eva_fast.train._sft import EvaDataArguments, _records, freeze_vision_tower
 
 # ---------------------------------------------------------------------------------------------
