@@ -155,6 +155,9 @@ def test_collect_failures_skips_what_cannot_be_scored(failures, tmp_path):
     other = tmp_path / "other.jsonl"
     t, _ = run_scripted(["<answer>A</answer>"])
     other.write_text(json.dumps(t.to_dict()) + "\n" + "{not json\n")
-    fails, stats = collect_failures([ev, roll, other])
-    assert len(fails) == 2 and stats["skipped"] == {"no_ground_truth": 1, "unreadable": 1}
-    assert stats["by_category"] == {"counting": 1, "objects": 1}
+    ask = tmp_path / "ask.json"  # eva-fast ask --json: one pretty-printed trajectory
+    ask.write_text(json.dumps({**t.to_dict(), "gt": "B"}, indent=1))
+    fails, stats = collect_failures([ev, roll, other, ask])
+    assert len(fails) == 3 and stats["skipped"] == {"no_ground_truth": 1, "unreadable": 1}
+    assert stats["by_category"] == {"counting": 1, "objects": 1, "uncategorized": 1}
+    assert fails[-1].source == f"{ask}:1" and (fails[-1].gt, fails[-1].answer) == ("B", "A")

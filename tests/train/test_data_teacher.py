@@ -122,13 +122,16 @@ def test_teacher_prompts_filtering_and_files(scripted_server, tmp_path, capsys):
                                 "missing_videos": 0}
     assert report["rejected"] == {"missing_structure": 1, "stop:arguments_not_json": 1, "wrong_answer": 1}
     assert report["by_type"]["mcq"]["kept"] == 1 and report["by_type"]["open"]["kept"] == 1
-    assert report["by_source"]["objects"] == {"trajectories": 2, "finished": 2, "right": 2, "kept": 2, "accept_rate": 1.0}
+    assert report["by_category"]["objects"] == {"trajectories": 2, "finished": 2, "right": 2, "kept": 2, "accept_rate": 1.0}
+    assert report["by_source"] == {"qa": {"trajectories": 5, "finished": 5, "right": 3, "kept": 2, "accept_rate": 0.4}}
     assert "| objects |" in (out / "teacher.report.md").read_text()
 
-    # a second run with everything cached asks nothing
+    # a second run with everything cached asks nothing; --limit selects questions, same run identity
     n = len(srv.requests())
-    _cli("teacher", qa, "--video-root", DATA, "--out", out, "--base-url", srv.base_url, "--no-progress")
+    _cli("teacher", qa, "--video-root", DATA, "--out", out, "--base-url", srv.base_url, "--no-progress", "--limit", 2)
     assert len(srv.requests()) == n
+    assert json.loads((out / "teacher.report.json").read_text())["counts"]["trajectories"] == 2
+    assert len(load_records(out / "teacher.sft.jsonl")) == 1
 
 
 def test_experience_family_and_editable_templates(tmp_path):

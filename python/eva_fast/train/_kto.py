@@ -149,6 +149,9 @@ class EvaKTOCollator(EvaCollator):
          "KL_input_ids", "KL_attention_mask", "KL_completion_mask", "KL_mm_token_type_ids": [B, L'],
          "KL_sample_order": int64 [B]}     # KL row i = prompt i + completion of sample order[i]
 
+    KL rows are not truncated either: one is at most the longest prompt plus the longest
+    completion of its batch (the ``max_length`` check applies to the samples themselves).
+
     Raises:
         RecordError: a record without a boolean ``label``, or whose first two messages do not
             render to a prefix of the whole conversation; the errors of :class:`EvaCollator`.

@@ -232,24 +232,24 @@ def iter_cases(paths: Sequence[str | os.PathLike], **kwargs: Any) -> Iterator[Ca
         if not path.is_file():
             raise FileNotFoundError(f"input {str(path)!r} does not exist")
         base = str(path.resolve().parent)
-        text = path.read_text(encoding="utf-8")
-        stripped = text.strip()
-        if stripped.startswith("{") and "\n" in stripped:
-            try:  # a pretty-printed single object
-                yield case_from_object(json.loads(stripped), f"{path}:1", base_dir=base, **kwargs)
-                continue
-            except json.JSONDecodeError:
-                pass
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield Case(where, error=f"not JSON ({e.msg} at column {e.colno})")
-                continue
-            yield case_from_object(obj, where, base_dir=base, **kwargs)
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{n}"
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    if n == 1 and line.strip() == "{":  # a pretty-printed single object (eva-fast ask --json)
+                        try:
+                            yield case_from_object(json.loads(path.read_text(encoding="utf-8")), where, base_dir=base,
+                                                   **kwargs)
+                            break
+                        except json.JSONDecodeError:
+                            pass
+                    yield Case(where, error=f"not JSON ({e.msg} at column {e.colno})")
+                    continue
+                yield case_from_object(obj, where, base_dir=base, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ import json
 import os
 import random
 import re
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -265,9 +266,13 @@ def write_questions(qa: Sequence[RLSample], prompt: TeacherPrompt, path: Path, s
                            "source": s.source or f"{qa_name}#{q}"}
             lines.append(json.dumps(item, ensure_ascii=False))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    text = "\n".join(lines) + "\n"
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return meta  # e.g. another shard wrote it
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)  # shards write the same content: whichever lands last, the file is whole
     return meta
 
 
@@ -352,10 +357,8 @@ async def arun_teacher(
     prompt = prompt or TeacherPrompt()
     qa_path = Path(qa_path)
     qa = load_rl_set(qa_path, infer_type=True)
-    if limit is not None:
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        qa = qa[:limit]
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive int, got {limit!r}")
     out = Path(out_dir)
     qname = qa_path.name[:-len(".jsonl")] if qa_path.name.endswith(".jsonl") else qa_path.stem
     questions = out / f"{stem}.questions.jsonl"
@@ -365,6 +368,7 @@ async def arun_teacher(
             "questions_sha": prompt_hash(questions.read_text(encoding="utf-8"))}
     result = await arun_benchmark(
         agent, spec, video_root, out, concurrency=concurrency, shard=shard, retry_errors=retry_errors,
+        limit=None if limit is None else limit * samples_per_question,  # the first `limit` questions' samples
         skip_missing=skip_missing, run_info=info, allow_config_change=allow_config_change,
         on_start=on_start, on_record=on_record,
     )
@@ -375,6 +379,7 @@ async def arun_teacher(
     stops: Counter = Counter()
     by_type: dict[str, Counter] = defaultdict(Counter)
     by_source: dict[str, Counter] = defaultdict(Counter)
+    by_category: dict[str, Counter] = defaultdict(Counter)
     kept_rounds, kept_visual, kept_frames = [], [], []
     for rec in result.records:
         m = meta.get(int(rec["index"]))
@@ -383,8 +388,8 @@ async def arun_teacher(
         stops[str(rec.get("stop_reason"))] += 1
         right, score, reason = judge_teacher_record(rec, m, rouge_threshold=rouge_threshold,
                                                     require_structure=require_structure)
-        src = m["category"] or m["source"].rsplit("#", 1)[0]
-        for c in (by_type[m["type"]], by_source[src]):
+        src = m["source"].rsplit("#", 1)[0]
+        for c in (by_type[m["type"]], by_source[src], by_category[m["category"] or "uncategorized"]):
             c["trajectories"] += 1
             c["finished"] += right is not None
             c["right"] += bool(right)
@@ -424,7 +429,8 @@ async def arun_teacher(
                 for k, c in sorted(groups.items())}
 
     report = {
-        "run": {"qa_set": str(qa_path), "questions": len(qa), "samples_per_question": samples_per_question,
+        "run": {"qa_set": str(qa_path), "questions": len(qa) if limit is None else min(limit, len(qa)),
+                "samples_per_question": samples_per_question,
                 "shard": f"{shard[0]}/{shard[1]}" if shard else None, "prompt_families": list(prompt.families),
                 "rouge_threshold": rouge_threshold, "require_structure": require_structure,
                 "record_system": record_system, "ran_now": result.ran, "from_cache": result.skipped_cached},
@@ -435,6 +441,7 @@ async def arun_teacher(
         "stop_reasons": dict(sorted(stops.items())),
         "by_type": _rows(by_type),
         "by_source": _rows(by_source),
+        "by_category": _rows(by_category),
         "kept_trajectories": {"mean_rounds": _mean(kept_rounds), "mean_visual_tokens": _mean(kept_visual),
                               "mean_frames": _mean(kept_frames)},
         "files": {"sft": str(sft_path), "trajectories": str(trajs_path), "results": str(result.results_path)},
