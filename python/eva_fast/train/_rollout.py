@@ -153,12 +153,21 @@ class RolloutBatch:
         timings_ms: wall time per stage over the batch: ``rollout`` (all episodes), and summed over
             episodes ``generate``, ``decode``, ``pack``.
         groups: number of distinct (video, question) groups.
+        caches: the groups' frame caches by video path (open readers) when the run kept them open
+            (``keep_open=True``: the CSV judge reuses them); :meth:`close` closes them.
     """
 
     trajectories: list[Any]
     cache: CacheStats = field(default_factory=CacheStats)
     timings_ms: dict[str, float] = field(default_factory=dict)
     groups: int = 0
+    caches: dict[str, GroupFrameCache] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Close the kept readers."""
+        for c in self.caches.values():
+            c.reader.close()
+        self.caches = {}
 
 
 def group_rows(keys: Sequence[Any]) -> list[list[int]]:
@@ -192,10 +201,15 @@ class RolloutEngine:
         self.share_frames = share_frames
         self.max_concurrency = max_concurrency
 
-    async def run(self, videos: Sequence[str | os.PathLike], questions: Sequence[str]) -> RolloutBatch:
+    async def run(self, videos: Sequence[str | os.PathLike], questions: Sequence[str], *, keep_open: bool = False
+                  ) -> RolloutBatch:
         """One episode per ``(videos[i], questions[i])``; equal pairs form a group that shares a
         reader and a frame cache. Never raises for model or video problems: a failed episode has
-        its stop reason (``exception: ...`` for an unreadable video)."""
+        its stop reason (``exception: ...`` for an unreadable video).
+
+        Args:
+            keep_open: keep the groups' readers and caches open in ``RolloutBatch.caches`` (the
+                caller closes them with :meth:`RolloutBatch.close`)."""
         from eva_fast.agent import AgentLoop
         from eva_fast.video import VideoReader
 
@@ -207,9 +221,15 @@ class RolloutEngine:
         caches: list[GroupFrameCache] = []
         groups = group_rows([(os.fspath(v), q) for v, q in zip(videos, questions)])
 
+        done_one = getattr(self.backend, "episode_done", None)
+
         async def episode(i: int, loop: AgentLoop, reader: Any) -> None:
-            async with sem:
-                out[i] = await loop.run(videos[i], questions[i], reader=reader)
+            try:
+                async with sem:
+                    out[i] = await loop.run(videos[i], questions[i], reader=reader)
+            finally:
+                if done_one is not None:
+                    done_one()
 
         async def group(idx: list[int]) -> None:
             video = os.fspath(videos[idx[0]])
@@ -227,13 +247,21 @@ class RolloutEngine:
             try:
                 await asyncio.gather(*(episode(i, loop, reader) for i in idx))
             finally:
-                if reader is not None:
+                if reader is not None and not (keep_open and self.share_frames):
                     reader.close()
 
+        expect = getattr(self.backend, "expect", None)
+        if expect is not None:
+            expect(len(videos), self.max_concurrency)
         await asyncio.gather(*(group(g) for g in groups))
+        drain = getattr(self.backend, "drain", None)
+        if drain is not None:  # batched backends (vLLM): finish the ticks other processes still run
+            await drain()
         batch = RolloutBatch(out, groups=len(groups))
         for c in caches:
             batch.cache.add(c.stats)
+            if keep_open:
+                batch.caches[c.reader.path] = c
         timings: dict[str, float] = {"rollout": (time.perf_counter() - t0) * 1e3}
         for t in out:
             for k, v in t.timings_ms().items():
@@ -241,19 +269,20 @@ class RolloutEngine:
         batch.timings_ms = timings
         return batch
 
-    def run_sync(self, videos: Sequence[str | os.PathLike], questions: Sequence[str]) -> RolloutBatch:
+    def run_sync(self, videos: Sequence[str | os.PathLike], questions: Sequence[str], *, keep_open: bool = False
+                 ) -> RolloutBatch:
         """:meth:`run` from synchronous code (in a fresh event loop, or a thread when one is running)."""
         import threading
 
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.run(videos, questions))
+            return asyncio.run(self.run(videos, questions, keep_open=keep_open))
         box: dict[str, Any] = {}
 
         def target() -> None:
             try:
-                box["out"] = asyncio.run(self.run(videos, questions))
+                box["out"] = asyncio.run(self.run(videos, questions, keep_open=keep_open))
             except BaseException as e:  # pragma: no cover
                 box["err"] = e
 
