@@ -18,6 +18,8 @@
 #   pytest.xml      JUnit XML of `EVA_FAST_FAIL_WITHOUT_CUDA=1 pytest -m cuda`
 #   decode.jsonl    bench rows: eva_fast (CPU), eva_fast_cuda, PyNvVideoCodec, torchcodec CUDA
 #   pack.jsonl      Triton packer GB/s against a device-to-device copy of the same bytes
+#   rollout.jsonl   a GRPO step's rollouts (2 questions x 4 episodes) on a random Qwen2.5-VL-7B-shaped model
+#                   in bf16 with NVDEC frames: time per stage, frame-work share, group-cache saving
 #   soak.jsonl      1,000 mixed select_frames(device="cuda") requests: GPU memory and RSS every 100
 # Turn DIR into committed rows and the README's GPU table: python scripts/gpu_results.py DIR.
 #
@@ -47,6 +49,7 @@ STEPS=(
   "pytest   150        build   pytest.xml"
   "bench    150        build   decode.jsonl"
   "pack     60         build   pack.jsonl"
+  "rollout  90         build   rollout.jsonl"
   "soak     100        build   soak.jsonl"
 )
 MAX_RESULT_FILES=8    # what comes back from the GPU machine
@@ -150,6 +153,18 @@ step_pack() {
   fi
 }
 dry_pack() { need_file bench/bench_pack.py && need_entry_point eva_fast.bench.bench_pack; }
+
+step_rollout() {
+  if [ "$MODE" = gpu ]; then
+    "$PY" -m eva_fast.bench.bench_rollout --device cuda --model-size 7b --decode-device cuda --questions 2 \
+      --generations 4 --reps 1 --configs shared --videos tests/data/bigbuckbunny.mp4 tests/data/nasa_13013.mp4 \
+      --out "$OUT/rollout.jsonl"
+  else
+    "$PY" -m eva_fast.bench.bench_rollout --questions 1 --generations 2 --reps 1 --configs shared \
+      --videos tests/data/nasa_13013.mp4 --out "$OUT/rollout.jsonl"
+  fi
+}
+dry_rollout() { need_file bench/bench_rollout.py && need_file tests/_tiny_qwen.py && need_entry_point eva_fast.bench.bench_rollout; }
 
 step_soak() {
   local max_s=$(( STEP_TIMEOUT_S > 30 ? STEP_TIMEOUT_S - 20 : STEP_TIMEOUT_S / 2 ))  # leave time for the summary

@@ -155,6 +155,10 @@ class RolloutBatch:
         groups: number of distinct (video, question) groups.
         caches: the groups' frame caches by video path (open readers) when the run kept them open
             (``keep_open=True``: the CSV judge reuses them); :meth:`close` closes them.
+        decoder_frames: frames the decoders reconstructed for the batch (GOP work included: the
+            decode work, which the group cache shrinks).
+        decoder_ms: the decoders' own time (demux + decode + convert/resize, CPU-side, summed over
+            GOP workers), milliseconds; unlike the episodes' ``decode`` stage it excludes waiting.
     """
 
     trajectories: list[Any]
@@ -162,6 +166,8 @@ class RolloutBatch:
     timings_ms: dict[str, float] = field(default_factory=dict)
     groups: int = 0
     caches: dict[str, GroupFrameCache] = field(default_factory=dict)
+    decoder_frames: int = 0
+    decoder_ms: float = 0.0
 
     def close(self) -> None:
         """Close the kept readers."""
@@ -219,6 +225,7 @@ class RolloutEngine:
         out: list[Any] = [None] * len(videos)
         sem = asyncio.Semaphore(self.max_concurrency or max(1, len(videos)))
         caches: list[GroupFrameCache] = []
+        work = [0, 0.0]  # decoder frames, decoder ms
         groups = group_rows([(os.fspath(v), q) for v, q in zip(videos, questions)])
 
         done_one = getattr(self.backend, "episode_done", None)
@@ -247,8 +254,12 @@ class RolloutEngine:
             try:
                 await asyncio.gather(*(episode(i, loop, reader) for i in idx))
             finally:
-                if reader is not None and not (keep_open and self.share_frames):
-                    reader.close()
+                if reader is not None:
+                    st = reader.total_stats
+                    work[0] += st.decoded_frames
+                    work[1] += st.decode_ms + st.convert_ms
+                    if not (keep_open and self.share_frames):
+                        reader.close()
 
         expect = getattr(self.backend, "expect", None)
         if expect is not None:
@@ -257,7 +268,7 @@ class RolloutEngine:
         drain = getattr(self.backend, "drain", None)
         if drain is not None:  # batched backends (vLLM): finish the ticks other processes still run
             await drain()
-        batch = RolloutBatch(out, groups=len(groups))
+        batch = RolloutBatch(out, groups=len(groups), decoder_frames=work[0], decoder_ms=work[1])
         for c in caches:
             batch.cache.add(c.stats)
             if keep_open:
