@@ -7,9 +7,10 @@ Prints ``PORT <n>`` once it listens on 127.0.0.1 (``ServerProcess`` starts it fr
 * ``GET /v1/models`` -> one model, ``scripted-model``;
 * ``POST /v1/chat/completions`` -> the scripted reply for the request's turn, where the turn is the
   number of assistant messages already in the request (so concurrent conversations each get their
-  own script). Every request body is appended to the record file (one JSON line, with the number of
-  requests in flight when it arrived and, for ``file://`` image URLs, whether the file existed and
-  its size).
+  own script). With ``--record``, every request body is appended to the record file (one JSON
+  line, with the number of requests in flight when it arrived and, for ``file://`` image URLs,
+  whether the file existed and its size). ``bench/bench_eval_client.py`` runs it without a record
+  file as an instant-reply server.
 
 Script (JSON): ``{"replies": [entry, ...], "fail_first": N, "delay_s": s, "routes": [...]}`` where an
 entry is a reply string or ``{"text": str, "delay_s": s, "status": code}``; ``fail_first`` answers the
