@@ -1,5 +1,5 @@
 """Fixtures for the KTO and data-construction tests: the scripted OpenAI-compatible server process
-(``tests/agent/_openai_server.py``), real-video trajectory records made by the agent loop with
+(``scripted_server`` of ``tests/agent/conftest.py``), real-video trajectory records made by the agent loop with
 scripted replies, and TRL's CUDA layout of its fused LM head on CPU."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from tests.agent.conftest import ScriptedServer
+from tests.agent.conftest import scripted_server  # noqa: F401  (the agent tests' server fixture)
 from tests.conftest import DATA
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,24 +36,6 @@ def run_scripted(replies, video: str = VIDEO, question: str = Q, **config):
     last = backend.requests[-1] if backend.requests else []
     frames = [p.batch.frames[p.index] for m in last for p in m.images()]
     return traj, frames
-
-
-@pytest.fixture
-def scripted_server(tmp_path):
-    """Factory: ``scripted_server({"replies": [...], "routes": [...]})`` starts a server process
-    (stopped at the end of the test)."""
-    started: list[ScriptedServer] = []
-
-    def start(script: dict) -> ScriptedServer:
-        d = tmp_path / f"server{len(started)}"
-        d.mkdir()
-        s = ScriptedServer(d, script)
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.close()
 
 
 @pytest.fixture
