@@ -37,7 +37,7 @@ from eva_fast.agent._protocol import (
     tool_turn_layout,
 )
 from eva_fast.agent._types import FramesReturned, ImagePart, Message, TextPart, ToolCall, Trajectory, Turn
-from eva_fast.video import VideoReader, estimate_visual_tokens, select_frames
+from eva_fast.video import VideoReader, select_frames
 
 logger = get_logger("agent")
 
@@ -67,6 +67,9 @@ class AgentLoop:
     Args:
         backend: the model (see :func:`eva_fast.agent.get_backend`).
         config: settings (default :class:`AgentConfig()`, the published evaluation's).
+        frame_tool: what serves ``frame_select``: a callable with :func:`eva_fast.video.select_frames`'s
+            signature returning a ``FrameBatch`` (default ``select_frames``; GRPO rollouts pass one
+            that shares decoded frames among the episodes of a question).
 
     Example::
 
@@ -75,7 +78,8 @@ class AgentLoop:
         traj.answer, traj.stop_reason
     """
 
-    def __init__(self, backend: ModelBackend, config: AgentConfig | None = None) -> None:
+    def __init__(self, backend: ModelBackend, config: AgentConfig | None = None,
+                 frame_tool: Callable[..., Any] | None = None) -> None:
         if not isinstance(backend, ModelBackend):
             raise TypeError(f"backend must be a ModelBackend (see get_backend), got {type(backend).__name__}")
         config = AgentConfig() if config is None else config
@@ -83,6 +87,7 @@ class AgentLoop:
             raise TypeError(f"config must be an AgentConfig, got {type(config).__name__}")
         self.backend = backend
         self.config = config
+        self.frame_tool = select_frames if frame_tool is None else frame_tool
 
     def run_sync(self, video_path: str | os.PathLike, question: str, system: str | None = None,
                  *, on_event: EventCallback | None = None) -> Trajectory:
@@ -108,7 +113,7 @@ class AgentLoop:
         return box["out"]
 
     async def run(self, video_path: str | os.PathLike, question: str, system: str | None = None,
-                  *, on_event: EventCallback | None = None) -> Trajectory:
+                  *, on_event: EventCallback | None = None, reader: VideoReader | None = None) -> Trajectory:
         """Answer ``question`` about the video at ``video_path``.
 
         Args:
@@ -117,6 +122,8 @@ class AgentLoop:
             system: system turn; None uses ``config.system_prompt`` (the trained one).
             on_event: optional progress callback (see ``EventCallback``); exceptions it raises end
                 the run with an ``exception`` stop reason.
+            reader: an open reader of ``video_path`` to use (shared by concurrent runs on the same
+                video; left open); default: the run opens its own and closes it at the end.
 
         Returns:
             The trajectory. Model and tool problems (bad calls, an unreadable video, a server error)
@@ -140,7 +147,7 @@ class AgentLoop:
             config=self.conversation_config(),
         )
         state = AgentState.PENDING
-        reader: VideoReader | None = None
+        owned: VideoReader | None = None
         session: Session | None = None
         messages: list[Message] = []
         pending: list[ParsedCall] = []
@@ -153,7 +160,8 @@ class AgentLoop:
         try:
             while state is not AgentState.TERMINATED:
                 if state is AgentState.PENDING:
-                    reader = await asyncio.to_thread(VideoReader, traj.video_path, device=cfg.device)
+                    if reader is None:
+                        reader = owned = await asyncio.to_thread(VideoReader, traj.video_path, device=cfg.device)
                     meta = reader.metadata
                     traj.duration_s, traj.width, traj.height = meta.duration_s, meta.width, meta.height
                     messages = [
@@ -235,6 +243,8 @@ class AgentLoop:
                     await session.aclose()
                 except Exception:  # pragma: no cover - closing must not hide the result
                     logger.warning("closing the backend session failed", exc_info=True)
+            if owned is not None:
+                owned.close()
             traj.wall_ms = (time.perf_counter() - t_start) * 1e3
             traj.model = self.backend.model_name or traj.model  # a server backend learns it on first use
         if on_event:
@@ -252,6 +262,7 @@ class AgentLoop:
             "maxp": cfg.maxp,
             "resample": cfg.resample,
             "frame_policy": cfg.frame_policy,
+            "smart_resize_by": cfg.smart_resize_by,
             "max_turns": cfg.max_turns,
             "max_new_tokens": cfg.max_new_tokens,
             "temperature": cfg.temperature,
@@ -276,7 +287,7 @@ class AgentLoop:
             t0 = time.perf_counter()
             try:
                 batch = await asyncio.to_thread(
-                    select_frames,
+                    self.frame_tool,
                     reader,
                     args["start_time"],
                     args["end_time"],
@@ -286,6 +297,7 @@ class AgentLoop:
                     maxp=cfg.maxp,
                     resample=cfg.resample,
                     policy=cfg.frame_policy,
+                    smart_resize_by=cfg.smart_resize_by,
                     device=cfg.device,
                 )
             except Exception as e:  # the model's arguments are untrusted: any refusal is a call error
@@ -298,15 +310,14 @@ class AgentLoop:
                 continue
             call.decode_ms = (time.perf_counter() - t0) * 1e3
             decode_ms += call.decode_ms
-            meta = reader.metadata
             labels = label_seconds(args["start_time"], args["end_time"], batch.nframes)
-            call.estimated_visual_tokens = estimate_visual_tokens(batch.nframes, meta.width, meta.height, batch.resize)
+            call.estimated_visual_tokens = batch.plan.final_estimated_visual_tokens
             call.frames = FramesReturned(
                 window_s=(batch.start_s, batch.end_s),
                 timestamps_s=list(batch.timestamps_s),
-                pts_seconds=list(batch.pts_seconds),
+                pts_s=list(batch.pts_s),
                 frame_indices=list(batch.frame_indices),
-                label_seconds=labels,
+                label_s=labels,
                 size=tuple(batch.size),
                 nframes=batch.nframes,
                 resize=batch.resize,
@@ -314,6 +325,7 @@ class AgentLoop:
                 budget_steps=list(batch.budget_steps),
                 estimated_visual_tokens_requested=batch.estimated_visual_tokens,
                 first_frame=frame_no,
+                plan=batch.plan.to_dict(),
             )
             turn.visual_tokens += batch.num_visual_tokens
             ok.append((batch, labels))

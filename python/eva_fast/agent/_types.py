@@ -157,9 +157,9 @@ class FramesReturned:
     Attributes:
         window_s: ``(start_s, end_s)`` window actually sampled (clamped), seconds.
         timestamps_s: sample times, seconds from the first frame.
-        pts_seconds: pts of the frames returned, seconds from the first frame.
+        pts_s: pts of the frames returned, seconds from the first frame.
         frame_indices: frame indices returned (presentation order).
-        label_seconds: the integer seconds in the tool turn's labels (from the call's own arguments).
+        label_s: the integer seconds in the tool turn's labels (from the call's own arguments).
         size: ``(H, W)`` of each frame, pixels (multiples of 28).
         nframes: frames returned (after the budget fallback).
         resize: resize factor applied (after the budget fallback).
@@ -168,13 +168,16 @@ class FramesReturned:
         estimated_visual_tokens_requested: the budget estimate of the call as the model made it.
         first_frame: number of this call's first frame in the tool turn (frames are numbered
             across all calls of a turn).
+        plan: the call's ``eva_fast.video.FramePlan`` as :meth:`FramePlan.to_dict` (rebuild it with
+            ``FramePlan.from_dict`` and ``decode_plan`` it to get the same frames again); None in
+            records written before it existed.
     """
 
     window_s: tuple[float, float]
     timestamps_s: list[float]
-    pts_seconds: list[float]
+    pts_s: list[float]
     frame_indices: list[int]
-    label_seconds: list[int]
+    label_s: list[int]
     size: tuple[int, int]
     nframes: int
     resize: float
@@ -182,6 +185,7 @@ class FramesReturned:
     budget_steps: list[str]
     estimated_visual_tokens_requested: int
     first_frame: int = 0
+    plan: dict[str, Any] | None = None
 
     @property
     def num_visual_tokens(self) -> int:
@@ -244,6 +248,8 @@ class Turn:
 
 
 _RAW_MAX_CHARS = 4096
+#: ``FramesReturned`` keys of records written by earlier versions -> today's names.
+_OLD_FRAMES_KEYS = {"pts_seconds": "pts_s", "label_seconds": "label_s"}
 
 
 @dataclass
@@ -334,7 +340,7 @@ class Trajectory:
             ok = [c.frames for c in turn.tool_calls if c.frames is not None]
             if not ok:
                 continue
-            layout = tool_turn_layout([(f.nframes, list(f.label_seconds)) for f in ok], self.question, fmt)
+            layout = tool_turn_layout([(f.nframes, list(f.label_s)) for f in ok], self.question, fmt)
             out.append({"role": "tool", "content": [
                 {"type": "text", "text": p} if isinstance(p, str) else {"type": "frame", "call": p[0], "index": p[1]}
                 for p in layout
@@ -367,7 +373,8 @@ class Trajectory:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Trajectory:
-        """Inverse of :meth:`to_dict` (extra keys such as ``timings_ms`` are ignored).
+        """Inverse of :meth:`to_dict` (extra keys such as ``timings_ms`` are ignored). Records written
+        before the ``_s`` renames (``pts_seconds``, ``label_seconds``) are read too.
 
         Raises:
             KeyError / TypeError: ``d`` is not a trajectory dict.
@@ -383,7 +390,7 @@ class Trajectory:
                 c = dict(c)
                 fr = c.get("frames")
                 if fr is not None:
-                    fr = dict(fr)
+                    fr = {_OLD_FRAMES_KEYS.get(k, k): v for k, v in fr.items()}
                     fr["window_s"] = tuple(fr["window_s"])
                     fr["size"] = tuple(fr["size"])
                     c["frames"] = FramesReturned(**fr)

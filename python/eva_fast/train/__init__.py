@@ -20,6 +20,7 @@ from eva_fast.train._collator import IGNORE_INDEX, EncodedSample, EvaCollator, S
 from eva_fast.train._common import QWEN25VL_LORA_TARGETS, load_training_records
 from eva_fast.train._frames import FrameMismatchError, ReaderCache, record_frames
 from eva_fast.train._kto_weights import PAPER_CHOSEN_FRACTION, KTOWeights, recommended_kto_weights
+from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine
 from eva_fast.train._records import (
     DEFAULT_FRAME_CONFIG,
     FORMAT,
@@ -36,6 +37,10 @@ from eva_fast.train._records import (
 from eva_fast.train._rl_data import QA_TYPES, RLDataError, RLSample, iter_rl_set, load_rl_set, write_rl_set
 
 _LAZY = {
+    "EvaGRPOConfig": "eva_fast.train._grpo",
+    "EvaGRPOTrainer": "eva_fast.train._grpo",
+    "EvaRewards": "eva_fast.train._grpo",
+    "VLLMRolloutBackend": "eva_fast.train._vllm",
     "EvaSFTConfig": "eva_fast.train._sft",
     "EvaSFTTrainer": "eva_fast.train._sft",
     "EvaDataArguments": "eva_fast.train._sft",
@@ -57,6 +62,14 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "CacheStats",
+    "EvaGRPOConfig",
+    "EvaGRPOTrainer",
+    "EvaRewards",
+    "GroupFrameCache",
+    "RolloutBatch",
+    "RolloutEngine",
+    "VLLMRolloutBackend",
     "DEFAULT_FRAME_CONFIG",
     "FORMAT",
     "PAPER_CHOSEN_FRACTION",

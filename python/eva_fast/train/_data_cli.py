@@ -93,7 +93,8 @@ def cmd_convert(argv: list[str]) -> int:
                 if isinstance(obj, dict) and obj.get("format") == "eva_fast.trajectory":
                     rec = TrajectoryRecord.from_dict(obj, where, str(path.resolve().parent))
                 elif isinstance(obj, dict) and ("turns" in obj or "trajectory" in obj):
-                    rec = record_from_trajectory(obj, source=a.source or where)
+                    rec = record_from_trajectory(obj)
+                    rec.source = rec.source or where
                 elif isinstance(obj, dict) and "messages" in obj:
                     rec = record_from_image_conversation(obj, base_dir=path.resolve().parent)
                 else:
