@@ -420,7 +420,9 @@ def test_a_trl_that_skips_the_kl_hook_fails_loudly(trained):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_cli_train_kto(kto_data, tiny_qwen_dir, tmp_path, capsys, cuda_layout_lm_head):
+def test_cli_train_kto_and_resume(kto_data, tiny_qwen_dir, tmp_path, capsys, cuda_layout_lm_head):
+    """3 steps from the YAML config (checkpoint at step 2), saved for eva-fast ask / vLLM; then a
+    run resumed from checkpoint-2 repeats step 3 with the same weights, data and loss."""
     from safetensors.torch import load_file
 
     from eva_fast.cli import main
@@ -430,12 +432,19 @@ def test_cli_train_kto(kto_data, tiny_qwen_dir, tmp_path, capsys, cuda_layout_lm
     cfg = tmp_path / "kto.yaml"
     cfg.write_text(
         f"model_name_or_path: {tiny_qwen_dir}\ntrain_file: {path}\noutput_dir: {out}\nper_device_train_batch_size: 2\n"
-        "max_steps: 2\nlearning_rate: 0.001\nuse_cpu: true\nbf16: false\ngradient_checkpointing: false\n"
-        "logging_steps: 1\nsave_strategy: 'no'\nreport_to: none\nbalance_weights: true\n"
+        "max_steps: 3\nlearning_rate: 0.001\nuse_cpu: true\nbf16: false\ngradient_checkpointing: false\n"
+        "logging_steps: 1\nsave_strategy: steps\nsave_steps: 2\nreport_to: none\nbalance_weights: true\n"
     )
     assert main(["train", "kto", "--config", str(cfg), "--beta", "0.2"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["steps"] == 2 and summary["chosen"] == 2 and summary["rejected"] == 2
+    assert summary["steps"] == 3 and summary["chosen"] == 2 and summary["rejected"] == 2
+    assert (out / "checkpoint-2" / "model.safetensors").is_file()
+    resumed = tmp_path / "resumed"
+    assert main(["train", "kto", "--config", str(cfg), "--beta", "0.2", "--output_dir", str(resumed),
+                 "--resume_from_checkpoint", str(out / "checkpoint-2")]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["steps"] == 3 and again["loss_last"] == pytest.approx(summary["loss_last"], rel=1e-4)
+    assert again["loss_last"] != pytest.approx(summary["loss_first"], rel=1e-3)  # not a restart from step 1
     assert summary["desirable_weight"] == summary["undesirable_weight"] == 1.0  # balanced data
     assert all(isinstance(summary[k], float) for k in ("loss_first", "loss_last"))
     for name in ("model.safetensors", "config.json", "tokenizer_config.json", "chat_template.json",
