@@ -37,6 +37,9 @@ KL clamp, weights, metrics, optimizer, accelerate / DeepSpeed / FSDP and checkpo
    rows' own frames (the batch's per-sample chunks reordered by ``KL_sample_order``,
    :func:`permute_visual`) and calls TRL's method.
 
+Resume: :class:`ResumeWeightsMixin` (transformers 5.x's checkpoint load restores no Qwen2.5-VL
+weight, huggingface/transformers#43701), as for SFT and GRPO.
+
 Refused: ``precompute_ref_log_probs`` (TRL's precompute forward, ``compute_ref_log_probs``, passes
 no ``pixel_values``). ``loss_type="apo_zero_unpaired"`` works and needs no KL rows.
 
@@ -64,7 +67,7 @@ import torch
 
 from eva_fast._logging import get_logger
 from eva_fast.train._collator import IGNORE_INDEX, EncodedSample, EvaCollator, records_dataset
-from eva_fast.train._common import copy_checkpoint_extras, load_tokenizer
+from eva_fast.train._common import ResumeWeightsMixin, copy_checkpoint_extras, load_tokenizer
 from eva_fast.train._frames import ReaderCache
 from eva_fast.train._records import RecordError, TrajectoryRecord
 
@@ -284,7 +287,7 @@ def label_counts(records: Sequence[TrajectoryRecord]) -> tuple[int, int]:
     return chosen, rejected
 
 
-class EvaKTOTrainer(KTOTrainer):
+class EvaKTOTrainer(ResumeWeightsMixin, KTOTrainer):
     """TRL's ``KTOTrainer`` on labelled EVA trajectories (see the module docstring for what it
     overrides and why).
 
