@@ -116,8 +116,9 @@ class EvaGRPOConfig(GRPOConfig):
     judge_base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible judge server URL (judge=openai)"})
     judge_model: str | None = field(default=None, metadata={"help": "judge model name on the server"})
     judge_max_new_tokens: int = field(default=16, metadata={"help": "judge reply length"})
-    dump_every_steps: int = field(default=0, metadata={"help": "every N steps write a few rollouts (jsonl + timeline PNG); 0 = never"})
-    dump_num: int = field(default=2, metadata={"help": "rollouts written per dump"})
+    dump_every_steps: int = field(
+        default=0, metadata={"help": "every N steps write the step's rollouts (jsonl, for failure mining) and timeline PNGs; 0 = never"})
+    dump_num: int = field(default=2, metadata={"help": "timeline PNGs per dump"})
     beta: float = field(default=0.04, metadata={"help": "KL coefficient to the reference model"})
     max_completion_length: int | None = field(default=None, metadata={"help": "unused by EVA rollouts (never truncated)"})
     remove_unused_columns: bool = field(default=False, metadata={"help": "must stay False"})
@@ -487,7 +488,7 @@ class EvaGRPOTrainer(ResumeWeightsMixin, GRPOTrainer):
             completions.append([{"role": "assistant", "content": t.turns[-1].text if t.turns else ""}])
         self._log_rollouts(batch, mode, time.perf_counter() - t0)
         if self.args.dump_every_steps and mode == "train" and self.state.global_step % self.args.dump_every_steps == 0:
-            self._dump(batch)
+            self._dump(batch, rows)
         has_images = any(images)
         return (
             prompt_ids,
@@ -532,8 +533,10 @@ class EvaGRPOTrainer(ResumeWeightsMixin, GRPOTrainer):
         m["time/rollouts_s"].append(seconds)
         self.eva_cache_total.add(batch.cache)
 
-    def _dump(self, batch: RolloutBatch) -> None:
-        """Write a few rollouts of this step: jsonl (trajectory + rewards) and timeline PNGs."""
+    def _dump(self, batch: RolloutBatch, rows: Sequence[dict[str, Any]]) -> None:
+        """Write this step's rollouts: ``rollouts/step-N.jsonl`` (one line per episode: the
+        trajectory with the question's ``gt``, ``type`` and ``category``, the form ``eva-fast data
+        enhance --failures`` reads) and timeline PNGs of the first ``dump_num``."""
         if not self.accelerator.is_main_process:
             return
         from eva_fast.agent._viz import plot_timeline
@@ -542,12 +545,16 @@ class EvaGRPOTrainer(ResumeWeightsMixin, GRPOTrainer):
         out.mkdir(parents=True, exist_ok=True)
         step = self.state.global_step
         with open(out / f"step-{step:06d}.jsonl", "w", encoding="utf-8") as f:
-            for k, t in enumerate(batch.trajectories[: self.args.dump_num]):
-                f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
-                try:
-                    plot_timeline(t, out / f"step-{step:06d}-{k}.png")
-                except Exception as e:  # a plot must never stop training
-                    logger.warning("timeline plot of step %d failed: %s", step, e)
+            for t, row in zip(batch.trajectories, rows):
+                line = {"gt": row["answer"], "type": row["type"], "category": row.get("category") or None,
+                        "source": f"grpo:step-{step}", "answer": t.answer, "stop_reason": t.stop_reason,
+                        "trajectory": t.to_dict()}
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+        for k, t in enumerate(batch.trajectories[: self.args.dump_num]):
+            try:
+                plot_timeline(t, out / f"step-{step:06d}-{k}.png")
+            except Exception as e:  # a plot must never stop training
+                logger.warning("timeline plot of step %d failed: %s", step, e)
 
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
         super()._save(output_dir, state_dict)
