@@ -49,10 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from eva_fast._logging import get_logger
-from eva_fast.train._common import ResumeWeightsMixin, copy_checkpoint_extras, load_tokenizer
+from eva_fast.train._common import ResumeWeightsMixin, base_model_and_tokenizer, copy_checkpoint_extras
 from eva_fast.train._rl_data import RLSample, load_rl_set
 from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine
 
@@ -306,16 +305,15 @@ class EvaGRPOTrainer(ResumeWeightsMixin, GRPOTrainer):
         if trl.__version__ not in TESTED_TRL:
             logger.warning("EvaGRPOTrainer hooks were tested with trl %s, found %s: run tests/train/test_grpo.py",
                            TESTED_TRL, trl.__version__)
-        self.base_model_path = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
         if processing_class is None:
-            if self.base_model_path is None:
-                raise ValueError("pass processing_class with a loaded model")
-            tok = load_tokenizer(self.base_model_path)
+            self.base_model_path, tok = base_model_and_tokenizer(model)
             ip = EvaQwen2VLImageProcessor()
             pre = Path(self.base_model_path) / "preprocessor_config.json"
             if pre.is_file():
                 ip = EvaQwen2VLImageProcessor(**json.loads(pre.read_text()))
             processing_class = EvaQwen25VLProcessor(ip, tok)
+        else:
+            self.base_model_path, _ = base_model_and_tokenizer(model, processing_class)
         train = self._samples(train_dataset, args, args.train_file)
         if not train:
             raise ValueError("EvaGRPOTrainer: no training questions (give train_dataset or args.train_file)")

@@ -67,7 +67,7 @@ import torch
 
 from eva_fast._logging import get_logger
 from eva_fast.train._collator import IGNORE_INDEX, EncodedSample, EvaCollator, records_dataset
-from eva_fast.train._common import ResumeWeightsMixin, copy_checkpoint_extras, load_tokenizer
+from eva_fast.train._common import ResumeWeightsMixin, base_model_and_tokenizer, copy_checkpoint_extras
 from eva_fast.train._frames import ReaderCache
 from eva_fast.train._records import RecordError, TrajectoryRecord
 
@@ -79,7 +79,7 @@ except ImportError as e:  # pragma: no cover - trl is the train extra
     raise ImportError("eva_fast.train needs TRL: pip install 'trl==1.16.0' peft accelerate rouge-score") from e
 
 from eva_fast.train._kto_weights import recommended_kto_weights, weights_in_recommended_range
-from eva_fast.train._sft import EvaDataArguments, _records, freeze_vision_tower
+from eva_fast.train._sft import EvaDataArguments, freeze_vision_tower, trainer_records
 
 # ---------------------------------------------------------------------------------------------
 # collator
@@ -323,18 +323,10 @@ class EvaKTOTrainer(ResumeWeightsMixin, KTOTrainer):
 
         if not isinstance(args, EvaKTOConfig):
             raise TypeError(f"args must be an EvaKTOConfig, got {type(args).__name__}")
-        self.base_model_path = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
+        self.base_model_path, processing_class = base_model_and_tokenizer(model, processing_class)
         if isinstance(model, os.PathLike):
             model = os.fspath(model)
-        if processing_class is None:
-            if self.base_model_path is None:
-                raise ValueError("pass processing_class (the tokenizer) with a loaded model")
-            processing_class = load_tokenizer(self.base_model_path)
-        train, skipped = _records(train_dataset, args, args.train_file)
-        if not train:
-            raise ValueError("EvaKTOTrainer: no training records (give train_dataset or args.train_file)")
-        evals, skipped_eval = _records(eval_dataset, args, args.eval_file)
-        self.skipped_records = skipped + skipped_eval
+        train, evals, self.skipped_records = trainer_records("EvaKTOTrainer", args, train_dataset, eval_dataset)
         self.num_chosen, self.num_rejected = label_counts(train)
         label_counts(evals)
         if args.balance_weights:
