@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -244,6 +245,30 @@ def test_results_ready_on_current_stream():
     side.synchronize()
     assert int(checksum) == int(ref.to(torch.int64).sum())
     assert torch.equal(out.cpu(), ref)
+
+
+@pytest.mark.cuda
+def test_nvdec_does_not_wait_for_work_queued_on_the_callers_stream():
+    """Issue #12 item 5: surfaces used to be copied on the caller's stream, then that stream was
+    synchronised per surface, so decoding waited for model work queued there. Now the backend works
+    on its own stream and the caller's stream waits for the output on the device."""
+    path = DATA / "nasa_13013.mp4"
+    r = _gpu_reader(path)
+    cpu = VideoReader(path)
+    r.get_frames_nearest([1.0], size=(112, 196))  # warm: session, tables, pool
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    torch.cuda._sleep(int(1.5e9))
+    torch.cuda.synchronize()
+    sleep_ms = (time.perf_counter() - t0) * 1e3
+    torch.cuda._sleep(int(1.5e9))  # "model work" queued on the current stream
+    t0 = time.perf_counter()
+    out = r.get_frames_nearest([2.0, 7.0, 11.0], size=(112, 196))
+    host_ms = (time.perf_counter() - t0) * 1e3
+    assert host_ms < 0.5 * sleep_ms, f"decode took {host_ms:.0f} ms with {sleep_ms:.0f} ms of GPU work queued"
+    got = out.frames.cpu()  # ordered after the queued work and the decoder's kernels
+    ref = cpu.get_frames_nearest([2.0, 7.0, 11.0], size=(112, 196)).frames
+    assert (got.int() - ref.int()).abs().max() <= 4
 
 
 @pytest.mark.cuda
