@@ -275,13 +275,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="random seed of the recipe stream")
     ap.add_argument("--jobs", type=int, default=2, help="children at a time")
     ap.add_argument("--timeout-s", type=float, default=60.0, help="per case; longer is a hang")
-    ap.add_argument("--out", default=None, help="folder for summary.json and findings.jsonl")
+    ap.add_argument("--max-seconds", type=float, default=None, help="stop starting cases after this long")
+    ap.add_argument("--recipes", default=None,
+                    help="replay these recipes instead (JSON list of recipes or of {'recipe': ...} entries)")
+    ap.add_argument("--out", default=None, help="folder for summary.json, findings.jsonl and results.jsonl")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     deadline = t0 + args.minutes * 60 if args.minutes else None
-    stream = recipes(args.seed)
-    if deadline is None:
-        stream = itertools.islice(stream, args.cases)
+    if args.max_seconds is not None:
+        deadline = min(deadline or float("inf"), t0 + args.max_seconds)
+    if args.recipes:
+        entries = json.loads(Path(args.recipes).read_text())
+        stream = [e.get("recipe", e) for e in entries]
+    else:
+        stream = recipes(args.seed)
+        if not args.minutes:
+            stream = itertools.islice(stream, args.cases)
     findings: list[Result] = []
     counts: Counter = Counter()
     last = [t0]
@@ -307,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         with open(out / "findings.jsonl", "w") as f:
             for r in findings:
                 f.write(json.dumps({"outcome": r.outcome, "detail": r.detail, "recipe": r.recipe}) + "\n")
+        with open(out / "results.jsonl", "w") as f:
+            for r in results:
+                f.write(json.dumps({"outcome": r.outcome, "detail": r.detail, "seconds": round(r.seconds, 2),
+                                    "recipe": r.recipe}) + "\n")
     return 1 if findings else 0
 
 
