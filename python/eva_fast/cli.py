@@ -145,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("bench", help="throughput suite against peer decoders (see bench/README.md)", add_help=False)
     sub.add_parser("eval", help="evaluate the agent on EVA's benchmarks (eva-fast eval -h)", add_help=False)
-    sub.add_parser("train", help="train EVA on TRL: sft (eva-fast train -h)", add_help=False)
-    sub.add_parser("data", help="build training data: convert (eva-fast data -h)", add_help=False)
+    sub.add_parser("train", help="train EVA on TRL: sft, kto (eva-fast train -h)", add_help=False)
+    sub.add_parser("data", help="build training data: convert, teacher, kto-label, enhance (eva-fast data -h)", add_help=False)
 
     from eva_fast.agent._cli import add_parser as _add_ask_parser
 

@@ -40,7 +40,7 @@ from eva_fast.agent._protocol import (
     tool_turn_layout,
 )
 from eva_fast.agent._types import FramesReturned, ImagePart, Message, TextPart, ToolCall, Trajectory, Turn
-from eva_fast.video import FrameBatch, VideoReader, clamp_window, decode_plan, plan_frames
+from eva_fast.video import FrameBatch, FramePlan, VideoReader, clamp_window, plan_frames, select_frames
 
 logger = get_logger("agent")
 
@@ -70,6 +70,9 @@ class AgentLoop:
     Args:
         backend: the model (see :func:`eva_fast.agent.get_backend`).
         config: settings (default :class:`AgentConfig()`, the published evaluation's).
+        frame_tool: what serves ``frame_select``: a callable with :func:`eva_fast.video.select_frames`'s
+            signature returning a ``FrameBatch`` (default ``select_frames``; GRPO rollouts pass one
+            that shares decoded frames among the episodes of a question).
 
     Example::
 
@@ -78,7 +81,8 @@ class AgentLoop:
         traj.answer, traj.stop_reason
     """
 
-    def __init__(self, backend: ModelBackend, config: AgentConfig | None = None) -> None:
+    def __init__(self, backend: ModelBackend, config: AgentConfig | None = None,
+                 frame_tool: Callable[..., Any] | None = None) -> None:
         if not isinstance(backend, ModelBackend):
             raise TypeError(f"backend must be a ModelBackend (see get_backend), got {type(backend).__name__}")
         config = AgentConfig() if config is None else config
@@ -86,6 +90,7 @@ class AgentLoop:
             raise TypeError(f"config must be an AgentConfig, got {type(config).__name__}")
         self.backend = backend
         self.config = config
+        self.frame_tool = select_frames if frame_tool is None else frame_tool
 
     def run_sync(self, video_path: str | os.PathLike, question: str, system: str | None = None,
                  *, on_event: EventCallback | None = None) -> Trajectory:
@@ -111,7 +116,7 @@ class AgentLoop:
         return box["out"]
 
     async def run(self, video_path: str | os.PathLike, question: str, system: str | None = None,
-                  *, on_event: EventCallback | None = None) -> Trajectory:
+                  *, on_event: EventCallback | None = None, reader: VideoReader | None = None) -> Trajectory:
         """Answer ``question`` about the video at ``video_path``.
 
         Args:
@@ -120,6 +125,8 @@ class AgentLoop:
             system: system turn; None uses ``config.system_prompt`` (the trained one).
             on_event: optional progress callback (see ``EventCallback``); exceptions it raises end
                 the run with an ``exception`` stop reason.
+            reader: an open reader of ``video_path`` to use (shared by concurrent runs on the same
+                video; left open); default: the run opens its own and closes it at the end.
 
         Returns:
             The trajectory. Model and tool problems (bad calls, an unreadable video, a server error)
@@ -143,7 +150,7 @@ class AgentLoop:
             config=self.conversation_config(),
         )
         state = AgentState.PENDING
-        reader: VideoReader | None = None
+        owned: VideoReader | None = None
         session: Session | None = None
         messages: list[Message] = []
         pending: list[ParsedCall] = []
@@ -156,7 +163,8 @@ class AgentLoop:
         try:
             while state is not AgentState.TERMINATED:
                 if state is AgentState.PENDING:
-                    reader = await asyncio.to_thread(VideoReader, traj.video_path, device=cfg.device)
+                    if reader is None:
+                        reader = owned = await asyncio.to_thread(VideoReader, traj.video_path, device=cfg.device)
                     meta = reader.metadata
                     traj.duration_s, traj.width, traj.height = meta.duration_s, meta.width, meta.height
                     messages = [
@@ -238,6 +246,8 @@ class AgentLoop:
                     await session.aclose()
                 except Exception:  # pragma: no cover - closing must not hide the result
                     logger.warning("closing the backend session failed", exc_info=True)
+            if owned is not None:
+                owned.close()
             traj.wall_ms = (time.perf_counter() - t_start) * 1e3
             traj.model = self.backend.model_name or traj.model  # a server backend learns it on first use
         if on_event:
@@ -255,6 +265,7 @@ class AgentLoop:
             "maxp": cfg.maxp,
             "resample": cfg.resample,
             "frame_policy": cfg.frame_policy,
+            "smart_resize_by": cfg.smart_resize_by,
             "max_turns": cfg.max_turns,
             "max_new_tokens": cfg.max_new_tokens,
             "temperature": cfg.temperature,
@@ -263,19 +274,13 @@ class AgentLoop:
         }
 
     def _frames(self, reader: VideoReader, ref: ReferenceToolCall) -> FrameBatch:
-        """The frames of a call the reference's tool serves: its window (infinite ends clamped as
-        its tool clamps them), its post-budget nframes and resize, no frame or resize cap (the
-        budget bounds tokens, ``reader.max_output_bytes`` the decoded bytes)."""
+        """The frames of a call the reference's tool serves, from ``self.frame_tool`` (see
+        :func:`tool_call_request`)."""
         cfg = self.config
-        start, end = ref.start_time, ref.end_time
-        if end is None or not (math.isfinite(start) and math.isfinite(end)):
-            start, end = clamp_window(start, reader.stream_end_s if end is None else end, reader.stream_end_s)
-        plan = plan_frames(
-            reader, start, end, ref.request_nframes, ref.request_resize, budget=ref.budget,
-            resample=cfg.resample, policy=cfg.frame_policy, smart_resize_by=cfg.smart_resize_by,
-            max_nframes=None, max_resize=None,
-        )
-        return decode_plan(reader, plan)
+        args, kwargs = tool_call_request(reader, ref, max_visual_tokens=cfg.max_visual_tokens, maxp=cfg.maxp,
+                                         resample=cfg.resample, policy=cfg.frame_policy,
+                                         smart_resize_by=cfg.smart_resize_by)
+        return self.frame_tool(*args, device=cfg.device, **kwargs)
 
     async def _run_tools(self, reader: VideoReader, calls: list[ParsedCall], turn: Turn, question: str
                          ) -> tuple[list[TextPart | ImagePart], list[str]]:
@@ -338,3 +343,39 @@ class AgentLoop:
         layout = tool_turn_layout([(b.nframes, labels) for b, labels in ok], question, cfg.timestamp_fmt)
         parts = [TextPart(p) if isinstance(p, str) else ImagePart(ok[p[0]][0], p[1]) for p in layout]
         return parts, errors
+
+
+def tool_call_request(reader: VideoReader, ref: ReferenceToolCall, **settings: Any) -> tuple[tuple, dict[str, Any]]:
+    """``(args, kwargs)`` for :func:`eva_fast.video.plan_frames` / ``select_frames`` that serve a
+    call the reference's tool serves: its window (infinite ends clamped as its tool clamps them,
+    an empty end = the stream end), the budget outcome already computed on the raw arguments
+    (``budget=``), no frame or resize cap (the budget bounds tokens, ``reader.max_output_bytes``
+    the decoded bytes). ``settings``: ``max_visual_tokens``, ``maxp``, ``resample``, ``policy``,
+    ``smart_resize_by``."""
+    start, end = ref.start_time, ref.end_time
+    if end is None or not (math.isfinite(start) and math.isfinite(end)):
+        start, end = clamp_window(start, reader.stream_end_s if end is None else end, reader.stream_end_s)
+    args = (reader, start, end, ref.request_nframes, ref.request_resize)
+    return args, {**settings, "budget": ref.budget, "max_nframes": None, "max_resize": None}
+
+
+def plan_tool_call(reader: VideoReader, arguments: dict[str, Any], *, max_visual_tokens: int | None, maxp: int,
+                   resample: str, policy: str, smart_resize_by: str) -> FramePlan:
+    """The :class:`~eva_fast.video.FramePlan` the agent decodes for a call with these raw arguments
+    (the four tool keys; ``resize`` missing or None = 1.0): :func:`reference_tool_call`, then
+    :func:`tool_call_request` into :func:`~eva_fast.video.plan_frames`. For re-planning recorded
+    calls (training) exactly as the loop planned them.
+
+    Raises:
+        ValueError: the reference's tool would refuse the call (``call_frame_select_failed``), or
+            the plan does not fit the reader.
+        TypeError, ValueError, OverflowError: where the reference's own arithmetic raises.
+    """
+    meta = reader.metadata
+    args = {**arguments, "resize": 1.0 if arguments.get("resize") is None else arguments["resize"]}
+    ref = reference_tool_call(args, meta.width, meta.height, max_visual_tokens, maxp)
+    if ref.refusal is not None:
+        raise ValueError(ref.refusal)
+    pargs, kwargs = tool_call_request(reader, ref, max_visual_tokens=max_visual_tokens, maxp=maxp, resample=resample,
+                                      policy=policy, smart_resize_by=smart_resize_by)
+    return plan_frames(*pargs, **kwargs)

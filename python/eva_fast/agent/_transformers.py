@@ -41,12 +41,13 @@ from eva_fast.agent._render import (
     load_chat_template,
 )
 from eva_fast.agent._types import Generation, ImagePart, Message, TextPart, TokenTrace
-from eva_fast.vision import PackedVisual, pack_qwen25vl
+from eva_fast.vision import pack_qwen25vl
 
 logger = get_logger("agent")
 
 __all__ = [
     "END_OF_TURN",
+    "TokenSession",
     "IMAGE_PAD",
     "TransformersBackend",
     "expand_image_tokens",
@@ -112,39 +113,49 @@ class _LogprobRecorder:
         return torch.stack(self.out, 1)[0].tolist() if self.out else []
 
 
-class _TransformersSession(Session):
-    def __init__(self, backend: TransformersBackend) -> None:
-        self._b = backend
+class TokenSession(Session):
+    """A session that keeps the episode as token ids (base of the ``transformers`` and GRPO vLLM
+    sessions): the first prompt is rendered whole, every later turn appends the generated ids and
+    the rendered tool turn (:meth:`ChatRenderer.continuation`), frames stay tensors.
+
+    Subclasses implement :meth:`generate` with :meth:`prepare` (bring the ids up to the
+    conversation) and :meth:`record_generation` (append what the model produced).
+
+    Args:
+        renderer: the chat renderer.
+        device: where frames are moved for packing (``"cpu"`` or a CUDA device).
+        pack_dtype: ``pixel_values`` dtype of :meth:`packed_inputs`.
+        pack_backend: ``pack_qwen25vl`` backend (None: auto).
+    """
+
+    def __init__(self, renderer: ChatRenderer, device: Any = "cpu", pack_dtype: torch.dtype = torch.float32,
+                 pack_backend: str | None = None) -> None:
+        self.renderer = renderer
+        self.device = torch.device(device)
+        self.pack_dtype = pack_dtype
+        self.pack_backend = pack_backend
         self._messages: list[Message] = []  # the conversation accounted for in _ids (up to the last prompt)
         self._ids: list[int] = []
         self._n_prompt = 0
         self._mask: list[int] = []
         self._logprobs: list[float] = []
-        self._packs: list[tuple[Message, PackedVisual, list[torch.Tensor]]] = []
+        # per message with images: (message, frame runs uint8 [T_i, H, W, 3], tokens per image, packed or None)
+        self._visual: list[list[Any]] = []
         self._last_text: str | None = None
-        self._last_ended = True  # the last generated turn ended with an end-of-turn token
+        self._last_ended = True  # the last generated turn ended with <|im_end|>
 
-    # -- inputs ---------------------------------------------------------------------------------
+    # -- ids ------------------------------------------------------------------------------------
 
-    def _pack(self, message: Message) -> tuple[PackedVisual, list[torch.Tensor], float]:
-        b = self._b
-        t0 = time.perf_counter()
-        chunks = [c.to(b.device, non_blocking=True) for c in frame_runs(message.images())]
-        packed = pack_qwen25vl(chunks, dtype=b.dtype, backend=b.pack_backend)
-        if b.device.type == "cuda":
-            torch.cuda.synchronize(b.device)
-        return packed, chunks, (time.perf_counter() - t0) * 1e3
-
-    def _add_packs(self, messages: Sequence[Message]) -> tuple[list[int], float]:
+    def _add_visual(self, messages: Sequence[Message]) -> list[int]:
         tokens: list[int] = []
-        ms = 0.0
         for m in messages:
-            if m.images():
-                packed, chunks, t = self._pack(m)
-                self._packs.append((m, packed, chunks))
-                tokens.extend(packed.tokens_per_image)
-                ms += t
-        return tokens, ms
+            parts = m.images()
+            if parts:
+                runs = frame_runs(parts)
+                toks = [p.num_tokens for p in parts]
+                self._visual.append([m, runs, toks, None])
+                tokens.extend(toks)
+        return tokens
 
     def _extends_last_turn(self, messages: Sequence[Message]) -> bool:
         n = len(self._messages)
@@ -157,69 +168,119 @@ class _TransformersSession(Session):
             and messages[n].content == self._last_text
         )
 
-    def prepare(self, messages: Sequence[Message]) -> float:
-        """Bring the session's ids up to ``messages`` + the assistant prefix; returns packing ms.
+    def prepare(self, messages: Sequence[Message]) -> None:
+        """Bring the session's ids up to ``messages`` + the assistant prefix.
 
         The first call renders the whole conversation. A call that continues the conversation
         after this session's own last reply appends only the new messages (ids extended); any
         other history (e.g. turns scripted elsewhere) is rendered from scratch, and the token
         trace starts over from that prompt.
         """
-        b = self._b
+        r = self.renderer
         if self._extends_last_turn(messages):
             n = len(self._messages)
             new = list(messages[n + 1 :])
-            tokens, pack_ms = self._add_packs(new)
-            bridge = [] if self._last_ended else [b.renderer.end_of_turn_id]
-            bridge += b.renderer.continuation(template_messages(messages[: n + 1]), template_messages(new), tokens)
+            tokens = self._add_visual(new)
+            bridge = [] if self._last_ended else [r.end_of_turn_id]
+            bridge += r.continuation(template_messages(messages[: n + 1]), template_messages(new), tokens)
             self._ids += bridge
             self._mask += [0] * len(bridge)
             self._logprobs += [0.0] * len(bridge)
         else:
             if self._ids:
-                logger.debug("transformers session: history not continued from its own reply; rendering it whole")
-            self._packs = []
-            tokens, pack_ms = self._add_packs(messages)
-            rendered = b.renderer.render(template_messages(messages), tokens, add_generation_prompt=True)
+                logger.debug("token session: history not continued from its own reply; rendering it whole")
+            self._visual = []
+            tokens = self._add_visual(messages)
+            rendered = r.render(template_messages(messages), tokens, add_generation_prompt=True)
             self._ids = list(rendered.input_ids)
             self._n_prompt = len(self._ids)
             self._mask, self._logprobs = [], []
         self._messages = list(messages)
-        return pack_ms
+
+    def record_generation(self, new_ids: Sequence[int], logprobs: Sequence[float], text: str) -> None:
+        """Append one generated turn (its ids as generated, their sampling log-probabilities)."""
+        if len(logprobs) != len(new_ids):
+            raise ValueError(f"{len(new_ids)} generated ids but {len(logprobs)} logprobs")
+        self._ids += list(new_ids)
+        self._mask += [1] * len(new_ids)
+        self._logprobs += [float(x) for x in logprobs]
+        # the continuation assumes the turn ended with <|im_end|>; otherwise (length cut, or another
+        # EOS id) the next prepare() closes it with one, as the chat template would
+        self._last_text = text
+        self._last_ended = bool(new_ids) and new_ids[-1] == self.renderer.end_of_turn_id
+
+    @property
+    def ids(self) -> list[int]:
+        """The whole sequence so far (prompt + response), image pads expanded."""
+        return self._ids
+
+    def images(self) -> list[torch.Tensor]:
+        """Every image so far, uint8 ``[H, W, 3]``, in the order of the image-pad runs."""
+        return [f for _, runs, _, _ in self._visual for run in runs for f in run]
+
+    # -- frames as model inputs -----------------------------------------------------------------
+
+    def pack(self) -> float:
+        """Pack the frames not packed yet (:func:`pack_qwen25vl`); returns the milliseconds spent."""
+        t0 = time.perf_counter()
+        did = False
+        for v in self._visual:
+            if v[3] is None:
+                runs = [c.to(self.device, non_blocking=True) for c in v[1]]
+                v[1] = runs
+                v[3] = pack_qwen25vl(runs, dtype=self.pack_dtype, backend=self.pack_backend)
+                did = True
+        if did and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return (time.perf_counter() - t0) * 1e3 if did else 0.0
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
-        """The current ids (+ frames) as ``generate``/``forward`` inputs on the model's device:
+        """The current ids (+ frames) as ``generate``/``forward`` inputs on the session's device:
         ``input_ids`` int64 ``[1, L]``, ``attention_mask`` int64 ``[1, L]``, ``mm_token_type_ids``
-        int32 ``[1, L]`` (1 on image pads) and, with images, ``pixel_values`` ``[P, 1176]`` (model
-        dtype) and ``image_grid_thw`` int64 ``[T, 3]``."""
-        b = self._b
+        int32 ``[1, L]`` (1 on image pads) and, with images, ``pixel_values`` ``[P, 1176]``
+        (``pack_dtype``) and ``image_grid_thw`` int64 ``[T, 3]``. Call :meth:`pack` first."""
         ids = torch.tensor(self._ids, dtype=torch.long)
         inputs: dict[str, torch.Tensor] = {
-            "input_ids": ids[None].to(b.device),
-            "attention_mask": torch.ones(1, ids.numel(), dtype=torch.long, device=b.device),
-            "mm_token_type_ids": (ids == b.image_token_id).to(torch.int32)[None].to(b.device),
+            "input_ids": ids[None].to(self.device),
+            "attention_mask": torch.ones(1, ids.numel(), dtype=torch.long, device=self.device),
+            "mm_token_type_ids": (ids == self.renderer.image_token_id).to(torch.int32)[None].to(self.device),
         }
-        if self._packs:
-            inputs["pixel_values"] = torch.cat([p.pixel_values for _, p, _ in self._packs])
-            inputs["image_grid_thw"] = torch.cat([p.image_grid_thw for _, p, _ in self._packs])
+        if self._visual:
+            inputs["pixel_values"] = torch.cat([v[3].pixel_values for v in self._visual])
+            inputs["image_grid_thw"] = torch.cat([v[3].image_grid_thw for v in self._visual])
         return inputs
 
     def build_inputs(self, messages: Sequence[Message]) -> tuple[dict[str, torch.Tensor], float]:
-        """Model inputs for ``messages`` + the assistant prefix, and the packing time (ms).
-
-        Returns:
-            ``(model_inputs(), pack_ms)``; see :meth:`model_inputs`.
-        """
-        pack_ms = self.prepare(messages)
+        """Model inputs for ``messages`` + the assistant prefix, and the packing time (ms)."""
+        self.prepare(messages)
+        pack_ms = self.pack()
         return self.model_inputs(), pack_ms
+
+    def token_trace(self) -> TokenTrace | None:
+        if not self._ids:
+            return None
+        n = self._n_prompt
+        return TokenTrace(
+            prompt_ids=self._ids[:n],
+            response_ids=self._ids[n:],
+            response_mask=list(self._mask),
+            response_logprobs=list(self._logprobs),
+            frames=[run for _, runs, _, _ in self._visual for run in runs],
+            tokens_per_image=[t for _, _, toks, _ in self._visual for t in toks],
+        )
+
+
+class _TransformersSession(TokenSession):
+    def __init__(self, backend: TransformersBackend) -> None:
+        super().__init__(backend.renderer, backend.device, backend.dtype, backend.pack_backend)
+        self._b = backend
 
     # -- generation -----------------------------------------------------------------------------
 
     def _generate_sync(self, messages: Sequence[Message], max_new_tokens: int, temperature: float) -> Generation:
         b = self._b
         with b.lock, torch.inference_mode():
-            pack_ms = self.prepare(messages)
-            inputs = self.model_inputs()
+            inputs, pack_ms = self.build_inputs(messages)
             prompt_len = inputs["input_ids"].shape[1]
             gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, **b.generation_kwargs}
             if temperature > 0:
@@ -237,12 +298,7 @@ class _TransformersSession(Session):
         # batch of one: generation ends at the first end token (no padding to strip)
         ended = bool(new) and new[-1] in b.eos_token_ids
         text = b.tokenizer.decode(new, skip_special_tokens=True)
-        self._ids += new
-        self._mask += [1] * len(new)
-        self._logprobs += logprobs
-        # the continuation assumes the turn ended with <|im_end|>; otherwise (length cut, or another
-        # EOS id) the next prepare() closes it with one, as the chat template would
-        self._last_text, self._last_ended = text, bool(new) and new[-1] == b.renderer.end_of_turn_id
+        self.record_generation(new, logprobs, text)
         return Generation(
             text=text,
             prompt_tokens=prompt_len,
@@ -255,21 +311,6 @@ class _TransformersSession(Session):
 
     async def generate(self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float) -> Generation:
         return await asyncio.to_thread(self._generate_sync, list(messages), max_new_tokens, temperature)
-
-    def token_trace(self) -> TokenTrace | None:
-        if not self._ids:
-            return None
-        n = self._n_prompt
-        frames = [c for _, _, chunks in self._packs for c in chunks]
-        tokens = [t for _, p, _ in self._packs for t in p.tokens_per_image]
-        return TokenTrace(
-            prompt_ids=self._ids[:n],
-            response_ids=self._ids[n:],
-            response_mask=list(self._mask),
-            response_logprobs=list(self._logprobs),
-            frames=frames,
-            tokens_per_image=tokens,
-        )
 
 
 @register_backend("transformers")

@@ -12,9 +12,13 @@ from eva_fast._logging import get_logger
 
 logger = get_logger("train")
 
-USAGE = """usage: eva-fast train {sft} --config CONFIG.yaml [--FIELD VALUE ...]
+USAGE = """usage: eva-fast train {sft,kto,grpo} --config CONFIG.yaml [--FIELD VALUE ...]
 
   sft    supervised fine-tuning on EVA trajectories (EvaSFTConfig + TRL's ModelConfig fields)
+  kto    KTO on trajectories labelled chosen/rejected (EvaKTOConfig + ModelConfig; the model is the
+         SFT checkpoint, which is also the reference model unless ref_model_name_or_path is set)
+  grpo   GRPO with multi-turn EVA rollouts (EvaGRPOConfig + ModelConfig; the model is the SFT+KTO
+         checkpoint; rollouts in process or on vLLM with use_vllm)
 
 Every field of the stage's config (and TRL's ModelConfig: model_name_or_path, dtype,
 attn_implementation, use_peft, lora_r, ...) can be set in the YAML file or as --field value;
@@ -90,13 +94,61 @@ def run_sft(argv: list[str]) -> int:
     return 0
 
 
+def run_kto(argv: list[str]) -> int:
+    from trl import ModelConfig, TrlParser
+
+    from eva_fast.train._kto import EvaKTOConfig, EvaKTOTrainer
+
+    parser = TrlParser((EvaKTOConfig, ModelConfig), prog="eva-fast train kto")
+    cfg, model_args = parser.parse_args_and_config(argv)
+    if not model_args.model_name_or_path:
+        raise ValueError("model_name_or_path is required (the SFT checkpoint to start from)")
+    if cfg.train_file is None:
+        raise ValueError("train_file is required (records with label true/false, e.g. from 'eva-fast data kto-label')")
+    cfg.model_init_kwargs = {**_model_init_kwargs(model_args), **(cfg.model_init_kwargs or {})}
+    trainer = EvaKTOTrainer(model_args.model_name_or_path, cfg, peft_config=peft_config_from(model_args))
+    trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
+    out = save_final(trainer, cfg.output_dir)
+    if trainer.accelerator.is_main_process:
+        curve = loss_curve(trainer)
+        print(json.dumps({"output_dir": out, "steps": trainer.state.global_step, "loss_first": curve[0][1] if curve else None,
+                          "loss_last": curve[-1][1] if curve else None, "chosen": trainer.num_chosen,
+                          "rejected": trainer.num_rejected, "desirable_weight": cfg.desirable_weight,
+                          "undesirable_weight": cfg.undesirable_weight, "skipped_records": len(trainer.skipped_records)}))
+    return 0
+
+
+def run_grpo(argv: list[str]) -> int:
+    from trl import ModelConfig, TrlParser
+
+    from eva_fast.train._grpo import EvaGRPOConfig, EvaGRPOTrainer
+
+    parser = TrlParser((EvaGRPOConfig, ModelConfig), prog="eva-fast train grpo")
+    cfg, model_args = parser.parse_args_and_config(argv)
+    if not model_args.model_name_or_path:
+        raise ValueError("model_name_or_path is required (the SFT+KTO checkpoint to start from)")
+    if cfg.train_file is None:
+        raise ValueError("train_file is required (the RL question set: video, question, answer, type)")
+    cfg.model_init_kwargs = {**_model_init_kwargs(model_args), **(cfg.model_init_kwargs or {})}
+    trainer = EvaGRPOTrainer(model_args.model_name_or_path, cfg, peft_config=peft_config_from(model_args))
+    trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
+    out = save_final(trainer, cfg.output_dir)
+    if trainer.accelerator.is_main_process:
+        rewards = [h.get("reward") for h in trainer.state.log_history if "reward" in h]
+        c = trainer.eva_cache_total
+        print(json.dumps({"output_dir": out, "steps": trainer.state.global_step, "reward_first": rewards[0] if rewards else None,
+                          "reward_last": rewards[-1] if rewards else None, "frames_requested": c.frames_requested,
+                          "frames_decoded": c.frames_decoded, "frame_cache_hit_rate": round(c.hit_rate, 4)}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
     stage, rest = argv[0], argv[1:]
-    stages = {"sft": run_sft}
+    stages = {"sft": run_sft, "kto": run_kto, "grpo": run_grpo}
     if stage not in stages:
         print(f"eva-fast train: unknown stage {stage!r}; choose from {sorted(stages)}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -113,3 +113,34 @@ def copy_checkpoint_extras(src: str | os.PathLike | None, dst: str | os.PathLike
 def default_lora_targets(target_modules: Sequence[str] | str | None) -> Sequence[str] | str:
     """The LoRA targets to use: the caller's, else :data:`QWEN25VL_LORA_TARGETS`."""
     return QWEN25VL_LORA_TARGETS if not target_modules else target_modules
+
+
+class ResumeWeightsMixin:
+    """Resume a trainer with the checkpoint's weights for models whose saved keys differ from their
+    module names (Qwen2.5-VL: saved as ``visual.*`` / ``model.*``, held as ``model.visual.*`` /
+    ``model.language_model.*``).
+
+    transformers 5.x's ``Trainer._load_from_checkpoint`` loads ``model.safetensors`` with a plain
+    ``load_state_dict(strict=False)``, without the key conversion ``from_pretrained`` applies, so
+    *no* weight is restored and training silently restarts from the initial weights
+    (huggingface/transformers#43701; seen here with transformers 5.23: the resumed loss jumped
+    back to the first step's). This loads the checkpoint through ``from_pretrained`` (transformers'
+    own key mapping) and copies it strictly into the live model. PEFT adapters, DeepSpeed and FSDP
+    checkpoints keep transformers' own paths.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        target = self.model if model is None else model
+        plain = self.accelerator.unwrap_model(target)
+        has_weights = any(
+            (Path(resume_from_checkpoint) / n).is_file()
+            for n in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+        )
+        if (not has_weights or hasattr(plain, "peft_config") or self.is_deepspeed_enabled or self.is_fsdp_enabled
+                or not hasattr(type(plain), "from_pretrained")):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        dtype = next(plain.parameters()).dtype
+        saved = type(plain).from_pretrained(resume_from_checkpoint, dtype=dtype, device_map=None)
+        plain.load_state_dict(saved.state_dict(), strict=True)
+        logger.info("resumed model weights from %s (%d tensors)", resume_from_checkpoint, len(saved.state_dict()))
+        del saved

@@ -82,6 +82,20 @@ def resolve_video(record: TrajectoryRecord, video_root: str | os.PathLike | None
     return str(p)
 
 
+def replan_call(reader: Any, arguments: dict[str, Any], frame_config: dict[str, Any], device: str = "cpu") -> Any:
+    """The :class:`eva_fast.video.FramePlan` of a recorded ``frame_select`` call: its arguments with
+    the frame settings the agent used. No frame-count or resize cap is applied (what the agent
+    served is re-planned as it was; the visual-token budget and the reader's output-byte limit
+    still bound it)."""
+    from eva_fast.agent._loop import plan_tool_call  # the loop's own planning (reference semantics)
+
+    return plan_tool_call(
+        reader, arguments, max_visual_tokens=frame_config["max_visual_tokens"], maxp=frame_config["maxp"],
+        resample=frame_config["resample"], policy=frame_config["frame_policy"],
+        smart_resize_by=frame_config.get("smart_resize_by", "processor"),
+    )
+
+
 def record_frames(
     record: TrajectoryRecord,
     readers: ReaderCache,
@@ -91,10 +105,10 @@ def record_frames(
     """The record's images in conversation order, as runs of uint8 ``[T_i, H_i, W_i, 3]`` CPU (or
     reader-device) tensors: consecutive frames of one call form one run; each image file is a run of 1.
 
-    Frame parts are decoded with :func:`eva_fast.video.select_frames` from the call's arguments and
-    the record's ``frame_config`` (the agent's own call), then checked: the frame indices and the
-    output size must equal the recorded ones, and the video's size and duration must equal
-    ``video_meta``. Image parts are read from their files (relative to the record's file) and
+    Frame parts are planned again (:func:`replan_call`: the call's arguments and the record's
+    ``frame_config``, the agent's own call) and checked before anything is decoded: the frame
+    indices and the output size must equal the recorded ones, and the video's size and duration
+    must equal ``video_meta``; then the plan is decoded (:func:`eva_fast.video.decode_plan`). Image parts are read from their files (relative to the record's file) and
     prepared by ``image_processor`` (:meth:`EvaQwen2VLImageProcessor.prepare_image`).
 
     Raises:
@@ -102,7 +116,7 @@ def record_frames(
             metadata differs from the record's (the message names the sample and the call).
         FileNotFoundError, eva_fast.video.VideoError: the video or an image cannot be read.
     """
-    from eva_fast.video import select_frames
+    from eva_fast.video import decode_plan
 
     runs: list[torch.Tensor] = []
     parts = record.image_parts()
@@ -138,17 +152,17 @@ def record_frames(
             if key not in batches:
                 call = record.calls[k][p["call"]]
                 a = call.arguments
-                batch = select_frames(
-                    reader, a["start_time"], a["end_time"], a["nframes"], a.get("resize", 1.0),
-                    max_visual_tokens=fc["max_visual_tokens"], maxp=fc["maxp"], resample=fc["resample"],
-                    policy=fc["frame_policy"], device=readers.device,
-                )
-                if tuple(batch.frame_indices) != call.frame_indices or tuple(batch.size) != call.size:
+                try:
+                    plan = replan_call(reader, a, fc)
+                except ValueError as e:
+                    raise FrameMismatchError(f"{record.where}: message {k} call {p['call']} ({a}): {e}") from e
+                if tuple(plan.frame_indices) != call.frame_indices or tuple(plan.size) != call.size:
                     raise FrameMismatchError(
                         f"{record.where}: message {k} call {p['call']} ({a}) now resolves to frames "
-                        f"{list(batch.frame_indices)[:8]} at {tuple(batch.size)} but the record has "
+                        f"{list(plan.frame_indices)[:8]} at {tuple(plan.size)} but the record has "
                         f"{list(call.frame_indices)[:8]} at {call.size}: not the video or settings the agent used"
                     )
+                batch = decode_plan(reader, plan)
                 if any(batch.corrupt):
                     logger.warning("%s: message %d call %d has frames from damaged stream data", record.where, k, p["call"])
                 batches[key] = batch

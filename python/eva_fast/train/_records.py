@@ -7,7 +7,7 @@ A line holds the messages exactly as the agent loop renders them, with each tool
      "video": "videos/abc.mp4", "question": "What ... A. ... B. ...",
      "video_meta": {"duration_s": 13.013, "width": 480, "height": 270},
      "frame_config": {"max_visual_tokens": 12000, "maxp": 720, "resample": "cubic",
-                      "frame_policy": "parity", "timestamp_fmt": "mmss"},
+                      "frame_policy": "parity", "smart_resize_by": "processor", "timestamp_fmt": "mmss"},
      "messages": [
        {"role": "system", "content": "Use Frame Select Tool ..."},
        {"role": "user", "content": "Video Length: 12 seconds. Original video resolution: 270p. What ..."},
@@ -24,9 +24,9 @@ A line holds the messages exactly as the agent loop renders them, with each tool
      "gt": "B", "answer": "B", "label": true, "source": "eval:videomme#12", "rewards": {"accuracy": 1.0}}
 
 ``{"type": "frame", "call": c, "index": i}`` is frame ``i`` of call ``c`` of that tool turn. The
-collator decodes it again with :func:`eva_fast.video.select_frames` from the call's ``arguments``
-and the record's ``frame_config`` and checks that it resolves to the recorded ``frame_indices`` and
-``size`` (so training sees exactly the agent's pixels, or fails naming the sample).
+collator plans it again with :func:`eva_fast.video.plan_frames` from the call's ``arguments``
+and the record's ``frame_config``, checks that it resolves to the recorded ``frame_indices`` and
+``size``, and decodes that plan (so training sees exactly the agent's pixels, or fails naming the sample).
 
 Teacher data made elsewhere may instead hold image files in its tool turns,
 ``{"type": "image", "path": "frames/q1_0.png"}`` (relative to the jsonl file), with no ``calls``;
@@ -58,6 +58,7 @@ DEFAULT_FRAME_CONFIG: dict[str, Any] = {
     "maxp": 720,
     "resample": "cubic",
     "frame_policy": "parity",
+    "smart_resize_by": "processor",
     "timestamp_fmt": "mmss",
 }
 
@@ -103,7 +104,7 @@ class TrajectoryRecord:
         messages: chat messages; tool turns hold text parts and ``frame`` (or ``image``) parts.
         calls: for each message index of a tool turn with ``frame`` parts, its recorded calls.
         frame_config: ``max_visual_tokens``, ``maxp``, ``resample``, ``frame_policy``,
-            ``timestamp_fmt`` used when the frames were chosen.
+            ``smart_resize_by``, ``timestamp_fmt`` used when the frames were chosen.
         video_meta: ``duration_s``, ``width``, ``height`` the first user turn was built from (or {}).
         gt, answer, label, source, rewards, id: optional fields (see the module docstring).
         where: ``"file:line"`` the record came from (for error messages; not written).

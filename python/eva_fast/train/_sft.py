@@ -20,7 +20,7 @@ import torch
 
 from eva_fast._logging import get_logger
 from eva_fast.train._collator import EvaCollator, records_dataset
-from eva_fast.train._common import copy_checkpoint_extras, load_tokenizer, load_training_records
+from eva_fast.train._common import ResumeWeightsMixin, copy_checkpoint_extras, load_tokenizer, load_training_records
 from eva_fast.train._frames import ReaderCache
 from eva_fast.train._records import TrajectoryRecord
 
@@ -129,7 +129,7 @@ def _records(data: Any, args: EvaDataArguments, file: str | None) -> tuple[list[
     return list(data), []
 
 
-class EvaSFTTrainer(SFTTrainer):
+class EvaSFTTrainer(ResumeWeightsMixin, SFTTrainer):
     """TRL's ``SFTTrainer`` on EVA trajectories (see the module docstring).
 
     Args:

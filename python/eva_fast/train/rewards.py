@@ -211,36 +211,51 @@ class CSVJudge:
         msgs.append(Message("user", tuple(parts)))
         return msgs
 
-    def last_round_batches(self, traj: Trajectory, reader: Any = None) -> list[Any]:
+    def last_round_batches(self, traj: Trajectory, reader: Any = None, frame_tool: Any = None) -> list[Any]:
         """Decode the last round's frames again from the recorded calls (see the class docstring).
+
+        Args:
+            traj: the episode.
+            reader: an open reader of its video (default: opened here).
+            frame_tool: serve the calls with this ``select_frames``-like callable instead of
+                decoding (the GRPO trainer passes the question's :class:`GroupFrameCache`, so the
+                judge's frames cost nothing); it is called with ``reader``.
 
         Raises:
             ValueError: a call resolves to other frames than recorded.
         """
-        from eva_fast.video import VideoReader, select_frames
+        from eva_fast.train._frames import replan_call
+        from eva_fast.train._records import DEFAULT_FRAME_CONFIG
+        from eva_fast.video import VideoReader, decode_plan
 
-        cfg = traj.config
+        fc = {**DEFAULT_FRAME_CONFIG, **{k: v for k, v in traj.config.items() if k in DEFAULT_FRAME_CONFIG}}
         calls = last_round_calls(traj)
         if not calls:
             return []
         reader = reader or VideoReader(traj.video_path)
         out = []
         for c in calls:
-            a = c.arguments or {}
-            b = select_frames(
-                reader, a["start_time"], a["end_time"], a["nframes"], a.get("resize") if a.get("resize") is not None else 1.0,
-                max_visual_tokens=cfg.get("max_visual_tokens", 12_000), maxp=cfg.get("maxp", 720),
-                resample=cfg.get("resample", "cubic"), policy=cfg.get("frame_policy", "parity"),
-            )
-            if list(b.frame_indices) != list(c.frames.frame_indices):
-                raise ValueError(
-                    f"{traj.video_path}: call {a} resolves to frames {list(b.frame_indices)} but the trajectory "
-                    f"recorded {list(c.frames.frame_indices)}"
+            if frame_tool is not None:
+                a = c.arguments or {}
+                b = frame_tool(
+                    reader, a["start_time"], a["end_time"], a["nframes"], 1.0 if a.get("resize") is None else a["resize"],
+                    max_visual_tokens=fc["max_visual_tokens"], maxp=fc["maxp"], resample=fc["resample"],
+                    policy=fc["frame_policy"], smart_resize_by=fc["smart_resize_by"], max_nframes=None, max_resize=None,
                 )
-            out.append(b)
+                plan = b.plan
+            else:
+                plan = replan_call(reader, c.arguments or {}, fc)
+                b = None
+            if list(plan.frame_indices) != list(c.frames.frame_indices):
+                raise ValueError(
+                    f"{traj.video_path}: call {c.arguments} resolves to frames {list(plan.frame_indices)} but the "
+                    f"trajectory recorded {list(c.frames.frame_indices)}"
+                )
+            out.append(b if b is not None else decode_plan(reader, plan))
         return out
 
-    async def judge(self, traj: Trajectory, gt: str, batches: Sequence[Any] | None = None) -> JudgeResult:
+    async def judge(self, traj: Trajectory, gt: str, batches: Sequence[Any] | None = None, *,
+                    reader: Any = None, frame_tool: Any = None) -> JudgeResult:
         """The CSV reward of one trajectory.
 
         The judge runs only when the policy is right (otherwise the reward is 0 anyway).
@@ -249,6 +264,7 @@ class CSVJudge:
             traj: the policy's finished episode.
             gt: the ground-truth option letter.
             batches: the last round's ``FrameBatch``\\ es (None: decoded again from the record).
+            reader, frame_tool: passed to :meth:`last_round_batches` when ``batches`` is None.
 
         Returns:
             :class:`JudgeResult`; a judge failure (no frames, backend error) gives reward 0 with
@@ -262,7 +278,7 @@ class CSVJudge:
         t0 = time.perf_counter()
         try:
             if batches is None:
-                batches = await asyncio.to_thread(self.last_round_batches, traj)
+                batches = await asyncio.to_thread(self.last_round_batches, traj, reader, frame_tool)
             if not batches:
                 return JudgeResult(0.0, True, error="no frames: the episode answered without a successful tool call")
             session = self.backend.session()
