@@ -97,8 +97,6 @@ class ForcedReplies:
     so the backend's real generate/extend/record path runs on known text. Captures every prompt."""
 
     def __init__(self, backend, replies: list[str]) -> None:
-        import torch
-
         self.backend = backend
         tok = backend.tokenizer
         self.queue = [tok(r, add_special_tokens=False)["input_ids"] + [backend.renderer.end_of_turn_id] for r in replies]
@@ -107,18 +105,12 @@ class ForcedReplies:
         original = backend.model.generate
 
         def generate(**kw):
+            from eva_fast.agent._forcing import ForceTokens
+
             forced = self.queue.pop(0)
             self.prompts.append(kw["input_ids"][0].tolist())
             self.generated.append(forced)
-            start = kw["input_ids"].shape[1]
-
-            def force(input_ids, scores):
-                step = input_ids.shape[1] - start
-                out = torch.full_like(scores, float("-inf"))
-                out[:, forced[min(step, len(forced) - 1)]] = 0.0
-                return out
-
-            kw["logits_processor"] = list(kw.get("logits_processor") or []) + [force]
+            kw["logits_processor"] = list(kw.get("logits_processor") or []) + [ForceTokens(forced, kw["input_ids"].shape[1])]
             kw["max_new_tokens"] = len(forced)
             return original(**kw)
 

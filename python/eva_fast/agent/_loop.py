@@ -14,7 +14,6 @@ import asyncio
 import enum
 import math
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -95,25 +94,9 @@ class AgentLoop:
     def run_sync(self, video_path: str | os.PathLike, question: str, system: str | None = None,
                  *, on_event: EventCallback | None = None) -> Trajectory:
         """:meth:`run` from synchronous code (runs its own event loop; in a thread if one is running)."""
-        coro = self.run(video_path, question, system, on_event=on_event)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(coro)
-        box: dict[str, Any] = {}
+        from eva_fast._asyncio import run_sync
 
-        def _target() -> None:
-            try:
-                box["out"] = asyncio.run(coro)
-            except BaseException as e:  # pragma: no cover - run() does not raise for model/tool problems
-                box["err"] = e
-
-        th = threading.Thread(target=_target)
-        th.start()
-        th.join()
-        if "err" in box:
-            raise box["err"]
-        return box["out"]
+        return run_sync(self.run(video_path, question, system, on_event=on_event))
 
     async def run(self, video_path: str | os.PathLike, question: str, system: str | None = None,
                   *, on_event: EventCallback | None = None, reader: VideoReader | None = None) -> Trajectory:

@@ -283,23 +283,6 @@ class RolloutEngine:
     def run_sync(self, videos: Sequence[str | os.PathLike], questions: Sequence[str], *, keep_open: bool = False
                  ) -> RolloutBatch:
         """:meth:`run` from synchronous code (in a fresh event loop, or a thread when one is running)."""
-        import threading
+        from eva_fast._asyncio import run_sync
 
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.run(videos, questions, keep_open=keep_open))
-        box: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                box["out"] = asyncio.run(self.run(videos, questions, keep_open=keep_open))
-            except BaseException as e:  # pragma: no cover
-                box["err"] = e
-
-        th = threading.Thread(target=target)
-        th.start()
-        th.join()
-        if "err" in box:
-            raise box["err"]
-        return box["out"]
+        return run_sync(self.run(videos, questions, keep_open=keep_open))
