@@ -143,6 +143,11 @@ def test_grpo_trains_on_its_own_multi_turn_rollouts(policy_dir, tmp_path):
         assert key in logged, (key, sorted(logged))
     dumps = sorted((tmp_path / "grpo" / "rollouts").glob("step-*"))
     assert any(p.suffix == ".jsonl" for p in dumps) and any(p.suffix == ".png" for p in dumps)
+    # the dumps are what data enhancement mines for failures
+    from eva_fast.train.data._enhance import collect_failures
+
+    failures, stats = collect_failures([str(p) for p in dumps if p.suffix == ".jsonl"])
+    assert stats["inputs"] == 16 and stats["right"] + stats["failures"] + sum(stats["skipped"].values()) == 16
 
 
 def test_loss_forward_logprobs_equal_the_sampling_logprobs(policy_dir, tmp_path):

@@ -10,7 +10,7 @@ import torch
 from eva_fast.agent import ImagePart, TextPart, get_backend
 from eva_fast.train import rewards
 from eva_fast.train.rewards import CSVJudge, format_reward, judge_answer, mcq_accuracy, rouge_reward
-from tests.train.conftest import EPISODES, run_episode
+from tests.train.conftest import run_episode
 
 
 @pytest.mark.parametrize("answer, gt, want", [

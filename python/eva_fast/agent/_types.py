@@ -69,7 +69,8 @@ class Generation:
         finish_reason: ``"stop"`` (end of turn) or ``"length"`` (hit ``max_new_tokens``), or what
             the server said.
         timings_ms: backend work, milliseconds: ``generate`` (model time) and, where the backend
-            does it, ``pack`` (frames -> pixel_values) or ``encode`` (frames -> PNG/JPEG).
+            does it, ``pack`` (frames -> pixel_values) or ``encode`` (CPU time of turning the frames
+            this request sends for the first time into images).
         completion_token_ids: generated token ids when the backend knows them (transformers).
         cached_prompt_tokens: prompt tokens served from a reused KV cache (0 when none).
         completion_logprobs: per generated token, its log-probability under the sampling
