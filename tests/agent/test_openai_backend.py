@@ -73,7 +73,7 @@ def test_retries_then_succeeds(scripted_server):
 def test_timeout_and_bad_request_become_stop_reasons(scripted_server):
     slow = scripted_server({"replies": [{"text": "<answer>B</answer>", "delay_s": 3}]})
     traj = AgentLoop(get_backend("openai", base_url=slow.base_url, model="m", timeout_s=0.5, max_retries=0)).run_sync(VIDEO, Q)
-    assert traj.stop_reason.startswith("exception: APITimeoutError"), traj.stop_reason
+    assert traj.stop_reason == "exception" and traj.error.startswith("APITimeoutError"), (traj.stop_reason, traj.error)
     bad = scripted_server({"replies": [{"text": "", "status": 400}]})
     traj = AgentLoop(get_backend("openai", base_url=bad.base_url, model="m", max_retries=0)).run_sync(VIDEO, Q)
     assert traj.stop_reason == "openai_bad_request" and "400" in traj.error

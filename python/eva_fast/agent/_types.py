@@ -263,7 +263,8 @@ class Trajectory:
         answer: extracted answer, ``""`` when none.
         stop_reason: ``answer_found`` | ``no_answer_no_tool_call`` | ``no_valid_tool_call`` |
             ``max_turns_exceeded`` | the per-call errors joined with ``"; "`` | ``openai_bad_request``
-            | ``"exception: <Type>: <message>"``.
+            | ``"exception"`` (the reference's record: ``error`` holds ``"<Type>: <message>"``; records
+            written before 2026-12 have ``"exception: <Type>: <message>"`` here).
         num_rounds: model turns taken.
         total_tokens: last round's prompt + completion tokens (the reference's definition).
         estimated_visual_tokens: sum over successful tool calls of the budget estimate (after fallback).
