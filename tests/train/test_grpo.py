@@ -315,3 +315,19 @@ def test_config_and_data(tmp_path):
     assert sum(s.type == "mcq" for s in out) == 10 and sum(s.type == "open" for s in out) == 10
     with pytest.raises(ValueError, match="0 multiple-choice"):
         balance_types(opn, 0.1)
+
+
+def test_videos_resolve_under_roots_by_source(tmp_path):
+    from eva_fast.train._grpo import EvaGRPOTrainer, load_roots, video_path
+    from eva_fast.train._rl_data import RLSample
+
+    (tmp_path / "roots.yaml").write_text(f"llava-video: {DATA}\n")
+    roots = load_roots(tmp_path / "roots.yaml")
+    a = RLSample(video=VIDEO, question="q? A. x B. y", answer="A", type="mcq", source="llava-video#12")
+    b = RLSample(video=VIDEO, question="q? A. x B. y", answer="A", type="mcq", source="other:3")
+    assert video_path(a, "/elsewhere", roots) == str(DATA / VIDEO)
+    assert video_path(b, "/elsewhere", roots) == f"/elsewhere/{VIDEO}"
+    args = _config(tmp_path, roots=str(tmp_path / "roots.yaml"), video_root="/elsewhere")
+    with pytest.raises(FileNotFoundError, match="1 question"):
+        EvaGRPOTrainer._samples([a, b], args, None)
+    assert EvaGRPOTrainer._samples([a], args, None) == [a]

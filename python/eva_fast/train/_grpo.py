@@ -89,6 +89,11 @@ class EvaGRPOConfig(GRPOConfig):
     train_file: str | None = field(default=None, metadata={"help": "RL question set (jsonl: video, question, answer, type)"})
     eval_file: str | None = field(default=None, metadata={"help": "optional evaluation question set"})
     video_root: str | None = field(default=None, metadata={"help": "folder relative video paths are resolved against"})
+    roots: str | None = field(
+        default=None,
+        metadata={"help": "YAML/JSON file mapping a question's source name (its 'source' up to the first '#' or ':') "
+                  "to the folder its relative video paths are under, like eval's --roots; others use video_root"},
+    )
     mcq_ratio: float | None = field(
         default=None,
         metadata={"help": "fraction of multiple-choice questions in the training set (paper: 0.1); the other type is "
@@ -176,13 +181,44 @@ def balance_types(samples: Sequence[RLSample], mcq_ratio: float | None, seed: in
     return sorted(keep, key=lambda s: order[id(s)])
 
 
-def rl_dataset(samples: Sequence[RLSample], video_root: str | None) -> Any:
+def load_roots(path: str | os.PathLike | None) -> dict[str, str]:
+    """``source name -> video folder`` from a YAML or JSON mapping file (None: no mapping).
+
+    Raises:
+        FileNotFoundError, ValueError: a missing file or not a mapping.
+    """
+    if path is None:
+        return {}
+    p = Path(path)
+    text = p.read_text()
+    if p.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected a mapping source name -> video folder, got {type(data).__name__}")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def video_path(sample: RLSample, video_root: str | None, roots: dict[str, str]) -> str:
+    """A question's video: absolute as written; relative under ``roots[source name]`` (the sample's
+    ``source`` up to the first ``#`` or ``:``) when given, else under ``video_root``."""
+    name = None
+    if sample.source:
+        name = sample.source.split("#", 1)[0].split(":", 1)[0]
+    return sample.video_path(roots.get(name, video_root) if name else video_root)
+
+
+def rl_dataset(samples: Sequence[RLSample], video_root: str | None, roots: dict[str, str] | None = None) -> Any:
     """A ``datasets.Dataset`` of RL questions for TRL (``prompt`` plus eva_fast's columns)."""
     from datasets import Dataset
 
+    roots = roots or {}
     return Dataset.from_dict({
         "prompt": [[{"role": "user", "content": s.prompt()}] for s in samples],
-        "video": [s.video_path(video_root) for s in samples],
+        "video": [video_path(s, video_root, roots) for s in samples],
         "question": [s.prompt() for s in samples],
         "answer": [s.answer for s in samples],
         "type": [s.type for s in samples],
@@ -324,8 +360,8 @@ class EvaGRPOTrainer(ResumeWeightsMixin, GRPOTrainer):
             model=model,
             reward_funcs=self.eva_rewards.funcs,
             args=args,
-            train_dataset=rl_dataset(train, args.video_root),
-            eval_dataset=rl_dataset(evals, args.video_root) if evals else None,
+            train_dataset=rl_dataset(train, args.video_root, load_roots(args.roots)),
+            eval_dataset=rl_dataset(evals, args.video_root, load_roots(args.roots)) if evals else None,
             processing_class=processing_class,
             callbacks=callbacks,
             optimizers=optimizers,
@@ -343,11 +379,17 @@ class EvaGRPOTrainer(ResumeWeightsMixin, GRPOTrainer):
 
     @staticmethod
     def _samples(data: Any, args: EvaGRPOConfig, file: str | None) -> list[RLSample]:
-        if data is None:
-            return [] if file is None else load_rl_set(file, video_root=args.video_root, check_videos=True)
-        if isinstance(data, (str, os.PathLike)):
-            return load_rl_set(data, video_root=args.video_root, check_videos=True)
-        return list(data)
+        """The questions (given, from a path, or from ``file``), each video checked to exist."""
+        if data is None and file is None:
+            return []
+        samples = list(data) if isinstance(data, (list, tuple)) else load_rl_set(data if data is not None else file)
+        roots = load_roots(args.roots)
+        missing = [f"{s.where}: {video_path(s, args.video_root, roots)}" for s in samples
+                   if not Path(video_path(s, args.video_root, roots)).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} question(s) of the RL set have no video, e.g. {missing[0]} "
+                                    "(check video_root / roots)")
+        return samples
 
     # -- backends ---------------------------------------------------------------------------------
 
