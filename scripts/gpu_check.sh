@@ -106,6 +106,7 @@ sys.exit(0 if f.startswith(site) else f'eva_fast imports from {f}, not from this
 }
 dry_build() {
   need_file pyproject.toml && need_file CMakeLists.txt && need_module pip || return 1
+  [ "$NO_CARRY" = 1 ] && return 0   # the carried FFmpeg is checked with the carry
   need_file "$CARRY/ffmpeg/lib/pkgconfig/libavcodec.pc" && need_file "$CARRY/ffmpeg/include/ffnvcodec/dynlink_loader.h" || return 1
   command -v pkg-config >/dev/null || return 0   # the GPU run falls back to the carried pkgconf
   local inc
