@@ -82,6 +82,7 @@ py::dict stats_dict(const DecodeStats& s) {
   d["skip_nonref_packets"] = s.skip_nonref_packets;
   d["seeks"] = s.seeks;
   d["decode_errors"] = s.decode_errors;
+  d["keyframe_backoffs"] = s.keyframe_backoffs;
   d["decode_ms"] = s.decode_ms;
   d["convert_ms"] = s.convert_ms;
   return d;
@@ -239,6 +240,10 @@ PYBIND11_MODULE(_C, m) {
              return py::make_tuple(to_array(pts), py::array(py::cast(k)).attr("astype")("bool"));
            })
       .def_property_readonly("total_stats", [](const VideoDecoder& d) { return stats_dict(d.total_stats()); })
+      .def_property_readonly("unclean_keyframes_s", &VideoDecoder::unclean_keyframes_s,
+                             "Keyframes (seconds from the first frame) found not to be clean starts: decoding "
+                             "from one concealed frames that a decode from an earlier keyframe reconstructed. "
+                             "Shared by every decoder of the same file in this process.")
       .def_property("skip_nonref", &VideoDecoder::skip_nonref, &VideoDecoder::set_skip_nonref,
                     "Let the decoder drop non-reference frames far from every target (identical output).");
 

@@ -109,6 +109,8 @@ class DecodeStats:
         decode_errors: damaged packets/frames reported by the decoder.
         skip_nonref_packets: packets sent with non-reference skipping allowed (an upper bound on
             the frames the decoder dropped without reconstructing them).
+        keyframe_backoffs: restarts from an earlier keyframe because decoding from the planned one
+            concealed frames of its GOP (a keyframe that is not a clean start; see ``VideoReader``).
         decode_ms: demux + decode wall time, milliseconds.
         convert_ms: colour conversion + resize + rotation wall time, milliseconds (NVDEC backend: the
             time to enqueue the CUDA kernels; they finish asynchronously on the call's stream).
@@ -125,6 +127,7 @@ class DecodeStats:
     seeks: int = 0
     decode_errors: int = 0
     skip_nonref_packets: int = 0
+    keyframe_backoffs: int = 0
     decode_ms: float = 0.0
     convert_ms: float = 0.0
     backend: str = "cpu"
@@ -208,6 +211,14 @@ class VideoReader:
     concealed picture is returned in its place and a warning is logged); pass
     ``on_corrupt="error"`` to raise :class:`CorruptVideoError` instead. Truncated files raise
     :class:`CorruptVideoError` when a requested time lies beyond the decodable data.
+
+    Keyframes that are not clean starts: when decoding from the keyframe a seek chose conceals a
+    frame of its GOP, the decoder restarts from the keyframe before it (up to 8 times per
+    requested frame); if the requested frame then comes out clean, the abandoned keyframe is
+    remembered for the file (every reader of it in this process, GOP workers included) and never
+    sought to again. So a seek never returns a concealed frame that decoding from an earlier
+    keyframe (a serial decode) would reconstruct; ``stats.keyframe_backoffs`` counts the restarts.
+    Example: ``cockatoo.mp4`` (H.264 4:4:4) decodes cleanly only from its first keyframe.
 
     GPU decoding (``device="cuda"`` / ``"cuda:N"``): FFmpeg demuxes on the host, NVDEC decodes, and
     a CUDA kernel converts NV12/P016 to RGB and resizes (same filters and fixed-point weights as the
@@ -387,6 +398,11 @@ class VideoReader:
         keys = self.metadata.keyframe_pts_seconds
         if self.gop_workers < 2 or self.backend != "cpu" or len(keys) < 2 or len(times) < 2:
             return None
+        unclean = set(self._dec.unclean_keyframes_s)
+        if unclean:  # GOPs that start at an unclean keyframe are decoded with the GOP before them
+            keys = tuple(k for k in keys if k not in unclean)
+            if len(keys) < 2:
+                return None
         if not all(math.isfinite(t) for t in times):
             return None  # the native decoder raises the error with its message
         key_s = np.asarray(keys, dtype=np.float64)
