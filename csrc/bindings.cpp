@@ -12,6 +12,7 @@
 #include "nvdec.h"
 #include "ffmpeg_log.h"
 #include "resize.h"
+#include "yuv444.h"
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -279,6 +280,14 @@ PYBIND11_MODULE(_C, m) {
         "Testing switch: allow (True) or forbid (False) the AVX2 horizontal resize pass. Returns the "
         "previous setting. Both paths compute identical integers.");
   m.def("_resize_simd_available", &resize_simd_available, "Whether this CPU has AVX2.");
+  m.def("_set_yuv444_fast", &set_yuv444_fast, py::arg("enabled"),
+        "Test hook: allow (default) or forbid the AVX2 yuv444p -> RGB24 converter (forbidden: swscale converts). "
+        "Returns the previous value.");
+  m.def("_yuv444_fast_available", &yuv444_fast_available, py::arg("colorspace"), py::arg("full_range"),
+        "Whether the yuv444p converter is used for this swscale matrix (SWS_CS_*) and range here.");
+  m.def("_yuv444_mismatches_exhaustive", &yuv444_mismatches_exhaustive, py::arg("colorspace"),
+        py::arg("full_range"), py::call_guard<py::gil_scoped_release>(),
+        "Test hook: bytes that differ between the yuv444p converter and swscale over all 2^24 (Y, U, V).");
   m.def(
       "cuda_yuv420_to_rgb",
       [](uintptr_t y, uintptr_t uv, int y_pitch, int uv_pitch, int width, int height, int bit_depth,

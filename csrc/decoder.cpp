@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "ffmpeg_log.h"
+#include "yuv444.h"
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -605,34 +606,43 @@ void VideoDecoder::convert_into(const AVFrame* f, uint8_t* dst, int out_w, int o
   const AVPixelFormat src_fmt = static_cast<AVPixelFormat>(f->format);
 
   // Colour conversion: the frame's matrix and range, as the ffmpeg CLI's scale filter does.
-  sws_ = sws_getCachedContext(sws_, fw, fh, src_fmt, fw, fh, AV_PIX_FMT_RGB24, SWS_BICUBIC, nullptr, nullptr,
-                              nullptr);
-  if (!sws_) {
-    const char* nm = av_get_pix_fmt_name(src_fmt);
-    throw DecodeError(DecodeError::Kind::kUnsupportedCodec,
-                      "'" + path_ + "': cannot convert pixel format " + std::string(nm ? nm : "?") + " to RGB24");
-  }
   int cs = f->colorspace;
   if (cs == AVCOL_SPC_UNSPECIFIED || cs == AVCOL_SPC_RESERVED || cs > AVCOL_SPC_ICTCP) cs = SWS_CS_DEFAULT;
-  const int* inv = sws_getCoefficients(cs);
   const int src_full = f->color_range == AVCOL_RANGE_JPEG ? 1 : 0;
-  sws_setColorspaceDetails(sws_, inv, src_full, sws_getCoefficients(SWS_CS_DEFAULT), 1, 0, 1 << 16, 1 << 16);
+  // 8-bit 4:4:4: swscale's C full-chroma path, reproduced bit for bit with AVX2 (yuv444.h).
+  const Yuv444ToRgb* fast444 = Yuv444ToRgb::get(src_fmt, cs, src_full != 0);
+  if (!fast444) {
+    sws_ = sws_getCachedContext(sws_, fw, fh, src_fmt, fw, fh, AV_PIX_FMT_RGB24, SWS_BICUBIC, nullptr, nullptr,
+                                nullptr);
+    if (!sws_) {
+      const char* nm = av_get_pix_fmt_name(src_fmt);
+      throw DecodeError(DecodeError::Kind::kUnsupportedCodec,
+                        "'" + path_ + "': cannot convert pixel format " + std::string(nm ? nm : "?") + " to RGB24");
+    }
+    sws_setColorspaceDetails(sws_, sws_getCoefficients(cs), src_full, sws_getCoefficients(SWS_CS_DEFAULT), 1, 0,
+                             1 << 16, 1 << 16);
+  }
 
   // swscale's SIMD writers may store up to a vector past the end of a row: rows written straight
   // into the output are followed by the next row (overwritten later) or by the buffer's padding.
   uint8_t* rgb = dst;
   int rgb_stride = fw * 3;
   // Its x86 paths also assume padded, aligned rows (FFmpeg's own frames have 64-byte-aligned
-  // linesizes): write straight into the output only when the row size is such a multiple.
-  const bool direct = !need_resize && rot == 0 && (fw * 3) % 64 == 0;
+  // linesizes): write straight into the output only when the row size is such a multiple. The
+  // 4:4:4 converter writes exactly 3 * width bytes per row.
+  const bool direct = !need_resize && rot == 0 && (fast444 || (fw * 3) % 64 == 0);
   if (!direct) {
     rgb_stride = (fw * 3 + 63) & ~63;
     rgb_tmp_.resize(static_cast<size_t>(rgb_stride) * fh + kRowPadBytes);
     rgb = rgb_tmp_.data();
   }
-  uint8_t* dst_planes[4] = {rgb, nullptr, nullptr, nullptr};
-  int dst_strides[4] = {rgb_stride, 0, 0, 0};
-  sws_scale(sws_, f->data, f->linesize, 0, fh, dst_planes, dst_strides);
+  if (fast444) {
+    fast444->convert(f->data, f->linesize, fw, fh, rgb, rgb_stride);
+  } else {
+    uint8_t* dst_planes[4] = {rgb, nullptr, nullptr, nullptr};
+    int dst_strides[4] = {rgb_stride, 0, 0, 0};
+    sws_scale(sws_, f->data, f->linesize, 0, fh, dst_planes, dst_strides);
+  }
   if (direct) return;
   if (!need_resize && rot == 0) {
     for (int y = 0; y < fh; ++y) {
