@@ -18,6 +18,7 @@ _COLORS = {
     "eva_fast": (214, 39, 40), "eva_fast_snap": (255, 127, 14), "eva_fast+pack": (148, 103, 189),
     "decord": (31, 119, 180), "pyav": (44, 160, 44), "opencv": (140, 86, 75),
     "torchcodec_exact": (23, 190, 207), "torchcodec_approximate": (188, 189, 34), "eva_reference": (127, 127, 127),
+    "torchcodec_exact+Resize": (0, 110, 140), "torchcodec_approximate+Resize": (120, 120, 0),
 }
 
 
