@@ -90,13 +90,13 @@ def _import_error(mod: str) -> str | None:
 
 class System:
     """Base class. ``name`` labels rows; ``resize`` names the filter; ``exact`` = returns plan frames;
-    ``pixels_checked``: its filter is a cubic close to EVA's, so pixels must match within a tolerance
-    (else they are reported only)."""
+    ``filter_close``: its filter is a cubic close to EVA's, so pixels must match eva_fast's within
+    the cubic tolerance; other filters get only a loose bound that catches wrong frames."""
 
     name = ""
     description = ""
     resize = "cubic (OpenCV INTER_CUBIC)"
-    pixels_checked = True
+    filter_close = True
     exact = True
     in_process = True
 
@@ -422,7 +422,7 @@ class TorchCodec(PeerSystem):
         else:
             self.name = f"torchcodec_{seek_mode}+Resize"
             self.resize = "torchcodec Resize transform (bilinear, antialias): differs from cubic by design"
-            self.pixels_checked = False
+            self.filter_close = False
             how = "transforms=[Resize(size)] (decoder-side), get_frames_at"
         self.description = (f"torchcodec VideoDecoder(seek_mode={seek_mode!r}, CPU, num_ffmpeg_threads=0) {how}; "
                             f"own Python environment, worker process (its own timings)")

@@ -43,6 +43,10 @@ SUITES = {
 #: Mean absolute pixel difference (0-255) a cubic peer may show against eva_fast: different FFmpeg
 #: builds' YUV->RGB rounding only (same decoded pictures, same OpenCV cubic resize).
 CUBIC_MEAN_TOL = 2.0
+#: The same for a peer with another filter (torchcodec's bilinear+antialias Resize: measured mean up
+#: to 3.2 on strong downscales): a bound that catches wrong or concealed frames (mean ~100), not the
+#: filter difference.
+OTHER_FILTER_MEAN_TOL = 8.0
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -96,8 +100,8 @@ def _check_output(system, out: Output, ref: Output | None, plans, env_note: str 
                        "frames moved to keyframes by design; see snap.* for the timestamp error")
     if ref is None:
         return H.Check(False, None, False, note="no eva_fast reference frames to compare with")
-    tol = CUBIC_MEAN_TOL if system.pixels_checked else None
-    note = "" if tol is not None else f"pixels reported, not checked: {system.resize}"
+    tol = CUBIC_MEAN_TOL if system.filter_close else OTHER_FILTER_MEAN_TOL
+    note = "" if system.filter_close else f"other filter ({system.resize}): loose pixel bound"
     return H.compare_frames(out.frames, ref.frames, out.indices, want, tol, note)
 
 

@@ -80,8 +80,8 @@ def test_torchcodec_worker_returns_the_planned_frames_and_its_own_times(video, t
     for r in rows:
         assert r["status"] == "ok", (r["system"], r["reason"])
         assert r["check"]["indices_match"] is True and r["check"]["shape_match"] is True
-        if "+Resize" in r["system"]:
-            assert r["check"]["tolerance"]["mean_abs_diff"] is None  # bilinear + antialias: reported only
+        if "+Resize" in r["system"]:  # bilinear + antialias: only a loose bound that catches wrong frames
+            assert r["check"]["mean_abs_diff"] <= 8.0 and r["check"]["tolerance"]["mean_abs_diff"] == 8.0
         else:  # torchvision bicubic a=-0.75 in float vs OpenCV's fixed point: a level or two at most
             assert r["check"]["mean_abs_diff"] <= 2.0 and r["check"]["tolerance"]["mean_abs_diff"] == 2.0
         assert r["timing"].startswith("measured inside the peer's worker")
