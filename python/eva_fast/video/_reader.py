@@ -426,16 +426,19 @@ class VideoReader:
         return [np.flatnonzero(np.isin(gop, g)).tolist() for g in groups]
 
     def _decode_gop_parallel(self, times, chunks, mode, w, h, resample) -> dict:
-        while len(self._workers) < len(chunks):
-            dec = _C.VideoDecoder(self.path, self._stream_arg, 1, -1)
-            dec.skip_nonref = self._skip_nonref
-            self._workers.append(dec)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.gop_workers, thread_name_prefix="eva_fast-gop")
-        futures = [
-            self._pool.submit(dec.decode, [times[i] for i in idx], mode, w, h, resample, 0)
-            for dec, idx in zip(self._workers, chunks)
-        ]
+        self._workers.extend([None] * (len(chunks) - len(self._workers)))
+
+        def run(slot: int, idx: list[int]) -> dict:
+            dec = self._workers[slot]
+            if dec is None:  # opened on first use, in the worker thread: opens overlap with decoding
+                dec = _C.VideoDecoder(self.path, self._stream_arg, 1, -1)
+                dec.skip_nonref = self._skip_nonref
+                self._workers[slot] = dec
+            return dec.decode([times[i] for i in idx], mode, w, h, resample, 0)
+
+        futures = [self._pool.submit(run, slot, idx) for slot, idx in enumerate(chunks)]
         parts = [f.result() for f in futures]  # re-raises a worker's exception
         first = parts[0]["frames"]
         frames = np.empty((len(times), *first.shape[1:]), dtype=first.dtype)
@@ -487,7 +490,9 @@ class VideoReader:
         """Decode work summed over every call on this reader (its GOP workers included)."""
         total = dict(self._dec.total_stats)
         for dec in self._workers:
+            if dec is None:
+                continue
             for k, v in dec.total_stats.items():
                 total[k] = total.get(k, 0) + v
         return DecodeStats.from_native(total, backend=self.backend, fallback_reason=self.fallback_reason,
-                                       gop_workers=1 + len(self._workers))
+                                       gop_workers=1 + sum(d is not None for d in self._workers))
