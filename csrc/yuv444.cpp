@@ -13,12 +13,7 @@ extern "C" {
 #include <libswscale/swscale.h>
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define EVA_FAST_X86_SIMD 1
-#include <immintrin.h>
-#else
-#define EVA_FAST_X86_SIMD 0
-#endif
+#include "cpu_features.h"
 
 namespace eva_fast {
 namespace {
@@ -35,14 +30,6 @@ inline uint8_t clip30_shift(int32_t x) {
   if (x < 0) x = 0;
   if (x > (1 << 30) - 1) x = (1 << 30) - 1;
   return static_cast<uint8_t>(x >> 22);
-}
-
-bool cpu_has_avx2() {
-#if EVA_FAST_X86_SIMD
-  return __builtin_cpu_supports("avx2");
-#else
-  return false;
-#endif
 }
 
 std::atomic<bool> g_fast{true};
