@@ -1,7 +1,7 @@
 """Shared benchmark harness (style.md §10): environment capture, correctness check before timing,
 warm-up, repeated interleaved runs, median/p90, CPU time, peak RSS, and jsonl result rows.
 
-Result rows are appended to ``bench/results/<file>.jsonl``, one per (video, workload, system) and
+Result rows are appended to ``bench/results/<file>.jsonl`` under the working directory, one per (video, workload, system) and
 run, each carrying the run id, commit, machine and library versions. Plots are made from those
 files afterwards (bench/plot.py), never inside the timing loop.
 """
@@ -24,7 +24,9 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 BENCH_DIR = Path(__file__).resolve().parent
-DEFAULT_RESULTS_DIR = BENCH_DIR / "results"
+#: Results go under the working directory (never inside an installed package): run from the
+#: repository root, that is the committed ``bench/results``.
+DEFAULT_RESULTS_DIR = Path("bench") / "results"
 
 #: Required keys of a result row (tests check them).
 ROW_KEYS = (

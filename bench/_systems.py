@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from ._workloads import Plan, Workload
+from eva_fast.video import FramePlan
+
+from ._workloads import Workload
 
 REFERENCE_TOOL = Path(__file__).resolve().parent / "_eva_reference_tool.py"
 PEER_WORKER = Path(__file__).resolve().parent / "_peer_worker.py"
@@ -106,7 +108,7 @@ class System:
     def setup(self) -> None:
         """Untimed one-time preparation (imports, processors)."""
 
-    def run(self, ctx: VideoContext, workload: Workload, plans: list[Plan]) -> Output:
+    def run(self, ctx: VideoContext, workload: Workload, plans: list[FramePlan]) -> Output:
         raise NotImplementedError
 
     def after_run(self) -> None:
@@ -184,7 +186,7 @@ class Decord(System):
         vr = self._decord.VideoReader(ctx.path, ctx=self._decord.cpu(0), num_threads=0)
         frames = []
         for p in plans:
-            batch = vr.get_batch(list(p.indices)).asnumpy()
+            batch = vr.get_batch(list(p.frame_indices)).asnumpy()
             frames.append(np.stack([_cubic(f, p.size) for f in batch]))
         return Output(frames, [None] * len(plans))
 
@@ -211,7 +213,7 @@ class PyAV(System):
             for p in plans:
                 got: dict[int, tuple[int, np.ndarray]] = {}
                 it, pos = None, -1
-                for i in sorted(set(p.indices)):
+                for i in sorted(set(p.frame_indices)):
                     g = ctx.gop_start(i)
                     if it is None or g > pos or i <= pos:
                         container.seek(int(round((ctx.start_pts_s + g / ctx.fps) / tb)), stream=st, backward=True)
@@ -225,8 +227,8 @@ class PyAV(System):
                     if frame is None:
                         raise RuntimeError(f"PyAV: no frame for index {i}")
                     got[i] = (pos, _cubic(frame.to_ndarray(format="rgb24"), p.size))
-                frames.append(np.stack([got[i][1] for i in p.indices]))
-                indices.append([got[i][0] for i in p.indices])
+                frames.append(np.stack([got[i][1] for i in p.frame_indices]))
+                indices.append([got[i][0] for i in p.frame_indices])
             return Output(frames, indices, decoded)
         finally:
             container.close()
@@ -254,7 +256,7 @@ class OpenCV(System):
             pos = -1  # index of the last frame read
             for p in plans:
                 got: dict[int, tuple[int, np.ndarray]] = {}
-                for i in sorted(set(p.indices)):
+                for i in sorted(set(p.frame_indices)):
                     if ctx.gop_start(i) > pos or i <= pos:
                         cap.set(cv2.CAP_PROP_POS_FRAMES, i)
                     else:
@@ -268,8 +270,8 @@ class OpenCV(System):
                     pos = int(round(cap.get(cv2.CAP_PROP_POS_FRAMES))) - 1
                     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                     got[i] = (pos, _cubic(rgb, p.size))
-                frames.append(np.stack([got[i][1] for i in p.indices]))
-                indices.append([got[i][0] for i in p.indices])
+                frames.append(np.stack([got[i][1] for i in p.frame_indices]))
+                indices.append([got[i][0] for i in p.frame_indices])
             # reads after POS_FRAMES seeks hide the decoder's internal work: not a decode count
             return Output(frames, indices, None, {"frames_read": read})
         finally:
@@ -387,7 +389,7 @@ class PeerSystem(System):
         self._checked: set = set()
 
     def run(self, ctx, workload, plans):
-        key = (ctx.path, workload.name, tuple(p.indices for p in plans), tuple(p.size for p in plans))
+        key = (ctx.path, workload.name, tuple(p.frame_indices for p in plans), tuple(p.size for p in plans))
         out_dir = None
         if key not in self._checked:
             out_dir = tempfile.mkdtemp(prefix=f"eva_peer_{self.peer}_")
@@ -396,7 +398,7 @@ class PeerSystem(System):
                 "op": "run", "variant": self.variant(),
                 "video": {"path": ctx.path, "stream_index": ctx.stream_index, "fps": ctx.fps,
                           "start_pts_s": ctx.start_pts_s},
-                "plans": [{"indices": list(p.indices), "size": list(p.size)} for p in plans],
+                "plans": [{"indices": list(p.frame_indices), "size": list(p.size)} for p in plans],
                 "out_dir": out_dir})
             frames = [np.load(f) for f in reply["frames"]] if reply["frames"] else []
         finally:
@@ -460,7 +462,7 @@ class EvaReference(System):
         for p in plans:
             d = tempfile.mkdtemp(prefix="eva_ref_")
             self._dirs.append(d)
-            args = json.dumps({"video": ctx.path, "indices": list(p.indices), "size": list(p.size), "out_dir": d})
+            args = json.dumps({"video": ctx.path, "indices": list(p.frame_indices), "size": list(p.size), "out_dir": d})
             proc = subprocess.Popen([sys.executable, str(REFERENCE_TOOL), args], stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE)
             out, err = proc.stdout.read(), proc.stderr.read()
@@ -582,10 +584,10 @@ class PyNvVideoCodecSimple(_CudaSystem):
                                 output_color_type=nvc.OutputColorType.RGB)
         frames = []
         for p in plans:
-            got = dec.get_batch_frames_by_index(list(p.indices))
+            got = dec.get_batch_frames_by_index(list(p.frame_indices))
             t = torch.stack([torch.from_dlpack(f) for f in got])  # [T, H, W, 3] uint8 (interleaved RGB)
             frames.append(_torch_cubic(t, p.size))
-        return self._finish(Output(frames, [list(p.indices) for p in plans]))
+        return self._finish(Output(frames, [list(p.frame_indices) for p in plans]))
 
 
 class TorchCodecCuda(_CudaSystem):
@@ -606,7 +608,7 @@ class TorchCodecCuda(_CudaSystem):
                         seek_mode="exact")
         frames, indices = [], []
         for p in plans:
-            fb = dec.get_frames_at(list(p.indices))
+            fb = dec.get_frames_at(list(p.frame_indices))
             frames.append(_torch_cubic(fb.data, p.size))
             indices.append([round((float(t) - ctx.start_pts_s) * ctx.fps) for t in fb.pts_seconds])
         return self._finish(Output(frames, indices))

@@ -4,7 +4,7 @@ Long videos are built with the ffmpeg command line (never downloaded): one 60 s 
 from two real clips (cockatoo + Big Buck Bunny, looped and concatenated, scaled to 1280x720 or
 1920x1080, 25 fps, libx264 ``-preset veryfast``, fixed GOP ``-g GOP -keyint_min GOP -sc_threshold 0``,
 ``-bf 3``), then stream-copied ``-stream_loop`` times to the target length. They are cached in
-``bench/.cache/`` (git-ignored) and checked with eva_fast's metadata: continuous timestamps and a
+``bench/.cache/`` under the working directory (git-ignored in the repository) and checked with eva_fast's metadata: continuous timestamps and a
 keyframe every GOP frames.
 """
 
@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 BENCH_DIR = Path(__file__).resolve().parent
-DEFAULT_CACHE_DIR = BENCH_DIR / ".cache"
+#: Generated videos are cached under the working directory (never inside an installed package).
+DEFAULT_CACHE_DIR = Path("bench") / ".cache"
 #: ``shared/media`` sits beside the repository checkout.
 DEFAULT_MEDIA_DIR = BENCH_DIR.parent.parent / "shared" / "media"
 

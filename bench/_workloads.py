@@ -2,24 +2,23 @@
 
 A workload is a list of ``frame_select`` calls on one video (one call for survey/zoom/detail; three
 calls on one open video for the trajectory). The *plan* of a call (frames after the token budget,
-frame indices, output size) comes from eva_fast's policy functions, so every system is handed the
-very same request: peers only decode and resize.
+frame indices, output size) is eva_fast's :class:`~eva_fast.video.FramePlan` from
+:func:`~eva_fast.video.plan_frames`, so every system is handed the very same request: peers only
+decode and resize.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eva_fast.video._policy import (
+from eva_fast.video import (
     DEFAULT_MAX_VISUAL_TOKENS,
     DEFAULT_MAXP,
-    apply_token_budget,
-    clamp_window,
-    frame_index_for_time,
-    output_size,
-    sample_timestamps,
+    FramePlan,
+    VideoMetadata,
+    VideoReader,
+    plan_frames,
 )
-from eva_fast.video._reader import VideoMetadata
 
 
 @dataclass(frozen=True)
@@ -34,18 +33,6 @@ class Call:
     def as_dict(self) -> dict:
         return {"start_time": round(self.start_time, 6), "end_time": round(self.end_time, 6),
                 "nframes": self.nframes, "resize": self.resize}
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A call resolved by eva_fast's parity policy: what every system must return."""
-
-    call: Call
-    nframes: int
-    resize: float
-    timestamps_s: tuple[float, ...]
-    indices: tuple[int, ...]
-    size: tuple[int, int]  # (h, w)
 
 
 @dataclass(frozen=True)
@@ -93,14 +80,11 @@ def make_workloads(meta: VideoMetadata, names: tuple[str, ...], quick: bool = Fa
     return [table[n] for n in names]
 
 
-def plan_call(call: Call, meta: VideoMetadata,
-              max_visual_tokens: int | None = DEFAULT_MAX_VISUAL_TOKENS, maxp: int = DEFAULT_MAXP) -> Plan:
-    """Resolve a call with eva_fast's parity policy (constant frame rate videos)."""
-    if meta.is_vfr:
-        raise ValueError(f"{meta.path}: the bench plans constant-frame-rate videos only")
-    budget = apply_token_budget(call.nframes, call.resize, meta.width, meta.height, max_visual_tokens, maxp)
-    s, e = clamp_window(call.start_time, call.end_time, meta.end_s)
-    ts = sample_timestamps(s, e, budget.nframes)
-    idx = tuple(frame_index_for_time(t, meta.average_fps, meta.num_frames) for t in ts)
-    size = output_size(meta.width, meta.height, budget.resize)
-    return Plan(call, budget.nframes, budget.resize, tuple(ts), idx, size)
+def plan_call(call: Call, reader: VideoReader,
+              max_visual_tokens: int | None = DEFAULT_MAX_VISUAL_TOKENS, maxp: int = DEFAULT_MAXP) -> FramePlan:
+    """Resolve a call with eva_fast's parity policy (:func:`~eva_fast.video.plan_frames`; constant
+    frame rate videos only, so peers can address frames by index)."""
+    if reader.metadata.is_vfr:
+        raise ValueError(f"{reader.path}: the bench plans constant-frame-rate videos only")
+    return plan_frames(reader, call.start_time, call.end_time, call.nframes, call.resize,
+                       max_visual_tokens=max_visual_tokens, maxp=maxp)

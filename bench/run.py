@@ -89,7 +89,7 @@ def log(msg: str) -> None:
 
 
 def _check_output(system, out: Output, ref: Output | None, plans, env_note: str = "") -> H.Check:
-    want = [p.indices for p in plans]
+    want = [p.frame_indices for p in plans]
     if system.name == "eva_fast":
         idx_ok = all(list(i) == list(w) for i, w in zip(out.indices, want))
         shape_ok = all(f.shape == (p.nframes, *p.size, 3) for f, p in zip(out.frames, plans))
@@ -183,7 +183,7 @@ def run_bench(args) -> list[dict]:
         pts, key = reader.frame_table()
         kidx = np.flatnonzero(key)
         gop_s = float(np.median(np.diff(pts[key]))) if key.sum() > 1 else None
-        ctx = VideoContext(bv.path, meta.stream_index, meta.average_fps, meta.start_pts_seconds, kidx)
+        ctx = VideoContext(bv.path, meta.stream_index, meta.average_fps, meta.start_pts_s, kidx)
         vinfo = {"name": bv.name, "path": bv.path, "kind": bv.kind, "recipe": bv.recipe, "codec": meta.codec,
                  "width": meta.width, "height": meta.height, "fps": round(meta.average_fps, 4),
                  "duration_s": round(meta.end_s, 3), "num_frames": meta.num_frames,
@@ -191,7 +191,7 @@ def run_bench(args) -> list[dict]:
         log(f"[bench] video {bv.name}: {meta.width}x{meta.height} {meta.codec} {meta.average_fps:.2f} fps "
             f"{meta.end_s:.1f} s, {int(key.sum())} keyframes (median GOP {gop_s or 0:.2f} s)")
         for wl in make_workloads(meta, wl_names, quick=suite == "quick"):
-            rows = _bench_workload(args, env, suite, systems, skipped, ctx, wl, meta, pts, key, vinfo,
+            rows = _bench_workload(args, env, suite, systems, skipped, ctx, wl, reader, pts, key, vinfo,
                                    minimal_gop_work)
             all_rows += rows
             if not args.no_write:
@@ -210,10 +210,10 @@ def _timed(s, ctx, wl, plans) -> tuple[Output, H.Sample]:
     return out, sample
 
 
-def _bench_workload(args, env, suite, systems, skipped, ctx, wl, meta, pts, key, vinfo, minimal_gop_work):
-    plans = [plan_call(c, meta) for c in wl.calls]
+def _bench_workload(args, env, suite, systems, skipped, ctx, wl, reader, pts, key, vinfo, minimal_gop_work):
+    plans = [plan_call(c, reader) for c in wl.calls]
     n_frames = sum(p.nframes for p in plans)
-    min_work = sum(minimal_gop_work(pts, key, p.indices) for p in plans)
+    min_work = sum(minimal_gop_work(pts, key, p.frame_indices) for p in plans)
     wl_info = {"name": wl.name, "one_open": wl.one_open, "calls": [c.as_dict() for c in wl.calls],
                "planned": [{"nframes": p.nframes, "resize": round(p.resize, 6), "size": list(p.size)}
                            for p in plans]}

@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -44,49 +45,21 @@ SelectMode parse_mode(const std::string& m) {
   throw std::invalid_argument("mode must be 'nearest' or 'played_at', got '" + m + "'");
 }
 
-py::dict info_dict(const VideoInfo& in) {
-  py::dict d;
-  d["path"] = in.path;
-  d["container"] = in.container;
-  d["codec"] = in.codec;
-  d["codec_long_name"] = in.codec_long_name;
-  d["profile"] = in.profile;
-  d["pixel_format"] = in.pixel_format;
-  d["bit_depth"] = in.bit_depth;
-  d["color_space"] = in.color_space;
-  d["color_range"] = in.color_range;
-  d["stream_index"] = in.stream_index;
-  d["video_stream_indices"] = in.video_stream_indices;
-  d["width"] = in.width;
-  d["height"] = in.height;
-  d["coded_width"] = in.coded_width;
-  d["coded_height"] = in.coded_height;
-  d["rotation_deg"] = in.rotation_deg;
-  d["duration_s"] = in.duration_s;
-  d["average_fps"] = in.average_fps;
-  d["r_fps"] = in.r_fps;
-  d["num_frames"] = in.num_frames;
-  d["num_frames_estimated"] = in.num_frames_estimated;
-  d["is_vfr"] = in.is_vfr;
-  d["start_pts_s"] = in.start_pts_s;
-  d["start_pts"] = in.start_pts;
-  d["time_base"] = py::make_tuple(in.tb_num, in.tb_den);
-  d["keyframe_pts_s"] = in.keyframe_pts_s;
-  d["keyframes_from_index"] = in.keyframes_from_index;
-  return d;
-}
+// Typed result of VideoDecoder.decode (the _C.pyi stub documents it).
+struct DecodeOutput {
+  py::object frames;  // NumPy uint8 [T, H, W, 3] (CPU) or a DLPack capsule (NVDEC)
+  py::array_t<int64_t> pts;
+  py::array_t<double> pts_s;
+  py::array corrupt;
+  py::array keyframe;
+  DecodeStats stats;
+};
 
-py::dict stats_dict(const DecodeStats& s) {
-  py::dict d;
-  d["decoded_frames"] = s.decoded_frames;
-  d["packets_sent"] = s.packets_sent;
-  d["skip_nonref_packets"] = s.skip_nonref_packets;
-  d["seeks"] = s.seeks;
-  d["decode_errors"] = s.decode_errors;
-  d["keyframe_backoffs"] = s.keyframe_backoffs;
-  d["decode_ms"] = s.decode_ms;
-  d["convert_ms"] = s.convert_ms;
-  return d;
+py::array bool_array(const std::vector<uint8_t>& v) {
+  py::array_t<bool> a(static_cast<py::ssize_t>(v.size()));
+  bool* d = a.mutable_data();
+  for (size_t i = 0; i < v.size(); ++i) d[i] = v[i] != 0;
+  return a;
 }
 
 template <typename T>
@@ -113,7 +86,9 @@ struct DeviceFramesCtx {
 
 void delete_managed(dl::ManagedTensor* m) {
   auto* c = static_cast<DeviceFramesCtx*>(m->manager_ctx);
-  free_device_frames(c->frames);
+  // A deleter cannot raise: a failure is counted (_C.device_free_errors()) and printed.
+  const std::string err = free_device_frames(c->frames);
+  if (!err.empty()) std::fprintf(stderr, "[eva_fast] %s\n", err.c_str());
   delete c;
   delete m;
 }
@@ -177,43 +152,98 @@ PYBIND11_MODULE(_C, m) {
     }
   });
 
+  py::class_<VideoInfo>(m, "VideoInfo", "Stream metadata from the container header and index (no decoding).")
+      .def_readonly("path", &VideoInfo::path)
+      .def_readonly("container", &VideoInfo::container)
+      .def_readonly("codec", &VideoInfo::codec)
+      .def_readonly("codec_long_name", &VideoInfo::codec_long_name)
+      .def_readonly("profile", &VideoInfo::profile)
+      .def_readonly("pixel_format", &VideoInfo::pixel_format)
+      .def_readonly("bit_depth", &VideoInfo::bit_depth)
+      .def_readonly("color_space", &VideoInfo::color_space)
+      .def_readonly("color_range", &VideoInfo::color_range)
+      .def_readonly("stream_index", &VideoInfo::stream_index)
+      .def_readonly("video_stream_indices", &VideoInfo::video_stream_indices)
+      .def_readonly("width", &VideoInfo::width)
+      .def_readonly("height", &VideoInfo::height)
+      .def_readonly("coded_width", &VideoInfo::coded_width)
+      .def_readonly("coded_height", &VideoInfo::coded_height)
+      .def_readonly("rotation_deg", &VideoInfo::rotation_deg)
+      .def_readonly("duration_s", &VideoInfo::duration_s)
+      .def_readonly("average_fps", &VideoInfo::average_fps)
+      .def_readonly("r_fps", &VideoInfo::r_fps)
+      .def_readonly("num_frames", &VideoInfo::num_frames)
+      .def_readonly("num_frames_estimated", &VideoInfo::num_frames_estimated)
+      .def_readonly("is_vfr", &VideoInfo::is_vfr)
+      .def_readonly("start_pts_s", &VideoInfo::start_pts_s)
+      .def_readonly("start_pts", &VideoInfo::start_pts)
+      .def_property_readonly("time_base", [](const VideoInfo& i) { return py::make_tuple(i.tb_num, i.tb_den); })
+      .def_readonly("keyframe_pts_s", &VideoInfo::keyframe_pts_s)
+      .def_readonly("keyframes_from_index", &VideoInfo::keyframes_from_index)
+      .def("__repr__", [](const VideoInfo& i) {
+        return "VideoInfo('" + i.path + "', " + i.codec + " " + std::to_string(i.width) + "x" +
+               std::to_string(i.height) + ", " + std::to_string(i.num_frames) + " frames)";
+      });
+
+  py::class_<DecodeStats>(m, "DecodeStats", "Decoder work of one call (or summed since open).")
+      .def_readonly("decoded_frames", &DecodeStats::decoded_frames)
+      .def_readonly("packets_sent", &DecodeStats::packets_sent)
+      .def_readonly("seeks", &DecodeStats::seeks)
+      .def_readonly("decode_errors", &DecodeStats::decode_errors)
+      .def_readonly("skip_nonref_packets", &DecodeStats::skip_nonref_packets)
+      .def_readonly("keyframe_backoffs", &DecodeStats::keyframe_backoffs)
+      .def_readonly("decode_ms", &DecodeStats::decode_ms)
+      .def_readonly("convert_ms", &DecodeStats::convert_ms)
+      .def("__repr__", [](const DecodeStats& s) {
+        return "DecodeStats(decoded_frames=" + std::to_string(s.decoded_frames) + ", seeks=" +
+               std::to_string(s.seeks) + ", decode_errors=" + std::to_string(s.decode_errors) + ")";
+      });
+
+  py::class_<DecodeOutput>(m, "DecodeOutput", "Frames decoded for a list of times, in the order given.")
+      .def_readonly("frames", &DecodeOutput::frames)
+      .def_readonly("pts", &DecodeOutput::pts)
+      .def_readonly("pts_s", &DecodeOutput::pts_s)
+      .def_readonly("corrupt", &DecodeOutput::corrupt)
+      .def_readonly("keyframe", &DecodeOutput::keyframe)
+      .def_readonly("stats", &DecodeOutput::stats);
+
   py::class_<VideoDecoder>(m, "VideoDecoder")
       .def(py::init<const std::string&, int, int, int>(), py::arg("path"), py::arg("stream_index") = -1,
            py::arg("threads") = 0, py::arg("cuda_device") = -1, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("backend", [](const VideoDecoder& d) { return std::string(d.backend()); })
       .def_property_readonly("fallback_reason", [](const VideoDecoder& d) { return d.fallback_reason(); })
-      .def_property_readonly("info", [](const VideoDecoder& d) { return info_dict(d.info()); })
+      .def_property_readonly("info", [](const VideoDecoder& d) { return d.info(); },
+                             py::return_value_policy::copy)
       .def(
           "decode",
-          [](VideoDecoder& d, const std::vector<double>& times_s, const std::string& mode, int width, int height,
+          [](VideoDecoder& d, const std::vector<double>& times_s, const std::string& mode, int height, int width,
              const std::string& filter, uintptr_t cuda_stream) {
             SelectMode sm = parse_mode(mode);
             ResizeFilter rf = parse_filter(filter);
             DecodeResult r;
             {
               py::gil_scoped_release release;
-              r = d.decode(times_s, sm, width, height, rf, reinterpret_cast<void*>(cuda_stream));
+              r = d.decode(times_s, sm, height, width, rf, reinterpret_cast<void*>(cuda_stream));
             }
-            py::dict out;
+            DecodeOutput out;
             if (std::string(d.backend()) == "nvdec") {
-              out["frames"] = device_frames_capsule(r.device_frames);
+              out.frames = device_frames_capsule(r.device_frames);
             } else {
-              out["frames"] = own_frames(std::move(r.frames), r.T, r.H, r.W);
+              out.frames = own_frames(std::move(r.frames), r.T, r.H, r.W);
             }
-            out["pts"] = to_array(r.pts);
-            out["pts_s"] = to_array(r.pts_s);
-            std::vector<bool> corrupt(r.corrupt.begin(), r.corrupt.end());
-            std::vector<bool> key(r.keyframe.begin(), r.keyframe.end());
-            out["corrupt"] = py::array(py::cast(corrupt)).attr("astype")("bool");
-            out["keyframe"] = py::array(py::cast(key)).attr("astype")("bool");
-            out["stats"] = stats_dict(r.stats);
+            out.pts = to_array(r.pts);
+            out.pts_s = to_array(r.pts_s);
+            out.corrupt = bool_array(r.corrupt);
+            out.keyframe = bool_array(r.keyframe);
+            out.stats = r.stats;
             return out;
           },
-          py::arg("times_s"), py::arg("mode") = "nearest", py::arg("width") = 0, py::arg("height") = 0,
+          py::arg("times_s"), py::arg("mode") = "nearest", py::arg("height") = 0, py::arg("width") = 0,
           py::arg("filter") = "cubic", py::arg("cuda_stream") = 0,
-          "Decode frames. NVDEC backend: 'frames' is a DLPack capsule of a CUDA uint8 [T, H, W, 3] tensor whose "
-          "work is enqueued on cuda_stream (a CUstream handle, e.g. torch.cuda.current_stream().cuda_stream; "
-          "0 = the legacy default stream); CPU backend: a NumPy array.")
+          "Decode the frame for each time (seconds from the first frame). height/width: output size as "
+          "displayed (0, 0 = native). Returns a DecodeOutput. NVDEC backend: 'frames' is a DLPack capsule of a "
+          "CUDA uint8 [T, H, W, 3] tensor whose work is enqueued on cuda_stream (a CUstream handle, e.g. "
+          "torch.cuda.current_stream().cuda_stream; 0 = the legacy default stream); CPU backend: a NumPy array.")
       .def(
           "decode_yuv",
           [](VideoDecoder& d, const std::vector<double>& times_s, const std::string& mode) {
@@ -237,10 +267,10 @@ PYBIND11_MODULE(_C, m) {
                py::gil_scoped_release release;
                d.scan_frames(&pts, &key);
              }
-             std::vector<bool> k(key.begin(), key.end());
-             return py::make_tuple(to_array(pts), py::array(py::cast(k)).attr("astype")("bool"));
-           })
-      .def_property_readonly("total_stats", [](const VideoDecoder& d) { return stats_dict(d.total_stats()); })
+             return py::make_tuple(to_array(pts), bool_array(key));
+           },
+           "Demux-only scan: (pts_s float64 [N] sorted, seconds from the first frame; keyframe bool [N]).")
+      .def_property_readonly("total_stats", [](const VideoDecoder& d) { return d.total_stats(); })
       .def_property_readonly("unclean_keyframes_s", &VideoDecoder::unclean_keyframes_s,
                              "Keyframes (seconds from the first frame) found not to be clean starts: decoding "
                              "from one concealed frames that a decode from an earlier keyframe reconstructed. "
@@ -290,13 +320,13 @@ PYBIND11_MODULE(_C, m) {
         "Test hook: bytes that differ between the yuv444p converter and swscale over all 2^24 (Y, U, V).");
   m.def(
       "cuda_yuv420_to_rgb",
-      [](uintptr_t y, uintptr_t uv, int y_pitch, int uv_pitch, int width, int height, int bit_depth,
+      [](uintptr_t y, uintptr_t uv, int y_pitch, int uv_pitch, int height, int width, int bit_depth,
          int bytes_per_sample, int matrix_id, bool full_range, uintptr_t out, int out_h, int out_w,
          const std::string& filter, int rotation_deg, uintptr_t stream) {
         if (width <= 0 || height <= 0 || out_w <= 0 || out_h <= 0) {
-          throw std::invalid_argument("sizes must be positive, got src " + std::to_string(width) + "x" +
-                                      std::to_string(height) + ", out " + std::to_string(out_w) + "x" +
-                                      std::to_string(out_h));
+          throw std::invalid_argument("sizes (height, width) must be positive, got src (" + std::to_string(height) +
+                                      ", " + std::to_string(width) + "), out (" + std::to_string(out_h) + ", " +
+                                      std::to_string(out_w) + ")");
         }
         if (bytes_per_sample != 1 && bytes_per_sample != 2) {
           throw std::invalid_argument("bytes_per_sample must be 1 or 2, got " + std::to_string(bytes_per_sample));
@@ -315,7 +345,7 @@ PYBIND11_MODULE(_C, m) {
                                  reinterpret_cast<void*>(out), out_w, out_h, rf, rotation_deg,
                                  reinterpret_cast<void*>(stream));
       },
-      py::arg("y"), py::arg("uv"), py::arg("y_pitch"), py::arg("uv_pitch"), py::arg("width"), py::arg("height"),
+      py::arg("y"), py::arg("uv"), py::arg("y_pitch"), py::arg("uv_pitch"), py::arg("height"), py::arg("width"),
       py::arg("bit_depth"), py::arg("bytes_per_sample"), py::arg("matrix_id"), py::arg("full_range"), py::arg("out"),
       py::arg("out_h"), py::arg("out_w"), py::arg("filter") = "cubic", py::arg("rotation_deg") = 0,
       py::arg("stream") = 0,
@@ -347,6 +377,28 @@ PYBIND11_MODULE(_C, m) {
       py::arg("out_w"), py::arg("filter") = "cubic", py::arg("rotation_deg") = 0,
       "Run the CUDA colour-convert + resize kernel's per-thread code serially on the CPU (NV12: uint8 planes; "
       "P016: uint16 planes with samples in the high bits). For tests without a GPU; CUDA builds only.");
+  m.def(
+      "device_free_errors",
+      []() {
+        std::string last;
+        const int64_t n = device_free_errors(&last);
+        return py::make_tuple(n, last);
+      },
+      "(count, last message) of device frame buffers whose stream-ordered free failed since the process started "
+      "(DLPack deleters cannot raise; each failure is also printed to stderr).");
+  m.def(
+      "_free_device_frames",
+      [](uintptr_t data, int device, uintptr_t stream) {
+        DeviceFrames f;
+        f.data = reinterpret_cast<void*>(data);
+        f.device = device;
+        f.stream = reinterpret_cast<void*>(stream);
+        f.T = 1;
+        py::gil_scoped_release release;
+        return free_device_frames(f);
+      },
+      py::arg("data"), py::arg("device"), py::arg("stream") = 0,
+      "Test hook: free_device_frames on a raw device pointer; returns '' or the error it reported.");
   m.def("nvdec_sessions", []() {
     py::dict d;
     d["cached"] = nvdec_cached_sessions();

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <type_traits>
 
 #include "ffmpeg_log.h"
 #include "yuv444.h"
@@ -173,13 +174,17 @@ void rotate_rgb(const uint8_t* src, int sw, int sh, int stride, int deg, uint8_t
 
 }  // namespace
 
+// A decoded frame kept as a candidate. Owns its AVFrame; not copyable (two owners would free the
+// frame twice), moved between candidates with take().
 struct VideoDecoder::Held {
-  AVFrame* f = nullptr;
+  FramePtr owner = make_frame();
+  AVFrame* f = owner.get();
   int64_t pts = 0;
   bool corrupt = false;
   bool key = false;
-  Held() { f = av_frame_alloc(); }
-  ~Held() { av_frame_free(&f); }
+  Held() = default;
+  Held(const Held&) = delete;
+  Held& operator=(const Held&) = delete;
   bool valid() const { return f->buf[0] != nullptr; }
   void clear() { av_frame_unref(f); }
   void take(Held& o) {
@@ -205,16 +210,19 @@ VideoDecoder::VideoDecoder(const std::string& path, int stream_index, int thread
   if (S_ISDIR(sb.st_mode)) {
     throw DecodeError(DecodeError::Kind::kInvalidFile, "'" + path + "' is a directory, not a video file");
   }
-  int ret = avformat_open_input(&fmt_, path.c_str(), nullptr, nullptr);
+  // Every FFmpeg object below is owned by a unique_ptr member: a throw anywhere in this
+  // constructor frees what was opened so far.
+  AVFormatContext* raw_fmt = nullptr;
+  int ret = avformat_open_input(&raw_fmt, path.c_str(), nullptr, nullptr);  // frees it on failure
+  fmt_.reset(raw_fmt);
   if (ret < 0) {
     throw DecodeError(DecodeError::Kind::kInvalidFile,
                       with_ffmpeg_detail("'" + path + "' is not a readable video file: " + av_err(ret)));
   }
-  ret = avformat_find_stream_info(fmt_, nullptr);
+  ret = avformat_find_stream_info(fmt_.get(), nullptr);
   if (ret < 0) {
-    std::string m = with_ffmpeg_detail("'" + path + "': cannot read stream info: " + av_err(ret));
-    avformat_close_input(&fmt_);
-    throw DecodeError(DecodeError::Kind::kInvalidFile, m);
+    throw DecodeError(DecodeError::Kind::kInvalidFile,
+                      with_ffmpeg_detail("'" + path + "': cannot read stream info: " + av_err(ret)));
   }
   for (unsigned i = 0; i < fmt_->nb_streams; ++i) {
     AVStream* st = fmt_->streams[i];
@@ -223,17 +231,15 @@ VideoDecoder::VideoDecoder(const std::string& path, int stream_index, int thread
     }
   }
   if (info_.video_stream_indices.empty()) {
-    avformat_close_input(&fmt_);
     throw DecodeError(DecodeError::Kind::kNoVideoStream, "'" + path + "' has no video stream");
   }
   if (stream_index < 0) {
-    ret = av_find_best_stream(fmt_, AVMEDIA_TYPE_VIDEO, -1, -1, nullptr, 0);
+    ret = av_find_best_stream(fmt_.get(), AVMEDIA_TYPE_VIDEO, -1, -1, nullptr, 0);
     stream_index = ret >= 0 ? ret : info_.video_stream_indices.front();
   } else if (std::find(info_.video_stream_indices.begin(), info_.video_stream_indices.end(), stream_index) ==
              info_.video_stream_indices.end()) {
     std::string allowed;
     for (int s : info_.video_stream_indices) allowed += (allowed.empty() ? "" : ", ") + std::to_string(s);
-    avformat_close_input(&fmt_);
     throw DecodeError(DecodeError::Kind::kInvalidArgument,
                       "'" + path + "': stream_index " + std::to_string(stream_index) +
                           " is not a video stream; video streams: [" + allowed + "]");
@@ -244,31 +250,24 @@ VideoDecoder::VideoDecoder(const std::string& path, int stream_index, int thread
   for (unsigned i = 0; i < fmt_->nb_streams; ++i) {
     if (static_cast<int>(i) != stream_index) fmt_->streams[i]->discard = AVDISCARD_ALL;
   }
-  try {
-    open_codec();
-    fill_info();
-  } catch (...) {
-    avcodec_free_context(&ctx_);
-    avformat_close_input(&fmt_);
-    throw;
-  }
-  pkt_ = av_packet_alloc();
+  // NVDEC first: a stream NVDEC decodes never runs libavcodec's decoder, so that one is opened
+  // without frame threads (no idle thread pool per GPU reader).
+  if (cuda_device >= 0) gpu_ = NvdecBackend::create(fmt_->streams[info_.stream_index], cuda_device, &fallback_reason_);
+  open_codec(gpu_ ? 1 : threads_);
+  fill_info();
+  pkt_ = make_packet();
   prev_ = std::make_unique<Held>();
   cur_ = std::make_unique<Held>();
-  if (cuda_device >= 0) gpu_ = NvdecBackend::create(fmt_->streams[info_.stream_index], cuda_device, &fallback_reason_);
 }
 
 VideoDecoder::~VideoDecoder() {
   prev_.reset();
   cur_.reset();
   gpu_.reset();  // after the held frames, whose device buffers it owns
-  av_packet_free(&pkt_);
-  sws_freeContext(sws_);
-  avcodec_free_context(&ctx_);
-  avformat_close_input(&fmt_);
+  // pkt_, sws_, ctx_ and fmt_ are freed by their owners (members, reverse declaration order).
 }
 
-void VideoDecoder::open_codec() {
+void VideoDecoder::open_codec(int threads) {
   AVStream* st = fmt_->streams[info_.stream_index];
   const AVCodec* codec = avcodec_find_decoder(st->codecpar->codec_id);
   const char* name = avcodec_get_name(st->codecpar->codec_id);
@@ -277,21 +276,21 @@ void VideoDecoder::open_codec() {
                       "'" + path_ + "': codec '" + std::string(name) +
                           "' is not supported by this FFmpeg build (" + ffmpeg_version_string() + ")");
   }
-  ctx_ = avcodec_alloc_context3(codec);
+  ctx_.reset(avcodec_alloc_context3(codec));
   if (!ctx_) throw std::bad_alloc();
-  int ret = avcodec_parameters_to_context(ctx_, st->codecpar);
+  int ret = avcodec_parameters_to_context(ctx_.get(), st->codecpar);
   if (ret < 0) {
     throw DecodeError(DecodeError::Kind::kInvalidFile, "'" + path_ + "': bad codec parameters: " + av_err(ret));
   }
   ctx_->pkt_timebase = st->time_base;
-  ctx_->thread_count = threads_;
-  ctx_->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
+  ctx_->thread_count = threads;
+  ctx_->thread_type = threads == 1 ? 0 : FF_THREAD_FRAME | FF_THREAD_SLICE;
   AVDictionary* opts = nullptr;
   if (st->codecpar->codec_id == AV_CODEC_ID_H264) {
-    const int x264_build = find_x264_build(fmt_, info_.stream_index);
+    const int x264_build = find_x264_build(fmt_.get(), info_.stream_index);
     if (x264_build > 0) av_dict_set_int(&opts, "x264_build", x264_build, 0);
   }
-  ret = avcodec_open2(ctx_, codec, &opts);
+  ret = avcodec_open2(ctx_.get(), codec, &opts);
   av_dict_free(&opts);
   if (ret < 0) {
     throw DecodeError(DecodeError::Kind::kUnsupportedCodec,
@@ -345,7 +344,7 @@ void VideoDecoder::fill_info() {
   in.average_fps = q2d_safe(st->avg_frame_rate);
   in.r_fps = q2d_safe(st->r_frame_rate);
   if (in.average_fps <= 0) in.average_fps = in.r_fps;
-  if (in.average_fps <= 0) in.average_fps = q2d_safe(av_guess_frame_rate(fmt_, st, nullptr));
+  if (in.average_fps <= 0) in.average_fps = q2d_safe(av_guess_frame_rate(fmt_.get(), st, nullptr));
   if (in.average_fps <= 0) {
     throw DecodeError(DecodeError::Kind::kInvalidFile, "'" + path_ + "': cannot determine the frame rate");
   }
@@ -469,10 +468,10 @@ std::vector<double> VideoDecoder::unclean_keyframes_s() {
 }
 
 void VideoDecoder::seek_at(int64_t ts) {
-  int ret = av_seek_frame(fmt_, info_.stream_index, ts, AVSEEK_FLAG_BACKWARD);
-  if (ret < 0) ret = avformat_seek_file(fmt_, info_.stream_index, INT64_MIN, ts, ts, 0);
+  int ret = av_seek_frame(fmt_.get(), info_.stream_index, ts, AVSEEK_FLAG_BACKWARD);
+  if (ret < 0) ret = avformat_seek_file(fmt_.get(), info_.stream_index, INT64_MIN, ts, ts, 0);
   // Last resort: the stream's start (decoding forward from there is slow but exact).
-  if (ret < 0) ret = av_seek_frame(fmt_, info_.stream_index, info_.start_pts, AVSEEK_FLAG_BACKWARD);
+  if (ret < 0) ret = av_seek_frame(fmt_.get(), info_.stream_index, info_.start_pts, AVSEEK_FLAG_BACKWARD);
   if (ret < 0) {
     throw DecodeError(DecodeError::Kind::kCorrupt,
                       with_ffmpeg_detail("'" + path_ + "': seek to pts " + std::to_string(ts) + " failed: " + av_err(ret)));
@@ -480,7 +479,7 @@ void VideoDecoder::seek_at(int64_t ts) {
   if (gpu_) {
     gpu_->flush();
   } else {
-    avcodec_flush_buffers(ctx_);
+    avcodec_flush_buffers(ctx_.get());
   }
   skippable_sent_pts_.clear();
   has_position_ = false;
@@ -492,11 +491,11 @@ void VideoDecoder::seek_at(int64_t ts) {
 }
 
 int VideoDecoder::send_to_decoder(const AVPacket* pkt) {
-  return gpu_ ? gpu_->send_packet(pkt) : avcodec_send_packet(ctx_, pkt);
+  return gpu_ ? gpu_->send_packet(pkt) : avcodec_send_packet(ctx_.get(), pkt);
 }
 
 int VideoDecoder::receive_from_decoder(AVFrame* f) {
-  return gpu_ ? gpu_->receive_frame(f) : avcodec_receive_frame(ctx_, f);
+  return gpu_ ? gpu_->receive_frame(f) : avcodec_receive_frame(ctx_.get(), f);
 }
 
 bool VideoDecoder::receive_next(Held* out) {
@@ -552,7 +551,7 @@ bool VideoDecoder::receive_next(Held* out) {
       end_probe_at_gop_end();
       return false;
     }
-    ret = av_read_frame(fmt_, pkt_);
+    ret = av_read_frame(fmt_.get(), pkt_.get());
     if (ret < 0) {
       if (ret != AVERROR_EOF) read_error_ = av_err(ret);
       input_eof_ = true;
@@ -560,7 +559,7 @@ bool VideoDecoder::receive_next(Held* out) {
       continue;
     }
     if (pkt_->stream_index != info_.stream_index) {
-      av_packet_unref(pkt_);
+      av_packet_unref(pkt_.get());
       continue;
     }
     if (pkt_->flags & AV_PKT_FLAG_CORRUPT) {
@@ -578,8 +577,8 @@ bool VideoDecoder::receive_next(Held* out) {
     } else if (ctx_->skip_frame != AVDISCARD_DEFAULT) {
       ctx_->skip_frame = AVDISCARD_DEFAULT;
     }
-    ret = send_to_decoder(pkt_);
-    av_packet_unref(pkt_);
+    ret = send_to_decoder(pkt_.get());
+    av_packet_unref(pkt_.get());
     stats_.packets_sent++;
     if (ret < 0 && ret != AVERROR(EAGAIN)) {
       // Damaged packet: the decoder drops or conceals it. Frames until the next clean
@@ -612,14 +611,15 @@ void VideoDecoder::convert_into(const AVFrame* f, uint8_t* dst, int out_w, int o
   // 8-bit 4:4:4: swscale's C full-chroma path, reproduced bit for bit with AVX2 (yuv444.h).
   const Yuv444ToRgb* fast444 = Yuv444ToRgb::get(src_fmt, cs, src_full != 0);
   if (!fast444) {
-    sws_ = sws_getCachedContext(sws_, fw, fh, src_fmt, fw, fh, AV_PIX_FMT_RGB24, SWS_BICUBIC, nullptr, nullptr,
-                                nullptr);
+    // sws_getCachedContext frees the old context when it makes a new one (also when that fails).
+    sws_.reset(sws_getCachedContext(sws_.release(), fw, fh, src_fmt, fw, fh, AV_PIX_FMT_RGB24, SWS_BICUBIC, nullptr,
+                                    nullptr, nullptr));
     if (!sws_) {
       const char* nm = av_get_pix_fmt_name(src_fmt);
       throw DecodeError(DecodeError::Kind::kUnsupportedCodec,
                         "'" + path_ + "': cannot convert pixel format " + std::string(nm ? nm : "?") + " to RGB24");
     }
-    sws_setColorspaceDetails(sws_, sws_getCoefficients(cs), src_full, sws_getCoefficients(SWS_CS_DEFAULT), 1, 0,
+    sws_setColorspaceDetails(sws_.get(), sws_getCoefficients(cs), src_full, sws_getCoefficients(SWS_CS_DEFAULT), 1, 0,
                              1 << 16, 1 << 16);
   }
 
@@ -641,7 +641,7 @@ void VideoDecoder::convert_into(const AVFrame* f, uint8_t* dst, int out_w, int o
   } else {
     uint8_t* dst_planes[4] = {rgb, nullptr, nullptr, nullptr};
     int dst_strides[4] = {rgb_stride, 0, 0, 0};
-    sws_scale(sws_, f->data, f->linesize, 0, fh, dst_planes, dst_strides);
+    sws_scale(sws_.get(), f->data, f->linesize, 0, fh, dst_planes, dst_strides);
   }
   if (direct) return;
   if (!need_resize && rot == 0) {
@@ -669,9 +669,33 @@ void VideoDecoder::convert_into(const AVFrame* f, uint8_t* dst, int out_w, int o
   if (rot != 0) rotate_rgb(resized, rw, rh, resized_stride, rot, dst);
 }
 
-DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode mode, int out_w, int out_h,
+DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode mode, int out_h, int out_w,
                                   ResizeFilter filter, void* cuda_stream) {
   std::lock_guard<std::mutex> lock(mu_);
+  return decode_locked(times_s, mode, out_h, out_w, filter, cuda_stream);
+}
+
+int64_t VideoDecoder::target_pts(double t, SelectMode mode) const {
+  // Clamp in seconds before converting: t / time_base overflows int64 from about 1e15 s (1e300,
+  // 2**63, float32 1e30), and llround is then undefined. Times before the first frame all select
+  // it, so the lower clamp is -1 s; the upper one (2^61 ticks, >= 73 years at 1/1e9 s ticks) lies
+  // beyond any decodable data, so every later time selects the last frame.
+  const double tb = static_cast<double>(info_.tb_num) / info_.tb_den;
+  const double hi_s = std::ldexp(1.0, 61) * tb;
+  const double tc = std::min(std::max(t, -1.0), hi_s);
+  // played_at wants the last frame with pts <= t: round down, tolerating float error of times
+  // computed from pts (a millionth of a tick); nearest rounds to the nearest tick.
+  const double ticks = tc / tb;
+  const int64_t rel = mode == SelectMode::kPlayedAt ? static_cast<int64_t>(std::floor(ticks + 1e-6)) : std::llround(ticks);
+  int64_t out;
+  if (__builtin_add_overflow(info_.start_pts, rel, &out)) out = rel > 0 ? INT64_MAX / 4 : INT64_MIN / 4;
+  return out;
+}
+
+DecodeResult VideoDecoder::decode_locked(const std::vector<double>& times_s, SelectMode mode, int out_h, int out_w,
+                                         ResizeFilter filter, void* cuda_stream) {
+  static_assert(!std::is_copy_constructible<Held>::value && !std::is_copy_assignable<Held>::value,
+                "a copied Held would free its AVFrame twice");
   clear_recent_ffmpeg_errors();
   if (out_w == 0 && out_h == 0) {
     out_w = info_.width;
@@ -679,8 +703,8 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
   }
   if (out_w <= 0 || out_h <= 0 || out_w > 16384 || out_h > 16384) {
     throw DecodeError(DecodeError::Kind::kInvalidArgument,
-                      "output size must be within 1..16384 per side, got " + std::to_string(out_w) + "x" +
-                          std::to_string(out_h));
+                      "output size (height, width) must be within 1..16384 per side, got (" +
+                          std::to_string(out_h) + ", " + std::to_string(out_w) + ")");
   }
   const double tb = static_cast<double>(info_.tb_num) / info_.tb_den;
   DecodeResult res;
@@ -688,7 +712,30 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
   res.H = out_h;
   res.W = out_w;
   const size_t frame_bytes = static_cast<size_t>(out_w) * out_h * 3;
-  res.frames.reset(new uint8_t[(gpu_ ? 0 : frame_bytes * std::max<int64_t>(res.T, 1)) + kRowPadBytes]);
+  for (int64_t i = 0; i < res.T; ++i) {
+    if (!std::isfinite(times_s[i])) {
+      throw DecodeError(DecodeError::Kind::kInvalidArgument,
+                        "timestamps must be finite seconds, got " + std::to_string(times_s[i]) + " at position " +
+                            std::to_string(i));
+    }
+  }
+  // Output bytes, checked before allocating (the Python layer enforces the documented limit; this
+  // keeps a direct caller from overflowing size_t or dying in operator new).
+  size_t total_bytes = 0;
+  if (__builtin_mul_overflow(frame_bytes, static_cast<size_t>(std::max<int64_t>(res.T, 1)), &total_bytes) ||
+      total_bytes > (size_t{1} << 46)) {
+    throw DecodeError(DecodeError::Kind::kInvalidArgument,
+                      std::to_string(res.T) + " frames of " + std::to_string(out_h) + "x" + std::to_string(out_w) +
+                          " (height x width) are too large to allocate");
+  }
+  if (!gpu_) {
+    res.frames.reset(new (std::nothrow) uint8_t[total_bytes + kRowPadBytes]);
+    if (!res.frames) {
+      throw DecodeError(DecodeError::Kind::kInvalidArgument,
+                        "cannot allocate " + std::to_string(total_bytes) + " bytes for " + std::to_string(res.T) +
+                            " frames of " + std::to_string(out_h) + "x" + std::to_string(out_w) + " (height x width)");
+    }
+  }
   if (gpu_) gpu_->begin_batch(res.T, out_w, out_h, filter, info_.rotation_deg, cuda_stream);
   res.pts.assign(res.T, 0);
   res.pts_s.assign(res.T, 0);
@@ -706,15 +753,7 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
   // Sort and dedupe targets (in pts units), remembering where each result goes.
   std::vector<std::pair<int64_t, int64_t>> order;  // (target pts, output slot)
   order.reserve(res.T);
-  for (int64_t i = 0; i < res.T; ++i) {
-    const double t = times_s[i];
-    if (!std::isfinite(t)) {
-      throw DecodeError(DecodeError::Kind::kInvalidArgument,
-                        "timestamps must be finite seconds, got " + std::to_string(t) + " at position " +
-                            std::to_string(i));
-    }
-    order.emplace_back(info_.start_pts + std::llround(t / tb), i);
-  }
+  for (int64_t i = 0; i < res.T; ++i) order.emplace_back(target_pts(times_s[i], mode), i);
   std::sort(order.begin(), order.end());
 
   // Non-reference skipping for this call. Frames near a target are always decoded, so the
@@ -904,37 +943,59 @@ void VideoDecoder::capture_yuv(const AVFrame* f, std::string* out) {
 }
 
 std::vector<std::string> VideoDecoder::decode_yuv(const std::vector<double>& times_s, SelectMode mode) {
+  std::lock_guard<std::mutex> lock(mu_);  // yuv_capture_ is decoder state, like the rest
   std::vector<std::string> planes(times_s.size());
   yuv_capture_ = &planes;
+  std::string free_error;
   try {
-    DecodeResult r = decode(times_s, mode, 0, 0, ResizeFilter::kCubic, nullptr);
-    free_device_frames(r.device_frames);
+    DecodeResult r = decode_locked(times_s, mode, 0, 0, ResizeFilter::kCubic, nullptr);
+    free_error = free_device_frames(r.device_frames);
   } catch (...) {
     yuv_capture_ = nullptr;
     throw;
   }
   yuv_capture_ = nullptr;
+  if (!free_error.empty()) throw std::runtime_error(free_error);
   return planes;
 }
 
+DecodeStats VideoDecoder::total_stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return total_;
+}
+
+void VideoDecoder::set_skip_nonref(bool enabled) {
+  std::lock_guard<std::mutex> lock(mu_);
+  skip_nonref_ = enabled;
+}
+
+bool VideoDecoder::skip_nonref() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return skip_nonref_;
+}
+
 void VideoDecoder::scan_frames(std::vector<double>* pts_s, std::vector<uint8_t>* is_key) {
-  AVFormatContext* f = nullptr;
-  int ret = avformat_open_input(&f, path_.c_str(), nullptr, nullptr);
+  AVFormatContext* raw = nullptr;
+  int ret = avformat_open_input(&raw, path_.c_str(), nullptr, nullptr);
+  FormatContextPtr f(raw);
   if (ret < 0) throw DecodeError(DecodeError::Kind::kInvalidFile, "'" + path_ + "': reopen failed: " + av_err(ret));
+  if (info_.stream_index >= static_cast<int>(f->nb_streams)) avformat_find_stream_info(f.get(), nullptr);
+  if (info_.stream_index >= static_cast<int>(f->nb_streams)) {
+    throw DecodeError(DecodeError::Kind::kCorrupt, "'" + path_ + "' changed since it was opened (stream " +
+                                                       std::to_string(info_.stream_index) + " is gone)");
+  }
   for (unsigned i = 0; i < f->nb_streams; ++i) {
     if (static_cast<int>(i) != info_.stream_index) f->streams[i]->discard = AVDISCARD_ALL;
   }
-  AVPacket* p = av_packet_alloc();
+  PacketPtr p = make_packet();
   std::vector<std::pair<int64_t, uint8_t>> items;
-  while (av_read_frame(f, p) >= 0) {
+  while (av_read_frame(f.get(), p.get()) >= 0) {
     if (p->stream_index == info_.stream_index) {
       int64_t ts = p->pts != AV_NOPTS_VALUE ? p->pts : p->dts;
       if (ts != AV_NOPTS_VALUE) items.emplace_back(ts, (p->flags & AV_PKT_FLAG_KEY) ? 1 : 0);
     }
-    av_packet_unref(p);
+    av_packet_unref(p.get());
   }
-  av_packet_free(&p);
-  avformat_close_input(&f);
   std::sort(items.begin(), items.end());
   const double tb = static_cast<double>(info_.tb_num) / info_.tb_den;
   pts_s->clear();

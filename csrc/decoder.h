@@ -10,15 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "av_ptr.h"
 #include "nvdec.h"
 #include "resize.h"
 #include "seek_plan.h"
 
-struct AVFormatContext;
-struct AVCodecContext;
 struct AVFrame;
-struct AVPacket;
-struct SwsContext;
 
 namespace eva_fast {
 
@@ -99,10 +96,10 @@ class VideoDecoder {
   const VideoInfo& info() const { return info_; }
 
   // Decode the frame for each time in `times_s` (seconds from the first frame; any order,
-  // duplicates allowed). out_w/out_h: output size as displayed (0, 0 = native). The result's
+  // duplicates allowed). out_h/out_w: output size as displayed (0, 0 = native). The result's
   // frames follow the order of `times_s`.
   // With the NVDEC backend the frames go to result.device_frames, enqueued on cuda_stream.
-  DecodeResult decode(const std::vector<double>& times_s, SelectMode mode, int out_w, int out_h,
+  DecodeResult decode(const std::vector<double>& times_s, SelectMode mode, int out_h, int out_w,
                       ResizeFilter filter, void* cuda_stream = nullptr);
 
   // Test hook: each chosen frame's decoded picture in FFmpeg's planar layout (yuv420p, yuv420p10le,
@@ -118,8 +115,8 @@ class VideoDecoder {
   // frames (seconds from the first frame) and whether each is a keyframe. Cost: reads the file.
   void scan_frames(std::vector<double>* pts_s, std::vector<uint8_t>* is_key);
 
-  // Cumulative statistics since open.
-  DecodeStats total_stats() const { return total_; }
+  // Cumulative statistics since open. Takes the decoder's lock (waits for a call in progress).
+  DecodeStats total_stats() const;
 
   // Keyframes of the index found not to be clean random-access points (seconds from the first
   // frame, sorted): decoding from one concealed frames of its GOP that a decode from an earlier
@@ -132,12 +129,16 @@ class VideoDecoder {
   // disposable frames (H.264 nal_ref_idc 0, HEVC sub-layer non-reference, VP9 frames that refresh
   // no reference) instead of reconstructing them. Reference frames and every frame near a target
   // are decoded as before, so the returned frames are identical. Off at variable frame rate.
-  void set_skip_nonref(bool enabled) { skip_nonref_ = enabled; }
-  bool skip_nonref() const { return skip_nonref_; }
+  // Both take the decoder's lock.
+  void set_skip_nonref(bool enabled);
+  bool skip_nonref() const;
 
  private:
   struct Held;  // a decoded frame kept as a candidate
-  void open_codec();
+  DecodeResult decode_locked(const std::vector<double>& times_s, SelectMode mode, int out_h, int out_w,
+                             ResizeFilter filter, void* cuda_stream);  // mu_ held
+  int64_t target_pts(double t, SelectMode mode) const;  // seconds -> stream pts, clamped (no overflow)
+  void open_codec(int threads);
   void fill_info();
   void seek_to(int64_t target);  // to the keyframe the planner knows for target
   void seek_at(int64_t ts);       // seek (pts, backward) and reset the decoder state
@@ -148,10 +149,10 @@ class VideoDecoder {
 
   std::string path_;
   int threads_;
-  AVFormatContext* fmt_ = nullptr;
-  AVCodecContext* ctx_ = nullptr;
-  AVPacket* pkt_ = nullptr;
-  SwsContext* sws_ = nullptr;
+  FormatContextPtr fmt_;  // owners: freed in reverse order (sws_, pkt_, ctx_, fmt_) on any exit
+  CodecContextPtr ctx_;
+  PacketPtr pkt_;
+  SwsPtr sws_;
   VideoInfo info_;
   std::unique_ptr<SeekPlanner> planner_;
   int64_t frame_dur_ = 1;     // nominal frame duration, time base units
@@ -198,7 +199,7 @@ class VideoDecoder {
   void capture_yuv(const AVFrame* f, std::string* out);
   int send_to_decoder(const AVPacket* pkt);
   int receive_from_decoder(AVFrame* f);
-  std::mutex mu_;
+  mutable std::mutex mu_;  // every public entry that touches decoder state takes it
 };
 
 std::string ffmpeg_version_string();

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "av_ptr.h"
 #include "decoder.h"
 
 extern "C" {
@@ -115,6 +116,7 @@ DeviceCtx& device_ctx(int device) {
   auto it = ctxs.find(device);
   if (it != ctxs.end()) return it->second;
   const Api& a = api();
+  if (!a.error.empty()) throw std::runtime_error(a.error);
   CUdevice dev;
   EVA_CU_CHECK(a.cu->cuDeviceGet(&dev, device));
   DeviceCtx c;
@@ -269,9 +271,12 @@ class NvdecBackendImpl final : public NvdecBackend {
     if (bsf_name) {
       const AVBitStreamFilter* f = av_bsf_get_by_name(bsf_name);
       if (!f) throw std::runtime_error(std::string("FFmpeg lacks the ") + bsf_name + " bitstream filter");
-      if (av_bsf_alloc(f, &bsf_) < 0 || avcodec_parameters_copy(bsf_->par_in, par) < 0) throw std::bad_alloc();
+      AVBSFContext* raw = nullptr;
+      const int ret = av_bsf_alloc(f, &raw);
+      bsf_.reset(raw);  // owned from here: freed if anything below throws
+      if (ret < 0 || !bsf_ || avcodec_parameters_copy(bsf_->par_in, par) < 0) throw std::bad_alloc();
       bsf_->time_base_in = st->time_base;
-      if (av_bsf_init(bsf_) < 0) throw std::runtime_error(std::string("cannot initialise ") + bsf_name);
+      if (av_bsf_init(bsf_.get()) < 0) throw std::runtime_error(std::string("cannot initialise ") + bsf_name);
       if (bsf_->par_out->extradata_size > 0)
         seq_header_.assign(bsf_->par_out->extradata, bsf_->par_out->extradata + bsf_->par_out->extradata_size);
     } else if (par->codec_id == AV_CODEC_ID_AV1 && par->extradata_size > 4) {
@@ -282,8 +287,12 @@ class NvdecBackendImpl final : public NvdecBackend {
     full_range_ = par->color_range == AVCOL_RANGE_JPEG;
     color_from_container_ = par->color_space != AVCOL_SPC_UNSPECIFIED;
     range_from_container_ = par->color_range != AVCOL_RANGE_UNSPECIFIED;
-    pkt_ = av_packet_alloc();
-    make_parser();
+    pkt_ = make_packet();
+    {
+      CtxGuard g(dc_.ctx);
+      work_ = std::make_unique<WorkStream>();
+    }
+    make_parser();  // bsf_, pkt_ and work_ are owned members: a throw here frees them
   }
 
   ~NvdecBackendImpl() override {
@@ -291,15 +300,14 @@ class NvdecBackendImpl final : public NvdecBackend {
       CtxGuard g(dc_.ctx);
       clear_queue();
       if (parser_) api().cv->cuvidDestroyVideoParser(parser_);
-      if (out_) cuda::free_async(out_, stream_);
-      plan_.release(stream_);
-      if (scratch_) cuda::free_async(scratch_, stream_);
+      if (out_) cuda::free_async(out_, work_->stream);
+      plan_.release(work_->stream);
+      if (scratch_) cuda::free_async(scratch_, work_->stream);
       if (pool_) av_buffer_pool_uninit(&pool_);  // device buffers go when the last frame is freed
+      work_.reset();  // pending work still completes; the stream and events are released after it
     } catch (...) {
     }
     if (decoder_) pool_give(key_, decoder_, dc_.ctx);
-    av_bsf_free(&bsf_);
-    av_packet_free(&pkt_);
   }
 
   int device() const override { return device_; }
@@ -308,7 +316,7 @@ class NvdecBackendImpl final : public NvdecBackend {
     CtxGuard g(dc_.ctx);
     if (!pkt) {
       if (bsf_) {
-        av_bsf_send_packet(bsf_, nullptr);
+        av_bsf_send_packet(bsf_.get(), nullptr);
         drain_bsf();
       }
       CUVIDSOURCEDATAPACKET p{};
@@ -325,10 +333,10 @@ class NvdecBackendImpl final : public NvdecBackend {
       parse_packet(pkt);
       return 0;
     }
-    if (av_packet_ref(pkt_, pkt) < 0) throw std::bad_alloc();
-    int ret = av_bsf_send_packet(bsf_, pkt_);
+    if (av_packet_ref(pkt_.get(), pkt) < 0) throw std::bad_alloc();
+    int ret = av_bsf_send_packet(bsf_.get(), pkt_.get());
     if (ret < 0) {
-      av_packet_unref(pkt_);
+      av_packet_unref(pkt_.get());
       return ret;
     }
     drain_bsf();
@@ -350,7 +358,7 @@ class NvdecBackendImpl final : public NvdecBackend {
   void flush() override {
     CtxGuard g(dc_.ctx);
     clear_queue();
-    if (bsf_) av_bsf_flush(bsf_);
+    if (bsf_) av_bsf_flush(bsf_.get());
     if (parser_) api().cv->cuvidDestroyVideoParser(parser_);
     parser_ = nullptr;
     eos_ = false;
@@ -359,12 +367,8 @@ class NvdecBackendImpl final : public NvdecBackend {
 
   void begin_batch(int64_t T, int out_w, int out_h, ResizeFilter filter, int rotation_deg, void* stream) override {
     CtxGuard g(dc_.ctx);
-    if (stream != stream_) {
-      // Scratch and tables were last used on another stream: let that work finish first.
-      cuda_rt_check(cuda::stream_synchronize(stream_), "cudaStreamSynchronize (stream change)");
-      stream_ = stream;
-    }
-    if (out_) cuda::free_async(out_, stream_);  // left over from a call that threw
+    caller_ = stream;  // the output is handed over to this stream in end_batch()
+    if (out_) cuda::free_async(out_, work_->stream);  // left over from a call that threw
     out_ = nullptr;
     T_ = T;
     out_w_ = out_w;
@@ -372,7 +376,7 @@ class NvdecBackendImpl final : public NvdecBackend {
     filter_ = filter;
     rotation_ = rotation_deg;
     frame_bytes_ = static_cast<size_t>(out_w) * out_h * 3;
-    cuda_rt_check(cuda::alloc_async(&out_, std::max<size_t>(1, frame_bytes_ * static_cast<size_t>(T)), stream_),
+    cuda_rt_check(cuda::alloc_async(&out_, std::max<size_t>(1, frame_bytes_ * static_cast<size_t>(T)), work_->stream),
                   "cudaMallocAsync (output frames)");
   }
 
@@ -380,12 +384,13 @@ class NvdecBackendImpl final : public NvdecBackend {
     CtxGuard g(dc_.ctx);
     const bool swap = rotation_ == 90 || rotation_ == 270;
     const int rw = swap ? out_h_ : out_w_, rh = swap ? out_w_ : out_h_;
-    if (!plan_.matches(f->width, f->height, rw, rh, filter_)) plan_.build(f->width, f->height, rw, rh, filter_, stream_);
+    void* ws = work_->stream;
+    if (!plan_.matches(f->width, f->height, rw, rh, filter_)) plan_.build(f->width, f->height, rw, rh, filter_, ws);
     const size_t need = static_cast<size_t>(f->height) * rw * 3 * sizeof(int32_t);
     if (need > scratch_bytes_) {
-      if (scratch_) cuda::free_async(scratch_, stream_);
+      if (scratch_) cuda::free_async(scratch_, ws);
       scratch_ = nullptr;
-      cuda_rt_check(cuda::alloc_async(&scratch_, need, stream_), "cudaMallocAsync (resize scratch)");
+      cuda_rt_check(cuda::alloc_async(&scratch_, need, ws), "cudaMallocAsync (resize scratch)");
       scratch_bytes_ = need;
     }
     cuda::Nv12Planes src;
@@ -398,14 +403,15 @@ class NvdecBackendImpl final : public NvdecBackend {
     const int bps = f->format == AV_PIX_FMT_P016LE ? 2 : 1;
     const cuda::YuvParams p = make_yuv_params(matrix_id_, full_range_, bit_depth_, bps);
     int rc = cuda::launch_yuv420_to_rgb_resize(src, p, plan_.h, plan_.v, plan_.hshift, static_cast<int32_t*>(scratch_),
-                                               static_cast<uint8_t*>(out_) + slot * frame_bytes_, rotation_, stream_);
+                                               static_cast<uint8_t*>(out_) + slot * frame_bytes_, rotation_, ws);
     cuda_rt_check(rc, "colour convert + resize kernel launch");
   }
 
   void copy_slot(int64_t dst_slot, int64_t src_slot) override {
     CtxGuard g(dc_.ctx);
     uint8_t* base = static_cast<uint8_t*>(out_);
-    cuda_rt_check(cuda::copy_async(base + dst_slot * frame_bytes_, base + src_slot * frame_bytes_, frame_bytes_, stream_),
+    cuda_rt_check(cuda::copy_async(base + dst_slot * frame_bytes_, base + src_slot * frame_bytes_, frame_bytes_,
+                                   work_->stream),
                   "cudaMemcpyAsync (duplicate frame)");
   }
 
@@ -460,7 +466,11 @@ class NvdecBackendImpl final : public NvdecBackend {
   }
 
   DeviceFrames end_batch() override {
-    DeviceFrames d{out_, device_, stream_, T_, out_h_, out_w_};
+    CtxGuard g(dc_.ctx);
+    // The caller's stream waits on the device for the batch's kernels; the host does not wait.
+    cuda_rt_check(cuda::event_record(work_->done, work_->stream), "cudaEventRecord (batch done)");
+    cuda_rt_check(cuda::stream_wait_event(caller_, work_->done), "cudaStreamWaitEvent (hand-over)");
+    DeviceFrames d{out_, device_, caller_, T_, out_h_, out_w_};
     out_ = nullptr;
     return d;
   }
@@ -538,9 +548,9 @@ class NvdecBackendImpl final : public NvdecBackend {
   }
 
   void drain_bsf() {
-    while (av_bsf_receive_packet(bsf_, pkt_) == 0) {
-      parse_packet(pkt_);
-      av_packet_unref(pkt_);
+    while (av_bsf_receive_packet(bsf_.get(), pkt_.get()) == 0) {
+      parse_packet(pkt_.get());
+      av_packet_unref(pkt_.get());
     }
   }
 
@@ -636,7 +646,7 @@ class NvdecBackendImpl final : public NvdecBackend {
     vp.second_field = disp->repeat_first_field + 1;
     vp.top_field_first = disp->top_field_first;
     vp.unpaired_field = disp->repeat_first_field < 0;
-    vp.output_stream = static_cast<CUstream>(stream_);
+    vp.output_stream = static_cast<CUstream>(work_->stream);
     unsigned long long src = 0;
     unsigned int src_pitch = 0;
     CUresult r = api().cv->cuvidMapVideoFrame(decoder_, disp->picture_index, &src, &src_pitch, &vp);
@@ -654,20 +664,27 @@ class NvdecBackendImpl final : public NvdecBackend {
     c.dstPitch = pitch;
     c.WidthInBytes = static_cast<size_t>(w) * bps;
     c.Height = h;
-    CUresult r1 = api().cu->cuMemcpy2DAsync(&c, static_cast<CUstream>(stream_));
+    CUresult r1 = api().cu->cuMemcpy2DAsync(&c, static_cast<CUstream>(work_->stream));
     c.srcDevice = src + static_cast<size_t>(surface_h_ + disp_top_ / 2) * src_pitch + static_cast<size_t>(disp_left_) * bps;
     c.dstDevice = dst + luma;
     c.WidthInBytes = static_cast<size_t>((w + 1) / 2) * 2 * bps;
     c.Height = (h + 1) / 2;
-    CUresult r2 = api().cu->cuMemcpy2DAsync(&c, static_cast<CUstream>(stream_));
-    // The surface must not be unmapped before the copies have read it.
-    CUresult r3 = api().cu->cuStreamSynchronize(static_cast<CUstream>(stream_));
+    CUresult r2 = api().cu->cuMemcpy2DAsync(&c, static_cast<CUstream>(work_->stream));
+    // The surface must not be unmapped before the copies have read it: wait for them alone (an
+    // event on the backend's stream, which holds only this backend's work), never for the caller's.
+    int r3 = cuda::event_record(work_->copied, work_->stream);
+    if (r3 == 0) r3 = cuda::event_synchronize(work_->copied);
     api().cv->cuvidUnmapVideoFrame(decoder_, src);
-    if (r1 != CUDA_SUCCESS || r2 != CUDA_SUCCESS || r3 != CUDA_SUCCESS) {
+    if (r1 != CUDA_SUCCESS || r2 != CUDA_SUCCESS || r3 != 0) {
       av_buffer_unref(&buf);
-      throw std::runtime_error("copying a decoded surface failed: " + cu_err(r1 != CUDA_SUCCESS ? r1 : (r2 != CUDA_SUCCESS ? r2 : r3)));
+      throw std::runtime_error("copying a decoded surface failed: " +
+                               (r3 != 0 ? cuda::error_string(r3) : cu_err(r1 != CUDA_SUCCESS ? r1 : r2)));
     }
     AVFrame* f = av_frame_alloc();
+    if (!f) {
+      av_buffer_unref(&buf);
+      throw std::bad_alloc();
+    }
     f->buf[0] = buf;
     f->data[0] = buf->data;
     f->data[1] = buf->data + luma;
@@ -710,8 +727,33 @@ class NvdecBackendImpl final : public NvdecBackend {
   int device_;
   cudaVideoCodec codec_;
   DeviceCtx& dc_;
-  AVBSFContext* bsf_ = nullptr;
-  AVPacket* pkt_ = nullptr;
+  BsfPtr bsf_;
+  PacketPtr pkt_;
+  // The backend's own stream and events (created non-blocking under the device's context).
+  struct WorkStream {
+    void* stream = nullptr;
+    void* copied = nullptr;  // recorded after each surface copy; the host waits on it
+    void* done = nullptr;    // recorded after a batch; the caller's stream waits on it
+    WorkStream() {
+      cuda_rt_check(cuda::stream_create_nonblocking(&stream), "cudaStreamCreateWithFlags (NVDEC work stream)");
+      int rc = cuda::event_create(&copied);
+      if (rc == 0) rc = cuda::event_create(&done);
+      if (rc != 0) {
+        release();
+        cuda_rt_check(rc, "cudaEventCreateWithFlags (NVDEC events)");
+      }
+    }
+    ~WorkStream() { release(); }
+    WorkStream(const WorkStream&) = delete;
+    WorkStream& operator=(const WorkStream&) = delete;
+    void release() {
+      if (done) cuda::event_destroy(done);
+      if (copied) cuda::event_destroy(copied);
+      if (stream) cuda::stream_destroy(stream);
+      done = copied = stream = nullptr;
+    }
+  };
+  std::unique_ptr<WorkStream> work_;
   std::vector<uint8_t> seq_header_;
   CUvideoparser parser_ = nullptr;
   CUvideodecoder decoder_ = nullptr;
@@ -728,7 +770,7 @@ class NvdecBackendImpl final : public NvdecBackend {
   AVBufferPool* pool_ = nullptr;
   size_t pool_bytes_ = 0;
   // Output batch.
-  void* stream_ = nullptr;
+  void* caller_ = nullptr;  // the stream the batch is handed over to (end_batch)
   void* out_ = nullptr;
   int64_t T_ = 0;
   int out_w_ = 0, out_h_ = 0, rotation_ = 0;
@@ -790,14 +832,39 @@ std::unique_ptr<NvdecBackend> NvdecBackend::create(const AVStream* st, int devic
   }
 }
 
-void free_device_frames(const DeviceFrames& f) {
+namespace {
+std::mutex g_free_mu;
+int64_t g_free_errors = 0;
+std::string g_last_free_error;
+std::string note_free_error(const std::string& msg) {
+  std::lock_guard<std::mutex> g(g_free_mu);
+  ++g_free_errors;
+  g_last_free_error = msg;
+  return msg;
+}
+}  // namespace
+
+std::string free_device_frames(const DeviceFrames& f) {
   // May run on any thread (torch frees the tensor): make the buffer's context current first.
-  if (!f.data) return;
+  if (!f.data) return "";
   try {
     CtxGuard g(device_ctx(f.device).ctx);
-    cuda::free_async(f.data, f.stream);
-  } catch (...) {
+    const int rc = cuda::free_async(f.data, f.stream);
+    if (rc != 0) {
+      return note_free_error("freeing " + std::to_string(f.T) + " device frames on cuda:" + std::to_string(f.device) +
+                             " failed: " + cuda::error_string(rc));
+    }
+  } catch (const std::exception& e) {
+    return note_free_error("freeing " + std::to_string(f.T) + " device frames on cuda:" + std::to_string(f.device) +
+                           " failed: " + e.what());
   }
+  return "";
+}
+
+int64_t device_free_errors(std::string* last) {
+  std::lock_guard<std::mutex> g(g_free_mu);
+  if (last) *last = g_last_free_error;
+  return g_free_errors;
 }
 
 int nvdec_cached_sessions() {
@@ -853,7 +920,13 @@ std::unique_ptr<NvdecBackend> NvdecBackend::create(const AVStream*, int, std::st
   *reason = "eva_fast was built without CUDA; rebuild with EVA_FAST_CUDA=ON (needs nvcc)";
   return nullptr;
 }
-void free_device_frames(const DeviceFrames&) {}
+std::string free_device_frames(const DeviceFrames& f) {
+  return f.data ? "eva_fast was built without CUDA: device frames cannot exist" : "";
+}
+int64_t device_free_errors(std::string* last) {
+  if (last) last->clear();
+  return 0;
+}
 int nvdec_cached_sessions() { return 0; }
 int64_t nvdec_sessions_created() { return 0; }
 void convert_yuv420_on_device(const void*, const void*, int, int, int, int, int, int, int, bool, void*, int, int,

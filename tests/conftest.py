@@ -39,16 +39,29 @@ def pytest_collection_modifyitems(config, items):
 
 def read_frames_csv(video: str, stream: int = 0) -> list[dict]:
     """Rows of ``refs/frames/<video>.stream<stream>.frames.csv`` (ffprobe's frame list):
-    index, pts, pts_time (absolute seconds), duration_time, key_frame, pict_type."""
+    index, pts, pts_time (absolute seconds), duration_time, key_frame, pict_type.
+
+    ``pts_time`` is computed exactly as ``pts * time_base`` (the header's time base) rather than
+    read from ffprobe's 6-decimal text, which can lie up to half a microsecond before the frame's
+    real pts (and ``get_frames_played_at`` of a time before a pts correctly gives the previous frame).
+    """
     path = REFS / "frames" / f"{video}.stream{stream}.frames.csv"
     with open(path) as f:
-        rows = [line for line in f if not line.startswith("#")]
+        lines = f.readlines()
+    header = " ".join(line for line in lines if line.startswith("#"))
+    rows = [line for line in lines if not line.startswith("#")]
+    tb = None
+    for part in header.replace(";", " ").split():
+        if part.startswith("time_base="):
+            num, den = part.split("=", 1)[1].split("/")
+            tb = (int(num), int(den))
     out = []
     for r in csv.DictReader(rows):
+        exact = tb is not None and r["pts"] not in ("", "N/A")
         out.append(
             {
                 "index": int(r["index"]),
-                "pts_time": float(r["pts_time"]),
+                "pts_time": int(r["pts"]) * tb[0] / tb[1] if exact else float(r["pts_time"]),
                 "duration_time": float(r["duration_time"]) if r["duration_time"] not in ("", "N/A") else None,
                 "key_frame": r["key_frame"] == "1",
             }

@@ -57,6 +57,7 @@ def _cmd_frames(args: argparse.Namespace) -> int:
         maxp=args.maxp,
         resample=args.resample,
         policy=args.policy,
+        smart_resize_by=args.smart_resize_by,
     )
     summary = batch.summary()
     if args.out:
@@ -65,11 +66,11 @@ def _cmd_frames(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         files = []
-        for i, (idx, pts) in enumerate(zip(batch.frame_indices, batch.pts_seconds)):
+        for i, (idx, pts) in enumerate(zip(batch.frame_indices, batch.pts_s)):
             name = out / f"frame_{i:03d}_idx{idx:06d}_{pts:09.3f}s.png"
             Image.fromarray(batch.frames[i].numpy()).save(name)
             files.append(str(name))
-        labels = [f"#{i} idx {idx} {pts:.2f}s" for i, (idx, pts) in enumerate(zip(batch.frame_indices, batch.pts_seconds))]
+        labels = [f"#{i} idx {idx} {pts:.2f}s" for i, (idx, pts) in enumerate(zip(batch.frame_indices, batch.pts_s))]
         sheet = out / "contact_sheet.png"
         _contact_sheet(batch.frames, labels, sheet)
         summary["files"] = files
@@ -116,21 +117,36 @@ def build_parser() -> argparse.ArgumentParser:
     pi = sub.add_parser("info", help="print build info (and a video's metadata)")
     pi.add_argument("video", nargs="?", help="optional video file to describe")
 
+    from eva_fast.video import (
+        DEFAULT_MAX_VISUAL_TOKENS,
+        DEFAULT_MAXP,
+        MAX_NFRAMES,
+        POLICIES,
+        RESAMPLES,
+        SMART_RESIZE_BY,
+    )
+
     pf = sub.add_parser("frames", help="run EVA's frame_select tool on a video")
     pf.add_argument("video")
     pf.add_argument("--start", type=float, required=True, help="window start, seconds")
     pf.add_argument("--end", type=float, required=True, help="window end, seconds")
-    pf.add_argument("--nframes", type=int, required=True, help="frames to select (1..1024)")
+    pf.add_argument("--nframes", type=int, required=True, help=f"frames to select (1..{MAX_NFRAMES})")
     pf.add_argument("--resize", type=float, default=1.0, help="scale on the original resolution (default 1.0)")
-    pf.add_argument("--max-visual-tokens", type=int, default=12000, help="per-call budget; <= 0 disables")
-    pf.add_argument("--maxp", type=int, default=720, help="resolution cap of the budget fallback")
-    pf.add_argument("--resample", choices=["cubic", "antialias"], default="cubic")
-    pf.add_argument("--policy", default="parity", help="frame-choice policy (default: parity)")
+    pf.add_argument("--max-visual-tokens", type=int, default=DEFAULT_MAX_VISUAL_TOKENS,
+                    help=f"per-call budget (default {DEFAULT_MAX_VISUAL_TOKENS}); <= 0 disables")
+    pf.add_argument("--maxp", type=int, default=DEFAULT_MAXP,
+                    help=f"resolution cap of the budget fallback (default {DEFAULT_MAXP})")
+    pf.add_argument("--resample", choices=RESAMPLES, default=RESAMPLES[0], help=f"resize filter (default {RESAMPLES[0]})")
+    pf.add_argument("--policy", choices=POLICIES, default=POLICIES[0], help=f"frame-choice policy (default {POLICIES[0]})")
+    pf.add_argument("--smart-resize-by", choices=SMART_RESIZE_BY, default=SMART_RESIZE_BY[0],
+                    help=f"who resamples frames smart_resize changes (default {SMART_RESIZE_BY[0]}: as the model's processor)")
     pf.add_argument("--out", help="write the frames as PNG and a contact sheet into this folder")
     pf.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
     sub.add_parser("bench", help="throughput suite against peer decoders (see bench/README.md)", add_help=False)
     sub.add_parser("eval", help="evaluate the agent on EVA's benchmarks (eva-fast eval -h)", add_help=False)
+    sub.add_parser("train", help="train EVA on TRL: sft, kto (eva-fast train -h)", add_help=False)
+    sub.add_parser("data", help="build training data: convert, teacher, kto-label, enhance (eva-fast data -h)", add_help=False)
 
     from eva_fast.agent._cli import add_parser as _add_ask_parser
 
@@ -146,6 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         from eva_fast.eval._cli import main as eval_main
 
         return eval_main(argv[1:])
+    if argv and argv[0] == "train":
+        from eva_fast.train._cli import main as train_main
+
+        return train_main(argv[1:])
+    if argv and argv[0] == "data":
+        from eva_fast.train._data_cli import main as data_main
+
+        return data_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "info":

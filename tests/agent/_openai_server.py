@@ -11,9 +11,11 @@ Prints ``PORT <n>`` once it listens on 127.0.0.1. Serves:
   requests in flight when it arrived and, for ``file://`` image URLs, whether the file existed and
   its size).
 
-Script (JSON): ``{"replies": [entry, ...], "fail_first": N, "delay_s": s}`` where an entry is a
-reply string or ``{"text": str, "delay_s": s, "status": code}``; ``fail_first`` answers the first N
-POSTs with HTTP 503 (to exercise retries).
+Script (JSON): ``{"replies": [entry, ...], "fail_first": N, "delay_s": s, "routes": [...]}`` where an
+entry is a reply string or ``{"text": str, "delay_s": s, "status": code}``; ``fail_first`` answers the
+first N POSTs with HTTP 503 (to exercise retries). ``routes`` (optional) is a list of ``{"match": str,
+"replies": [entry, ...]}``: a request whose first user message contains ``match`` (its text, or the
+text of its parts) is answered from that route's replies instead (first matching route wins).
 """
 
 from __future__ import annotations
@@ -83,7 +85,15 @@ def main() -> None:
                     self._send(503, {"error": {"message": "scripted outage"}})
                     return
                 turn = sum(1 for m in body.get("messages", []) if m.get("role") == "assistant")
-                entry = replies[turn] if turn < len(replies) else "no script left"
+                script_replies = replies
+                user = next((m.get("content") for m in body.get("messages", []) if m.get("role") == "user"), "")
+                if isinstance(user, list):
+                    user = "".join(p.get("text", "") for p in user if isinstance(p, dict))
+                for route in script.get("routes", []):
+                    if route["match"] in (user or ""):
+                        script_replies = route["replies"]
+                        break
+                entry = script_replies[turn] if turn < len(script_replies) else "no script left"
                 if isinstance(entry, str):
                     entry = {"text": entry}
                 delay = entry.get("delay_s", script.get("delay_s", 0))

@@ -71,7 +71,7 @@ def test_budget_fallback_applies_and_labels_use_the_call_arguments():
     assert fr.budget_steps == ["maxp", "cube_root"]
     assert fr.nframes == int(64 * k) == 28 and fr.resize == pytest.approx(k)
     assert fr.estimated_visual_tokens_requested == 10880
-    assert fr.label_seconds == [int(i * 12 / 27) for i in range(28)]
+    assert fr.label_s == [int(i * 12 / 27) for i in range(28)]
     assert traj.answer == "B"
 
 
@@ -117,7 +117,7 @@ def test_call_errors_keep_details_and_partial_failure_continues():
 def test_negative_times_are_clamped_and_labelled_like_the_reference():
     traj, backend = run([f"<tool_call>{call(-5, 3, 3, 0.25)}</tool_call>", "<answer>A</answer>"])
     fr = traj.turns[0].tool_calls[0].frames
-    assert fr.window_s == (0.0, 3.0) and fr.label_seconds == [-5, -1, 3]
+    assert fr.window_s == (0.0, 3.0) and fr.label_s == [-5, -1, 3]
     assert backend.requests[1][-1].content[1].text == "Frame 0 at [-1:55]: "
 
 

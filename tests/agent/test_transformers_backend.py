@@ -85,7 +85,7 @@ def test_end_to_end_with_a_forced_first_turn(backend):
     fr = traj.turns[0].tool_calls[0].frames
     batch = select_frames(VIDEO, 1, 12, 3, 0.5)
     parts = [TextPart("<tool_response>")]
-    for i, s in enumerate(fr.label_seconds):
+    for i, s in enumerate(fr.label_s):
         parts += [TextPart(f"{'' if i == 0 else chr(10)}Frame {i} at [00:{s:02d}]: "), ImagePart(batch, i)]
     parts.append(TextPart("\nIf more information is needed, call the frame selection tool again.\n\nQuestion: " + Q + "</tool_response>"))
     msgs.append(Message("tool", tuple(parts)))

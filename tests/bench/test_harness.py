@@ -57,6 +57,6 @@ def test_plans_match_select_frames():
     r = VideoReader(path)
     for wl in make_workloads(r.metadata, ("survey", "zoom", "detail", "trajectory")):
         for call in wl.calls:
-            p = plan_call(call, r.metadata)
+            p = plan_call(call, r)
             b = select_frames(r, call.start_time, call.end_time, call.nframes, call.resize)
-            assert p.indices == b.frame_indices and p.size == b.size and p.nframes == b.nframes
+            assert p == b.plan

@@ -51,3 +51,19 @@ def test_quick_run_writes_rows_and_table(video, tmp_path, capsys):
 def test_unknown_system_is_an_error(tmp_path):
     with pytest.raises(SystemExit):
         main(["--quick", "--systems", "nope", "--results-dir", str(tmp_path)])
+
+
+def test_results_default_to_the_working_directory(video, tmp_path, monkeypatch):
+    """Results and caches go under the working directory, never into the installed package."""
+    from eva_fast.bench import _videos
+
+    pkg_results = H.BENCH_DIR / "results" / "decode.jsonl"
+    before = pkg_results.read_bytes() if pkg_results.exists() else None
+    monkeypatch.chdir(tmp_path)
+    rc = main(["--quick", "--videos", "", "--video", str(video), "--workloads", "detail", "--systems", "eva_fast",
+               "--no-long", "--repeats", "1"])
+    assert rc == 0
+    rows = H.load_rows(tmp_path / "bench" / "results")
+    assert rows and all(r["system"] == "eva_fast" and r["status"] == "ok" for r in rows)
+    assert (pkg_results.read_bytes() if pkg_results.exists() else None) == before
+    assert not H.DEFAULT_RESULTS_DIR.is_absolute() and not _videos.DEFAULT_CACHE_DIR.is_absolute()

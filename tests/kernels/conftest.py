@@ -22,7 +22,7 @@ def decode_frames(name: str, height: int, width: int, seconds: tuple[float, ...]
     path = DATA / name
     if not path.exists():
         pytest.fail(f"test video {path} is missing (tests/data must ship it)")
-    return VideoReader(str(path)).get_frames_played_at(list(seconds), size=(height, width)).data.contiguous()
+    return VideoReader(str(path)).get_frames_played_at(list(seconds), size=(height, width)).frames.contiguous()
 
 
 @pytest.fixture(scope="session")

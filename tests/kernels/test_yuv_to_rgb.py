@@ -132,13 +132,13 @@ def test_reference_matches_cpu_decoder_8bit(ffmpeg, video, index, stream):
     reader = VideoReader(DATA / video, stream_index=stream)
     y, uv, t, kw = _case(reader, ffmpeg, video, index, stream)
     m = reader.metadata
-    cpu = reader.get_frames_played_at([t]).data[0]
+    cpu = reader.get_frames_played_at([t]).frames[0]
     ref = yuv420_to_rgb(y, uv, **kw)
     d = (ref.int() - cpu.int()).abs()
     assert d.max() <= 3 and d.float().mean() < 1.2, (video, int(d.max()), float(d.float().mean()))
     size = (max(28, m.height // 2 // 28 * 28), max(28, m.width // 2 // 28 * 28))
     for resample in ("cubic", "antialias"):
-        cpu_r = reader.get_frames_played_at([t], size=size, resample=resample).data[0]
+        cpu_r = reader.get_frames_played_at([t], size=size, resample=resample).frames[0]
         ref_r = yuv420_to_rgb_resized(y, uv, size, resample=resample, **kw)
         d = (ref_r.int() - cpu_r.int()).abs()
         # one more level than at native size: the resize can amplify a 3-level input difference
@@ -152,7 +152,7 @@ def test_reference_matches_cpu_decoder_10bit(ffmpeg):
     reader = VideoReader(DATA / "nasa_13013_hdr.mp4")
     for index in (5, 40):
         y, uv, t, kw = _case(reader, ffmpeg, "nasa_13013_hdr.mp4", index, 0)
-        cpu = reader.get_frames_played_at([t]).data[0]
+        cpu = reader.get_frames_played_at([t]).frames[0]
         d = (yuv420_to_rgb(y, uv, **kw).int() - cpu.int()).abs().flatten().float()
         assert d.mean() < 1.2 and d.quantile(0.99) <= 4 and d.max() <= 24, (index, float(d.mean()), float(d.max()))
 
@@ -164,7 +164,7 @@ def test_reference_rotation_matches_cpu_decoder(ffmpeg):
     y, uv, t, kw = _case(reader, ffmpeg, "nasa_13013_rotated.mp4", 9, 0)
     rot = reader.metadata.rotation_deg
     for size in (None, (224, 112)):
-        cpu = reader.get_frames_played_at([t], size=size).data[0]
+        cpu = reader.get_frames_played_at([t], size=size).frames[0]
         ref = yuv420_to_rgb_resized(y, uv, size, rotation_deg=rot, **kw)
         assert ref.shape == cpu.shape
         assert (ref.int() - cpu.int()).abs().max() <= 4
@@ -229,7 +229,7 @@ def _kernel(y, uv, size, *, bit_depth, bps, matrix_id, full_range, resample="cub
     h, w = y.shape
     oh, ow = size if size is not None else ((w, h) if rotation_deg in (90, 270) else (h, w))
     out = torch.full((oh, ow, 3), 7, dtype=torch.uint8, device="cuda")
-    _C.cuda_yuv420_to_rgb(yd.data_ptr(), uvd.data_ptr(), w * bps, uv.shape[1] * 2 * bps, w, h, bit_depth, bps,
+    _C.cuda_yuv420_to_rgb(yd.data_ptr(), uvd.data_ptr(), w * bps, uv.shape[1] * 2 * bps, h, w, bit_depth, bps,
                           matrix_id, full_range, out.data_ptr(), oh, ow, resample, rotation_deg,
                           torch.cuda.current_stream().cuda_stream)
     torch.cuda.current_stream().synchronize()

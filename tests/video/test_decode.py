@@ -37,9 +37,9 @@ def test_rgb_equals_ffmpeg_cli(video, stream, index):
     for mode in ("played_at", "nearest"):
         frames = getattr(reader, f"get_frames_{mode}")([t])
         ref = _ref_frame(f"{video}.stream{stream}.frame{index:06d}.pt")
-        assert frames.data.shape == (1, *ref.shape)
-        assert torch.equal(frames.data[0], ref), f"{video} frame {index} ({mode})"
-        assert frames.pts_seconds[0].item() == pytest.approx(t, abs=1e-6)
+        assert frames.frames.shape == (1, *ref.shape)
+        assert torch.equal(frames.frames[0], ref), f"{video} frame {index} ({mode})"
+        assert frames.pts_s[0].item() == pytest.approx(t, abs=1e-6)
 
 
 def _ffmpeg_rgb(ffmpeg: str, path, index: int, stream: int = 0, extra_vf: str = "") -> np.ndarray:
@@ -61,7 +61,7 @@ def _ffmpeg_rgb(ffmpeg: str, path, index: int, stream: int = 0, extra_vf: str = 
 def test_rgb_equals_ffmpeg_cli_at_test_time(ffmpeg, video, index):
     rows = read_frames_csv(video)
     t = rows[index]["pts_time"] - rows[0]["pts_time"]
-    got = VideoReader(DATA / video).get_frames_played_at([t]).data[0].numpy()
+    got = VideoReader(DATA / video).get_frames_played_at([t]).frames[0].numpy()
     np.testing.assert_array_equal(got, _ffmpeg_rgb(ffmpeg, DATA / video, index))
 
 
@@ -73,7 +73,7 @@ def test_rotation_frames_come_out_upright(ffmpeg):
     assert m.rotation_deg in (90, 270)
     rows = read_frames_csv("nasa_13013_rotated.mp4")
     for index in (0, 9):
-        got = reader.get_frames_played_at([rows[index]["pts_time"] - rows[0]["pts_time"]]).data[0].numpy()
+        got = reader.get_frames_played_at([rows[index]["pts_time"] - rows[0]["pts_time"]]).frames[0].numpy()
         # the ffmpeg CLI autorotates by default
         np.testing.assert_array_equal(got, _ffmpeg_rgb(ffmpeg, DATA / "nasa_13013_rotated.mp4", index))
 
@@ -96,16 +96,16 @@ def test_metadata_matches_ffprobe(video, stream, codec, pix_fmt, size, fps):
     assert m.codec == codec and m.pixel_format == pix_fmt
     assert (m.width, m.height) == size
     assert m.average_fps == pytest.approx(fps, rel=1e-4)
-    assert m.start_pts_seconds == pytest.approx(rows[0]["pts_time"], abs=1e-3)
+    assert m.start_pts_s == pytest.approx(rows[0]["pts_time"], abs=1e-3)
     if m.num_frames_estimated:
         assert abs(m.num_frames - len(rows)) <= 2
     else:
         assert m.num_frames == len(rows)
     ref_keys = {round(r["pts_time"] - rows[0]["pts_time"], 3) for r in rows if r["key_frame"]}
     # keyframes from the container index are real keyframes
-    assert {round(k, 3) for k in m.keyframe_pts_seconds} <= ref_keys
+    assert {round(k, 3) for k in m.keyframe_pts_s} <= ref_keys
     if video.endswith(".mp4"):
-        assert {round(k, 3) for k in m.keyframe_pts_seconds} == ref_keys
+        assert {round(k, 3) for k in m.keyframe_pts_s} == ref_keys
     assert not m.is_vfr
 
 
@@ -136,8 +136,8 @@ def test_played_at_vs_nearest_semantics():
     t = rows[100]["pts_time"] + 0.7 * dur  # 70 % into frame 100
     played = reader.get_frames_played_at([t])
     nearest = reader.get_frames_nearest([t])
-    assert played.pts_seconds.item() == pytest.approx(rows[100]["pts_time"], abs=1e-6)
-    assert nearest.pts_seconds.item() == pytest.approx(rows[101]["pts_time"], abs=1e-6)
+    assert played.pts_s.item() == pytest.approx(rows[100]["pts_time"], abs=1e-6)
+    assert nearest.pts_s.item() == pytest.approx(rows[101]["pts_time"], abs=1e-6)
 
 
 def test_any_order_and_duplicates_return_in_request_order():
@@ -145,11 +145,11 @@ def test_any_order_and_duplicates_return_in_request_order():
     reader = VideoReader(DATA / "nasa_13013.mp4")
     idx = [300, 5, 300, 250, 0, 389, 5]
     out = reader.get_frames_played_at([rows[i]["pts_time"] for i in idx])
-    np.testing.assert_allclose(out.pts_seconds.numpy(), [rows[i]["pts_time"] for i in idx], atol=1e-6)
-    assert torch.equal(out.data[0], out.data[2]) and torch.equal(out.data[1], out.data[6])
-    assert torch.equal(out.data[1], _ref_frame("nasa_13013.mp4.stream3.frame000000.pt")) is False
-    assert torch.equal(out.data[4], _ref_frame("nasa_13013.mp4.stream3.frame000000.pt"))
-    assert torch.equal(out.data[5], _ref_frame("nasa_13013.mp4.stream3.frame000389.pt"))
+    np.testing.assert_allclose(out.pts_s.numpy(), [rows[i]["pts_time"] for i in idx], atol=1e-6)
+    assert torch.equal(out.frames[0], out.frames[2]) and torch.equal(out.frames[1], out.frames[6])
+    assert torch.equal(out.frames[1], _ref_frame("nasa_13013.mp4.stream3.frame000000.pt")) is False
+    assert torch.equal(out.frames[4], _ref_frame("nasa_13013.mp4.stream3.frame000000.pt"))
+    assert torch.equal(out.frames[5], _ref_frame("nasa_13013.mp4.stream3.frame000389.pt"))
 
 
 def test_seek_plan_decodes_only_the_gop_work():
@@ -176,16 +176,16 @@ def test_continues_forward_across_calls_without_reseeking():
     assert out.stats.seeks == 0 and out.stats.decoded_frames == 10
     back = reader.get_frames_played_at([rows[5]["pts_time"]])
     assert back.stats.seeks == 1
-    assert back.pts_seconds.item() == pytest.approx(rows[5]["pts_time"], abs=1e-6)
+    assert back.pts_s.item() == pytest.approx(rows[5]["pts_time"], abs=1e-6)
 
 
 def test_non_zero_start_times_are_relative_to_first_frame():
     rows = read_frames_csv("test_non_zero_start.mp4")
     assert rows[0]["pts_time"] > 8.0
     reader = VideoReader(DATA / "test_non_zero_start.mp4")
-    assert reader.metadata.start_pts_seconds == pytest.approx(rows[0]["pts_time"], abs=1e-3)
+    assert reader.metadata.start_pts_s == pytest.approx(rows[0]["pts_time"], abs=1e-3)
     out = reader.get_frames_played_at([0.0, rows[5]["pts_time"] - rows[0]["pts_time"]])
-    np.testing.assert_allclose(out.pts_seconds.numpy(), [0.0, rows[5]["pts_time"] - rows[0]["pts_time"]], atol=1e-6)
+    np.testing.assert_allclose(out.pts_s.numpy(), [0.0, rows[5]["pts_time"] - rows[0]["pts_time"]], atol=1e-6)
 
 
 def test_long_video_open_is_cheap(tmp_path, ffmpeg):
@@ -200,10 +200,10 @@ def test_long_video_open_is_cheap(tmp_path, ffmpeg):
     m = reader.metadata
     assert m.duration_s == pytest.approx(7200, abs=1)
     assert m.num_frames == 14400 and not m.num_frames_estimated
-    assert len(m.keyframe_pts_seconds) == 14400 // 50
+    assert len(m.keyframe_pts_s) == 14400 // 50
     assert reader.total_stats.decoded_frames == 0
     out = reader.get_frames_played_at([7000.0])
-    assert out.pts_seconds.item() == pytest.approx(7000.0)
+    assert out.pts_s.item() == pytest.approx(7000.0)
     assert out.stats.decoded_frames <= 50
 
 
@@ -215,7 +215,7 @@ def test_threads_in_parallel_do_not_interfere():
 
     def work(_):
         r = VideoReader(DATA / "nasa_13013.mp4", threads=1)
-        return r.get_frames_played_at([rows[10]["pts_time"]] * 3).data
+        return r.get_frames_played_at([rows[10]["pts_time"]] * 3).frames
 
     with ThreadPoolExecutor(4) as ex:
         for data in ex.map(work, range(8)):
@@ -240,8 +240,8 @@ def test_skip_nonref_returns_identical_frames_with_less_work(name, has_disposabl
         mode = "get_frames_nearest" if i % 2 else "get_frames_played_at"
         a = getattr(fast, mode)(times)
         b = getattr(slow, mode)(times)
-        np.testing.assert_array_equal(a.pts_seconds.numpy(), b.pts_seconds.numpy())
-        assert torch.equal(a.data, b.data), f"{name}: frames differ at times {times}"
+        np.testing.assert_array_equal(a.pts_s.numpy(), b.pts_s.numpy())
+        assert torch.equal(a.frames, b.frames), f"{name}: frames differ at times {times}"
         work_fast += a.stats.decoded_frames
         work_slow += b.stats.decoded_frames
     assert fast.total_stats.skip_nonref_packets > 0
@@ -260,8 +260,8 @@ def test_decodes_through_a_keyframe_a_few_frames_ahead_instead_of_seeking():
     threaded = VideoReader(DATA / "nasa_13013.mp4", threads=2, skip_nonref=False, gop_workers=1)
     single = VideoReader(DATA / "nasa_13013.mp4", threads=1, skip_nonref=False, gop_workers=1)
     a, b = threaded.get_frames_nearest(times), single.get_frames_nearest(times)
-    assert torch.equal(a.data, b.data)
-    np.testing.assert_allclose(a.pts_seconds.numpy(), [t - rows[0]["pts_time"] for t in times], atol=1e-6)
+    assert torch.equal(a.frames, b.frames)
+    np.testing.assert_allclose(a.pts_s.numpy(), [t - rows[0]["pts_time"] for t in times], atol=1e-6)
     assert a.stats.seeks == 1 and a.stats.decoded_frames == 242
     assert b.stats.seeks == 2 and b.stats.decoded_frames == 239 + 2
 
@@ -281,12 +281,12 @@ def test_gop_parallel_decoding_returns_the_serial_frames(name):
     for i, times in enumerate(calls):
         mode = "get_frames_nearest" if i % 2 else "get_frames_played_at"
         a, b = getattr(par, mode)(times, size=(56, 84)), getattr(ser, mode)(times, size=(56, 84))
-        assert torch.equal(a.pts_seconds, b.pts_seconds) and torch.equal(a.keyframe, b.keyframe)
+        assert torch.equal(a.pts_s, b.pts_s) and torch.equal(a.keyframe, b.keyframe)
         assert not (a.corrupt | b.corrupt).any()
-        assert torch.equal(a.data, b.data), f"{name}: call {i}"
+        assert torch.equal(a.frames, b.frames), f"{name}: call {i}"
         assert b.stats.gop_workers == 1
         used = max(used, a.stats.gop_workers)
-    if len(m.keyframe_pts_seconds) >= 2:
+    if len(m.keyframe_pts_s) >= 2:
         assert used == 2  # the first call spans every GOP
     assert par.total_stats.decoded_frames >= 1
 

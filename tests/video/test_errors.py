@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,7 +67,7 @@ def test_truncated_file_raises_for_times_beyond_the_data(tmp_path):
     reader = VideoReader(path)
     assert reader.metadata.duration_s == pytest.approx(14.0, abs=0.1)  # the header still claims 14 s
     ok = reader.get_frames_played_at([0.5])
-    assert ok.data.shape[0] == 1 and not ok.corrupt.any()
+    assert ok.frames.shape[0] == 1 and not ok.corrupt.any()
     with pytest.raises(CorruptVideoError, match="truncated.webm.*truncated or corrupt"):
         reader.get_frames_played_at([13.0])
     with pytest.raises(CorruptVideoError):
@@ -91,7 +92,7 @@ def test_corrupt_packet_frames_are_flagged_not_silent(caplog):
     reader = VideoReader(DATA / "corrupted.mp4")
     times = [r["pts_time"] - rows[0]["pts_time"] for r in rows]
     out = reader.get_frames_played_at(times)
-    assert out.data.shape[0] == len(rows)
+    assert out.frames.shape[0] == len(rows)
     assert out.stats.decode_errors > 0
     assert out.corrupt.any(), "frames decoded after a damaged packet must be flagged"
     assert not out.corrupt[0]  # before the damage
@@ -132,15 +133,64 @@ def test_reader_argument_errors():
         r.get_frames_played_at([0.0], size=(0, 10))
     with pytest.raises(ValueError, match="16384"):
         r.get_frames_played_at([0.0], size=(20000, 10))
-    assert r.get_frames_played_at([]).data.shape == (0, 270, 480, 3)
+    assert r.get_frames_played_at([]).frames.shape == (0, 270, 480, 3)
 
 
-def test_times_outside_the_stream_clamp_to_first_and_last_frame():
+HUGE = [1e15, 1e300, 9.3e18, 2.0**63, float(np.float32(1e30)), 10**30, np.float64(1e200)]
+
+
+@pytest.mark.parametrize("video, stream", [("nasa_13013.mp4", 3), ("nasa_13013_vfr.mp4", 0), ("cockatoo_vp9.webm", 0)])
+def test_huge_times_give_the_last_frame_and_huge_negative_the_first(video, stream):
+    """Issue #12 item 1: t / time_base overflowed int64 before llround (undefined behaviour) and
+    returned a frame from the middle (8.008 s of the 13 s VFR clip) or the first frame."""
+    rows = read_frames_csv(video, stream)
+    last, first = rows[-1]["pts_time"] - rows[0]["pts_time"], 0.0
+    r = VideoReader(DATA / video, stream_index=stream)
+    out = r.get_frames_nearest(HUGE + [-t for t in HUGE])
+    assert out.pts_s.tolist() == pytest.approx([last] * len(HUGE) + [first] * len(HUGE), abs=1e-6)
+    # the native decoder clamps in seconds too, in both modes
+    native = r._dec.decode([float(t) for t in HUGE], "played_at")
+    assert native.pts_s.tolist() == pytest.approx([last] * len(HUGE), abs=1e-6)
+    assert torch.equal(out.frames[0], r.get_frames_nearest([last]).frames[0])
+
+
+def test_played_at_outside_the_stream_is_an_error_like_torchcodec():
     r = VideoReader(DATA / "nasa_13013.mp4")
-    out = r.get_frames_played_at([-100.0, 1e6])
     rows = read_frames_csv("nasa_13013.mp4", 3)
-    assert out.pts_seconds.tolist() == pytest.approx([0.0, rows[-1]["pts_time"]], abs=1e-6)
-    assert isinstance(out.data, torch.Tensor)
+    end = r.stream_end_s
+    assert end == pytest.approx(390 * 1001 / 30000)
+    for t in (-100.0, -1e-9, end, 1e6, 1e300):
+        with pytest.raises(ValueError, match=rf"no frame is played at t=.* must be >= 0 and < {end!r} s"):
+            r.get_frames_played_at([1.0, t])
+    out = r.get_frames_played_at([0.0, end - 1e-9])
+    assert out.pts_s.tolist() == pytest.approx([0.0, rows[-1]["pts_time"] - rows[0]["pts_time"]], abs=1e-9)
+    # nearest clamps (EVA's policy inside select_frames)
+    clamped = r.get_frames_nearest([-100.0, 1e6])
+    assert clamped.pts_s.tolist() == pytest.approx([0.0, rows[-1]["pts_time"] - rows[0]["pts_time"]], abs=1e-6)
+
+
+def test_played_at_a_time_just_before_a_frame_gives_the_previous_frame():
+    """A time within one tick before a frame's pts used to round onto that frame (llround): on the
+    VFR clip, 12.8128 s is both frame 228's pts and the declared duration."""
+    r = VideoReader(DATA / "nasa_13013_vfr.mp4")
+    rows = read_frames_csv("nasa_13013_vfr.mp4", 0)
+    tick = 1 / 30000
+    for k in (1, 100, 228):
+        t = rows[k]["pts_time"] - rows[0]["pts_time"]
+        got = r.get_frames_played_at([t - 0.5 * tick, t, t + 0.5 * tick]).pts_s.tolist()
+        prev = rows[k - 1]["pts_time"] - rows[0]["pts_time"]
+        assert got == pytest.approx([prev, t, t], abs=1e-9), k
+
+
+def test_vfr_last_frame_lies_after_the_declared_duration_and_is_reachable():
+    r = VideoReader(DATA / "nasa_13013_vfr.mp4")
+    rows = read_frames_csv("nasa_13013_vfr.mp4", 0)
+    last = rows[-1]["pts_time"] - rows[0]["pts_time"]
+    assert last > r.metadata.duration_s  # 12.9129 > 12.8128
+    assert r.stream_end_s == pytest.approx(last + 1 / r.metadata.average_fps)
+    b = select_frames(r, 0, 1e9, 4, 0.25)  # window clamped to the real end: the last sample is the last frame
+    assert b.end_s == pytest.approx(r.stream_end_s) and b.frame_indices[-1] == len(rows) - 1
+    assert r.get_frames_played_at([last + 0.001]).pts_s.item() == pytest.approx(last, abs=1e-9)
 
 
 def test_ffmpeg_cli_available_for_reference_tests():

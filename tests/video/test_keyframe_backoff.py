@@ -63,7 +63,7 @@ def test_cockatoo_seek_to_a_later_keyframe_equals_ffmpeg_from_the_start(ffmpeg, 
     assert not got.corrupt[0] and got.stats.decode_errors == 0
     assert got.stats.seeks == 1 and got.stats.decoded_frames < index + 1  # it did seek past frame 0
     ref = _ffmpeg_rgb_frames(ffmpeg, COCKATOO, [index])
-    np.testing.assert_array_equal(got.data[0].numpy(), ref[0])
+    np.testing.assert_array_equal(got.frames[0].numpy(), ref[0])
 
 
 # --------------------------------------------------------------------------- back-off
@@ -119,7 +119,7 @@ def test_spliced_stream_is_what_the_backoff_test_needs(ffmpeg, spliced):
     late = subprocess.run([ffmpeg, "-v", "error", "-ss", "4.6", "-i", str(spliced), "-f", "null", "-"],
                           capture_output=True, text=True)
     assert "non-existing PPS 1" in late.stderr  # and not from its last keyframe
-    assert VideoReader(spliced).metadata.keyframe_pts_seconds == pytest.approx([i * 0.5 for i in range(10)])
+    assert VideoReader(spliced).metadata.keyframe_pts_s == pytest.approx([i * 0.5 for i in range(10)])
 
 
 def test_seek_backs_off_to_a_keyframe_that_decodes_and_remembers_the_unclean_ones(ffmpeg, spliced):
@@ -127,7 +127,7 @@ def test_seek_backs_off_to_a_keyframe_that_decodes_and_remembers_the_unclean_one
     r = VideoReader(spliced, gop_workers=1)
     got = r.get_frames_played_at([4.6])  # frame 92, GOP of the 4.5 s keyframe
     assert not got.corrupt[0]
-    np.testing.assert_array_equal(got.data[0].numpy(), ref[92])
+    np.testing.assert_array_equal(got.frames[0].numpy(), ref[92])
     # 4.5 -> 4.0 -> 3.5 -> 3.0 -> 2.5 -> 2.0 s, where the parameter sets are
     assert got.stats.keyframe_backoffs == 5
     assert r._dec.unclean_keyframes_s == pytest.approx([2.5, 3.0, 3.5, 4.0, 4.5])
@@ -136,7 +136,7 @@ def test_seek_backs_off_to_a_keyframe_that_decodes_and_remembers_the_unclean_one
     other = VideoReader(spliced, gop_workers=1).get_frames_nearest([4.1])
     for b, i in ((again, 66), (other, 82)):
         assert b.stats.keyframe_backoffs == 0 and b.stats.decode_errors == 0 and not b.corrupt[0]
-        np.testing.assert_array_equal(b.data[0].numpy(), ref[i])
+        np.testing.assert_array_equal(b.frames[0].numpy(), ref[i])
     assert r.total_stats.keyframe_backoffs == 5
 
 
@@ -150,6 +150,6 @@ def test_gop_parallel_path_backs_off_too_and_equals_the_serial_frames(ffmpeg, sp
     par = VideoReader(path, gop_workers=2).get_frames_played_at(times)
     assert par.stats.gop_workers == 2 and par.stats.keyframe_backoffs >= 1
     assert not par.corrupt.any()
-    np.testing.assert_array_equal(par.data.numpy(), ref[idx])
+    np.testing.assert_array_equal(par.frames.numpy(), ref[idx])
     ser = VideoReader(path, gop_workers=1).get_frames_played_at(times)
-    assert torch.equal(par.data, ser.data) and not ser.corrupt.any()
+    assert torch.equal(par.frames, ser.frames) and not ser.corrupt.any()

@@ -120,7 +120,7 @@ def test_nvdec_backend_without_driver_records_reason():
     assert dec.backend == "cpu"
     assert "libcuda.so.1" in dec.fallback_reason or "libnvcuvid" in dec.fallback_reason
     out = dec.decode([0.5], "nearest", 0, 0, "cubic", 0)
-    assert isinstance(out["frames"], np.ndarray) and out["frames"].shape == (1, 270, 480, 3)
+    assert isinstance(out.frames, np.ndarray) and out.frames.shape == (1, 270, 480, 3)
 
 
 # --------------------------------------------------------------------------------------------- GPU
@@ -156,10 +156,10 @@ def test_nvdec_rgb_close_to_cpu(video, stream):
         for resample in ("cubic", "antialias"):
             a = cpu.get_frames_nearest(times, size=size, resample=resample)
             b = gpu.get_frames_nearest(times, size=size, resample=resample)
-            assert b.data.is_cuda and b.data.dtype == torch.uint8 and b.data.is_contiguous()
+            assert b.frames.is_cuda and b.frames.dtype == torch.uint8 and b.frames.is_contiguous()
             assert b.stats.backend == "nvdec"
-            torch.testing.assert_close(b.pts_seconds, a.pts_seconds)
-            d = (b.data.cpu().int() - a.data.int()).abs().flatten().float()
+            torch.testing.assert_close(b.pts_s, a.pts_s)
+            d = (b.frames.cpu().int() - a.frames.int()).abs().flatten().float()
             if m.bit_depth == 8:
                 # 3 levels at native size, 4 after a resize (reference-vs-swscale bound measured on CPU)
                 assert d.max() <= (3 if size is None else 4), (video, size, resample, float(d.max()))
@@ -180,7 +180,7 @@ def test_nvdec_seek_matches_cpu(video):
     for mode in ("nearest", "played_at"):
         a = getattr(cpu, f"get_frames_{mode}")(times)
         b = getattr(gpu, f"get_frames_{mode}")(times)
-        assert b.pts_seconds.tolist() == a.pts_seconds.tolist()
+        assert b.pts_s.tolist() == a.pts_s.tolist()
         assert cpu._dec.decode_yuv(times, mode) == gpu._dec.decode_yuv(times, mode)
 
 
@@ -196,15 +196,15 @@ def test_fallback_av1_and_444(video, caplog):
     times = [0.0, cpu.metadata.duration_s / 2]
     a = cpu.get_frames_nearest(times, size=(224, 392))
     b = gpu.get_frames_nearest(times, size=(224, 392))
-    assert b.data.device.type == "cuda"
+    assert b.frames.device.type == "cuda"
     if gpu.backend == "cpu":
         assert gpu.fallback_reason and b.stats.fallback_reason == gpu.fallback_reason
         assert b.stats.backend == "cpu"
         assert any("NVDEC cannot decode" in r.getMessage() for r in caplog.records)
-        assert torch.equal(b.data.cpu(), a.data)
+        assert torch.equal(b.frames.cpu(), a.frames)
     else:
         assert video == "cockatoo_av1.mp4", "4:4:4 must not take the NVDEC path"
-        assert (b.data.cpu().int() - a.data.int()).abs().max() <= 4
+        assert (b.frames.cpu().int() - a.frames.int()).abs().max() <= 4
     batch = select_frames(gpu, 0, 3, 4, 0.3, device="cuda")
     assert batch.summary()["backend"] == gpu.backend and batch.frames.is_cuda
 
@@ -215,7 +215,7 @@ def test_select_frames_cuda_matches_cpu():
     a = select_frames(path, 1.0, 9.0, 6, 0.5)
     b = select_frames(path, 1.0, 9.0, 6, 0.5, device="cuda")
     assert b.frames.is_cuda and b.frames.shape == a.frames.shape and b.stats.backend == "nvdec"
-    assert b.frame_indices == a.frame_indices and b.pts_seconds == a.pts_seconds
+    assert b.frame_indices == a.frame_indices and b.pts_s == a.pts_s
     assert (b.frames.cpu().int() - a.frames.int()).abs().max() <= 4
 
 
@@ -223,11 +223,11 @@ def test_select_frames_cuda_matches_cpu():
 def test_results_ready_on_current_stream():
     """Frames decoded while a side stream is current are correct when consumed on that stream."""
     path = DATA / "nasa_13013.mp4"
-    ref = _gpu_reader(path).get_frames_nearest([2.0, 5.0], size=(112, 196)).data.cpu()
+    ref = _gpu_reader(path).get_frames_nearest([2.0, 5.0], size=(112, 196)).frames.cpu()
     side = torch.cuda.Stream()
     reader = _gpu_reader(path)
     with torch.cuda.stream(side):
-        out = reader.get_frames_nearest([2.0, 5.0], size=(112, 196)).data
+        out = reader.get_frames_nearest([2.0, 5.0], size=(112, 196)).frames
         checksum = out.to(torch.int64).sum()  # consumed on the producing stream, no sync
     side.synchronize()
     assert int(checksum) == int(ref.to(torch.int64).sum())

@@ -19,6 +19,8 @@ from eva_fast.video import (
 )
 from eva_fast.vision import smart_resize, tokens_for_size
 
+DATA = __import__("pathlib").Path(__file__).resolve().parents[1] / "data"
+
 
 def test_sample_timestamps_matches_numpy_linspace():
     for start, end, n in [(0.0, 6630.0, 256), (100.0, 600.0, 50), (0.0, 1.0, 2), (3.5, 3.6, 7)]:
@@ -118,8 +120,6 @@ def test_budget_none_disables():
     "kwargs, match",
     [
         (dict(nframes=0), "nframes"),
-        (dict(nframes=10**9), "nframes"),
-        (dict(nframes=MAX_NFRAMES + 1), "nframes"),
         (dict(nframes=2.5), "nframes"),
         (dict(nframes=True), "nframes"),
         (dict(nframes="8"), "nframes"),
@@ -130,7 +130,10 @@ def test_budget_none_disables():
         (dict(resize=0.0), "resize"),
         (dict(resize=-1.0), "resize"),
         (dict(resize=float("inf")), "resize"),
-        (dict(resize=100.0), "resize"),
+        # ints beyond float range: ValueError, not OverflowError (issue #12 item 2)
+        (dict(start_time=10**400), "start_time"),
+        (dict(end_time=-(10**400)), "end_time"),
+        (dict(resize=10**400), "resize"),
     ],
 )
 def test_invalid_requests_raise_value_error_naming_the_value(kwargs, match):
@@ -138,6 +141,32 @@ def test_invalid_requests_raise_value_error_naming_the_value(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         FrameRequest(**args)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(nframes=10**9), r"nframes must be in \[1, 1024\]"),
+        (dict(nframes=MAX_NFRAMES + 1), r"nframes must be in \[1, 1024\]"),
+        (dict(resize=100.0), r"resize must be in \(0, 8.0\]"),
+    ],
+)
+def test_select_frames_caps(kwargs, match):
+    """The Python API's documented caps (MAX_NFRAMES, MAX_RESIZE) live in plan_frames, where the agent
+    path can lift them (the reference has none; the budget and the byte limit bound the work)."""
+    from eva_fast.video import VideoReader, plan_frames
+
+    r = VideoReader(DATA / "nasa_13013.mp4")
+    args = dict(start_time=0.0, end_time=10.0, nframes=8, resize=1.0)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        plan_frames(r, **args)
+    if args["nframes"] == 10**9:  # budget: 4 132 797 frames of 56x56, 38.9 GB: the byte limit refuses it
+        with pytest.raises(ValueError, match="max_output_bytes"):
+            plan_frames(r, **args, max_nframes=None, max_resize=None)
+        return
+    uncapped = plan_frames(r, **args, max_nframes=None, max_resize=None)
+    assert uncapped.request.nframes == args["nframes"] and uncapped.output_bytes <= r.max_output_bytes
 
 
 def test_integral_float_nframes_accepted():

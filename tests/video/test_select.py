@@ -44,7 +44,7 @@ def test_frame_choice_matches_policy(video, stream, request_):
     assert list(b.frame_indices) == idx
     np.testing.assert_allclose(b.timestamps_s, ts, atol=1e-9)
     # the decoded frames really are those frames (pts from ffprobe, relative to the first frame)
-    np.testing.assert_allclose(b.pts_seconds, [rows[i]["pts_time"] - rows[0]["pts_time"] for i in idx], atol=1e-6)
+    np.testing.assert_allclose(b.pts_s, [rows[i]["pts_time"] - rows[0]["pts_time"] for i in idx], atol=1e-6)
     assert b.frames.shape == (b.nframes, *b.size, 3) and b.frames.dtype == torch.uint8
     assert b.size[0] % 28 == 0 and b.size[1] % 28 == 0
     assert b.tokens_per_frame == (b.size[0] // 28) * (b.size[1] // 28)
@@ -54,13 +54,15 @@ def test_vfr_uses_nearest_pts():
     rows = read_frames_csv("nasa_13013_vfr.mp4")
     pts = [r["pts_time"] - rows[0]["pts_time"] for r in rows]
     b = select_frames(DATA / "nasa_13013_vfr.mp4", 0, 1e9, 16, 0.5)
-    for t, i, p in zip(b.timestamps_s, b.frame_indices, b.pts_seconds):
+    for t, i, p in zip(b.timestamps_s, b.frame_indices, b.pts_s):
         j = bisect.bisect_left(pts, t)
         cands = [k for k in (j - 1, j) if 0 <= k < len(pts)]
         best = min(cands, key=lambda k: (abs(pts[k] - t), k))
         assert i == best and p == pytest.approx(pts[best], abs=1e-6)
-    # the stream end used for clamping is the container duration
-    assert b.end_s == pytest.approx(VideoReader(DATA / "nasa_13013_vfr.mp4").metadata.duration_s)
+    # the stream end used for clamping is the last frame's pts + 1/fps (the reference's), not the
+    # container duration, which this file's last pts (12.9129 s) lies after (12.8128 s)
+    r = VideoReader(DATA / "nasa_13013_vfr.mp4")
+    assert b.end_s == pytest.approx(pts[-1] + 1 / r.metadata.average_fps) == pytest.approx(r.stream_end_s)
 
 
 @pytest.mark.parametrize("index, size", [(0, (140, 252)), (10, (392, 672)), (389, (84, 168)), (10, (280, 476))])
@@ -69,7 +71,7 @@ def test_cubic_within_one_level_of_opencv(index, size):
     ref = torch.load(REFS / "torchcodec" / f"nasa_13013.mp4.stream3.frame{index:06d}.pt", weights_only=True).numpy()
     expected = cv2.resize(ref, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
     rows = read_frames_csv("nasa_13013.mp4", 3)
-    got = VideoReader(DATA / "nasa_13013.mp4").get_frames_played_at([rows[index]["pts_time"]], size=size).data[0]
+    got = VideoReader(DATA / "nasa_13013.mp4").get_frames_played_at([rows[index]["pts_time"]], size=size).frames[0]
     diff = np.abs(got.numpy().astype(int) - expected.astype(int))
     assert diff.max() <= 1, f"max abs diff {diff.max()}"
 
@@ -98,7 +100,7 @@ def test_antialias_filter_selectable_and_close_to_pil():
     ref = torch.load(REFS / "torchcodec" / "nasa_13013.mp4.stream3.frame000010.pt", weights_only=True).numpy()
     rows = read_frames_csv("nasa_13013.mp4", 3)
     reader = VideoReader(DATA / "nasa_13013.mp4")
-    got = reader.get_frames_played_at([rows[10]["pts_time"]], size=(56, 84), resample="antialias").data[0].numpy()
+    got = reader.get_frames_played_at([rows[10]["pts_time"]], size=(56, 84), resample="antialias").frames[0].numpy()
     pil = np.asarray(Image.fromarray(ref).resize((84, 56), Image.Resampling.BICUBIC))
     assert np.abs(got.astype(int) - pil.astype(int)).max() <= 3  # see test_resize.py
 

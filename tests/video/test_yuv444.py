@@ -37,11 +37,11 @@ def test_cockatoo_frames_are_identical_with_and_without_the_converter(swscale_on
     assert VideoReader(path).metadata.pixel_format == "yuv444p"
     times = [0.0, 3.3, 7.3, 13.9]
     sizes = [None, (168, 308), (364, 644), (720, 1280), (97, 171)]
-    slow = [VideoReader(path, gop_workers=1).get_frames_played_at(times, size=s).data for s in sizes]
+    slow = [VideoReader(path, gop_workers=1).get_frames_played_at(times, size=s).frames for s in sizes]
     slow_survey = select_frames(VideoReader(path), 0, 14, 16, 0.25)
     _C._set_yuv444_fast(True)
     for s, ref in zip(sizes, slow):
-        got = VideoReader(path, gop_workers=1).get_frames_played_at(times, size=s).data
+        got = VideoReader(path, gop_workers=1).get_frames_played_at(times, size=s).frames
         assert torch.equal(got, ref), s
     fast_survey = select_frames(VideoReader(path), 0, 14, 16, 0.25)
     assert torch.equal(fast_survey.frames, slow_survey.frames)
@@ -51,7 +51,7 @@ def test_cockatoo_frames_are_identical_with_and_without_the_converter(swscale_on
 @pytest.mark.parametrize("index", [0, 150, 279])
 def test_cockatoo_native_frames_equal_the_ffmpeg_cli(ffmpeg, index):
     rows = read_frames_csv("cockatoo.mp4")
-    got = VideoReader(DATA / "cockatoo.mp4").get_frames_played_at([rows[index]["pts_time"]]).data[0].numpy()
+    got = VideoReader(DATA / "cockatoo.mp4").get_frames_played_at([rows[index]["pts_time"]]).frames[0].numpy()
     out = subprocess.run(
         [ffmpeg, "-v", "error", "-i", str(DATA / "cockatoo.mp4"), "-vf", f"select=eq(n\\,{index}),format=rgb24",
          "-fps_mode", "passthrough", "-frames:v", "1", "-f", "rawvideo", "-"],

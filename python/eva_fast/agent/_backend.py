@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from eva_fast._logging import get_logger
-from eva_fast.agent._types import Generation, Message
+from eva_fast.agent._types import Generation, Message, TokenTrace
 
 logger = get_logger("agent")
 
@@ -45,6 +45,11 @@ class Session(abc.ABC):
 
     async def aclose(self) -> None:
         """Free per-trajectory resources (default: nothing)."""
+
+    def token_trace(self) -> TokenTrace | None:
+        """The episode so far as token ids (:class:`TokenTrace`), for backends that work on ids;
+        None (the default) for those that do not (servers that re-render the chat)."""
+        return None
 
     async def __aenter__(self) -> Session:
         return self

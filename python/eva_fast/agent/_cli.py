@@ -4,6 +4,7 @@ round as it happens; ``--json`` saves the trajectory, ``--viz`` draws the timeli
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -11,7 +12,10 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register the ``ask`` subcommand on ``eva-fast``'s subparsers."""
+    """Register the ``ask`` subcommand on ``eva-fast``'s subparsers (agent defaults from :class:`AgentConfig`)."""
+    from eva_fast.agent._config import AgentConfig
+
+    d = {f.name: f.default for f in dataclasses.fields(AgentConfig)}
     pa = sub.add_parser("ask", help="ask the EVA agent a question about a video",
                         description="Run EVA's agent loop (plan, fetch frames, answer) on one video.")
     pa.add_argument("video", help="video file")
@@ -25,11 +29,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     pa.add_argument("--media-root", default=None, help="openai --image-format file: folder the server may read")
     pa.add_argument("--device", default=None, help="transformers: model device (default cuda if available, else cpu)")
     pa.add_argument("--dtype", default=None, help="transformers: bfloat16, float16 or float32 (default by device)")
-    pa.add_argument("--max-turns", type=int, default=6, help="model turns (default 6)")
-    pa.add_argument("--max-new-tokens", type=int, default=2048, help="tokens per turn (default 2048)")
-    pa.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    pa.add_argument("--max-visual-tokens", type=int, default=12000, help="per-call budget; <= 0 disables")
-    pa.add_argument("--maxp", type=int, default=720, help="resolution cap of the budget fallback")
+    pa.add_argument("--max-turns", type=int, default=d["max_turns"], help=f"model turns (default {d['max_turns']})")
+    pa.add_argument("--max-new-tokens", type=int, default=d["max_new_tokens"],
+                    help=f"tokens per turn (default {d['max_new_tokens']})")
+    pa.add_argument("--temperature", type=float, default=d["temperature"],
+                    help=f"0 = greedy (default {d['temperature']})")
+    pa.add_argument("--max-visual-tokens", type=int, default=d["max_visual_tokens"],
+                    help=f"per-call budget (default {d['max_visual_tokens']}); <= 0 disables")
+    pa.add_argument("--maxp", type=int, default=d["maxp"], help=f"resolution cap of the budget fallback (default {d['maxp']})")
     pa.add_argument("--system", default=None, help="system turn (default: the one EVA was trained with)")
     pa.add_argument("--first-turn", default=None,
                     help="use this text as the model's first reply (testing/debugging: e.g. a <tool_call> to "
@@ -57,7 +64,7 @@ def _print_event(event: str, traj, turn) -> None:
                 continue
             fr = c.frames
             budget = f", budget {'+'.join(fr.budget_steps)}" if fr.budget_steps else ""
-            pts = ", ".join(f"{p:.1f}" for p in fr.pts_seconds[:12]) + (" ..." if fr.nframes > 12 else "")
+            pts = ", ".join(f"{p:.1f}" for p in fr.pts_s[:12]) + (" ..." if fr.nframes > 12 else "")
             print(f"   ▶ frame_select {args} -> {fr.nframes} frames {fr.size[0]}x{fr.size[1]} "
                   f"(resize {fr.resize:.3f}{budget}), window [{fr.window_s[0]:.1f}, {fr.window_s[1]:.1f}] s, "
                   f"{fr.num_visual_tokens} tokens, {c.decode_ms:.0f} ms")
@@ -75,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         max_turns=args.max_turns,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
-        max_visual_tokens=None if args.max_visual_tokens <= 0 else args.max_visual_tokens,
+        max_visual_tokens=None if args.max_visual_tokens is None or args.max_visual_tokens <= 0 else args.max_visual_tokens,
         maxp=args.maxp,
     )
     if args.backend == "transformers":

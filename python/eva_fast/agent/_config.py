@@ -6,7 +6,16 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from eva_fast.agent._protocol import SYSTEM_PROMPT, TIMESTAMP_FORMATS
-from eva_fast.video import DEFAULT_MAX_VISUAL_TOKENS, DEFAULT_MAXP
+from eva_fast.video import (
+    DEFAULT_MAX_VISUAL_TOKENS,
+    DEFAULT_MAXP,
+    POLICIES,
+    RESAMPLES,
+    SMART_RESIZE_BY,
+    Policy,
+    Resample,
+    SmartResizeBy,
+)
 
 TOOL_CALL_BLOCKS = ("first", "all")
 
@@ -25,11 +34,14 @@ class AgentConfig:
             (what the published evaluation does); ``"all"``: every block, in order.
         timestamp_fmt: frame labels of the tool turn: ``"mmss"`` (trained), ``"seconds"``, ``"none"``.
 
-    Frame tool (``eva_fast.video.select_frames``):
+    Frame tool (``eva_fast.video.plan_frames`` + ``decode_plan``):
         max_visual_tokens: per-call visual-token budget (reference 12 000); None disables it.
         maxp: resolution cap of the budget's first fallback step (reference 720).
         resample: ``"cubic"`` (parity) or ``"antialias"``.
         frame_policy: ``"parity"`` or ``"keyframe_snap"``.
+        smart_resize_by: ``"processor"`` (parity: frames smart_resize enlarges, e.g. 28 px tall at
+            small ``resize``, are made at the reference's 28-aligned size and resampled as the model's
+            processor does) or ``"decoder"`` (one direct resize; see ``plan_frames``).
         device: where frames are decoded (``"cpu"``; ``"cuda"`` once the NVDEC decoder lands, until
             then the frame tool refuses it and the run stops with an ``exception`` reason).
     """
@@ -45,8 +57,11 @@ class AgentConfig:
     system_prompt: str = field(default=SYSTEM_PROMPT, metadata={"help": "system turn when none is given"})
     tool_call_blocks: str = field(default="first", metadata={"help": "'first' (parity) or 'all' blocks"})
     timestamp_fmt: str = field(default="mmss", metadata={"help": "frame label format"})
-    resample: str = field(default="cubic", metadata={"help": "frame resize filter"})
-    frame_policy: str = field(default="parity", metadata={"help": "frame-choice policy"})
+    resample: Resample = field(default="cubic", metadata={"help": "frame resize filter"})
+    frame_policy: Policy = field(default="parity", metadata={"help": "frame-choice policy"})
+    smart_resize_by: SmartResizeBy = field(
+        default="processor", metadata={"help": "who resamples frames smart_resize changes"}
+    )
 
     def __post_init__(self) -> None:
         def _pos_int(name: str, v: object) -> None:
@@ -65,10 +80,12 @@ class AgentConfig:
             raise ValueError(f"AgentConfig.tool_call_blocks must be one of {TOOL_CALL_BLOCKS}, got {self.tool_call_blocks!r}")
         if self.timestamp_fmt not in TIMESTAMP_FORMATS:
             raise ValueError(f"AgentConfig.timestamp_fmt must be one of {TIMESTAMP_FORMATS}, got {self.timestamp_fmt!r}")
-        if self.resample not in ("cubic", "antialias"):
-            raise ValueError(f"AgentConfig.resample must be 'cubic' or 'antialias', got {self.resample!r}")
-        if self.frame_policy not in ("parity", "keyframe_snap"):
-            raise ValueError(f"AgentConfig.frame_policy must be 'parity' or 'keyframe_snap', got {self.frame_policy!r}")
+        if self.resample not in RESAMPLES:
+            raise ValueError(f"AgentConfig.resample must be one of {RESAMPLES}, got {self.resample!r}")
+        if self.frame_policy not in POLICIES:
+            raise ValueError(f"AgentConfig.frame_policy must be one of {POLICIES}, got {self.frame_policy!r}")
+        if self.smart_resize_by not in SMART_RESIZE_BY:
+            raise ValueError(f"AgentConfig.smart_resize_by must be one of {SMART_RESIZE_BY}, got {self.smart_resize_by!r}")
         if not isinstance(self.system_prompt, str):
             raise ValueError(f"AgentConfig.system_prompt must be a str, got {type(self.system_prompt).__name__}")
         if not isinstance(self.device, str) or not (self.device == "cpu" or self.device.startswith("cuda")):

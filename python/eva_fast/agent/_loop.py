@@ -32,13 +32,12 @@ from eva_fast.agent._protocol import (
     ParsedCall,
     extract_answer,
     first_user_text,
-    frame_label,
     label_seconds,
     parse_tool_calls,
-    tool_turn_tail,
+    tool_turn_layout,
 )
 from eva_fast.agent._types import FramesReturned, ImagePart, Message, TextPart, ToolCall, Trajectory, Turn
-from eva_fast.video import VideoReader, estimate_visual_tokens, select_frames
+from eva_fast.video import VideoReader, select_frames
 
 logger = get_logger("agent")
 
@@ -68,6 +67,9 @@ class AgentLoop:
     Args:
         backend: the model (see :func:`eva_fast.agent.get_backend`).
         config: settings (default :class:`AgentConfig()`, the published evaluation's).
+        frame_tool: what serves ``frame_select``: a callable with :func:`eva_fast.video.select_frames`'s
+            signature returning a ``FrameBatch`` (default ``select_frames``; GRPO rollouts pass one
+            that shares decoded frames among the episodes of a question).
 
     Example::
 
@@ -76,7 +78,8 @@ class AgentLoop:
         traj.answer, traj.stop_reason
     """
 
-    def __init__(self, backend: ModelBackend, config: AgentConfig | None = None) -> None:
+    def __init__(self, backend: ModelBackend, config: AgentConfig | None = None,
+                 frame_tool: Callable[..., Any] | None = None) -> None:
         if not isinstance(backend, ModelBackend):
             raise TypeError(f"backend must be a ModelBackend (see get_backend), got {type(backend).__name__}")
         config = AgentConfig() if config is None else config
@@ -84,6 +87,7 @@ class AgentLoop:
             raise TypeError(f"config must be an AgentConfig, got {type(config).__name__}")
         self.backend = backend
         self.config = config
+        self.frame_tool = select_frames if frame_tool is None else frame_tool
 
     def run_sync(self, video_path: str | os.PathLike, question: str, system: str | None = None,
                  *, on_event: EventCallback | None = None) -> Trajectory:
@@ -109,7 +113,7 @@ class AgentLoop:
         return box["out"]
 
     async def run(self, video_path: str | os.PathLike, question: str, system: str | None = None,
-                  *, on_event: EventCallback | None = None) -> Trajectory:
+                  *, on_event: EventCallback | None = None, reader: VideoReader | None = None) -> Trajectory:
         """Answer ``question`` about the video at ``video_path``.
 
         Args:
@@ -118,6 +122,8 @@ class AgentLoop:
             system: system turn; None uses ``config.system_prompt`` (the trained one).
             on_event: optional progress callback (see ``EventCallback``); exceptions it raises end
                 the run with an ``exception`` stop reason.
+            reader: an open reader of ``video_path`` to use (shared by concurrent runs on the same
+                video; left open); default: the run opens its own and closes it at the end.
 
         Returns:
             The trajectory. Model and tool problems (bad calls, an unreadable video, a server error)
@@ -138,9 +144,10 @@ class AgentLoop:
             system=cfg.system_prompt if system is None else system,
             backend=self.backend.name,
             model=self.backend.model_name,
+            config=self.conversation_config(),
         )
         state = AgentState.PENDING
-        reader: VideoReader | None = None
+        owned: VideoReader | None = None
         session: Session | None = None
         messages: list[Message] = []
         pending: list[ParsedCall] = []
@@ -153,7 +160,8 @@ class AgentLoop:
         try:
             while state is not AgentState.TERMINATED:
                 if state is AgentState.PENDING:
-                    reader = await asyncio.to_thread(VideoReader, traj.video_path, device=cfg.device)
+                    if reader is None:
+                        reader = owned = await asyncio.to_thread(VideoReader, traj.video_path, device=cfg.device)
                     meta = reader.metadata
                     traj.duration_s, traj.width, traj.height = meta.duration_s, meta.width, meta.height
                     messages = [
@@ -228,20 +236,44 @@ class AgentLoop:
         finally:
             if session is not None:
                 try:
+                    traj.tokens = session.token_trace()
+                except Exception:  # pragma: no cover - the trace is extra; never lose the result
+                    logger.warning("reading the backend's token trace failed", exc_info=True)
+                try:
                     await session.aclose()
                 except Exception:  # pragma: no cover - closing must not hide the result
                     logger.warning("closing the backend session failed", exc_info=True)
+            if owned is not None:
+                owned.close()
             traj.wall_ms = (time.perf_counter() - t_start) * 1e3
             traj.model = self.backend.model_name or traj.model  # a server backend learns it on first use
         if on_event:
             on_event("stopped", traj, traj.turns[-1] if traj.turns else None)
         return traj
 
+    def conversation_config(self) -> dict[str, Any]:
+        """The settings recorded in every :class:`Trajectory` (``Trajectory.config``): what shapes the
+        conversation text and the frames, so a stored trajectory can be rendered and its frames
+        decoded again exactly (training)."""
+        cfg = self.config
+        return {
+            "timestamp_fmt": cfg.timestamp_fmt,
+            "max_visual_tokens": cfg.max_visual_tokens,
+            "maxp": cfg.maxp,
+            "resample": cfg.resample,
+            "frame_policy": cfg.frame_policy,
+            "smart_resize_by": cfg.smart_resize_by,
+            "max_turns": cfg.max_turns,
+            "max_new_tokens": cfg.max_new_tokens,
+            "temperature": cfg.temperature,
+            "tool_call_blocks": cfg.tool_call_blocks,
+        }
+
     async def _run_tools(self, reader: VideoReader, calls: list[ParsedCall], turn: Turn, question: str
                          ) -> tuple[list[TextPart | ImagePart], list[str]]:
         """Run every parsed call; return the tool turn's content parts and the per-call errors."""
         cfg = self.config
-        parts: list[TextPart | ImagePart] = [TextPart("<tool_response>")]
+        ok: list[tuple[Any, list[int]]] = []  # (FrameBatch, label_seconds) of the successful calls
         errors: list[str] = []
         frame_no = 0
         decode_ms = 0.0
@@ -255,7 +287,7 @@ class AgentLoop:
             t0 = time.perf_counter()
             try:
                 batch = await asyncio.to_thread(
-                    select_frames,
+                    self.frame_tool,
                     reader,
                     args["start_time"],
                     args["end_time"],
@@ -265,6 +297,7 @@ class AgentLoop:
                     maxp=cfg.maxp,
                     resample=cfg.resample,
                     policy=cfg.frame_policy,
+                    smart_resize_by=cfg.smart_resize_by,
                     device=cfg.device,
                 )
             except Exception as e:  # the model's arguments are untrusted: any refusal is a call error
@@ -277,15 +310,14 @@ class AgentLoop:
                 continue
             call.decode_ms = (time.perf_counter() - t0) * 1e3
             decode_ms += call.decode_ms
-            meta = reader.metadata
             labels = label_seconds(args["start_time"], args["end_time"], batch.nframes)
-            call.estimated_visual_tokens = estimate_visual_tokens(batch.nframes, meta.width, meta.height, batch.resize)
+            call.estimated_visual_tokens = batch.plan.final_estimated_visual_tokens
             call.frames = FramesReturned(
                 window_s=(batch.start_s, batch.end_s),
                 timestamps_s=list(batch.timestamps_s),
-                pts_seconds=list(batch.pts_seconds),
+                pts_s=list(batch.pts_s),
                 frame_indices=list(batch.frame_indices),
-                label_seconds=labels,
+                label_s=labels,
                 size=tuple(batch.size),
                 nframes=batch.nframes,
                 resize=batch.resize,
@@ -293,14 +325,12 @@ class AgentLoop:
                 budget_steps=list(batch.budget_steps),
                 estimated_visual_tokens_requested=batch.estimated_visual_tokens,
                 first_frame=frame_no,
+                plan=batch.plan.to_dict(),
             )
             turn.visual_tokens += batch.num_visual_tokens
-            for i in range(batch.nframes):
-                label = frame_label(frame_no, labels[i], cfg.timestamp_fmt)
-                if label is not None:
-                    parts.append(TextPart(label))
-                parts.append(ImagePart(batch, i))
-                frame_no += 1
+            ok.append((batch, labels))
+            frame_no += batch.nframes
         turn.timings_ms["decode"] = decode_ms
-        parts.append(TextPart(tool_turn_tail(question)))
+        layout = tool_turn_layout([(b.nframes, labels) for b, labels in ok], question, cfg.timestamp_fmt)
+        parts = [TextPart(p) if isinstance(p, str) else ImagePart(ok[p[0]][0], p[1]) for p in layout]
         return parts, errors

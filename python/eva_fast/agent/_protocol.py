@@ -248,3 +248,32 @@ def frame_label(i: int, seconds: int, fmt: str = "mmss") -> str | None:
     if fmt == "none":
         return None
     raise ValueError(f"timestamp format must be one of {TIMESTAMP_FORMATS}, got {fmt!r}")
+
+
+def tool_turn_layout(
+    calls: list[tuple[int, list[int]]], question: str, fmt: str = "mmss"
+) -> list[str | tuple[int, int]]:
+    """The parts of a tool turn in order, as the loop sends them: text strings and ``(call, frame)``
+    references to the frames of the turn's successful calls.
+
+    ``"<tool_response>"``, then for each frame (numbered across the turn's calls) its label
+    (:func:`frame_label`) and the frame, then :func:`tool_turn_tail`. Calls that failed contribute
+    nothing (the reference skips them).
+
+    Args:
+        calls: for each successful call of the turn, ``(nframes, label_s)`` (``label_s`` from
+            :func:`label_seconds`).
+        question: the question (repeated in the tail).
+        fmt: frame label format (``TIMESTAMP_FORMATS``).
+    """
+    parts: list[str | tuple[int, int]] = ["<tool_response>"]
+    frame_no = 0
+    for c, (nframes, labels) in enumerate(calls):
+        for i in range(nframes):
+            label = frame_label(frame_no, labels[i], fmt)
+            if label is not None:
+                parts.append(label)
+            parts.append((c, i))
+            frame_no += 1
+    parts.append(tool_turn_tail(question))
+    return parts

@@ -56,6 +56,10 @@ class _ScriptedSession(Session):
         if self._inner is not None:
             await self._inner.aclose()
 
+    def token_trace(self):
+        """The handed-over backend's trace (its prompt then holds the scripted turns), else None."""
+        return None if self._inner is None else self._inner.token_trace()
+
 
 @register_backend("scripted")
 class ScriptedBackend(ModelBackend):

@@ -72,6 +72,9 @@ class Generation:
             does it, ``pack`` (frames -> pixel_values) or ``encode`` (frames -> PNG/JPEG).
         completion_token_ids: generated token ids when the backend knows them (transformers).
         cached_prompt_tokens: prompt tokens served from a reused KV cache (0 when none).
+        completion_logprobs: per generated token, its log-probability under the sampling
+            distribution (``log_softmax(logits / T)``, ``T`` the temperature, 1 when greedy), when
+            the backend knows it (transformers).
     """
 
     text: str
@@ -81,6 +84,65 @@ class Generation:
     timings_ms: dict[str, float] = field(default_factory=dict)
     completion_token_ids: list[int] | None = None
     cached_prompt_tokens: int = 0
+    completion_logprobs: list[float] | None = None
+
+
+@dataclass
+class TokenTrace:
+    """A whole episode as the model saw it, token by token (what RL needs; verl's ``AgentLoopOutput``).
+
+    Built by backends that work on token ids (``transformers``): the prompt is rendered once, then
+    every turn appends the model's generated ids and the rendered tool turn, so
+    ``prompt_ids + response_ids`` is exactly the sequence the model was conditioned on and produced.
+
+    Attributes:
+        prompt_ids: ids of the first prompt (system + first user turn + ``<|im_start|>assistant\n``),
+            image pads expanded.
+        response_ids: every id after the prompt: generated turns and tool turns, image pads expanded.
+        response_mask: same length as ``response_ids``; 1 on model-generated ids (each turn's
+            content and its end-of-turn token), 0 on tool turns and template text.
+        response_logprobs: same length; the sampling log-probability of each generated id, 0.0
+            where ``response_mask`` is 0.
+        frames: the images in order of their pad runs, uint8 ``[T_i, H_i, W_i, 3]`` tensors (one per
+            tool call's run of frames); ``sum(T_i)`` images in all.
+        tokens_per_image: LLM tokens of each image, in order.
+    """
+
+    prompt_ids: list[int]
+    response_ids: list[int] = field(default_factory=list)
+    response_mask: list[int] = field(default_factory=list)
+    response_logprobs: list[float] = field(default_factory=list)
+    frames: list[Any] = field(default_factory=list)
+    tokens_per_image: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.response_ids)
+        if len(self.response_mask) != n or len(self.response_logprobs) != n:
+            raise ValueError(
+                f"response_ids ({n}), response_mask ({len(self.response_mask)}) and response_logprobs "
+                f"({len(self.response_logprobs)}) must have the same length"
+            )
+
+    @property
+    def num_generated_tokens(self) -> int:
+        """Model-generated ids (``sum(response_mask)``)."""
+        return sum(self.response_mask)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Ids, mask, logprobs and image token counts (frames are not serialised)."""
+        return {
+            "prompt_ids": list(self.prompt_ids),
+            "response_ids": list(self.response_ids),
+            "response_mask": list(self.response_mask),
+            "response_logprobs": list(self.response_logprobs),
+            "tokens_per_image": list(self.tokens_per_image),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenTrace(prompt={len(self.prompt_ids)}, response={len(self.response_ids)}, "
+            f"generated={self.num_generated_tokens}, images={len(self.tokens_per_image)})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,9 +157,9 @@ class FramesReturned:
     Attributes:
         window_s: ``(start_s, end_s)`` window actually sampled (clamped), seconds.
         timestamps_s: sample times, seconds from the first frame.
-        pts_seconds: pts of the frames returned, seconds from the first frame.
+        pts_s: pts of the frames returned, seconds from the first frame.
         frame_indices: frame indices returned (presentation order).
-        label_seconds: the integer seconds in the tool turn's labels (from the call's own arguments).
+        label_s: the integer seconds in the tool turn's labels (from the call's own arguments).
         size: ``(H, W)`` of each frame, pixels (multiples of 28).
         nframes: frames returned (after the budget fallback).
         resize: resize factor applied (after the budget fallback).
@@ -106,13 +168,16 @@ class FramesReturned:
         estimated_visual_tokens_requested: the budget estimate of the call as the model made it.
         first_frame: number of this call's first frame in the tool turn (frames are numbered
             across all calls of a turn).
+        plan: the call's ``eva_fast.video.FramePlan`` as :meth:`FramePlan.to_dict` (rebuild it with
+            ``FramePlan.from_dict`` and ``decode_plan`` it to get the same frames again); None in
+            records written before it existed.
     """
 
     window_s: tuple[float, float]
     timestamps_s: list[float]
-    pts_seconds: list[float]
+    pts_s: list[float]
     frame_indices: list[int]
-    label_seconds: list[int]
+    label_s: list[int]
     size: tuple[int, int]
     nframes: int
     resize: float
@@ -120,6 +185,7 @@ class FramesReturned:
     budget_steps: list[str]
     estimated_visual_tokens_requested: int
     first_frame: int = 0
+    plan: dict[str, Any] | None = None
 
     @property
     def num_visual_tokens(self) -> int:
@@ -182,6 +248,8 @@ class Turn:
 
 
 _RAW_MAX_CHARS = 4096
+#: ``FramesReturned`` keys of records written by earlier versions -> today's names.
+_OLD_FRAMES_KEYS = {"pts_seconds": "pts_s", "label_seconds": "label_s"}
 
 
 @dataclass
@@ -205,6 +273,12 @@ class Trajectory:
         backend, model: which backend and model answered.
         error: exception text for ``exception``/``openai_bad_request`` stops, else None.
         wall_ms: wall time of the whole run, milliseconds.
+        config: the agent settings that shape the conversation and its frames (``timestamp_fmt``,
+            ``max_visual_tokens``, ``maxp``, ``resample``, ``frame_policy``, ``max_turns``,
+            ``temperature``); empty for records written before it existed (defaults apply).
+        tokens: the episode as token ids, mask and sampling logprobs (:class:`TokenTrace`) when the
+            backend works on ids (``transformers``), else None. Not written by :meth:`to_dict`
+            unless asked (``to_dict(tokens=True)``; frames are never written).
     """
 
     video_path: str
@@ -224,6 +298,8 @@ class Trajectory:
     model: str = ""
     error: str | None = None
     wall_ms: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+    tokens: TokenTrace | None = None
 
     @property
     def tool_calls(self) -> list[ToolCall]:
@@ -238,9 +314,53 @@ class Trajectory:
                 out[k] = out.get(k, 0.0) + v
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (tuples become lists; long raw call text truncated)."""
-        d = dataclasses.asdict(self)
+    def conversation(self) -> list[dict[str, Any]]:
+        """The conversation exactly as the agent loop sent it, with frames as references.
+
+        Returns chat-template dicts: ``{"role": "system"|"user"|"assistant", "content": str}`` and
+        tool turns ``{"role": "tool", "content": [{"type": "text", "text": ...}, {"type": "frame",
+        "call": c, "index": i}, ...]}`` where ``(c, i)`` is frame ``i`` of the turn's ``c``-th
+        successful call (``[c for c in turn.tool_calls if c.frames]``). Built with the loop's own
+        protocol functions (:func:`first_user_text`, :func:`tool_turn_layout`).
+
+        Raises:
+            ValueError: the trajectory never opened its video (no duration/size).
+        """
+        from eva_fast.agent._protocol import first_user_text, tool_turn_layout
+
+        if self.width < 1 or self.height < 1:
+            raise ValueError(f"trajectory of {self.video_path!r} has no video metadata (it stopped before opening the video)")
+        fmt = self.config.get("timestamp_fmt", "mmss")
+        out: list[dict[str, Any]] = [
+            {"role": "system", "content": self.system},
+            {"role": "user", "content": first_user_text(self.duration_s, self.width, self.height, self.question)},
+        ]
+        for turn in self.turns:
+            out.append({"role": "assistant", "content": turn.text})
+            ok = [c.frames for c in turn.tool_calls if c.frames is not None]
+            if not ok:
+                continue
+            layout = tool_turn_layout([(f.nframes, list(f.label_s)) for f in ok], self.question, fmt)
+            out.append({"role": "tool", "content": [
+                {"type": "text", "text": p} if isinstance(p, str) else {"type": "frame", "call": p[0], "index": p[1]}
+                for p in layout
+            ]})
+        return out
+
+    def to_dict(self, tokens: bool = False) -> dict[str, Any]:
+        """Plain JSON-ready dict (tuples become lists; long raw call text truncated).
+
+        Args:
+            tokens: also write :attr:`tokens` (ids, mask, logprobs; never frames). Default False:
+                eval records stay small.
+        """
+        trace = self.tokens
+        self.tokens = None
+        try:
+            d = dataclasses.asdict(self)
+        finally:
+            self.tokens = trace
+        d["tokens"] = trace.to_dict() if (tokens and trace is not None) else None
         for turn in d["turns"]:
             for call in turn["tool_calls"]:
                 if len(call["raw"]) > _RAW_MAX_CHARS:
@@ -253,13 +373,16 @@ class Trajectory:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Trajectory:
-        """Inverse of :meth:`to_dict` (extra keys such as ``timings_ms`` are ignored).
+        """Inverse of :meth:`to_dict` (extra keys such as ``timings_ms`` are ignored). Records written
+        before the ``_s`` renames (``pts_seconds``, ``label_seconds``) are read too.
 
         Raises:
             KeyError / TypeError: ``d`` is not a trajectory dict.
         """
         names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names and k != "turns"}
+        kw = {k: v for k, v in d.items() if k in names and k not in ("turns", "tokens")}
+        if d.get("tokens"):
+            kw["tokens"] = TokenTrace(**d["tokens"])
         turns = []
         for t in d.get("turns", []):
             calls = []
@@ -267,7 +390,7 @@ class Trajectory:
                 c = dict(c)
                 fr = c.get("frames")
                 if fr is not None:
-                    fr = dict(fr)
+                    fr = {_OLD_FRAMES_KEYS.get(k, k): v for k, v in fr.items()}
                     fr["window_s"] = tuple(fr["window_s"])
                     fr["size"] = tuple(fr["size"])
                     c["frames"] = FramesReturned(**fr)

@@ -50,7 +50,7 @@ def plot_timeline(traj: Trajectory, path: str | os.PathLike, *, dpi: int = 120) 
             off = (k - (len(calls) - 1) / 2) * 0.25 if len(calls) > 1 else 0.0
             start, end = fr.window_s
             ax.barh(y + off, end - start, left=start, height=0.22, color=cmap(norm(min(fr.size))), alpha=0.3)
-            ax.scatter(fr.pts_seconds, [y + off] * len(fr.pts_seconds), c=[min(fr.size)] * len(fr.pts_seconds),
+            ax.scatter(fr.pts_s, [y + off] * len(fr.pts_s), c=[min(fr.size)] * len(fr.pts_s),
                        cmap=cmap, norm=norm, s=18, marker="|", linewidths=2, zorder=3)
             ax.text(end, y + off, f" {fr.nframes}x{fr.size[0]}x{fr.size[1]}", va="center", fontsize=7)
     ax.set_xlim(0, max(traj.duration_s, 1e-3))

@@ -169,13 +169,33 @@ class RunResult:
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
 
+def _same_identity(old: Any, new: dict[str, Any]) -> bool:
+    """Whether a stored run identity matches this run's. Agent settings that the older eva_fast that
+    wrote ``old`` did not have yet (absent from its ``agent_config``) are not counted as a change,
+    so runs resume across versions; they are logged."""
+    if old is None or old == new:
+        return True
+    if not isinstance(old, dict) or set(old) != set(new):
+        return False
+    old_cfg, new_cfg = old.get("agent_config"), new.get("agent_config")
+    if not isinstance(old_cfg, dict) or not isinstance(new_cfg, dict):
+        return False
+    added = sorted(set(new_cfg) - set(old_cfg))
+    same = (set(old_cfg) <= set(new_cfg) and all(old_cfg[k] == new_cfg[k] for k in old_cfg)
+            and all(old[k] == new[k] for k in old if k != "agent_config"))
+    if same and added:
+        log.warning("resuming a run recorded without the agent settings %s (added since); this run uses %s",
+                       added, {k: new_cfg[k] for k in added})
+    return same
+
+
 def _check_run_meta(path: Path, meta: dict[str, Any], allow_change: bool) -> None:
     if path.exists():
         try:
             old = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             old = {}
-        if old.get("identity") not in (None, meta["identity"]) and not allow_change:
+        if not _same_identity(old.get("identity"), meta["identity"]) and not allow_change:
             raise ValueError(
                 f"{path} records a different run ({old.get('identity')}) than this one ({meta['identity']}); "
                 "resuming would mix results: use another --out folder, or pass --allow-config-change")

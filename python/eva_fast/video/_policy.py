@@ -12,25 +12,63 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from eva_fast.vision._smart_resize import FACTOR, MAX_PIXELS, MIN_PIXELS, smart_resize
 
-#: Largest ``nframes`` one call may ask for (EVA's surveys use up to 256).
+#: Largest ``nframes`` one ``select_frames`` call may ask for by default (EVA's surveys use up to
+#: 256). The agent path has no frame cap: the visual-token budget and ``max_output_bytes`` bound it.
 MAX_NFRAMES = 1024
-#: Largest ``resize`` factor accepted (EVA uses 0.05-1.0; above 1 the frame is upscaled).
+#: Largest ``resize`` factor ``select_frames`` accepts by default (EVA uses 0.05-1.0; above 1 the
+#: frame is upscaled). The agent path has no resize cap (the budget and the byte limit bound it).
 MAX_RESIZE = 8.0
 #: Reference defaults of the visual-token budget per tool call and its resolution cap.
 DEFAULT_MAX_VISUAL_TOKENS = 12_000
 DEFAULT_MAXP = 720
+#: Default limit on the bytes of one call's output frames (``T * H * W * 3``), checked before
+#: anything is allocated: 4 GiB (the 12 000-token budget needs at most ~28 MiB).
+DEFAULT_MAX_OUTPUT_BYTES = 4 << 30
+
+#: Resize filters: ``"cubic"`` = OpenCV ``INTER_CUBIC`` (Keys a = -0.75, no antialiasing; EVA
+#: parity), ``"antialias"`` = Pillow-style antialiased bicubic (a = -0.5, support scaled on downscale).
+Resample = Literal["cubic", "antialias"]
+RESAMPLES: tuple[str, ...] = get_args(Resample)
+#: Frame-choice policies: ``"parity"`` (EVA's published tool) or ``"keyframe_snap"`` (see
+#: ``select_frames``).
+Policy = Literal["parity", "keyframe_snap"]
+POLICIES: tuple[str, ...] = get_args(Policy)
+#: Who applies Qwen2.5-VL's smart_resize when it changes the 28-aligned size (frames under
+#: ``min_pixels`` or over ``max_pixels``): ``"processor"`` (EVA parity: the frame is made at the
+#: reference tool's 28-aligned size, then resampled to the smart_resize size the way the model's
+#: processor resamples it) or ``"decoder"`` (one resize from the decoded frame straight to the
+#: smart_resize size).
+SmartResizeBy = Literal["processor", "decoder"]
+SMART_RESIZE_BY: tuple[str, ...] = get_args(SmartResizeBy)
+
+
+def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``allowed``, else a ValueError naming both."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
 
 
 def _as_float(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a finite number of seconds, got {value!r} ({type(value).__name__})")
-    out = float(value)
+    try:
+        out = float(value)
+    except OverflowError:  # an int beyond float range (e.g. 10**400)
+        out = math.inf
     if not math.isfinite(out):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+        raise ValueError(f"{name} must be a finite number, got {_short(value)}")
     return out
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a 10**400 argument stays readable)."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**limit else f"<int with {len(str(abs(value)))} digits>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -40,13 +78,14 @@ class FrameRequest:
     Attributes:
         start_time: window start, seconds from the first frame (any finite value; clamped later).
         end_time: window end, seconds (any finite value; clamped later).
-        nframes: frames asked for, integer in ``[1, MAX_NFRAMES]``.
-        resize: scale factor applied to the original resolution, finite, in ``(0, MAX_RESIZE]``.
+        nframes: frames asked for, a positive integer (integral floats such as ``16.0`` are
+            accepted here; caps such as ``MAX_NFRAMES`` are the caller's, see :func:`plan_frames`).
+        resize: scale factor applied to the original resolution, finite and > 0 (caps such as
+            ``MAX_RESIZE`` are the caller's).
 
     Raises:
-        ValueError: a non-finite or non-numeric time, ``nframes`` that is not a positive integer
-            up to ``MAX_NFRAMES`` (integral floats such as ``16.0`` are accepted), or ``resize``
-            outside ``(0, MAX_RESIZE]``.
+        ValueError: a non-finite or non-numeric time or resize (ints beyond float range
+            included), ``nframes`` that is not a positive integer, or ``resize <= 0``.
     """
 
     start_time: float
@@ -58,16 +97,25 @@ class FrameRequest:
         object.__setattr__(self, "start_time", _as_float("start_time", self.start_time))
         object.__setattr__(self, "end_time", _as_float("end_time", self.end_time))
         n = self.nframes
-        if isinstance(n, bool) or not isinstance(n, numbers.Real) or not math.isfinite(float(n)) or float(n) != int(n):
+        if isinstance(n, bool) or not isinstance(n, numbers.Real):
             raise ValueError(f"nframes must be a positive integer, got {n!r}")
+        if not isinstance(n, numbers.Integral):
+            f = float(n)
+            if not math.isfinite(f) or f != int(f):
+                raise ValueError(f"nframes must be a positive integer, got {n!r}")
         n = int(n)
-        if not 1 <= n <= MAX_NFRAMES:
-            raise ValueError(f"nframes must be in [1, {MAX_NFRAMES}], got {n}")
+        if n < 1:
+            raise ValueError(f"nframes must be a positive integer, got {n}")
         object.__setattr__(self, "nframes", n)
         r = _as_float("resize", self.resize)
-        if not 0 < r <= MAX_RESIZE:
-            raise ValueError(f"resize must be in (0, {MAX_RESIZE}], got {self.resize!r}")
+        if not r > 0:
+            raise ValueError(f"resize must be > 0, got {self.resize!r}")
         object.__setattr__(self, "resize", r)
+
+    def to_dict(self) -> dict:
+        """``{"start_time", "end_time", "nframes", "resize"}`` (JSON-ready)."""
+        return {"start_time": self.start_time, "end_time": self.end_time, "nframes": self.nframes,
+                "resize": self.resize}
 
 
 def clamp_window(start_time: float, end_time: float, stream_end_s: float) -> tuple[float, float]:
@@ -106,8 +154,15 @@ def frame_index_for_time(t_s: float, average_fps: float, num_frames: int) -> int
 
 
 def estimate_visual_tokens(nframes: int, width: int, height: int, resize: float) -> int:
-    """The reference's token estimate: ``nframes * max(1, round(H*r/28)) * max(1, round(W*r/28))``."""
-    return nframes * max(1, round(height * resize / FACTOR)) * max(1, round(width * resize / FACTOR))
+    """The reference's token estimate: ``int(nframes) * max(1, round(H*r/28)) * max(1, round(W*r/28))``.
+
+    Evaluated in the reference's order with Python's arithmetic (the height and width units first,
+    then ``int(nframes)``), so a value the reference cannot use raises the reference's exception
+    (``TypeError`` for a string ``resize``, ``ValueError``/``OverflowError`` for a NaN/infinite one).
+    """
+    h_units = max(1, round(height * resize / FACTOR))
+    w_units = max(1, round(width * resize / FACTOR))
+    return int(nframes) * h_units * w_units
 
 
 @dataclass(frozen=True)
@@ -142,6 +197,10 @@ def apply_token_budget(
     If the estimate exceeds ``max_visual_tokens``: ``r = min(r, min(1, maxp / min(W, H)))``; if
     still over, ``k = (budget / estimate) ** (1/3)``, ``nframes = max(1, int(nframes * k))`` and
     ``r = r * k``. ``max_visual_tokens=None`` disables the budget.
+
+    The arithmetic is the published evaluation's, on whatever values it is given (the agent hands
+    it the model's raw arguments): a float ``nframes`` stays a float unless the cube-root step
+    runs, and values the reference cannot compute with raise its exceptions.
     """
     estimate = estimate_visual_tokens(nframes, width, height, resize)
     if max_visual_tokens is None or estimate <= max_visual_tokens:
@@ -162,8 +221,13 @@ def output_size(
     width: int, height: int, resize: float, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS
 ) -> tuple[int, int]:
     """Output ``(h', w')`` for a frame of ``width x height`` (as displayed) at ``resize``:
-    ``w' = max(1, round(W*r/28))*28`` (likewise ``h'``), then Qwen2.5-VL's ``smart_resize`` so the
-    model never resamples again."""
-    w = max(1, round(width * resize / FACTOR)) * FACTOR
-    h = max(1, round(height * resize / FACTOR)) * FACTOR
+    ``w' = max(1, round(W*r/28))*28`` (likewise ``h'``, :func:`aligned_size`), then Qwen2.5-VL's
+    ``smart_resize`` so the model never resamples again."""
+    h, w = aligned_size(width, height, resize)
     return smart_resize(h, w, FACTOR, min_pixels, max_pixels)
+
+
+def aligned_size(width: int, height: int, resize: float) -> tuple[int, int]:
+    """The reference tool's frame size ``(h, w)`` at ``resize``: ``max(1, round(H*r/28))*28`` by
+    ``max(1, round(W*r/28))*28`` (``--factor 28``), before Qwen2.5-VL's smart_resize."""
+    return max(1, round(height * resize / FACTOR)) * FACTOR, max(1, round(width * resize / FACTOR)) * FACTOR

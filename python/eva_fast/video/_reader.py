@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +16,7 @@ import torch
 
 from eva_fast import _C
 from eva_fast._logging import get_logger
+from eva_fast.video._policy import DEFAULT_MAX_OUTPUT_BYTES, RESAMPLES, Resample, check_choice
 
 log = get_logger("video")
 
@@ -24,7 +27,8 @@ CorruptVideoError = _C.CorruptVideoError
 NotAVideoError = _C.NotAVideoError
 NoVideoStreamError = _C.NoVideoStreamError
 
-_RESAMPLE = ("cubic", "antialias")
+#: Largest output side, pixels (the native decoder's limit).
+MAX_SIDE = 16384
 #: Default cap on GOP workers (``VideoReader(gop_workers=None)`` = min(cores, this)).
 _MAX_AUTO_GOP_WORKERS = 4
 #: Requests with less estimated decode work (frames) than this stay on one decoder.
@@ -51,9 +55,9 @@ class VideoMetadata:
         num_frames: frame count from the container, or ``round(duration_s * average_fps)`` when
             ``num_frames_estimated``.
         is_vfr: variable frame rate (frame durations are not constant).
-        start_pts_seconds: pts of the first frame, seconds (non-zero for some files). All other
+        start_pts_s: pts of the first frame, seconds (non-zero for some files). All other
             times in eva_fast are seconds from this first frame.
-        keyframe_pts_seconds: keyframe times from the container index (seconds from the first
+        keyframe_pts_s: keyframe times from the container index (seconds from the first
             frame); empty when the container has no index.
         color_space, color_range: the stream's colour metadata (FFmpeg names).
     """
@@ -76,15 +80,17 @@ class VideoMetadata:
     num_frames: int
     num_frames_estimated: bool
     is_vfr: bool
-    start_pts_seconds: float
-    keyframe_pts_seconds: tuple[float, ...]
+    start_pts_s: float
+    keyframe_pts_s: tuple[float, ...]
     color_space: str
     color_range: str
 
     @property
     def end_s(self) -> float:
-        """Stream end used by the frame tool: last frame's pts + 1/fps, seconds from the first frame
-        (``num_frames / average_fps`` at constant frame rate, the container duration otherwise)."""
+        """Stream end from the header, seconds from the first frame: last frame's pts + 1/fps
+        (``num_frames / average_fps``) at constant frame rate, the container duration at variable
+        frame rate, where the data may run past it (``VideoReader.stream_end_s`` scans for the
+        real end)."""
         if self.is_vfr:
             return self.duration_s
         return self.num_frames / self.average_fps
@@ -135,8 +141,19 @@ class DecodeStats:
     gop_workers: int = 1
 
     @classmethod
-    def from_native(cls, d: dict, **extra) -> "DecodeStats":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d}, **extra)
+    def from_native(cls, native: "_C.DecodeStats", **extra) -> "DecodeStats":
+        """From the native decoder's counters (``_C.DecodeStats``) plus the Python-side fields."""
+        return cls(**{k: getattr(native, k) for k in _NATIVE_STATS}, **extra)
+
+    @classmethod
+    def total(cls, parts: Sequence["_C.DecodeStats"], **extra) -> "DecodeStats":
+        """Field-wise sum of several native counters (GOP workers of one call, or a reader's decoders)."""
+        return cls(**{k: sum(getattr(p, k) for p in parts) for k in _NATIVE_STATS}, **extra)
+
+
+#: Counters the native decoder reports (``_C.DecodeStats`` attributes).
+_NATIVE_STATS = ("decoded_frames", "packets_sent", "seeks", "decode_errors", "skip_nonref_packets",
+                 "keyframe_backoffs", "decode_ms", "convert_ms")
 
 
 @dataclass(frozen=True)
@@ -144,23 +161,34 @@ class DecodedFrames:
     """Frames decoded for a list of times.
 
     Attributes:
-        data: uint8 ``[N, H, W, 3]`` RGB in ``[0, 255]``, contiguous, on the reader's device (for
+        frames: uint8 ``[N, H, W, 3]`` RGB in ``[0, 255]``, contiguous, on the reader's device (for
             CUDA: written on the CUDA stream that was current when the call was made; see ``VideoReader``).
-        pts_seconds: float64 ``[N]``, each frame's pts in seconds from the first frame.
+        pts_s: float64 ``[N]``, each frame's pts in seconds from the first frame.
         corrupt: bool ``[N]``; True where the frame comes from a damaged part of the stream
             (FFmpeg's error concealment filled it in). See ``VideoReader`` for the policy.
         keyframe: bool ``[N]``; True for keyframes.
         stats: decode work for this call.
     """
 
-    data: torch.Tensor
-    pts_seconds: torch.Tensor
+    frames: torch.Tensor
+    pts_s: torch.Tensor
     corrupt: torch.Tensor
     keyframe: torch.Tensor
     stats: DecodeStats = field(default_factory=DecodeStats)
 
     def __repr__(self) -> str:
-        return f"DecodedFrames(data={tuple(self.data.shape)} {self.data.dtype}, pts_seconds={self.pts_seconds.tolist()})"
+        return f"DecodedFrames(frames={tuple(self.frames.shape)} {self.frames.dtype}, pts_s={self.pts_s.tolist()})"
+
+
+@dataclass(frozen=True)
+class _Native:
+    """One decode call's native outputs (one decoder's ``_C.DecodeOutput``, or GOP workers' merged)."""
+
+    frames: object  # NumPy uint8 [N, H, W, 3], or a DLPack capsule (NVDEC)
+    pts_s: np.ndarray
+    corrupt: np.ndarray
+    keyframe: np.ndarray
+    stats: DecodeStats
 
 
 def normalize_device(device: str | torch.device) -> str:
@@ -251,17 +279,24 @@ class VideoReader:
             (None) = min(CPU cores, 4). Requests in one GOP, or under ~24 frames of work, use the
             main decoder.
 
+        max_output_bytes: largest output one call may produce, ``T * H * W * 3`` bytes, checked
+            before anything is allocated (default ``DEFAULT_MAX_OUTPUT_BYTES``, 4 GiB).
+
     Raises:
         FileNotFoundError: the path does not exist.
         NotAVideoError: FFmpeg cannot read the file as media.
         NoVideoStreamError: the file has no video stream.
         UnsupportedCodecError: this FFmpeg build cannot decode the codec.
-        ValueError: bad ``device``, ``stream_index`` or ``on_corrupt``.
+        CorruptVideoError: the container opens but its index is unusable (e.g. no frames).
+        ValueError: bad ``device``, ``stream_index``, ``threads``, ``on_corrupt``, ``skip_nonref``,
+            ``gop_workers`` or ``max_output_bytes``.
         RuntimeError: ``device="cuda"`` with a build without CUDA (rebuild with ``EVA_FAST_CUDA=ON``)
             or without a usable GPU.
 
     The reader is safe to share between threads (calls are serialised); use one reader per
-    thread for parallel decoding.
+    thread for parallel decoding. :meth:`close` (or ``with VideoReader(...) as r:``) releases the
+    decoders and the GOP worker threads at once instead of at garbage collection; metadata stays
+    readable, decoding afterwards raises ``ValueError``.
     """
 
     def __init__(
@@ -274,6 +309,7 @@ class VideoReader:
         on_corrupt: str = "flag",
         skip_nonref: bool = True,
         gop_workers: int | None = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> None:
         device = normalize_device(device)
         cuda_index = _check_cuda_usable(device) if device != "cpu" else -1
@@ -281,11 +317,15 @@ class VideoReader:
             raise ValueError(f"on_corrupt must be 'flag' or 'error', got {on_corrupt!r}")
         if stream_index is not None and (isinstance(stream_index, bool) or not isinstance(stream_index, int)):
             raise ValueError(f"stream_index must be an int or None, got {stream_index!r}")
-        if not isinstance(threads, int) or threads < 0:
-            raise ValueError(f"threads must be a non-negative int, got {threads!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= 256:
+            raise ValueError(f"threads must be an int in 0..256 (0 = FFmpeg's choice), got {threads!r}")
+        if isinstance(max_output_bytes, bool) or not isinstance(max_output_bytes, int) or max_output_bytes < 1:
+            raise ValueError(f"max_output_bytes must be a positive int, got {max_output_bytes!r}")
         self.path = os.fspath(path)
         self.device = device
         self.on_corrupt = on_corrupt
+        #: Largest output of one call, bytes (``T * H * W * 3``); checked before allocating.
+        self.max_output_bytes = max_output_bytes
         if not isinstance(skip_nonref, bool):
             raise ValueError(f"skip_nonref must be a bool, got {skip_nonref!r}")
         if gop_workers is None:
@@ -298,6 +338,8 @@ class VideoReader:
         self._workers: list = []  # extra single-threaded decoders for GOP-parallel calls (lazy)
         self._pool: ThreadPoolExecutor | None = None
         self._cuda_index = cuda_index
+        self._lock = threading.Lock()
+        self._frame_table: tuple[np.ndarray, np.ndarray] | None = None
         self._dec = _C.VideoDecoder(self.path, -1 if stream_index is None else stream_index, threads, cuda_index)
         self._dec.skip_nonref = skip_nonref
         #: ``"nvdec"`` or ``"cpu"``: what decodes this reader's frames.
@@ -312,93 +354,165 @@ class VideoReader:
         info = self._dec.info
         self.metadata = VideoMetadata(
             path=self.path,
-            stream_index=info["stream_index"],
-            video_stream_indices=tuple(info["video_stream_indices"]),
-            container=info["container"],
-            codec=info["codec"],
-            profile=info["profile"],
-            pixel_format=info["pixel_format"],
-            bit_depth=info["bit_depth"],
-            width=info["width"],
-            height=info["height"],
-            coded_width=info["coded_width"],
-            coded_height=info["coded_height"],
-            rotation_deg=info["rotation_deg"],
-            duration_s=info["duration_s"],
-            average_fps=info["average_fps"],
-            num_frames=info["num_frames"],
-            num_frames_estimated=info["num_frames_estimated"],
-            is_vfr=info["is_vfr"],
-            start_pts_seconds=info["start_pts_s"],
-            keyframe_pts_seconds=tuple(info["keyframe_pts_s"]),
-            color_space=info["color_space"],
-            color_range=info["color_range"],
+            stream_index=info.stream_index,
+            video_stream_indices=tuple(info.video_stream_indices),
+            container=info.container,
+            codec=info.codec,
+            profile=info.profile,
+            pixel_format=info.pixel_format,
+            bit_depth=info.bit_depth,
+            width=info.width,
+            height=info.height,
+            coded_width=info.coded_width,
+            coded_height=info.coded_height,
+            rotation_deg=info.rotation_deg,
+            duration_s=info.duration_s,
+            average_fps=info.average_fps,
+            num_frames=info.num_frames,
+            num_frames_estimated=info.num_frames_estimated,
+            is_vfr=info.is_vfr,
+            start_pts_s=info.start_pts_s,
+            keyframe_pts_s=tuple(info.keyframe_pts_s),
+            color_space=info.color_space,
+            color_range=info.color_range,
         )
-        self._frame_table: tuple[np.ndarray, np.ndarray] | None = None
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"VideoReader({self.metadata!r})"
+        return f"VideoReader({self.metadata!r}{', closed' if self.closed else ''})"
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._dec is None
+
+    def close(self) -> None:
+        """Release the native decoders (FFmpeg contexts, NVDEC sessions back to their cache) and
+        stop the GOP worker threads. Idempotent; waits for a call in progress to finish."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.shutdown(wait=True)
+            self._workers = []
+            self._dec = None
+
+    def _native(self) -> _C.VideoDecoder:
+        if self._dec is None:
+            raise ValueError(f"{self.path}: I/O operation on a closed VideoReader")
+        return self._dec
 
     def frame_table(self) -> tuple[np.ndarray, np.ndarray]:
         """Every frame's pts (float64 seconds from the first frame, sorted) and keyframe flag (bool).
 
         Built once per reader by a demux-only scan (reads the file's packets, decodes nothing);
         used for variable-frame-rate frame indices and for decode-work metrics.
+
+        Raises:
+            ValueError: the reader is closed.
         """
         with self._lock:
             if self._frame_table is None:
-                pts, key = self._dec.scan_frames()
+                pts, key = self._native().scan_frames()
                 self._frame_table = (np.asarray(pts, dtype=np.float64), np.asarray(key, dtype=bool))
             return self._frame_table
 
+    @property
+    def stream_end_s(self) -> float:
+        """End of the stream, seconds from the first frame: the last frame's pts + ``1 / average_fps``
+        (the reference tool's stream end). Constant frame rate: ``metadata.end_s``. Variable frame
+        rate: from the frame table (a demux-only scan, once per reader), never before
+        ``metadata.end_s`` (some files' last pts lies after their declared duration)."""
+        meta = self.metadata
+        if not meta.is_vfr:
+            return meta.end_s
+        pts, _ = self.frame_table()
+        if len(pts) == 0:
+            return meta.end_s
+        return max(meta.end_s, float(pts[-1]) + 1.0 / meta.average_fps)
+
+    def check_output_bytes(self, num_frames: int, size: tuple[int, int]) -> int:
+        """Bytes of ``num_frames`` RGB frames of ``size`` ``(height, width)``; ValueError above
+        ``max_output_bytes`` (nothing is allocated)."""
+        nbytes = int(num_frames) * int(size[0]) * int(size[1]) * 3
+        if nbytes > self.max_output_bytes:
+            raise ValueError(
+                f"{num_frames} frames of {size[0]}x{size[1]} (height x width) need {nbytes} bytes, above this "
+                f"reader's max_output_bytes={self.max_output_bytes}; ask for fewer or smaller frames (or raise "
+                "VideoReader(max_output_bytes=...))"
+            )
+        return nbytes
+
     def _decode(
-        self, seconds: Sequence[float], mode: str, size: tuple[int, int] | None, resample: str
+        self, times_s: Sequence[float], mode: str, size: tuple[int, int] | None, resample: Resample
     ) -> DecodedFrames:
-        if resample not in _RESAMPLE:
-            raise ValueError(f"resample must be one of {_RESAMPLE}, got {resample!r}")
-        times = [float(s) for s in seconds]
-        h, w = (0, 0) if size is None else (int(size[0]), int(size[1]))
-        if size is not None and (h <= 0 or w <= 0):
-            raise ValueError(f"size must be (height, width) with positive values, got {size!r}")
+        check_choice("resample", resample, RESAMPLES)
+        times = [_time_arg(t, i) for i, t in enumerate(_as_sequence(times_s))]
+        if mode == "played_at" and times:
+            self._check_played_range(times)
+        if size is None:
+            h, w = self.metadata.height, self.metadata.width
+        else:
+            h, w = _size_arg(size)
+        self.check_output_bytes(len(times), (h, w))
         stream = 0
         if self.backend == "nvdec":
             stream = torch.cuda.current_stream(self._cuda_index).cuda_stream
         with self._lock:
+            dec = self._native()
             chunks = self._gop_chunks(times)
             if chunks is None:
-                out = self._dec.decode(times, mode, w, h, resample, stream)
+                native = dec.decode(times, mode, h, w, resample, stream)
+                out = _Native(native.frames, native.pts_s, native.corrupt, native.keyframe,
+                              DecodeStats.from_native(native.stats))
             else:
-                out = self._decode_gop_parallel(times, chunks, mode, w, h, resample)
-        corrupt = np.asarray(out["corrupt"], dtype=bool)
+                out = self._decode_gop_parallel(times, chunks, mode, h, w, resample)
+        corrupt = np.asarray(out.corrupt, dtype=bool)
         if corrupt.any():
-            bad = [round(float(t), 3) for t, c in zip(out["pts_s"], corrupt) if c]
-            msg = f"{self.path}: {int(corrupt.sum())} frame(s) come from damaged stream data (pts_seconds {bad})"
+            bad = [round(float(t), 3) for t, c in zip(out.pts_s, corrupt) if c]
+            msg = f"{self.path}: {int(corrupt.sum())} frame(s) come from damaged stream data (pts_s {bad})"
             if self.on_corrupt == "error":
                 raise CorruptVideoError(msg)
             log.warning("%s; returned FFmpeg's concealed frames, flagged in .corrupt", msg)
         if self.backend == "nvdec":
-            data = torch.from_dlpack(out["frames"])
+            frames = torch.from_dlpack(out.frames)
         elif self._cuda_index >= 0:
-            data = torch.from_numpy(out["frames"]).to(self.device)
+            frames = torch.from_numpy(out.frames).to(self.device)
         else:
-            data = torch.from_numpy(out["frames"])
+            frames = torch.from_numpy(out.frames)
         return DecodedFrames(
-            data=data,
-            pts_seconds=torch.from_numpy(np.asarray(out["pts_s"], dtype=np.float64)),
+            frames=frames,
+            pts_s=torch.from_numpy(np.asarray(out.pts_s, dtype=np.float64)),
             corrupt=torch.from_numpy(corrupt),
-            keyframe=torch.from_numpy(np.asarray(out["keyframe"], dtype=bool)),
-            stats=DecodeStats.from_native(out["stats"], backend=self.backend, fallback_reason=self.fallback_reason),
+            keyframe=torch.from_numpy(np.asarray(out.keyframe, dtype=bool)),
+            stats=dataclasses.replace(out.stats, backend=self.backend, fallback_reason=self.fallback_reason),
         )
+
+    def _check_played_range(self, times: list[float]) -> None:
+        """torchcodec's rule for played-at times: each must lie in ``[0, stream end)``."""
+        lo, hi = min(times), max(times)
+        end = self.metadata.end_s
+        if hi >= end and self.metadata.is_vfr:
+            end = self.stream_end_s
+        if lo < 0 or hi >= end:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"{self.path}: no frame is played at t={bad!r} s: played-at times must be >= 0 and < {end!r} s "
+                "(the end of the last frame; seconds from the first frame). get_frames_nearest clamps instead."
+            )
 
     def _gop_chunks(self, times: list[float]) -> list[list[int]] | None:
         """Split a CPU request into contiguous runs of GOPs of about equal decode work, one per GOP
         worker, or None to decode it on the main decoder (one GOP, no keyframe index, NVDEC, one
         worker, or too little work to share)."""
-        keys = self.metadata.keyframe_pts_seconds
+        keys = self.metadata.keyframe_pts_s
         if self.gop_workers < 2 or self.backend != "cpu" or len(keys) < 2 or len(times) < 2:
             return None
-        unclean = set(self._dec.unclean_keyframes_s)
+        unclean = set(self._native().unclean_keyframes_s)
         if unclean:  # GOPs that start at an unclean keyframe are decoded with the GOP before them
             keys = tuple(k for k in keys if k not in unclean)
             if len(keys) < 2:
@@ -425,74 +539,106 @@ class VideoReader:
             return None
         return [np.flatnonzero(np.isin(gop, g)).tolist() for g in groups]
 
-    def _decode_gop_parallel(self, times, chunks, mode, w, h, resample) -> dict:
+    def _decode_gop_parallel(self, times, chunks, mode, h, w, resample) -> _Native:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.gop_workers, thread_name_prefix="eva_fast-gop")
         self._workers.extend([None] * (len(chunks) - len(self._workers)))
 
-        def run(slot: int, idx: list[int]) -> dict:
+        def run(slot: int, idx: list[int]) -> _C.DecodeOutput:
             dec = self._workers[slot]
             if dec is None:  # opened on first use, in the worker thread: opens overlap with decoding
                 dec = _C.VideoDecoder(self.path, self._stream_arg, 1, -1)
                 dec.skip_nonref = self._skip_nonref
                 self._workers[slot] = dec
-            return dec.decode([times[i] for i in idx], mode, w, h, resample, 0)
+            return dec.decode([times[i] for i in idx], mode, h, w, resample, 0)
 
         futures = [self._pool.submit(run, slot, idx) for slot, idx in enumerate(chunks)]
         parts = [f.result() for f in futures]  # re-raises a worker's exception
-        first = parts[0]["frames"]
+        first = parts[0].frames
         frames = np.empty((len(times), *first.shape[1:]), dtype=first.dtype)
         pts_s = np.empty(len(times), dtype=np.float64)
         corrupt = np.empty(len(times), dtype=bool)
         keyframe = np.empty(len(times), dtype=bool)
-        stats: dict = {}
         for idx, part in zip(chunks, parts):
-            frames[idx] = part["frames"]
-            pts_s[idx] = part["pts_s"]
-            corrupt[idx] = np.asarray(part["corrupt"], dtype=bool)
-            keyframe[idx] = np.asarray(part["keyframe"], dtype=bool)
-            for k, v in part["stats"].items():
-                stats[k] = stats.get(k, 0) + v
-        stats["gop_workers"] = len(parts)
-        return {"frames": frames, "pts_s": pts_s, "corrupt": corrupt, "keyframe": keyframe, "stats": stats}
+            frames[idx] = part.frames
+            pts_s[idx] = part.pts_s
+            corrupt[idx] = part.corrupt
+            keyframe[idx] = part.keyframe
+        stats = DecodeStats.total([p.stats for p in parts], gop_workers=len(parts))
+        return _Native(frames, pts_s, corrupt, keyframe, stats)
 
     def get_frames_played_at(
-        self, seconds: Sequence[float], *, size: tuple[int, int] | None = None, resample: str = "cubic"
+        self, times_s: Sequence[float], *, size: tuple[int, int] | None = None, resample: Resample = "cubic"
     ) -> DecodedFrames:
         """The frame displayed at each time (last frame with pts <= t; the first frame before it).
 
         Same semantics as torchcodec's ``VideoDecoder.get_frames_played_at``, except that times are
-        seconds from the first frame (torchcodec uses the stream's absolute pts).
+        seconds from the first frame (torchcodec uses the stream's absolute pts): a time before the
+        first frame or at/after the end of the last one (:attr:`stream_end_s`) is an error naming
+        the time and the valid range. A time is compared with the frames' pts in the stream's time
+        base; one that lies before a pts by more than a millionth of a tick is before that frame.
 
         Args:
-            seconds: times in seconds from the first frame, any order, duplicates allowed.
+            times_s: times in seconds from the first frame, any order, duplicates allowed.
             size: optional output ``(height, width)`` as displayed; default the native size.
             resample: ``"cubic"`` (OpenCV INTER_CUBIC, EVA parity) or ``"antialias"``.
 
         Returns:
-            DecodedFrames with ``data`` uint8 ``[len(seconds), H, W, 3]`` in the order given.
+            DecodedFrames with ``frames`` uint8 ``[len(times_s), H, W, 3]`` in the order given.
 
         Raises:
-            ValueError: non-finite times or a bad size/filter.
+            ValueError: non-finite, non-numeric or out-of-range times, a bad size/filter, an output
+                above ``max_output_bytes``, or the reader is closed.
             CorruptVideoError: data ends before a requested time, or ``on_corrupt="error"``.
         """
-        return self._decode(seconds, "played_at", size, resample)
+        return self._decode(times_s, "played_at", size, resample)
 
     def get_frames_nearest(
-        self, seconds: Sequence[float], *, size: tuple[int, int] | None = None, resample: str = "cubic"
+        self, times_s: Sequence[float], *, size: tuple[int, int] | None = None, resample: Resample = "cubic"
     ) -> DecodedFrames:
-        """The frame whose pts is nearest each time (ties go to the earlier frame). Args, returns and
-        errors as :meth:`get_frames_played_at`."""
-        return self._decode(seconds, "nearest", size, resample)
+        """The frame whose pts is nearest each time (ties go to the earlier frame); times before the
+        first frame give the first frame and times past the end the last one (any finite time, up
+        to the largest floats, is safe). Args, returns and errors as :meth:`get_frames_played_at`,
+        without the range rule."""
+        return self._decode(times_s, "nearest", size, resample)
 
     @property
     def total_stats(self) -> DecodeStats:
         """Decode work summed over every call on this reader (its GOP workers included)."""
-        total = dict(self._dec.total_stats)
-        for dec in self._workers:
-            if dec is None:
-                continue
-            for k, v in dec.total_stats.items():
-                total[k] = total.get(k, 0) + v
-        return DecodeStats.from_native(total, backend=self.backend, fallback_reason=self.fallback_reason,
-                                       gop_workers=1 + sum(d is not None for d in self._workers))
+        with self._lock:
+            decoders = [self._native(), *(d for d in self._workers if d is not None)]
+            return DecodeStats.total([d.total_stats for d in decoders], backend=self.backend,
+                                     fallback_reason=self.fallback_reason, gop_workers=len(decoders))
+
+
+def _as_sequence(times_s: object) -> Sequence:
+    if isinstance(times_s, (str, bytes)) or not hasattr(times_s, "__len__"):
+        raise ValueError(f"times_s must be a sequence of seconds, got {type(times_s).__name__}")
+    if isinstance(times_s, (np.ndarray, torch.Tensor)):
+        return times_s.reshape(-1).tolist()
+    return times_s
+
+
+def _time_arg(t: object, i: int) -> float:
+    """One time argument as float seconds; ValueError for non-numbers and non-finite values."""
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Real):
+        raise ValueError(f"times must be finite seconds, got {t!r} ({type(t).__name__}) at position {i}")
+    try:
+        out = float(t)
+    except OverflowError:
+        out = math.inf
+    if not math.isfinite(out):
+        raise ValueError(f"times must be finite seconds, got {t!r} at position {i}")
+    return out
+
+
+def _size_arg(size: object) -> tuple[int, int]:
+    try:
+        h, w = size  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be (height, width), got {size!r}") from None
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in (h, w)) or not (
+        1 <= int(h) <= MAX_SIDE and 1 <= int(w) <= MAX_SIDE
+    ):
+        raise ValueError(f"size must be (height, width) with ints in 1..{MAX_SIDE}, got {size!r}")
+    return int(h), int(w)

@@ -18,10 +18,10 @@ from eva_fast.vision._smart_resize import FACTOR, MAX_PIXELS, MIN_PIXELS, smart_
 
 def __getattr__(name: str):
     # the image processor imports transformers; load it only when asked for
-    if name == "EvaQwen2VLImageProcessor":
-        from eva_fast.vision._processor import EvaQwen2VLImageProcessor
+    if name in ("EvaQwen2VLImageProcessor", "EvaQwen25VLProcessor"):
+        from eva_fast.vision import _processor
 
-        return EvaQwen2VLImageProcessor
+        return getattr(_processor, name)
     raise AttributeError(f"module 'eva_fast.vision' has no attribute {name!r}")
 
 
@@ -33,6 +33,7 @@ __all__ = [
     "MAX_PIXELS",
     "MIN_PIXELS",
     "PATCH_DIM",
+    "EvaQwen25VLProcessor",
     "EvaQwen2VLImageProcessor",
     "MRopePositions",
     "PackedVisual",

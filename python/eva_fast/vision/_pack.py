@@ -124,11 +124,10 @@ class PackedVisual:
 def _as_frame_tensors(frames: Any) -> list[torch.Tensor]:
     if isinstance(frames, torch.Tensor):
         return [frames]
-    # FrameBatch (.frames) or DecodedFrames (.data) from eva_fast.video
-    for attr in ("frames", "data"):
-        inner = getattr(frames, attr, None)
-        if isinstance(inner, torch.Tensor):
-            return [inner]
+    # FrameBatch or DecodedFrames (.frames) from eva_fast.video
+    inner = getattr(frames, "frames", None)
+    if isinstance(inner, torch.Tensor):
+        return [inner]
     if isinstance(frames, Sequence) and not isinstance(frames, (str, bytes)):
         out = []
         for f in frames:

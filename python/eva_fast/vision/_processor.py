@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+from transformers.processing_utils import ProcessorMixin
 
 from eva_fast.kernels.reference.pack_qwen25vl import CLIP_MEAN, CLIP_STD, RESCALE_FACTOR
 from eva_fast.vision._pack import pack_qwen25vl
@@ -172,6 +173,22 @@ class EvaQwen2VLImageProcessor(BaseImageProcessor):
         out = np.asarray(pil.resize((tw, th), resample=Image.Resampling.BICUBIC))
         return torch.from_numpy(out.copy()).to(image.device)
 
+    def prepare_image(self, image: Any) -> torch.Tensor:
+        """One image as the uint8 ``[H, W, 3]`` frame this processor packs: converted to RGB (alpha
+        composited on white, as transformers does), then resized to ``smart_resize(H, W)`` with
+        Pillow bicubic unless already that size (transformers' PIL processor's resize).
+
+        Args:
+            image: ``PIL.Image``, numpy/torch uint8 ``[H, W, 3]`` (or ``[3, H, W]``, ``[H, W]``).
+
+        Raises:
+            TypeError, ValueError: not a single image.
+        """
+        frames = self._to_hwc_uint8(image)
+        if len(frames) != 1:
+            raise ValueError(f"prepare_image takes one image, got a batch of {len(frames)}")
+        return self._resize(frames[0], self.min_pixels, self.max_pixels, True)
+
     # ------------------------------------------------------------------ call
 
     def __call__(self, images: Any = None, *args: Any, **kwargs: Any) -> BatchFeature:
@@ -245,3 +262,38 @@ class EvaQwen2VLImageProcessor(BaseImageProcessor):
             out["device"] = str(self.device)
         out["min_pixels"], out["max_pixels"] = self.min_pixels, self.max_pixels
         return out
+
+
+class EvaQwen25VLProcessor(ProcessorMixin):
+    """A Qwen2.5-VL processor of two parts, the tokenizer and :class:`EvaQwen2VLImageProcessor`,
+    for trainers that need a ``ProcessorMixin`` (TRL's GRPO image path) on machines without
+    torchvision (transformers' ``Qwen2_5_VLProcessor`` insists on a torchvision video processor).
+
+    ``save_pretrained`` writes the tokenizer only: a trained checkpoint keeps the base model's
+    ``preprocessor_config.json`` (copied by eva_fast's trainers), which vLLM and transformers read.
+
+    Args:
+        image_processor: an :class:`EvaQwen2VLImageProcessor`.
+        tokenizer: the model's tokenizer.
+        chat_template: the chat template (default the tokenizer's).
+    """
+
+    def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: str | None = None, **kwargs: Any):
+        super().__init__(image_processor, tokenizer, chat_template=chat_template or getattr(tokenizer, "chat_template", None))
+
+    @property
+    def image_token(self) -> str:
+        return "<|image_pad|>"
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.tokenizer.convert_tokens_to_ids(self.image_token))
+
+    def batch_decode(self, *args: Any, **kwargs: Any) -> Any:
+        return self.tokenizer.batch_decode(*args, **kwargs)
+
+    def decode(self, *args: Any, **kwargs: Any) -> Any:
+        return self.tokenizer.decode(*args, **kwargs)
+
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.tokenizer.save_pretrained(save_directory)

@@ -32,8 +32,20 @@ def smart_resize(
         shrink branch floors and the grow branch ceils, as in transformers.
 
     Raises:
-        ValueError: a non-positive size, or an aspect ratio above 200.
+        ValueError: a non-positive size, an aspect ratio above 200, a ``factor`` that is not a
+            positive int, or pixel bounds outside ``0 <= min_pixels <= max_pixels``,
+            ``max_pixels >= 1``.
     """
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"smart_resize: factor must be a positive int, got {factor!r}")
+    for name, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"smart_resize: {name} must be a finite number >= 0, got {v!r}")
+    if max_pixels < 1 or min_pixels > max_pixels:
+        raise ValueError(
+            f"smart_resize: need 1 <= max_pixels and min_pixels <= max_pixels, got min_pixels={min_pixels!r}, "
+            f"max_pixels={max_pixels!r}"
+        )
     if height <= 0 or width <= 0:
         raise ValueError(f"smart_resize: height and width must be positive, got {height}x{width}")
     if max(height, width) / min(height, width) > 200:

@@ -68,6 +68,13 @@ int free_async(void* ptr, void* stream);                   // stream-ordered (cu
 int copy_async(void* dst, const void* src, size_t bytes, void* stream);  // any direction
 int set_device(int device);
 int stream_synchronize(void* stream);
+int stream_create_nonblocking(void** stream);  // cudaStreamCreateWithFlags(cudaStreamNonBlocking)
+int stream_destroy(void* stream);
+int event_create(void** event);                // cudaEventCreateWithFlags(cudaEventDisableTiming)
+int event_destroy(void* event);
+int event_record(void* event, void* stream);
+int event_synchronize(void* event);            // host waits for the work before the record only
+int stream_wait_event(void* stream, void* event);  // device-side: stream waits, host does not
 std::string error_string(int code);
 // Device count as the CUDA runtime sees it (0 without a driver or GPU; never throws).
 int device_count();

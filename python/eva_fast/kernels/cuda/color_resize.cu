@@ -144,6 +144,28 @@ int set_device(int device) { return static_cast<int>(cudaSetDevice(device)); }
 int stream_synchronize(void* stream) {
   return static_cast<int>(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
 }
+int stream_create_nonblocking(void** stream) {
+  cudaStream_t st = nullptr;
+  const int rc = static_cast<int>(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  *stream = st;
+  return rc;
+}
+int stream_destroy(void* stream) { return static_cast<int>(cudaStreamDestroy(static_cast<cudaStream_t>(stream))); }
+int event_create(void** event) {
+  cudaEvent_t ev = nullptr;
+  const int rc = static_cast<int>(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  *event = ev;
+  return rc;
+}
+int event_destroy(void* event) { return static_cast<int>(cudaEventDestroy(static_cast<cudaEvent_t>(event))); }
+int event_record(void* event, void* stream) {
+  return static_cast<int>(cudaEventRecord(static_cast<cudaEvent_t>(event), static_cast<cudaStream_t>(stream)));
+}
+int event_synchronize(void* event) { return static_cast<int>(cudaEventSynchronize(static_cast<cudaEvent_t>(event))); }
+int stream_wait_event(void* stream, void* event) {
+  return static_cast<int>(
+      cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(event), 0));
+}
 std::string error_string(int code) {
   return std::string(cudaGetErrorName(static_cast<cudaError_t>(code))) + ": " +
          cudaGetErrorString(static_cast<cudaError_t>(code));

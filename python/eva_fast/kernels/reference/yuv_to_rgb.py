@@ -1,7 +1,7 @@
-"""Plain-torch reference twin of the CUDA colour-convert + resize kernel (``kernels/cuda/color_resize.cu``).
+"""Plain-torch reference twin of the CUDA colour-convert + resize kernel (``eva_fast/kernels/cuda/color_resize.cu``).
 
 Converts decoded 4:2:0 planes (NV12 with 8-bit samples, or P016-style 16-bit containers / native
-10-bit codes) to RGB24 with the matrices and ranges defined once in ``kernels/cuda/yuv_coeffs.h``
+10-bit codes) to RGB24 with the matrices and ranges defined once in ``eva_fast/kernels/cuda/yuv_coeffs.h``
 (this module parses that header, so the CUDA side and this reference cannot drift apart), then
 resizes with the CPU decoder's resampler (``eva_fast._C.resize_rgb``: OpenCV INTER_CUBIC or the
 Pillow-style antialias filter, fixed point), which is exactly what the CUDA kernel's resize
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-#: The shared definition (kernels/cuda/yuv_coeffs.h).
+#: The shared definition (eva_fast/kernels/cuda/yuv_coeffs.h).
 COEFFS_HEADER = Path(__file__).resolve().parent.parent / "cuda" / "yuv_coeffs.h"
 
 _ROW = re.compile(r"X\(\s*(\w+)\s*,\s*(\d+)\s*,\s*([0-9.]+)\s*,\s*([0-9.]+)\s*\)")

@@ -1,0 +1,146 @@
+"""Pieces every eva_fast trainer shares: loading records with a video preflight, the tokenizer and
+renderer of a checkpoint, LoRA defaults for Qwen2.5-VL, and the checkpoint files a saved model needs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from eva_fast._logging import get_logger
+from eva_fast.train._frames import resolve_video
+from eva_fast.train._records import RecordError, TrajectoryRecord, load_records
+
+logger = get_logger("train")
+
+#: LoRA targets: the language model's attention and MLP projections (not the vision tower, whose
+#: MLP uses the same names).
+QWEN25VL_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+#: Files of a checkpoint folder that transformers' ``save_pretrained`` of the model and tokenizer does
+#: not write but a served checkpoint needs (vLLM reads the image processor settings).
+CHECKPOINT_EXTRAS = ("preprocessor_config.json", "chat_template.json", "chat_template.jinja", "video_preprocessor_config.json")
+
+
+def load_training_records(
+    path: str | os.PathLike,
+    *,
+    video_root: str | os.PathLike | None = None,
+    skip_bad_samples: bool = False,
+    check_videos: bool = True,
+) -> tuple[list[TrajectoryRecord], list[str]]:
+    """Records of a jsonl file, with malformed lines and (optionally) missing/unreadable videos
+    found before training starts.
+
+    Args:
+        path: the jsonl file (format ``eva_fast.trajectory``).
+        video_root: folder relative video paths are resolved against.
+        skip_bad_samples: drop bad records (their reasons are returned) instead of raising.
+        check_videos: open each distinct video once (header only) to find missing or unreadable files.
+
+    Returns:
+        ``(records, skipped)``: the good records and one ``"file:line: reason"`` per dropped record.
+
+    Raises:
+        FileNotFoundError: the data file is missing, or a video is (without ``skip_bad_samples``).
+        RecordError: a malformed record (without ``skip_bad_samples``).
+        eva_fast.video.VideoError: an unreadable video (without ``skip_bad_samples``).
+    """
+    from eva_fast.video import VideoError, VideoReader
+
+    skipped: list[str] = []
+    records = load_records(path, skip_bad=skip_bad_samples, errors=skipped)
+    if check_videos:
+        status: dict[str, str | None] = {}
+        keep = []
+        for r in records:
+            if not any(p["type"] == "frame" for _, p in r.image_parts()):
+                keep.append(r)
+                continue
+            video = resolve_video(r, video_root)
+            if video not in status:
+                try:
+                    reader = VideoReader(video)
+                    close = getattr(reader, "close", None)
+                    if close is not None:
+                        close()
+                    status[video] = None
+                except (FileNotFoundError, VideoError) as e:
+                    status[video] = f"{type(e).__name__}: {e}"
+            if status[video] is None:
+                keep.append(r)
+            elif skip_bad_samples:
+                skipped.append(f"{r.where}: video {video!r}: {status[video]}")
+            else:
+                raise RecordError(f"{r.where}: video {video!r} cannot be read: {status[video]}")
+        records = keep
+    if skipped:
+        logger.warning("skipped %d bad training record(s) of %s; first: %s", len(skipped), path, skipped[0])
+    if not records:
+        raise RecordError(f"{path}: no usable training records" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    return records, skipped
+
+
+def load_tokenizer(model_path: str | os.PathLike) -> Any:
+    """The checkpoint's tokenizer, with its chat template set from the checkpoint's template files
+    (so a saved tokenizer carries it) and a pad token (EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    from eva_fast.agent._render import load_chat_template
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    tok.chat_template = load_chat_template(model_path, tok)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def copy_checkpoint_extras(src: str | os.PathLike | None, dst: str | os.PathLike) -> list[str]:
+    """Copy :data:`CHECKPOINT_EXTRAS` that ``dst`` lacks from the base checkpoint ``src``; returns
+    the names copied (nothing when ``src`` is not a local folder)."""
+    if src is None or not Path(src).is_dir():
+        return []
+    copied = []
+    for name in CHECKPOINT_EXTRAS:
+        s, d = Path(src) / name, Path(dst) / name
+        if s.is_file() and not d.exists():
+            shutil.copyfile(s, d)
+            copied.append(name)
+    return copied
+
+
+def default_lora_targets(target_modules: Sequence[str] | str | None) -> Sequence[str] | str:
+    """The LoRA targets to use: the caller's, else :data:`QWEN25VL_LORA_TARGETS`."""
+    return QWEN25VL_LORA_TARGETS if not target_modules else target_modules
+
+
+class ResumeWeightsMixin:
+    """Resume a trainer with the checkpoint's weights for models whose saved keys differ from their
+    module names (Qwen2.5-VL: saved as ``visual.*`` / ``model.*``, held as ``model.visual.*`` /
+    ``model.language_model.*``).
+
+    transformers 5.x's ``Trainer._load_from_checkpoint`` loads ``model.safetensors`` with a plain
+    ``load_state_dict(strict=False)``, without the key conversion ``from_pretrained`` applies, so
+    *no* weight is restored and training silently restarts from the initial weights
+    (huggingface/transformers#43701; seen here with transformers 5.23: the resumed loss jumped
+    back to the first step's). This loads the checkpoint through ``from_pretrained`` (transformers'
+    own key mapping) and copies it strictly into the live model. PEFT adapters, DeepSpeed and FSDP
+    checkpoints keep transformers' own paths.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        target = self.model if model is None else model
+        plain = self.accelerator.unwrap_model(target)
+        has_weights = any(
+            (Path(resume_from_checkpoint) / n).is_file()
+            for n in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+        )
+        if (not has_weights or hasattr(plain, "peft_config") or self.is_deepspeed_enabled or self.is_fsdp_enabled
+                or not hasattr(type(plain), "from_pretrained")):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        dtype = next(plain.parameters()).dtype
+        saved = type(plain).from_pretrained(resume_from_checkpoint, dtype=dtype, device_map=None)
+        plain.load_state_dict(saved.state_dict(), strict=True)
+        logger.info("resumed model weights from %s (%d tensors)", resume_from_checkpoint, len(saved.state_dict()))
+        del saved

@@ -1,0 +1,397 @@
+"""``eva-fast data ...``: build training data in the ``eva_fast.trajectory`` format (and the RL set).
+
+    eva-fast data convert ask.json out/eval/videomme.jsonl --out sft.jsonl [--label auto] [--only-correct]
+    eva-fast data teacher qa.jsonl --video-root videos --out out/teacher --base-url http://teacher:8000/v1
+    eva-fast data kto-label out/teacher/teacher.trajectories.jsonl --out kto.jsonl --judge-base-url URL
+    eva-fast data enhance --failures out/eval/*.jsonl --videos new_videos/ --rl-set rl.jsonl --out out/enhance \
+        --base-url URL
+
+This module is an entry point: printing and progress bars live here, the work in
+:mod:`eva_fast.train.data`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+USAGE = """usage: eva-fast data {convert,teacher,kto-label,enhance} ...
+
+  convert    trajectories (eva-fast ask --json, eval result files, jsonl of trajectories) or
+             conversations with image files -> training records (eva_fast.trajectory jsonl)
+  teacher    the agent loop with a teacher model over a QA set -> SFT records of the right
+             trajectories (resumable, --shard i/n)
+  kto-label  trajectories -> KTO records labelled chosen/rejected (failure rules, LLM judge,
+             target chosen fraction)
+  enhance    failure cases + unseen videos -> new open-ended questions appended to the RL set
+"""
+
+
+def _iter_json_objects(path: Path) -> Any:
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("{") and "\n{" not in stripped.strip():
+        try:
+            yield 1, json.loads(stripped)
+            return
+        except json.JSONDecodeError:
+            pass  # maybe jsonl after all
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from e
+
+
+def _label(mode: str, record: Any) -> bool | None:
+    if mode == "none":
+        return None
+    if mode in ("chosen", "rejected"):
+        return mode == "chosen"
+    # auto: right answer = chosen (needs gt)
+    if record.gt is None:
+        return None
+    from eva_fast.train.rewards import mcq_accuracy
+
+    return mcq_accuracy(record.answer or "", record.gt) == 1.0
+
+
+def cmd_convert(argv: list[str]) -> int:
+    from eva_fast.train._records import (
+        RecordError,
+        TrajectoryRecord,
+        record_from_image_conversation,
+        record_from_trajectory,
+        write_records,
+    )
+
+    p = argparse.ArgumentParser(prog="eva-fast data convert", description="convert trajectories into training records")
+    p.add_argument("inputs", nargs="+", help="ask --json files, eval result jsonl, trajectory jsonl, or image conversations")
+    p.add_argument("--out", required=True, help="output jsonl (eva_fast.trajectory records)")
+    p.add_argument("--append", action="store_true", help="append to --out instead of overwriting it")
+    p.add_argument("--label", choices=["auto", "chosen", "rejected", "none"], default="none",
+                   help="KTO label: auto = right answer (needs gt) is chosen")
+    p.add_argument("--only-correct", action="store_true", help="keep only trajectories whose answer equals gt")
+    p.add_argument("--relative-to", help="write video paths relative to this folder (the training video_root)")
+    p.add_argument("--source", help="provenance written into every record")
+    p.add_argument("--skip-bad", action="store_true", help="skip inputs that cannot be converted (reported) instead of stopping")
+    a = p.parse_args(argv)
+
+    records, bad = [], []
+    for name in a.inputs:
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"input {name!r} does not exist")
+        for n, obj in _iter_json_objects(path):
+            where = f"{path}:{n}"
+            try:
+                if isinstance(obj, dict) and obj.get("format") == "eva_fast.trajectory":
+                    rec = TrajectoryRecord.from_dict(obj, where, str(path.resolve().parent))
+                elif isinstance(obj, dict) and ("turns" in obj or "trajectory" in obj):
+                    rec = record_from_trajectory(obj)
+                    rec.source = rec.source or where
+                elif isinstance(obj, dict) and "messages" in obj:
+                    rec = record_from_image_conversation(obj, base_dir=path.resolve().parent)
+                else:
+                    raise RecordError(f"{where}: not a trajectory, eval record, record or conversation")
+                if a.relative_to:
+                    rec.video = os.path.relpath(os.path.abspath(rec.video), os.path.abspath(a.relative_to))
+                if a.only_correct:
+                    from eva_fast.train.rewards import mcq_accuracy
+
+                    if rec.gt is None or mcq_accuracy(rec.answer or "", rec.gt) != 1.0:
+                        continue
+                lab = _label(a.label, rec)
+                if lab is not None:
+                    rec.label = lab
+                if a.source:
+                    rec.source = a.source
+                records.append(rec)
+            except (RecordError, ValueError, KeyError, TypeError) as e:
+                if not a.skip_bad:
+                    raise ValueError(f"{where}: {e}") from e
+                bad.append(f"{where}: {e}")
+    n = write_records(a.out, records, append=a.append)
+    summary = {"out": a.out, "records": n, "skipped": len(bad),
+               "labels": {"chosen": sum(1 for r in records if r.label is True),
+                          "rejected": sum(1 for r in records if r.label is False)}}
+    print(json.dumps(summary))
+    for line in bad[:20]:
+        print(f"skipped: {line}", file=sys.stderr)
+    return 0
+
+
+def _add_backend_args(p: argparse.ArgumentParser, prefix: str = "", what: str = "teacher") -> None:
+    d = prefix.replace("-", "_")
+    p.add_argument(f"--{prefix}backend", dest=f"{d}backend", default="openai",
+                   help=f"{what} backend: openai (any OpenAI-compatible server), transformers, or package.module:Class")
+    p.add_argument(f"--{prefix}base-url", dest=f"{d}base_url", help=f"{what} server URL with /v1 (openai backend)")
+    p.add_argument(f"--{prefix}model", dest=f"{d}model",
+                   help=f"{what} model: served model name (openai; default: the server's first) or checkpoint path")
+    p.add_argument(f"--{prefix}backend-arg", dest=f"{d}backend_arg", action="append", metavar="KEY=VALUE",
+                   help=f"extra {what} backend argument (repeatable), e.g. max_concurrency=64, image_format=jpeg")
+
+
+def _backend(a: argparse.Namespace, prefix: str = "") -> tuple[Any, dict[str, Any]]:
+    from eva_fast.train.data._common import backend_identity, make_backend, parse_key_values
+
+    name, url, model = getattr(a, f"{prefix}backend"), getattr(a, f"{prefix}base_url"), getattr(a, f"{prefix}model")
+    kw = parse_key_values(getattr(a, f"{prefix}backend_arg"), f"--{prefix.replace('_', '-')}backend-arg")
+    if name == "openai" and url is None and "base_url" not in kw:
+        raise ValueError(f"--{prefix.replace('_', '-')}base-url is required with the openai backend")
+    return make_backend(name, base_url=url, model=model, backend_args=kw), backend_identity(name, model, kw)
+
+
+def _bar(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled or not total:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="it", dynamic_ncols=True, file=sys.stderr)
+
+
+def cmd_teacher(argv: list[str]) -> int:
+    import asyncio
+
+    from eva_fast.agent import AgentConfig, AgentLoop
+    from eva_fast.eval import PreflightError, parse_shard
+    from eva_fast.train.data._common import DEFAULT_ROUGE_THRESHOLD, PROMPT_DIR
+    from eva_fast.train.data._teacher import PROMPT_FAMILIES, RECORD_SYSTEMS, TeacherPrompt, arun_teacher, load_experiences
+
+    p = argparse.ArgumentParser(
+        prog="eva-fast data teacher",
+        description="Run the agent loop with a teacher model over a source QA set and keep the right trajectories as "
+                    f"SFT records. Prompt templates: {PROMPT_DIR} (copy, edit, pass --prompt-dir). Rerun the same "
+                    "command to resume.")
+    p.add_argument("qa", help="source QA set: jsonl of video, question, answer, optional options/type/category/source")
+    p.add_argument("--video-root", help="folder the QA set's video paths are relative to (default: the QA file's folder)")
+    p.add_argument("--out", required=True, help="output folder")
+    _add_backend_args(p)
+    p.add_argument("--prompts", default="workflow,reflective",
+                   help=f"prompt families, comma-separated, from {','.join(PROMPT_FAMILIES)} ('none' for none)")
+    p.add_argument("--student-prompt", action="store_true",
+                   help="no teacher prompt: EVA's trained system turn (resample the SFT model or the policy; "
+                        "implies --prompts none)")
+    p.add_argument("--prompt-dir", help="folder with edited prompt templates (same file names as the packaged ones)")
+    p.add_argument("--experiences", help="past success experiences: jsonl of training records or a text file "
+                   "(one per paragraph); needed by the 'experience' family")
+    p.add_argument("--num-experiences", type=int, default=3, help="experiences shown per question")
+    p.add_argument("--samples-per-question", type=int, default=1, help="trajectories per question (resampling)")
+    p.add_argument("--temperature", type=float, default=0.0, help="teacher sampling temperature")
+    p.add_argument("--max-turns", type=int, default=6)
+    p.add_argument("--max-new-tokens", type=int, default=2048)
+    p.add_argument("--rouge-threshold", type=float, default=DEFAULT_ROUGE_THRESHOLD,
+                   help="open-ended answers count as right at this mean ROUGE-1/2/L F1 or above")
+    p.add_argument("--no-require-structure", action="store_true",
+                   help="keep right trajectories even when replies lack the summary/planning/reflection structure")
+    p.add_argument("--record-system", choices=RECORD_SYSTEMS, default="student",
+                   help="system turn of the SFT records: the student's (default) or the teacher prompt")
+    p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--shard", help="i/n: this process's share of the trajectories")
+    p.add_argument("--concurrency", type=int, default=8, help="trajectories in flight")
+    p.add_argument("--seed", type=int, default=0, help="seed of the experiences chosen per question")
+    p.add_argument("--retry-errors", action="store_true", help="run again the trajectories that stopped on an error")
+    p.add_argument("--skip-missing", action="store_true", help="run the questions whose videos exist, skip the others")
+    p.add_argument("--allow-config-change", action="store_true", help="resume even though settings changed")
+    p.add_argument("--name", default="teacher", help="output file stem (default teacher)")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+
+    families = () if a.student_prompt else tuple(f for f in a.prompts.split(",") if f and f != "none")
+    experiences = tuple(load_experiences(a.experiences)) if a.experiences else ()
+    prompt = TeacherPrompt(families, a.prompt_dir, experiences, a.num_experiences, a.seed, a.student_prompt)
+    shard = parse_shard(a.shard) if a.shard else None
+    backend, ident = _backend(a)
+    config = AgentConfig(max_turns=a.max_turns, max_new_tokens=a.max_new_tokens, temperature=a.temperature)
+    loop = AgentLoop(backend, config)
+    bar = None
+
+    def on_start(todo: int, cached: int) -> None:
+        nonlocal bar
+        print(f"[{a.name}] {cached} trajectory(ies) already done, {todo} to run", file=sys.stderr)
+        bar = _bar(todo, a.name, not a.no_progress)
+
+    def on_record(pr: Any) -> None:
+        if bar is not None:
+            bar.update(1)
+
+    video_root = a.video_root or str(Path(a.qa).resolve().parent)
+    try:
+        res = asyncio.run(arun_teacher(
+            loop, a.qa, video_root, a.out, prompt=prompt, samples_per_question=a.samples_per_question, limit=a.limit,
+            shard=shard, concurrency=a.concurrency, rouge_threshold=a.rouge_threshold,
+            require_structure=not a.no_require_structure, record_system=a.record_system, retry_errors=a.retry_errors,
+            skip_missing=a.skip_missing, allow_config_change=a.allow_config_change,
+            run_info={**ident, "agent_config": config.to_dict()}, stem=a.name, on_start=on_start, on_record=on_record))
+    except PreflightError as e:
+        print(f"eva-fast data teacher: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
+    c = res.report["counts"]
+    print(f"[{a.name}] {c['trajectories']} trajectories, {c['finished']} finished, {c['right']} right, {c['kept']} kept "
+          f"(accept rate {c['accept_rate']}); rejected: {res.report['rejected']}", file=sys.stderr)
+    print(json.dumps({"sft": str(res.sft_path), "trajectories": str(res.trajectories_path),
+                      "report": str(res.report_path), **c}))
+    return 0
+
+
+def cmd_kto_label(argv: list[str]) -> int:
+    import asyncio
+
+    from eva_fast.train.data._common import DEFAULT_ROUGE_THRESHOLD
+    from eva_fast.train.data._label import DEFAULT_CHOSEN_FRACTION, FailureRules, GuessingJudge, alabel
+
+    d = FailureRules()
+    p = argparse.ArgumentParser(
+        prog="eva-fast data kto-label",
+        description="Label trajectories chosen/rejected for KTO: wrong answers, measurable failures (too many frames "
+                    "in a short window, too few across a long one, no frames) and an LLM judge's 'guessing' verdicts "
+                    "are rejected; the mix is brought to the target chosen fraction.")
+    p.add_argument("inputs", nargs="+", help="teacher *.trajectories.jsonl, training records, eval result files, "
+                   "or trajectory jsonl (GRPO rollout dumps)")
+    p.add_argument("--out", required=True, help="output jsonl of labelled records")
+    p.add_argument("--chosen-fraction", type=float, default=DEFAULT_CHOSEN_FRACTION,
+                   help="target share of chosen samples in the output (paper: 0.63)")
+    p.add_argument("--no-balance", action="store_true", help="keep every labelled sample (report the mix only)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rouge-threshold", type=float, default=DEFAULT_ROUGE_THRESHOLD)
+    p.add_argument("--type", choices=["mcq", "open"], help="question type of inputs that do not say (default: inferred)")
+    p.add_argument("--dense-max-fps", type=float, default=d.dense_max_fps,
+                   help="a call is 'dense' above this many frames per second of its window ...")
+    p.add_argument("--dense-min-frames", type=int, default=d.dense_min_frames, help="... with at least this many frames")
+    p.add_argument("--sparse-min-window-s", type=float, default=d.sparse_min_window_s,
+                   help="'sparse': every call covers at least this many seconds ...")
+    p.add_argument("--sparse-max-spacing-s", type=float, default=d.sparse_max_spacing_s,
+                   help="... with more than this many seconds between frames")
+    p.add_argument("--allow-no-frames", action="store_true", help="do not reject right answers given without frames")
+    _add_backend_args(p, "judge-", "judge")
+    p.add_argument("--no-judge", action="store_true", help="no LLM judge (rules only)")
+    p.add_argument("--prompt-dir", help="folder with an edited judge_guessing.txt")
+    p.add_argument("--concurrency", type=int, default=16, help="judge requests in flight")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+
+    rules = FailureRules(a.dense_max_fps, a.dense_min_frames, a.sparse_min_window_s, a.sparse_max_spacing_s,
+                         not a.allow_no_frames)
+    judge, ident = None, None
+    if not a.no_judge:
+        if a.judge_backend == "openai" and a.judge_base_url is None:
+            raise ValueError("give the judge server with --judge-base-url URL, or pass --no-judge")
+        backend, ident = _backend(a, "judge_")
+        judge = GuessingJudge(backend, a.prompt_dir)
+    bar = None
+
+    def on_judged(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None and not a.no_progress and total:
+            bar = _bar(total, "judge", True)
+            bar.update(done)
+        elif bar is not None:
+            bar.update(1)
+
+    try:
+        report = asyncio.run(alabel(a.inputs, a.out, judge=judge, rules=rules, chosen_fraction=a.chosen_fraction,
+                                    balance=not a.no_balance, seed=a.seed, rouge_threshold=a.rouge_threshold,
+                                    qtype=a.type, concurrency=a.concurrency, judge_identity=ident, on_judged=on_judged))
+    finally:
+        if bar is not None:
+            bar.close()
+    mix = report["label_mix"]["written"]
+    print(f"[kto-label] {report['counts']['inputs']} inputs, {report['counts']['unusable']} unusable; written "
+          f"{mix['chosen']} chosen / {mix['rejected']} rejected; rejected by reason {report['rejected_by_reason']}; "
+          f"recommended weights {report['recommended_kto_weights']}", file=sys.stderr)
+    print(json.dumps({"out": a.out, **report["counts"], **mix}))
+    return 0
+
+
+def cmd_enhance(argv: list[str]) -> int:
+    import asyncio
+
+    from eva_fast.train.data._common import DEFAULT_ROUGE_THRESHOLD
+    from eva_fast.train.data._enhance import QuestionWriter, aenhance, list_videos
+
+    p = argparse.ArgumentParser(
+        prog="eva-fast data enhance",
+        description="Data-enhanced GRPO: the policy's failures (eval results, GRPO rollout dumps) become in-context "
+                    "examples for a teacher that writes new open-ended QA on unseen videos; validated questions are "
+                    "appended to the RL set. Rerun the same command to resume.")
+    p.add_argument("--failures", nargs="+", required=True, help="eval result files and/or GRPO rollout dumps (jsonl)")
+    p.add_argument("--videos", required=True, help="folder of candidate videos, or a text file with one path per line")
+    p.add_argument("--rl-set", required=True, help="the RL set to append to (jsonl; created when missing)")
+    p.add_argument("--video-root", help="the RL set's video root (new lines get paths relative to it)")
+    p.add_argument("--out", required=True, help="output folder (cache, accepted lines, report)")
+    _add_backend_args(p)
+    p.add_argument("--examples", type=int, default=3, help="failure cases per prompt")
+    p.add_argument("--questions-per-video", type=int, default=3)
+    p.add_argument("--frames", type=int, default=8, help="frames shown per video (evenly over its length)")
+    p.add_argument("--resize", type=float, default=0.5, help="frame scale")
+    p.add_argument("--max-answer-words", type=int, default=8)
+    p.add_argument("--self-check", action="store_true", help="ask the teacher to answer each new question again")
+    p.add_argument("--self-check-threshold", type=float, default=DEFAULT_ROUGE_THRESHOLD)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--rouge-threshold", type=float, default=DEFAULT_ROUGE_THRESHOLD,
+                   help="failures: open-ended answers below this mean ROUGE are wrong")
+    p.add_argument("--type", choices=["mcq", "open"], help="question type of failure inputs that do not say")
+    p.add_argument("--limit-videos", type=int, help="use only the first N unseen videos")
+    p.add_argument("--concurrency", type=int, default=8, help="videos in flight")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-name", help="provenance tag (default: the --out folder's name)")
+    p.add_argument("--prompt-dir", help="folder with edited enhance_*.txt templates")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+
+    backend, ident = _backend(a)
+    writer = QuestionWriter(backend, prompt_dir=a.prompt_dir, nframes=a.frames, resize=a.resize,
+                            questions_per_video=a.questions_per_video, max_answer_words=a.max_answer_words,
+                            self_check=a.self_check, self_check_threshold=a.self_check_threshold,
+                            temperature=a.temperature)
+    bar = None
+
+    def on_video(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None and not a.no_progress and total:
+            bar = _bar(total, "enhance", True)
+            bar.update(done)
+        elif bar is not None:
+            bar.update(1)
+
+    try:
+        report = asyncio.run(aenhance(a.failures, list_videos(a.videos), a.rl_set, a.out, writer,
+                                      video_root=a.video_root, examples_per_prompt=a.examples,
+                                      limit_videos=a.limit_videos, concurrency=a.concurrency, seed=a.seed,
+                                      run_name=a.run_name, teacher_identity=ident, rouge_threshold=a.rouge_threshold,
+                                      qtype=a.type, on_video=on_video))
+    finally:
+        if bar is not None:
+            bar.close()
+    q = report["questions"]
+    print(f"[enhance] {report['failure_cases']['failures']} failure cases; {report['videos']['unseen']} unseen videos; "
+          f"{q['generated']} questions written, {q['accepted']} accepted, {q['appended_to_rl_set']} appended to "
+          f"{a.rl_set}", file=sys.stderr)
+    print(json.dumps({"rl_set": a.rl_set, **q}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    cmds = {"convert": cmd_convert, "teacher": cmd_teacher, "kto-label": cmd_kto_label, "enhance": cmd_enhance}
+    if argv[0] not in cmds:
+        print(f"eva-fast data: unknown command {argv[0]!r}; choose from {sorted(cmds)}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    from eva_fast.eval._records import CacheLockedError
+
+    try:
+        return cmds[argv[0]](argv[1:])
+    except (ValueError, FileNotFoundError, CacheLockedError) as e:
+        print(f"eva-fast data {argv[0]}: error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,554 @@
+"""GRPO of EVA on TRL's ``GRPOTrainer`` (paper §3.3, §4.1: 8 rollouts per question, rewards CSV for
+multiple choice and ROUGE for open-ended answers plus a format reward, KL to the SFT+KTO reference).
+
+TRL keeps what it owns: group advantages, the clipped objective, KL to the reference, importance
+sampling, the optimizer, accelerate / DeepSpeed / FSDP, logging, checkpoints. eva_fast supplies the
+rollouts: each completion is a whole EVA episode run by :class:`eva_fast.agent.AgentLoop` (the
+protocol of ``eva-fast ask``/``eval``) on the live policy, token ids extended turn by turn, the
+frames of a question's episodes shared (:mod:`eva_fast.train._rollout`).
+
+Where eva_fast hooks in, and why there (TRL 1.16.0, ``trl/trainer/grpo_trainer.py``; see
+``../shared/design/training.md``):
+
+* ``_generate(prompts)`` is overridden (TRL's 8-tuple contract: ``prompt_ids, completion_ids,
+  tool_mask, completions, logprobs, extra_fields, images, tool_images``). ``rollout_func`` is not
+  used: on that path TRL sets ``images=None`` and the tool-turn frames never reach the loss forward
+  (the ``<|image_pad|>`` tokens would be trained as text, silently). TRL's ``tools=`` loop is not
+  used either: it refuses Qwen2.5-VL's template (``supports_tool_calling``), parses the template's
+  ``"name"`` schema (EVA writes ``"tool"``), runs every call (EVA: the first block only), feeds
+  errors back as text instead of ending the episode, and re-processes every image each turn.
+* ``self.tools`` is set (to a stand-in ``frame_select``) after ``GRPOTrainer.__init__`` so the
+  image branch of ``_generate_and_score_completions`` packs the episodes' frames (with eva_fast's
+  image processor, :class:`EvaQwen25VLProcessor`: the frames are already smart_resized uint8, so
+  nothing is resampled) and builds ``mm_token_type_ids`` from the image pads.
+* ``_generate_and_score_completions`` is wrapped: it hands the batch's rows to ``_generate`` (TRL
+  passes only the prompts) and afterwards checks TRL's silent guard — if any sample's image-pad
+  count differs from its frames' grid, TRL drops every image of the batch — and raises instead.
+* ``compute_loss`` is TRL's. The completion mask is TRL's ``completion_mask * tool_mask`` with our
+  ``tool_mask`` = the episode's response mask (1 on generated ids incl. each turn's
+  ``<|im_end|>``, 0 on tool turns and template text).
+
+What a TRL upgrade would break (``tests/train/test_grpo.py`` checks each, so it breaks loudly):
+the name, signature and 8-tuple of ``_generate``; that ``_generate_and_score_completions`` takes
+the image branch when ``self.tools`` and ``tool_images`` are non-empty and calls
+``processing_class.image_processor`` there; the output keys ``pixel_values`` / ``image_grid_thw`` /
+``tool_mask``; that reward functions receive ``extra_fields`` and dataset columns as keyword
+arguments; and ``_get_per_token_logps_and_entropies``' signature (the logprob test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eva_fast._logging import get_logger
+from eva_fast.train._common import ResumeWeightsMixin, copy_checkpoint_extras, load_tokenizer
+from eva_fast.train._rl_data import RLSample, load_rl_set
+from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine
+
+logger = get_logger("train")
+
+try:
+    import trl
+    from trl import GRPOConfig, GRPOTrainer
+except ImportError as e:  # pragma: no cover - trl is the train extra
+    raise ImportError("eva_fast.train needs TRL: pip install 'trl==1.16.0' peft accelerate rouge-score") from e
+
+#: TRL releases this trainer's hooks were read from and tested against.
+TESTED_TRL = ("1.16.0",)
+JUDGES = ("reference", "policy", "openai", "none")
+
+
+def frame_select(start_time: float, end_time: float, nframes: int, resize: float = 1.0) -> str:
+    """EVA's frame tool (stand-in: rollouts run the real tool through the agent loop; TRL only needs
+    a non-empty ``tools`` list to pack tool-turn images)."""
+    raise RuntimeError("frame_select is served by eva_fast's agent loop, not by TRL's tool loop")
+
+
+@dataclass
+class EvaGRPOConfig(GRPOConfig):
+    """TRL's ``GRPOConfig`` with EVA's data, agent, frame and reward options.
+
+    TRL fields keep their meaning; ``temperature``, ``top_p``, ``top_k``, ``min_p`` are the rollouts'
+    sampling settings, ``num_generations`` the episodes per question (paper: 8; batch of 64
+    questions = ``generation_batch_size`` 512). Defaults changed from TRL's: ``beta`` 0.04 (the paper
+    keeps a KL term to the SFT+KTO reference; TRL's default is 0), ``max_completion_length`` None
+    (an episode is never truncated: cutting image pads breaks the vision/text alignment; it is
+    bounded by ``max_turns`` x ``max_turn_tokens`` + tool turns), ``remove_unused_columns=False``.
+    """
+
+    train_file: str | None = field(default=None, metadata={"help": "RL question set (jsonl: video, question, answer, type)"})
+    eval_file: str | None = field(default=None, metadata={"help": "optional evaluation question set"})
+    video_root: str | None = field(default=None, metadata={"help": "folder relative video paths are resolved against"})
+    mcq_ratio: float | None = field(
+        default=None,
+        metadata={"help": "fraction of multiple-choice questions in the training set (paper: 0.1); the other type is "
+                  "subsampled to reach it; None keeps the set as is"},
+    )
+    max_turns: int = field(default=6, metadata={"help": "model turns per episode"})
+    max_turn_tokens: int = field(default=2048, metadata={"help": "tokens generated per model turn"})
+    max_visual_tokens: int = field(default=12_000, metadata={"help": "per-call visual-token budget"})
+    maxp: int = field(default=720, metadata={"help": "resolution cap of the budget fallback"})
+    resample: str = field(default="cubic", metadata={"help": "frame resize filter (cubic = EVA parity)"})
+    frame_policy: str = field(default="parity", metadata={"help": "frame-choice policy"})
+    decode_device: str = field(default="cpu", metadata={"help": "where frames are decoded: cpu or cuda[:N]"})
+    share_frames: bool = field(default=True, metadata={"help": "share decoded frames among a question's episodes"})
+    rollout_concurrency: int | None = field(default=None, metadata={"help": "episodes in flight at once (None: all)"})
+    format_reward: float = field(default=0.1, metadata={"help": "reward of a valid tool call with a wrong answer"})
+    correct_threshold: float = field(
+        default=0.5, metadata={"help": "open-ended answers with ROUGE >= this count as right (for the format reward)"}
+    )
+    judge: str = field(
+        default="reference",
+        metadata={"help": "CSV judge of multiple-choice answers: reference (frozen reference/base model in process), "
+                  "policy (the initial policy weights), openai (a server: judge_base_url), none (plain accuracy)"},
+    )
+    judge_base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible judge server URL (judge=openai)"})
+    judge_model: str | None = field(default=None, metadata={"help": "judge model name on the server"})
+    judge_max_new_tokens: int = field(default=16, metadata={"help": "judge reply length"})
+    dump_every_steps: int = field(default=0, metadata={"help": "every N steps write a few rollouts (jsonl + timeline PNG); 0 = never"})
+    dump_num: int = field(default=2, metadata={"help": "rollouts written per dump"})
+    beta: float = field(default=0.04, metadata={"help": "KL coefficient to the reference model"})
+    max_completion_length: int | None = field(default=None, metadata={"help": "unused by EVA rollouts (never truncated)"})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "must stay False"})
+
+    def __post_init__(self) -> None:
+        if self.remove_unused_columns:
+            raise ValueError("EvaGRPOConfig.remove_unused_columns must be False: rollouts read the question rows")
+        if self.judge not in JUDGES:
+            raise ValueError(f"EvaGRPOConfig.judge must be one of {JUDGES}, got {self.judge!r}")
+        if self.judge == "openai" and not self.judge_base_url:
+            raise ValueError("EvaGRPOConfig.judge='openai' needs judge_base_url")
+        if self.mcq_ratio is not None and not 0.0 <= self.mcq_ratio <= 1.0:
+            raise ValueError(f"EvaGRPOConfig.mcq_ratio must be in [0, 1] or None, got {self.mcq_ratio!r}")
+        if not 0.0 <= self.format_reward < 1.0:
+            raise ValueError(f"EvaGRPOConfig.format_reward must be in [0, 1), got {self.format_reward!r}")
+        for name in ("max_turns", "max_turn_tokens", "max_visual_tokens", "maxp"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"EvaGRPOConfig.{name} must be a positive int, got {v!r}")
+        super().__post_init__()
+
+    def agent_config(self) -> Any:
+        """The :class:`eva_fast.agent.AgentConfig` of the rollouts."""
+        from eva_fast.agent import AgentConfig
+
+        return AgentConfig(
+            max_turns=self.max_turns, max_new_tokens=self.max_turn_tokens, temperature=float(self.temperature),
+            max_visual_tokens=self.max_visual_tokens, maxp=self.maxp, resample=self.resample,
+            frame_policy=self.frame_policy, device=self.decode_device,
+        )
+
+
+def balance_types(samples: Sequence[RLSample], mcq_ratio: float | None, seed: int = 0) -> list[RLSample]:
+    """Subsample one question type so multiple-choice questions make ``mcq_ratio`` of the set
+    (paper: 90 % open-ended, 10 % multiple-choice); nothing is duplicated.
+
+    Raises:
+        ValueError: the ratio needs a type the set lacks.
+    """
+    if mcq_ratio is None:
+        return list(samples)
+    mcq = [s for s in samples if s.type == "mcq"]
+    opn = [s for s in samples if s.type == "open"]
+    if (mcq_ratio > 0 and not mcq) or (mcq_ratio < 1 and not opn):
+        raise ValueError(f"mcq_ratio={mcq_ratio} but the set has {len(mcq)} multiple-choice and {len(opn)} open questions")
+    rng = random.Random(seed)
+    if mcq_ratio in (0.0, 1.0):
+        keep = mcq if mcq_ratio == 1.0 else opn
+    elif len(mcq) / (len(mcq) + len(opn)) > mcq_ratio:
+        n = int(round(len(opn) * mcq_ratio / (1 - mcq_ratio)))
+        keep = rng.sample(mcq, max(1, n)) + opn
+    else:
+        n = int(round(len(mcq) * (1 - mcq_ratio) / mcq_ratio))
+        keep = mcq + rng.sample(opn, max(1, n))
+    order = {id(s): k for k, s in enumerate(samples)}
+    return sorted(keep, key=lambda s: order[id(s)])
+
+
+def rl_dataset(samples: Sequence[RLSample], video_root: str | None) -> Any:
+    """A ``datasets.Dataset`` of RL questions for TRL (``prompt`` plus eva_fast's columns)."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({
+        "prompt": [[{"role": "user", "content": s.prompt()}] for s in samples],
+        "video": [s.video_path(video_root) for s in samples],
+        "question": [s.prompt() for s in samples],
+        "answer": [s.answer for s in samples],
+        "type": [s.type for s in samples],
+        "category": [s.category or "" for s in samples],
+    })
+
+
+class EvaRewards:
+    """EVA's reward components as TRL reward functions (each logged separately by TRL):
+
+    * ``accuracy``: multiple choice -> CSV (:class:`CSVJudge`: policy and judge both right) or exact
+      match with ``judge="none"``; open-ended -> mean ROUGE-1/2/L F1;
+    * ``format``: ``format_reward`` for a valid tool call with a wrong answer.
+
+    Episodes that ended abnormally (an exception, a server error) score 0 on both. Extra metrics
+    go through TRL's ``log_metric``: ``eva/mcq_accuracy``, ``eva/judge_agreement``, ``eva/rouge``.
+    """
+
+    def __init__(self, cfg: EvaGRPOConfig) -> None:
+        self.cfg = cfg
+        self.judge: Any = None
+        self.frame_tools: dict[str, GroupFrameCache] = {}
+
+        async def accuracy(prompts, completions, completion_ids, trajectory, answer, type, log_metric=None, **kw):
+            return await self.accuracy(trajectory, answer, type, log_metric)
+
+        def format(prompts, completions, completion_ids, trajectory, answer, type, **kw):  # noqa: A001
+            return [self.format_one(t, a, ty) for t, a, ty in zip(trajectory, answer, type)]
+
+        self.funcs = [accuracy, format]
+
+    @staticmethod
+    def _normal(traj: Any) -> bool:
+        from eva_fast.agent import NORMAL_STOP_REASONS
+
+        return traj.stop_reason in NORMAL_STOP_REASONS
+
+    def correct(self, traj: Any, answer: str, qtype: str) -> bool:
+        from eva_fast.train.rewards import mcq_accuracy, rouge_reward
+
+        if qtype == "mcq":
+            return mcq_accuracy(traj, answer) == 1.0
+        return rouge_reward(traj, answer) >= self.cfg.correct_threshold
+
+    def format_one(self, traj: Any, answer: str, qtype: str) -> float:
+        from eva_fast.train.rewards import format_reward
+
+        if not self._normal(traj):
+            return 0.0
+        return format_reward(traj, self.correct(traj, answer, qtype), self.cfg.format_reward)
+
+    async def accuracy(self, trajs: Sequence[Any], answers: Sequence[str], types: Sequence[str], log_metric: Any = None
+                       ) -> list[float]:
+        from eva_fast.train.rewards import mcq_accuracy, rouge_reward
+
+        async def one(t: Any, a: str, ty: str) -> tuple[float, dict[str, float]]:
+            if not self._normal(t):
+                return 0.0, {}
+            if ty == "open":
+                r = rouge_reward(t, a)
+                return r, {"eva/rouge": r}
+            plain = mcq_accuracy(t, a)
+            if self.judge is None:
+                return plain, {"eva/mcq_accuracy": plain}
+            cache = self.frame_tools.get(t.video_path)
+            res = await self.judge.judge(t, a, reader=cache.reader if cache else None, frame_tool=cache)
+            extra = {"eva/mcq_accuracy": plain}
+            if res.policy_correct and res.error is None:
+                extra["eva/judge_agreement"] = float(res.judge_correct)
+            return res.reward, extra
+
+        out = await asyncio.gather(*(one(t, a, ty) for t, a, ty in zip(trajs, answers, types)))
+        if log_metric is not None:
+            sums: dict[str, list[float]] = {}
+            for _, extra in out:
+                for k, v in extra.items():
+                    sums.setdefault(k, []).append(v)
+            for k, v in sums.items():
+                log_metric(k, sum(v) / len(v))
+        return [r for r, _ in out]
+
+
+class EvaGRPOTrainer(ResumeWeightsMixin, GRPOTrainer):
+    """TRL's ``GRPOTrainer`` with EVA episodes as completions (see the module docstring).
+
+    Args:
+        model: checkpoint folder of the policy (the SFT+KTO model), or a loaded model.
+        args: :class:`EvaGRPOConfig`.
+        train_dataset: RL samples (list of :class:`RLSample`) or a jsonl path; None reads ``args.train_file``.
+        eval_dataset: likewise, or ``args.eval_file``.
+        processing_class: default: :class:`EvaQwen25VLProcessor` of the checkpoint's tokenizer and
+            eva_fast's image processor.
+        rollout_backend: override the rollout backend (an agent backend on token ids); default the
+            live policy in process, or vLLM with ``use_vllm``.
+        judge_backend: override the CSV judge's backend (an agent backend).
+        peft_config, callbacks, optimizers: as TRL's.
+
+    Raises:
+        ValueError: no training questions; RLDataError for a malformed set.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        args: EvaGRPOConfig,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        *,
+        rollout_backend: Any = None,
+        judge_backend: Any = None,
+        peft_config: Any = None,
+        callbacks: Any = None,
+        optimizers: Any = (None, None),
+    ) -> None:
+        from eva_fast.vision import EvaQwen25VLProcessor, EvaQwen2VLImageProcessor
+
+        if not isinstance(args, EvaGRPOConfig):
+            raise TypeError(f"args must be an EvaGRPOConfig, got {type(args).__name__}")
+        if trl.__version__ not in TESTED_TRL:
+            logger.warning("EvaGRPOTrainer hooks were tested with trl %s, found %s: run tests/train/test_grpo.py",
+                           TESTED_TRL, trl.__version__)
+        self.base_model_path = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
+        if processing_class is None:
+            if self.base_model_path is None:
+                raise ValueError("pass processing_class with a loaded model")
+            tok = load_tokenizer(self.base_model_path)
+            ip = EvaQwen2VLImageProcessor()
+            pre = Path(self.base_model_path) / "preprocessor_config.json"
+            if pre.is_file():
+                ip = EvaQwen2VLImageProcessor(**json.loads(pre.read_text()))
+            processing_class = EvaQwen25VLProcessor(ip, tok)
+        train = self._samples(train_dataset, args, args.train_file)
+        if not train:
+            raise ValueError("EvaGRPOTrainer: no training questions (give train_dataset or args.train_file)")
+        train = balance_types(train, args.mcq_ratio, args.seed)
+        evals = self._samples(eval_dataset, args, args.eval_file)
+        self.eva_rewards = EvaRewards(args)
+        super().__init__(
+            model=model,
+            reward_funcs=self.eva_rewards.funcs,
+            args=args,
+            train_dataset=rl_dataset(train, args.video_root),
+            eval_dataset=rl_dataset(evals, args.video_root) if evals else None,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            peft_config=peft_config,
+        )
+        # enables the image branch of _generate_and_score_completions (see the module docstring)
+        self.tools = [frame_select]
+        self._standalone_tools = []
+        self._rollout_backend = rollout_backend
+        self._judge_backend = judge_backend
+        self._eva_rows: list[dict[str, Any]] | None = None
+        self._eva_groups: dict[str, GroupFrameCache] = {}
+        self._eva_last: RolloutBatch | None = None
+        self.eva_cache_total = CacheStats()
+
+    @staticmethod
+    def _samples(data: Any, args: EvaGRPOConfig, file: str | None) -> list[RLSample]:
+        if data is None:
+            return [] if file is None else load_rl_set(file, video_root=args.video_root, check_videos=True)
+        if isinstance(data, (str, os.PathLike)):
+            return load_rl_set(data, video_root=args.video_root, check_videos=True)
+        return list(data)
+
+    # -- backends ---------------------------------------------------------------------------------
+
+    def _sampling_kwargs(self) -> dict[str, Any]:
+        a = self.args
+        if a.repetition_penalty != 1.0:
+            logger.warning("repetition_penalty=%s: the recorded sampling logprobs then differ from the loss's", a.repetition_penalty)
+        return {"top_p": a.top_p, "top_k": a.top_k or 0, "min_p": a.min_p, "repetition_penalty": a.repetition_penalty}
+
+    def _policy_backend(self, unwrapped: Any) -> Any:
+        from eva_fast.agent._transformers import TransformersBackend
+
+        return TransformersBackend(
+            model=unwrapped, tokenizer=self._tokenizer, chat_template=self.processing_class.chat_template,
+            generation_kwargs=self._sampling_kwargs(),
+        )
+
+    def _ensure_judge(self) -> None:
+        if self.eva_rewards.judge is not None or self.args.judge == "none":
+            return
+        from eva_fast.agent import get_backend
+        from eva_fast.agent._transformers import TransformersBackend
+        from eva_fast.train.rewards import CSVJudge
+
+        backend = self._judge_backend
+        if backend is None and self.args.judge == "openai":
+            backend = get_backend("openai", base_url=self.args.judge_base_url, model=self.args.judge_model)
+        if backend is None:
+            judge_model = self.ref_model if self.args.judge == "reference" else None
+            if judge_model is None:
+                # no reference model (beta=0 or PEFT): a frozen copy of the initial policy
+                from transformers import Qwen2_5_VLForConditionalGeneration
+
+                if self.base_model_path is None:
+                    raise ValueError("the CSV judge needs a reference model, judge_backend= or judge='openai'")
+                judge_model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                    self.base_model_path, dtype=self.model.dtype).to(self.accelerator.device).eval()
+                for p in judge_model.parameters():
+                    p.requires_grad_(False)
+            backend = TransformersBackend(model=judge_model, tokenizer=self._tokenizer,
+                                          chat_template=self.processing_class.chat_template)
+        self.eva_rewards.judge = CSVJudge(backend, max_new_tokens=self.args.judge_max_new_tokens)
+
+    # -- the hooks --------------------------------------------------------------------------------
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        self._eva_rows = inputs
+        self._ensure_judge()
+        try:
+            output = super()._generate_and_score_completions(inputs)
+        finally:
+            self._eva_rows = None
+            if self._eva_last is not None:
+                self._eva_last.close()
+            self._eva_groups = {}
+        batch = self._eva_last
+        n_images = sum(len(t.tokens.tokens_per_image) for t in batch.trajectories if t.tokens is not None)
+        got = 0 if output.get("image_grid_thw") is None else int(output["image_grid_thw"].shape[0])
+        if got != n_images:
+            raise RuntimeError(
+                f"TRL packed {got} images for rollouts that produced {n_images}: its image-pad/grid guard dropped the "
+                "batch's frames (the loss forward would train image pads as text). This is a bug in the rollout ids."
+            )
+        return output
+
+    def _rollouts(self, rows: Sequence[dict[str, Any]]) -> RolloutBatch:
+        from trl.models.utils import disable_gradient_checkpointing, unwrap_model_for_generation
+
+        engine_cfg = self.args.agent_config()
+        videos = [r["video"] for r in rows]
+        questions = [r["question"] for r in rows]
+        if self._rollout_backend is not None:
+            engine = RolloutEngine(self._rollout_backend, engine_cfg, share_frames=self.args.share_frames,
+                                   max_concurrency=self.args.rollout_concurrency)
+            return engine.run_sync(videos, questions, keep_open=True)
+        if self.use_vllm:
+            from eva_fast.train._vllm import VLLMRolloutBackend
+
+            if self.state.global_step != self._last_loaded_step:
+                self.vllm_generation.sync_weights()
+                self._last_loaded_step = self.state.global_step
+            backend = VLLMRolloutBackend(self.vllm_generation, self._tokenizer, self.processing_class.chat_template,
+                                         self.accelerator)
+            engine = RolloutEngine(backend, engine_cfg, share_frames=self.args.share_frames,
+                                   max_concurrency=self.args.rollout_concurrency)
+            try:
+                return engine.run_sync(videos, questions, keep_open=True)
+            finally:
+                backend.finish()
+        with (
+            unwrap_model_for_generation(
+                self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+            ) as unwrapped,
+            disable_gradient_checkpointing(unwrapped, self.args.gradient_checkpointing_kwargs),
+            self._dist.summon_full_params(self.model_wrapped, recurse=False),
+        ):
+            was_training = unwrapped.training
+            unwrapped.eval()
+            try:
+                engine = RolloutEngine(self._policy_backend(unwrapped), engine_cfg, share_frames=self.args.share_frames,
+                                       max_concurrency=self.args.rollout_concurrency)
+                return engine.run_sync(videos, questions, keep_open=True)
+            finally:
+                unwrapped.train(was_training)
+
+    def _generate(self, prompts: list) -> tuple:
+        mode = "train" if self.model.training else "eval"
+        rows = self._eva_rows
+        if rows is None or len(rows) != len(prompts):
+            raise RuntimeError("EvaGRPOTrainer._generate runs inside _generate_and_score_completions (rows not set)")
+        t0 = time.perf_counter()
+        batch = self._rollouts(rows)
+        self._eva_last = batch
+        self._eva_groups = batch.caches
+        self.eva_rewards.frame_tools = batch.caches
+        pad = self._tokenizer.pad_token_id
+        eot = self.processing_class.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        prompt_ids, completion_ids, tool_mask, logprobs, images, completions = [], [], [], [], [], []
+        for t in batch.trajectories:
+            tr = t.tokens
+            if tr is None or not tr.response_ids:
+                # the episode failed before the model generated anything (e.g. an unreadable video):
+                # one masked token keeps TRL's shapes; its reward is 0 and nothing is trained on it
+                prompt_ids.append(tr.prompt_ids if tr is not None else [pad])
+                completion_ids.append([eot])
+                tool_mask.append([0])
+                logprobs.append([0.0])
+                images.append([])
+            else:
+                prompt_ids.append(list(tr.prompt_ids))
+                completion_ids.append(list(tr.response_ids))
+                tool_mask.append(list(tr.response_mask))
+                logprobs.append(list(tr.response_logprobs))
+                images.append([f for run in tr.frames for f in run])
+            completions.append([{"role": "assistant", "content": t.turns[-1].text if t.turns else ""}])
+        self._log_rollouts(batch, mode, time.perf_counter() - t0)
+        if self.args.dump_every_steps and mode == "train" and self.state.global_step % self.args.dump_every_steps == 0:
+            self._dump(batch)
+        has_images = any(images)
+        return (
+            prompt_ids,
+            completion_ids,
+            tool_mask,
+            completions,
+            logprobs,
+            {"trajectory": batch.trajectories},
+            [imgs or None for imgs in images] if has_images else None,
+            images,
+        )
+
+    # -- observability ----------------------------------------------------------------------------
+
+    def _log_rollouts(self, batch: RolloutBatch, mode: str, seconds: float) -> None:
+        from eva_fast.agent import NORMAL_STOP_REASONS
+
+        m = self._metrics[mode]
+        trajs = batch.trajectories
+        n = max(1, len(trajs))
+        gen = [sum(t.tokens.response_mask) if t.tokens else 0 for t in trajs]
+        m["completions/mean_length"].append(sum(gen) / n)
+        m["num_tokens"] = [self.state.num_input_tokens_seen]
+        if mode == "train":
+            self.state.num_input_tokens_seen += sum(
+                len(t.tokens.prompt_ids) + len(t.tokens.response_ids) for t in trajs if t.tokens
+            )
+        m["eva/rounds"].append(sum(t.num_rounds for t in trajs) / n)
+        m["eva/visual_tokens"].append(sum(t.visual_tokens for t in trajs) / n)
+        calls = [c for t in trajs for c in t.tool_calls]
+        m["eva/tool_calls_per_episode"].append(len(calls) / n)
+        m["eva/tool_call_validity"].append(sum(c.frames is not None for c in calls) / len(calls) if calls else 0.0)
+        reasons = Counter(t.stop_reason if t.stop_reason in NORMAL_STOP_REASONS else
+                          ("exception" if t.stop_reason.startswith("exception") else "tool_error") for t in trajs)
+        for r in (*NORMAL_STOP_REASONS, "tool_error", "exception"):
+            m[f"eva/stop/{r}"].append(reasons.get(r, 0) / n)
+        m["eva/frame_cache_hit_rate"].append(batch.cache.hit_rate)
+        m["eva/frames_decoded"].append(float(batch.cache.frames_decoded))
+        m["eva/frames_saved"].append(float(batch.cache.frames_saved))
+        for k, v in batch.timings_ms.items():
+            m[f"time/{k}_ms"].append(v)
+        m["time/rollouts_s"].append(seconds)
+        self.eva_cache_total.add(batch.cache)
+
+    def _dump(self, batch: RolloutBatch) -> None:
+        """Write a few rollouts of this step: jsonl (trajectory + rewards) and timeline PNGs."""
+        if not self.accelerator.is_main_process:
+            return
+        from eva_fast.agent._viz import plot_timeline
+
+        out = Path(self.args.output_dir) / "rollouts"
+        out.mkdir(parents=True, exist_ok=True)
+        step = self.state.global_step
+        with open(out / f"step-{step:06d}.jsonl", "w", encoding="utf-8") as f:
+            for k, t in enumerate(batch.trajectories[: self.args.dump_num]):
+                f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+                try:
+                    plot_timeline(t, out / f"step-{step:06d}-{k}.png")
+                except Exception as e:  # a plot must never stop training
+                    logger.warning("timeline plot of step %d failed: %s", step, e)
+
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        super()._save(output_dir, state_dict)
+        copy_checkpoint_extras(self.base_model_path, output_dir or self.args.output_dir)

@@ -1,0 +1,305 @@
+"""GRPO rollouts: ``num_generations`` EVA episodes per question through the agent loop, all at once,
+with the frames of a question's episodes shared.
+
+Each rollout is a whole episode of :class:`eva_fast.agent.AgentLoop` — the prompts, parsing, budget,
+stop reasons and max turns of ``eva-fast ask``/``eval`` — on a backend that works on token ids
+(the live policy in process, or vLLM), so every finished :class:`Trajectory` carries its
+:class:`TokenTrace` (prompt ids, response ids, mask, sampling logprobs, frames).
+
+Frames shared across the group: the episodes of one question share one open reader and one
+:class:`GroupFrameCache` keyed by (frame index, output size, aligned size, resize path, filter):
+a call whose frames another episode already decoded is served from the cache; a call that
+overlaps decodes only the missing frames (its :class:`FramePlan` restricted to them). Frames stay
+tensors end to end (decoder -> cache -> packer -> model), on the GPU when decoding there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from eva_fast._logging import get_logger
+
+logger = get_logger("train")
+
+
+@dataclass
+class CacheStats:
+    """Frame-cache counters of a rollout batch.
+
+    Attributes:
+        frames_requested: frames asked for by all calls.
+        frames_decoded: frames actually decoded (cache misses).
+        calls: tool calls served.
+        calls_fully_cached: calls served without decoding anything.
+        decode_ms: time spent decoding misses, milliseconds.
+    """
+
+    frames_requested: int = 0
+    frames_decoded: int = 0
+    calls: int = 0
+    calls_fully_cached: int = 0
+    decode_ms: float = 0.0
+
+    @property
+    def hit_rate(self) -> float:
+        """Fraction of requested frames served from the cache."""
+        return 1.0 - self.frames_decoded / self.frames_requested if self.frames_requested else 0.0
+
+    @property
+    def frames_saved(self) -> int:
+        return self.frames_requested - self.frames_decoded
+
+    def add(self, other: CacheStats) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+class GroupFrameCache:
+    """Decoded frames of one video, shared by the episodes of a question (thread-safe).
+
+    A ``frame_select`` call is planned (:func:`eva_fast.video.plan_frames`, the agent's own
+    settings); frames already in the cache are reused, the rest are decoded together with
+    :func:`eva_fast.video.decode_plan` on the plan restricted to them, so the result is exactly
+    what ``select_frames`` returns.
+
+    Args:
+        reader: the open video (shared; its calls are serialised).
+        max_frames: frames kept (oldest dropped first); None keeps all (a group's episodes rarely
+            ask for more than a few hundred).
+    """
+
+    def __init__(self, reader: Any, max_frames: int | None = None) -> None:
+        import threading
+
+        self.reader = reader
+        self.max_frames = max_frames
+        self.stats = CacheStats()
+        self._frames: dict[tuple, tuple[torch.Tensor, float, bool]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(plan: Any, i: int) -> tuple:
+        return (plan.frame_indices[i], plan.size, plan.aligned_size, plan.smart_resize_by, plan.resample)
+
+    def select_frames(self, reader: Any, start_time: float, end_time: float, nframes: int, resize: float = 1.0,
+                      **kwargs: Any) -> Any:
+        """Drop-in for :func:`eva_fast.video.select_frames` (same arguments and result) that serves
+        frames from the cache. ``reader`` must be this cache's reader."""
+        from eva_fast.video import FrameBatch, decode_plan, plan_frames
+        from eva_fast.video._reader import DecodeStats
+
+        if reader is not self.reader:
+            raise ValueError("GroupFrameCache.select_frames: the reader is not the cache's reader")
+        kwargs.pop("device", None)
+        t0 = time.perf_counter()
+        plan = plan_frames(reader, start_time, end_time, nframes, resize, **kwargs)
+        with self._lock:
+            keys = [self._key(plan, i) for i in range(plan.nframes)]
+            missing = sorted({i for i, k in enumerate(keys) if k not in self._frames}, key=lambda i: keys[i][0])
+            # one decode per distinct missing frame
+            first: dict[tuple, int] = {}
+            for i in missing:
+                first.setdefault(keys[i], i)
+            todo = list(first.values())
+            stats = DecodeStats()
+            if todo:
+                sub = dataclasses.replace(
+                    plan,
+                    timestamps_s=tuple(plan.timestamps_s[i] for i in todo),
+                    frame_indices=tuple(plan.frame_indices[i] for i in todo),
+                    target_pts_s=tuple(plan.target_pts_s[i] for i in todo),
+                    snap_error_s=tuple(plan.snap_error_s[i] for i in todo),
+                    nframes=len(todo),
+                )
+                td = time.perf_counter()
+                got = decode_plan(reader, sub)
+                self.stats.decode_ms += (time.perf_counter() - td) * 1e3
+                stats = got.stats
+                for j, i in enumerate(todo):
+                    self._frames[keys[i]] = (got.frames[j], got.pts_s[j], got.corrupt[j])
+            self.stats.frames_requested += plan.nframes
+            self.stats.frames_decoded += len(todo)
+            self.stats.calls += 1
+            self.stats.calls_fully_cached += int(not todo)
+            entries = [self._frames[k] for k in keys]
+            if self.max_frames is not None and len(self._frames) > self.max_frames:
+                for k in list(self._frames)[: len(self._frames) - self.max_frames]:
+                    if k not in keys:
+                        del self._frames[k]
+        frames = torch.stack([e[0] for e in entries])
+        return FrameBatch(
+            frames=frames, pts_s=tuple(e[1] for e in entries), corrupt=tuple(e[2] for e in entries), plan=plan,
+            stats=stats, total_ms=(time.perf_counter() - t0) * 1e3, video=reader.metadata,
+        )
+
+    __call__ = select_frames
+
+
+@dataclass
+class RolloutBatch:
+    """The episodes of one rollout batch, in input order.
+
+    Attributes:
+        trajectories: one per input row (``num_generations`` consecutive episodes per question).
+        cache: frame-cache counters summed over the groups.
+        timings_ms: wall time per stage over the batch: ``rollout`` (all episodes), and summed over
+            episodes ``generate``, ``decode``, ``pack``.
+        groups: number of distinct (video, question) groups.
+        caches: the groups' frame caches by video path (open readers) when the run kept them open
+            (``keep_open=True``: the CSV judge reuses them); :meth:`close` closes them.
+        decoder_frames: frames the decoders reconstructed for the batch (GOP work included: the
+            decode work, which the group cache shrinks).
+        decoder_ms: the decoders' own time (demux + decode + convert/resize, CPU-side, summed over
+            GOP workers), milliseconds; unlike the episodes' ``decode`` stage it excludes waiting.
+    """
+
+    trajectories: list[Any]
+    cache: CacheStats = field(default_factory=CacheStats)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    groups: int = 0
+    caches: dict[str, GroupFrameCache] = field(default_factory=dict)
+    decoder_frames: int = 0
+    decoder_ms: float = 0.0
+
+    def close(self) -> None:
+        """Close the kept readers."""
+        for c in self.caches.values():
+            c.reader.close()
+        self.caches = {}
+
+
+def group_rows(keys: Sequence[Any]) -> list[list[int]]:
+    """Indices of equal keys grouped, in order of first appearance (TRL repeats each question
+    ``num_generations`` times, consecutively or not)."""
+    groups: dict[Any, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    return list(groups.values())
+
+
+class RolloutEngine:
+    """Runs EVA episodes for a batch of questions concurrently (one asyncio task per episode).
+
+    Args:
+        backend: an agent backend that works on token ids (``TransformersBackend`` on the policy,
+            or the vLLM rollout backend) so trajectories carry a :class:`TokenTrace`.
+        config: the agent settings (:class:`eva_fast.agent.AgentConfig`); ``temperature`` is the
+            sampling temperature of the rollouts.
+        share_frames: share decoded frames within a question's group (:class:`GroupFrameCache`).
+        max_concurrency: episodes in flight at once (None: all).
+    """
+
+    def __init__(self, backend: Any, config: Any, *, share_frames: bool = True, max_concurrency: int | None = None) -> None:
+        from eva_fast.agent import AgentConfig
+
+        if not isinstance(config, AgentConfig):
+            raise TypeError(f"config must be an AgentConfig, got {type(config).__name__}")
+        self.backend = backend
+        self.config = config
+        self.share_frames = share_frames
+        self.max_concurrency = max_concurrency
+
+    async def run(self, videos: Sequence[str | os.PathLike], questions: Sequence[str], *, keep_open: bool = False
+                  ) -> RolloutBatch:
+        """One episode per ``(videos[i], questions[i])``; equal pairs form a group that shares a
+        reader and a frame cache. Never raises for model or video problems: a failed episode has
+        its stop reason (``exception: ...`` for an unreadable video).
+
+        Args:
+            keep_open: keep the groups' readers and caches open in ``RolloutBatch.caches`` (the
+                caller closes them with :meth:`RolloutBatch.close`)."""
+        from eva_fast.agent import AgentLoop
+        from eva_fast.video import VideoReader
+
+        if len(videos) != len(questions):
+            raise ValueError(f"{len(videos)} videos for {len(questions)} questions")
+        t0 = time.perf_counter()
+        out: list[Any] = [None] * len(videos)
+        sem = asyncio.Semaphore(self.max_concurrency or max(1, len(videos)))
+        caches: list[GroupFrameCache] = []
+        work = [0, 0.0]  # decoder frames, decoder ms
+        groups = group_rows([(os.fspath(v), q) for v, q in zip(videos, questions)])
+
+        done_one = getattr(self.backend, "episode_done", None)
+
+        async def episode(i: int, loop: AgentLoop, reader: Any) -> None:
+            try:
+                async with sem:
+                    out[i] = await loop.run(videos[i], questions[i], reader=reader)
+            finally:
+                if done_one is not None:
+                    done_one()
+
+        async def group(idx: list[int]) -> None:
+            video = os.fspath(videos[idx[0]])
+            reader = None
+            try:
+                reader = await asyncio.to_thread(VideoReader, video, device=self.config.device)
+            except Exception as e:  # the episodes report it (each opens the video and stops with the reason)
+                logger.warning("rollout group on %s: %s", video, e)
+            if reader is not None and self.share_frames:
+                cache = GroupFrameCache(reader)
+                caches.append(cache)
+                loop = AgentLoop(self.backend, self.config, frame_tool=cache)
+            else:
+                loop = AgentLoop(self.backend, self.config)
+            try:
+                await asyncio.gather(*(episode(i, loop, reader) for i in idx))
+            finally:
+                if reader is not None:
+                    st = reader.total_stats
+                    work[0] += st.decoded_frames
+                    work[1] += st.decode_ms + st.convert_ms
+                    if not (keep_open and self.share_frames):
+                        reader.close()
+
+        expect = getattr(self.backend, "expect", None)
+        if expect is not None:
+            expect(len(videos), self.max_concurrency)
+        await asyncio.gather(*(group(g) for g in groups))
+        drain = getattr(self.backend, "drain", None)
+        if drain is not None:  # batched backends (vLLM): finish the ticks other processes still run
+            await drain()
+        batch = RolloutBatch(out, groups=len(groups), decoder_frames=work[0], decoder_ms=work[1])
+        for c in caches:
+            batch.cache.add(c.stats)
+            if keep_open:
+                batch.caches[c.reader.path] = c
+        timings: dict[str, float] = {"rollout": (time.perf_counter() - t0) * 1e3}
+        for t in out:
+            for k, v in t.timings_ms().items():
+                timings[k] = timings.get(k, 0.0) + v
+        batch.timings_ms = timings
+        return batch
+
+    def run_sync(self, videos: Sequence[str | os.PathLike], questions: Sequence[str], *, keep_open: bool = False
+                 ) -> RolloutBatch:
+        """:meth:`run` from synchronous code (in a fresh event loop, or a thread when one is running)."""
+        import threading
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.run(videos, questions, keep_open=keep_open))
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["out"] = asyncio.run(self.run(videos, questions, keep_open=keep_open))
+            except BaseException as e:  # pragma: no cover
+                box["err"] = e
+
+        th = threading.Thread(target=target)
+        th.start()
+        th.join()
+        if "err" in box:
+            raise box["err"]
+        return box["out"]

@@ -1,0 +1,312 @@
+"""GRPO for real on CPU: a tiny Qwen2.5-VL SFT-trained until it writes EVA tool calls, then GRPO with
+its own multi-turn rollouts (2 questions x 4 episodes x 2 steps). Checks: parameters change,
+group advantages are zero-mean, the loss forward gets the rollouts' own frames, the mask is 1
+exactly on generated tokens, recomputed logprobs equal the sampling ones, the group frame cache,
+hostile episodes, checkpoint and resume, and TRL's hook contract."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from tests.conftest import DATA
+from tests.train.conftest import call
+
+pytestmark = pytest.mark.slow
+
+VIDEO = "nasa_13013.mp4"
+QUESTIONS = [("Is it Earth? A. yes B. no", "A"), ("Is it night? A. yes B. no", "B")]
+SFT_STEPS = 70
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tiny_qwen_dir, tmp_path_factory, cuda_layout_lm_head_module):
+    """The tiny model SFT-trained on two short EVA episodes (one tool call, then the answer) until
+    it writes the tool call itself."""
+    from eva_fast.train import EvaSFTConfig, EvaSFTTrainer, record_from_trajectory
+    from tests.train.conftest import run_episode
+
+    recs = []
+    for q, gt in QUESTIONS:
+        t = run_episode(VIDEO, q, [call(0, 12, 2, 0.1), f"<answer>{gt}</answer>"])
+        recs.append(record_from_trajectory(t, gt=gt))
+    out = tmp_path_factory.mktemp("policy")
+    args = EvaSFTConfig(output_dir=str(out), max_steps=SFT_STEPS, per_device_train_batch_size=2, learning_rate=1e-2,
+                        lr_scheduler_type="constant", use_cpu=True, bf16=False, gradient_checkpointing=False,
+                        report_to=[], save_strategy="no", disable_tqdm=True, logging_steps=10, seed=0)
+    trainer = EvaSFTTrainer(str(tiny_qwen_dir), args, train_dataset=recs)
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert losses[-1] < 0.2, losses
+    trainer.save_model(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def cuda_layout_lm_head_module():
+    """Module-scoped form of ``cuda_layout_lm_head`` (see tests/train/conftest.py)."""
+    import trl.trainer.utils as tu
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(tu, "_use_triton", lambda device: True, raising=True)
+    yield
+    mp.undo()
+
+
+def _samples():
+    from eva_fast.train._rl_data import RLSample
+
+    return [RLSample(video=str(DATA / VIDEO), question=q, answer=a, type="mcq") for q, a in QUESTIONS]
+
+
+def _config(out, **kw):
+    from eva_fast.train import EvaGRPOConfig
+
+    base = dict(output_dir=str(out), num_generations=4, per_device_train_batch_size=8, max_steps=2, learning_rate=1e-4,
+                temperature=0.7, beta=0.0, judge="none", max_turns=3, max_turn_tokens=48, use_cpu=True, bf16=False,
+                gradient_checkpointing=False, report_to=[], save_strategy="no", disable_tqdm=True, logging_steps=1,
+                seed=0, dump_every_steps=1, dump_num=2)
+    base.update(kw)
+    return EvaGRPOConfig(**base)
+
+
+class Spy:
+    """Wraps the trainer's generation step and the vision tower to keep what the loss saw."""
+
+    def __init__(self, trainer):
+        self.outputs, self.batches, self.vision_inputs = [], [], []
+        orig = trainer._generate_and_score_completions
+
+        def wrapped(inputs):
+            out = orig(inputs)
+            self.outputs.append(out)
+            self.batches.append(trainer._eva_last)
+            return out
+
+        trainer._generate_and_score_completions = wrapped
+        visual = trainer.model.model.visual
+        self.hook = visual.register_forward_pre_hook(
+            lambda mod, args, kwargs: self.vision_inputs.append((args[0] if args else kwargs["hidden_states"]).detach().clone()),
+            with_kwargs=True)
+
+
+def test_grpo_trains_on_its_own_multi_turn_rollouts(policy_dir, tmp_path):
+    from eva_fast.train import EvaGRPOTrainer
+    from eva_fast.vision import pack_qwen25vl
+
+    trainer = EvaGRPOTrainer(str(policy_dir), _config(tmp_path / "grpo", judge="policy"), train_dataset=_samples())
+    spy = Spy(trainer)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    assert trainer.state.global_step == 2 and len(spy.outputs) == 2
+
+    # the rollouts are real episodes: the policy generated tool calls that fetched frames
+    trajs = [t for b in spy.batches for t in b.trajectories]
+    assert len(trajs) == 16
+    assert sum(1 for t in trajs for c in t.tool_calls if c.frames is not None) >= 8, [t.stop_reason for t in trajs]
+
+    # parameters changed
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])]
+    assert changed and any("language_model" in n for n in changed)
+
+    tok = trainer._tokenizer
+    for out, batch in zip(spy.outputs, spy.batches):
+        # group advantages are zero-mean (2 groups of 4 consecutive episodes)
+        adv = out["advantages"].view(2, 4)
+        assert torch.allclose(adv.mean(1), torch.zeros(2), atol=1e-5)
+        # mask: 1 exactly on what the model generated, found independently from the turns' ids
+        for i, t in enumerate(batch.trajectories):
+            ids = out["completion_ids"][i][out["completion_mask"][i].bool()].tolist()
+            mask = out["tool_mask"][i][out["completion_mask"][i].bool()].tolist()
+            generated = [tid for turn in t.turns for tid in turn.completion_token_ids]
+            assert [x for x, m in zip(ids, mask) if m] == generated
+            tool_text = tok.decode([x for x, m in zip(ids, mask) if not m])
+            if any(c.frames is not None for c in t.tool_calls):
+                assert tool_text.startswith("\n<|im_start|>tool\n<tool_response>")
+        # pixel_values fed to the loss are the rollouts' frames, in order
+        frames = [run for t in batch.trajectories if t.tokens for run in t.tokens.frames]
+        assert torch.equal(out["pixel_values"], pack_qwen25vl(frames).pixel_values)
+
+    # the loss forward's vision tower got those pixels (TRL shuffles the samples of a generation
+    # batch, so compare the multiset of patch rows through their column sums)
+    for o in spy.outputs:
+        p = o["pixel_values"]
+        assert any(v.shape == p.shape and torch.allclose(v.sum(0), p.sum(0), rtol=0, atol=1e-3)
+                   for v in spy.vision_inputs)
+
+    # observability: per-step metrics and the rollout dumps
+    logged = trainer.state.log_history[0]
+    for key in ("reward", "rewards/accuracy/mean", "rewards/format/mean", "eva/rounds", "eva/visual_tokens",
+                "eva/tool_call_validity", "eva/frame_cache_hit_rate", "time/generate_ms", "time/decode_ms"):
+        assert key in logged, (key, sorted(logged))
+    dumps = sorted((tmp_path / "grpo" / "rollouts").glob("step-*"))
+    assert any(p.suffix == ".jsonl" for p in dumps) and any(p.suffix == ".png" for p in dumps)
+
+
+def test_loss_forward_logprobs_equal_the_sampling_logprobs(policy_dir, tmp_path):
+    """Same parameters: TRL's loss-side per-token logprobs (its fused LM head, temperature-scaled)
+    equal the logprobs recorded while sampling, on every generated token — prompt, completion and
+    frames line up."""
+    from eva_fast.train import EvaGRPOTrainer
+
+    trainer = EvaGRPOTrainer(str(policy_dir), _config(tmp_path / "lp", max_steps=1, learning_rate=0.0),
+                             train_dataset=_samples())
+    rows = [trainer.train_dataset[i % 2] for i in range(8)]
+    rows = [rows[0]] * 4 + [rows[1]] * 4
+    trainer.model.train()
+    out = trainer._generate_and_score_completions(rows)
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+    att = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, ids, att, out["completion_ids"].size(1), pixel_values=out.get("pixel_values"),
+            image_grid_thw=out.get("image_grid_thw"), num_images=out.get("num_images"),
+            mm_token_type_ids=out.get("mm_token_type_ids"))
+    mask = (out["completion_mask"] * out["tool_mask"]).bool()
+    sampled = out["sampling_per_token_logps"]
+    assert mask.sum() > 50
+    assert torch.allclose(logps[mask], sampled[mask], atol=2e-4, rtol=0), (logps[mask] - sampled[mask]).abs().max()
+
+
+def test_group_frame_cache_decodes_shared_calls_once(policy_dir):
+    from eva_fast.agent import AgentConfig, get_backend
+    from eva_fast.train import RolloutEngine
+    from eva_fast.video import select_frames
+    from tests.train.conftest import ForcedReplies
+
+    backend = get_backend("transformers", model_path=str(policy_dir))
+    first = call(0, 12, 3, 0.2)
+    replies = [first, "<answer>A</answer>"] * 3 + [first, call(0, 12, 5, 0.2), "<answer>A</answer>"]
+    forced = ForcedReplies(backend, replies)
+    engine = RolloutEngine(backend, AgentConfig(max_turns=3), max_concurrency=1)
+    try:
+        batch = engine.run_sync([DATA / VIDEO] * 4, [QUESTIONS[0][0]] * 4)
+    finally:
+        forced.restore()
+    c = batch.cache
+    # 4 identical first calls of 3 frames, then a 5-frame call that shares 2 of its frames with them
+    # (frames 0 and 195 of linspace(0, 12, n)); 3 + 3 new frames are decoded in all
+    want = select_frames(str(DATA / VIDEO), 0, 12, 5, 0.2)
+    got = batch.trajectories[3].turns[1].tool_calls[0].frames
+    assert got.frame_indices == list(want.frame_indices)
+    assert c.calls == 5 and c.frames_requested == 17 and c.calls_fully_cached == 3
+    assert c.frames_decoded == 3 + len(set(want.frame_indices) - set(select_frames(str(DATA / VIDEO), 0, 12, 3, 0.2).frame_indices))
+    for t in batch.trajectories:
+        assert t.tokens is not None and torch.equal(t.tokens.frames[0], select_frames(str(DATA / VIDEO), 0, 12, 3, 0.2).frames)
+    unshared = RolloutEngine(backend, AgentConfig(max_turns=3), share_frames=False, max_concurrency=1)
+    forced = ForcedReplies(backend, [first, "<answer>A</answer>"] * 4)
+    try:
+        b2 = unshared.run_sync([DATA / VIDEO] * 4, [QUESTIONS[0][0]] * 4)
+    finally:
+        forced.restore()
+    assert b2.cache.frames_requested == 0  # no cache: every episode decoded its own 3 frames
+    assert sum(t.tool_calls[0].frames is not None for t in b2.trajectories) == 4
+
+
+def test_hostile_episodes_score_zero_and_training_goes_on(policy_dir, tmp_path):
+    from eva_fast.agent import get_backend
+    from eva_fast.train import EvaGRPOTrainer
+    from eva_fast.train._grpo import EvaRewards
+    from tests.train.conftest import ForcedReplies
+
+    hostile = [
+        '<tool_call>{"tool": "frame_select", "arguments": {"start_time": 0, "end_time": 5, "nframes": 1000000000}}</tool_call>',
+        "<tool_call>{unterminated <answer",
+        '<tool_call>{"tool": "frame_select", "arguments": {"start_time": "soon", "end_time": 5, "nframes": 2}}</tool_call>',
+        "<answer>",
+    ]
+    trainer = EvaGRPOTrainer(str(policy_dir), _config(tmp_path / "h", max_steps=1), train_dataset=_samples())
+    spy = Spy(trainer)
+    backend = get_backend("transformers", model=trainer.model, tokenizer=trainer._tokenizer)
+    forced = ForcedReplies(backend, hostile * 2)
+    try:
+        trainer.train()
+    finally:
+        forced.restore()
+    assert trainer.state.global_step == 1
+    (batch,) = spy.batches
+    rewards = EvaRewards(trainer.args)
+    import asyncio
+
+    trajs = batch.trajectories
+    acc = asyncio.run(rewards.accuracy(trajs, ["A"] * 8, ["mcq"] * 8))
+    fmt = [rewards.format_one(t, "A", "mcq") for t in trajs]
+    assert acc == [0.0] * 8 and fmt == [0.0] * 8
+    assert {t.stop_reason for t in trajs} >= {"call_frame_select_failed", "no_answer_no_tool_call"}
+
+    # a 10 MB reply from a server backend: the episode stops, the rewards are 0
+    from eva_fast.agent import AgentConfig
+    from eva_fast.train import RolloutEngine
+
+    huge = "<tool_call>" + "x" * 10_000_000
+    b = RolloutEngine(get_backend("scripted", replies=[huge]), AgentConfig()).run_sync([DATA / VIDEO], ["Q? A. x B. y"])
+    (t,) = b.trajectories
+    assert t.stop_reason == "no_answer_no_tool_call"
+    assert asyncio.run(rewards.accuracy([t], ["A"], ["mcq"])) == [0.0] and rewards.format_one(t, "A", "mcq") == 0.0
+
+
+def test_checkpoint_and_resume(policy_dir, tmp_path):
+    from eva_fast.train import EvaGRPOTrainer
+
+    out = tmp_path / "ck"
+    t1 = EvaGRPOTrainer(str(policy_dir), _config(out, max_steps=1, save_strategy="steps", save_steps=1, dump_every_steps=0),
+                        train_dataset=_samples())
+    t1.train()
+    saved = {n: p.detach().clone() for n, p in t1.model.named_parameters()}
+    assert (out / "checkpoint-1" / "model.safetensors").is_file() and (out / "checkpoint-1" / "preprocessor_config.json").is_file()
+    t2 = EvaGRPOTrainer(str(policy_dir), _config(out, max_steps=2, save_strategy="no", dump_every_steps=0),
+                        train_dataset=_samples())
+    loaded = {}
+    orig = t2._load_from_checkpoint
+
+    def spy(path, model=None):
+        orig(path, model)
+        loaded.update({n: p.detach().clone() for n, p in t2.model.named_parameters()})
+
+    t2._load_from_checkpoint = spy
+    t2.train(resume_from_checkpoint=str(out / "checkpoint-1"))
+    assert t2.state.global_step == 2
+    assert loaded and all(torch.equal(loaded[n], saved[n]) for n in saved)
+
+
+def test_trl_contract():
+    """The private TRL hooks this trainer relies on (module docstring of eva_fast.train._grpo)."""
+    import trl
+    from trl import GRPOTrainer
+
+    from eva_fast.train._grpo import TESTED_TRL
+
+    assert trl.__version__ in TESTED_TRL
+    assert list(inspect.signature(GRPOTrainer._generate).parameters) == ["self", "prompts"]
+    src = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    for needle in ("self._generate(prompts)", "if self.tools and any(imgs for imgs in tool_images) and self._is_vlm",
+                   "self.processing_class.image_processor(images=flat_images", 'output["tool_mask"] = tool_mask',
+                   "forward_kwargs.pop(\"pixel_values\", None)"):
+        assert needle in src, needle
+    assert "extra_fields" in inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    sig = inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters
+    assert {"pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids"} <= set(sig)
+
+
+def test_config_and_data(tmp_path):
+    from eva_fast.train import EvaGRPOConfig
+    from eva_fast.train._grpo import balance_types
+    from eva_fast.train._rl_data import RLSample
+
+    with pytest.raises(ValueError, match="judge"):
+        EvaGRPOConfig(output_dir=str(tmp_path), judge="gpt")
+    with pytest.raises(ValueError, match="judge_base_url"):
+        EvaGRPOConfig(output_dir=str(tmp_path), judge="openai")
+    with pytest.raises(ValueError, match="format_reward"):
+        EvaGRPOConfig(output_dir=str(tmp_path), format_reward=0.5 * 2)
+    v = str(DATA / VIDEO)
+    mcq = [RLSample(video=v, question=f"q{i}? A. x B. y", answer="A", type="mcq") for i in range(10)]
+    opn = [RLSample(video=v, question=f"o{i}?", answer="a cat", type="open") for i in range(27)]
+    out = balance_types(mcq + opn, 0.1)
+    assert sum(s.type == "mcq" for s in out) == 3 and sum(s.type == "open" for s in out) == 27
+    out = balance_types(mcq + opn, 0.5)
+    assert sum(s.type == "mcq" for s in out) == 10 and sum(s.type == "open" for s in out) == 10
+    with pytest.raises(ValueError, match="0 multiple-choice"):
+        balance_types(opn, 0.1)

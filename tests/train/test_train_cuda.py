@@ -1,0 +1,52 @@
+"""Training on a GPU (marked ``cuda``: skipped without one; run by the GPU check): SFT steps in bf16,
+and a GRPO step whose rollouts decode with NVDEC, pack with Triton and generate on the GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import DATA
+from tests.train.conftest import ForcedReplies, call
+
+pytestmark = pytest.mark.cuda
+
+
+def test_sft_steps_in_bf16(tiny_qwen_dir, eva_records, tmp_path):
+    from eva_fast.train import EvaSFTConfig, EvaSFTTrainer
+
+    args = EvaSFTConfig(output_dir=str(tmp_path), max_steps=5, per_device_train_batch_size=2, learning_rate=1e-2,
+                        bf16=True, gradient_checkpointing=True, report_to=[], save_strategy="no", disable_tqdm=True,
+                        logging_steps=1, decode_device="cuda", pixel_dtype="bfloat16")
+    trainer = EvaSFTTrainer(str(tiny_qwen_dir), args, train_dataset=eva_records)
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 5 and all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+def test_grpo_step_on_the_gpu(tiny_qwen_dir, tmp_path):
+    from eva_fast.agent import get_backend
+    from eva_fast.train import EvaGRPOConfig, EvaGRPOTrainer
+    from eva_fast.train._rl_data import RLSample
+
+    samples = [RLSample(video=str(DATA / "nasa_13013.mp4"), question=q, answer="A", type="mcq")
+               for q in ("Is it Earth? A. yes B. no", "Is it day? A. yes B. no")]
+    args = EvaGRPOConfig(output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=4, max_steps=1,
+                         learning_rate=1e-4, temperature=1.0, beta=0.0, judge="none", max_turns=2, max_turn_tokens=64,
+                         bf16=True, gradient_checkpointing=False, report_to=[], save_strategy="no", disable_tqdm=True,
+                         logging_steps=1, decode_device="cuda", rollout_concurrency=1)
+    trainer = EvaGRPOTrainer(str(tiny_qwen_dir), args, train_dataset=samples)
+    outputs = []
+    orig = trainer._generate_and_score_completions
+    trainer._generate_and_score_completions = lambda rows: outputs.append(orig(rows)) or outputs[-1]
+    backend = get_backend("transformers", model=trainer.model, tokenizer=trainer._tokenizer)
+    forced = ForcedReplies(backend, [call(0, 12, 3, 0.3), "<answer>A</answer>"] * 4)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    try:
+        trainer.train()
+    finally:
+        forced.restore()
+    (out,) = outputs
+    assert out["pixel_values"].is_cuda and out["image_grid_thw"].shape[0] == 4 * 3
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
+    assert trainer._eva_last.trajectories[0].turns[0].tool_calls[0].frames is not None
