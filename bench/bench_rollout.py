@@ -62,6 +62,7 @@ def episode_replies(duration_s: float, k: int, rng: random.Random) -> list[str]:
 def forced_backend(model_dir: str | None, device: str, scripts: dict[str, list[list[str]]], model=None, tokenizer=None):
     """A transformers backend whose sessions say scripted replies (one script per episode, picked by
     the question of its first prompt), generated through the model's own forward passes."""
+    from eva_fast.agent._forcing import ForceTokens
     from eva_fast.agent._transformers import TransformersBackend, _TransformersSession
 
     if model is not None:
@@ -75,15 +76,7 @@ def forced_backend(model_dir: str | None, device: str, scripts: dict[str, list[l
 
     def generate(**kw):
         forced = _forced.ids
-        start = kw["input_ids"].shape[1]
-
-        def force(input_ids, scores):
-            step = input_ids.shape[1] - start
-            out = torch.full_like(scores, float("-inf"))
-            out[:, forced[min(step, len(forced) - 1)]] = 0.0
-            return out
-
-        kw["logits_processor"] = list(kw.get("logits_processor") or []) + [force]
+        kw["logits_processor"] = list(kw.get("logits_processor") or []) + [ForceTokens(forced, kw["input_ids"].shape[1])]
         kw["max_new_tokens"] = len(forced)
         return original(**kw)
 

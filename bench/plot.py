@@ -17,6 +17,7 @@ from ._harness import DEFAULT_RESULTS_DIR, latest_run, load_rows
 _COLORS = {
     "eva_fast": (214, 39, 40), "eva_fast_snap": (255, 127, 14), "eva_fast+pack": (148, 103, 189),
     "decord": (31, 119, 180), "pyav": (44, 160, 44), "opencv": (140, 86, 75),
+    "group cache on": (214, 39, 40), "group cache off": (127, 127, 127), "decord+pil+hf": (31, 119, 180),
     "torchcodec_exact": (23, 190, 207), "torchcodec_approximate": (188, 189, 34), "eva_reference": (127, 127, 127),
     "torchcodec_exact+Resize": (0, 110, 140), "torchcodec_approximate+Resize": (120, 120, 0),
 }
@@ -93,6 +94,46 @@ def plot_results(results_dir: str | Path = DEFAULT_RESULTS_DIR) -> list[Path]:
     return paths
 
 
+def plot_training(results_dir: str | Path = DEFAULT_RESULTS_DIR) -> list[Path]:
+    """The training benches' latest runs: the collator against decord + Pillow + transformers (ms per
+    trajectory), and a GRPO step's rollouts by stage with the group frame cache on and off."""
+    import json
+
+    out_dir = Path(results_dir) / "plots"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+
+    def latest(name: str) -> list[dict]:
+        f = Path(results_dir) / name
+        if not f.is_file():
+            return []
+        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        return [r for r in rows if r.get("run_id") == rows[-1].get("run_id")] if rows else []
+
+    col = latest("collator.jsonl")
+    if col:
+        groups = [f"{r['video']} ({r['frames']} fr)" for r in col]
+        series = {"eva_fast": [r["eva_fast_ms"] for r in col], "decord+pil+hf": [r["baseline_ms"] for r in col]}
+        head = f"{col[0]['machine']['cpu']} x{col[0]['machine']['cores']} - {col[0]['timestamp']}"
+        paths.append(_bar_chart(f"training collator, ms per trajectory (log) - {head}", groups, series, "ms", True,
+                                out_dir / "collator.png"))
+    ro = latest("rollout.jsonl")
+    if ro:
+        stages = ["wall", "generate", "decoder_work", "pack"]
+        series = {}
+        for share, name in ((True, "group cache on"), (False, "group cache off")):
+            rs = [r for r in ro if r["share_frames"] is share]
+            if rs:
+                series[name] = [sum((r["wall_ms"] if s == "wall" else r["stages_ms"].get(s, 0.0)) for r in rs) / len(rs) / 1e3
+                                for s in stages]
+        head = (f"{ro[0]['questions']} questions x {ro[0]['generations']} episodes, {ro[0]['model']} model, "
+                f"{ro[0]['device']} - {ro[0]['timestamp']}")
+        paths.append(_bar_chart(f"GRPO rollout batch, seconds by stage - {head}", stages, series, "s", False,
+                                out_dir / "rollout.png"))
+    return paths
+
+
 if __name__ == "__main__":
-    for p in plot_results(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_RESULTS_DIR):
+    d = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_RESULTS_DIR
+    for p in plot_results(d) + plot_training(d):
         print(p)

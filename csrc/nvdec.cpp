@@ -103,11 +103,22 @@ void cuda_rt_check(int code, const char* what) {
   if (code != 0) throw std::runtime_error(std::string("CUDA: ") + what + " failed: " + cuda::error_string(code));
 }
 
-// Per-device primary context (shared with torch and the CUDA runtime) and NVDEC context lock.
+struct CtxGuard {
+  explicit CtxGuard(CUcontext c) { EVA_CU_CHECK(api().cu->cuCtxPushCurrent(c)); }
+  ~CtxGuard() {
+    CUcontext dummy;
+    api().cu->cuCtxPopCurrent(&dummy);
+  }
+};
+
+// Per-device primary context (shared with torch and the CUDA runtime), NVDEC context lock, and the
+// memory pool of output frame buffers (allocated on a backend's stream, freed on the caller's).
 struct DeviceCtx {
   CUcontext ctx = nullptr;
   CUvideoctxlock lock = nullptr;
+  void* out_pool = nullptr;
 };
+constexpr unsigned long long kOutputPoolKeepBytes = 256ull << 20;
 
 DeviceCtx& device_ctx(int device) {
   static std::mutex mu;
@@ -122,16 +133,12 @@ DeviceCtx& device_ctx(int device) {
   DeviceCtx c;
   EVA_CU_CHECK(a.cu->cuDevicePrimaryCtxRetain(&c.ctx, dev));
   EVA_CU_CHECK(a.cv->cuvidCtxLockCreate(&c.lock, c.ctx));
+  {
+    CtxGuard g(c.ctx);
+    cuda_rt_check(cuda::pool_create(&c.out_pool, device, kOutputPoolKeepBytes), "cudaMemPoolCreate (output frames)");
+  }
   return ctxs.emplace(device, c).first->second;
 }
-
-struct CtxGuard {
-  explicit CtxGuard(CUcontext c) { EVA_CU_CHECK(api().cu->cuCtxPushCurrent(c)); }
-  ~CtxGuard() {
-    CUcontext dummy;
-    api().cu->cuCtxPopCurrent(&dummy);
-  }
-};
 
 // ---------------------------------------------------------------------------------------------
 // Decoder session cache: idle CUvideodecoder handles by (device, codec, chroma, bit depth, coded
@@ -376,8 +383,11 @@ class NvdecBackendImpl final : public NvdecBackend {
     filter_ = filter;
     rotation_ = rotation_deg;
     frame_bytes_ = static_cast<size_t>(out_w) * out_h * 3;
-    cuda_rt_check(cuda::alloc_async(&out_, std::max<size_t>(1, frame_bytes_ * static_cast<size_t>(T)), work_->stream),
-                  "cudaMallocAsync (output frames)");
+    // From the device's output pool: freed later on the caller's stream, and its reuse must never
+    // make this backend's stream wait for the caller's (see pool_create).
+    cuda_rt_check(cuda::alloc_from_pool_async(&out_, std::max<size_t>(1, frame_bytes_ * static_cast<size_t>(T)),
+                                              dc_.out_pool, work_->stream),
+                  "cudaMallocFromPoolAsync (output frames)");
   }
 
   void convert_slot(const AVFrame* f, int64_t slot) override {
@@ -636,6 +646,7 @@ class NvdecBackendImpl final : public NvdecBackend {
     if (!pool_ || bytes != pool_bytes_) {
       if (pool_) av_buffer_pool_uninit(&pool_);
       pool_ = av_buffer_pool_init2(bytes, this, &pool_alloc, nullptr);
+      if (!pool_) throw std::bad_alloc();
       pool_bytes_ = bytes;
     }
     AVBufferRef* buf = av_buffer_pool_get(pool_);

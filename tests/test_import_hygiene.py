@@ -37,7 +37,7 @@ def test_imports_from_the_repository_root_do_not_see_a_kernels_package():
     assert info["root_on_path"]  # the situation the check is about
     origin = json.dumps(info["kernels_origin"])
     assert str(REPO) not in origin, f"`kernels` resolves into the checkout: {origin}"
-    assert info["kernels_module_file"] is None or str(REPO) not in info["kernels_module_file"]
+    assert str(REPO) not in str(info["kernels_module_file"])  # None, or a real install elsewhere
     assert info["eva_fast_kernels"].startswith(str(REPO / "python" / "eva_fast" / "kernels"))
 
 

@@ -1,15 +1,16 @@
 """A small OpenAI-compatible chat server for the ``openai`` backend tests (a real HTTP process).
 
-    python tests/agent/_openai_server.py --script script.json --record requests.jsonl
+    python tests/agent/_openai_server.py --script script.json [--record requests.jsonl]
 
-Prints ``PORT <n>`` once it listens on 127.0.0.1. Serves:
+Prints ``PORT <n>`` once it listens on 127.0.0.1 (``ServerProcess`` starts it from Python). Serves:
 
 * ``GET /v1/models`` -> one model, ``scripted-model``;
 * ``POST /v1/chat/completions`` -> the scripted reply for the request's turn, where the turn is the
   number of assistant messages already in the request (so concurrent conversations each get their
-  own script). Every request body is appended to the record file (one JSON line, with the number of
-  requests in flight when it arrived and, for ``file://`` image URLs, whether the file existed and
-  its size).
+  own script). With ``--record``, every request body is appended to the record file (one JSON
+  line, with the number of requests in flight when it arrived and, for ``file://`` image URLs,
+  whether the file existed and its size). ``bench/bench_eval_client.py`` runs it without a record
+  file as an instant-reply server.
 
 Script (JSON): ``{"replies": [entry, ...], "fail_first": N, "delay_s": s, "routes": [...]}`` where an
 entry is a reply string or ``{"text": str, "delay_s": s, "status": code}``; ``fail_first`` answers the
@@ -23,16 +24,62 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+
+class ServerProcess:
+    """This server as a child process: ``ServerProcess(workdir, script, record=True)``.
+
+    Attributes:
+        base_url: ``http://127.0.0.1:<port>/v1``.
+        record: the record file (None without recording).
+    """
+
+    def __init__(self, workdir: Path, script: dict, record: bool = True) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        script_path = workdir / "script.json"
+        script_path.write_text(json.dumps(script))
+        self.record = workdir / "requests.jsonl" if record else None
+        cmd = [sys.executable, __file__, "--script", str(script_path)]
+        if self.record is not None:
+            cmd += ["--record", str(self.record)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.close()
+            raise RuntimeError(f"test server did not start: {line!r}")
+        self.base_url = f"http://127.0.0.1:{int(line.split()[1])}/v1"
+
+    def requests(self) -> list[dict]:
+        """Recorded requests (``{"post", "in_flight", "files", "body"}``), in arrival order."""
+        if self.record is None or not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines()]
+
+    def cpu_s(self) -> float:
+        """CPU seconds the server process has used so far (user + system; Linux ``/proc``)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            self.proc.kill()
+            self.proc.wait()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--script", required=True)
-    ap.add_argument("--record", required=True)
+    ap.add_argument("--record", default=None, help="append every request here (one JSON line each)")
     args = ap.parse_args()
     with open(args.script) as f:
         script = json.load(f)
@@ -79,8 +126,10 @@ def main() -> None:
                             if url.startswith("file://"):
                                 path = unquote(urlparse(url).path)
                                 files.append([path, os.path.isfile(path), os.path.getsize(path) if os.path.isfile(path) else -1])
-                with lock, open(args.record, "a") as f:
-                    f.write(json.dumps({"post": post_no, "in_flight": in_flight, "files": files, "body": body}) + "\n")
+                if args.record:
+                    with lock, open(args.record, "a") as f:
+                        line = {"post": post_no, "in_flight": in_flight, "files": files, "body": body}
+                        f.write(json.dumps(line) + "\n")
                 if post_no <= script.get("fail_first", 0):
                     self._send(503, {"error": {"message": "scripted outage"}})
                     return

@@ -136,8 +136,15 @@ def test_labels_follow_the_reference_formula():
     assert label_seconds(59.5, 125, 3) == [59, 92, 125]
     assert label_seconds(7, 100, 1) == [7]
     assert label_seconds(-5, 3, 3) == [-5, -1, 3]  # int() truncates toward zero
-    # end - start overflows: step = -inf, 0 * inf = nan (int() would raise in the reference) -> 0
-    assert label_seconds(1e308, -1e308, 2) == [0, 0]
+    # the reference's own expression on the raw values, exceptions included (issue #12 item 4): its
+    # episode then ends with stop reason "exception"
+    with pytest.raises(ValueError, match="NaN"):  # end - start overflows: step = -inf, 0 * -inf = nan
+        label_seconds(1e308, -1e308, 2)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        label_seconds("10", 20, 2)
+    with pytest.raises(OverflowError):
+        label_seconds(10**400, 10**400 + 10, 2)  # exact int difference, then int + float overflows
+    assert label_seconds(10**30, 10**30 + 5, 2) == [int(1e30), int(1e30 + 5)]  # ints subtract exactly
     assert frame_label(0, 92) == "Frame 0 at [01:32]: "
     assert frame_label(3, 3725) == "\nFrame 3 at [62:05]: "
     assert frame_label(1, -5) == "\nFrame 1 at [-1:55]: "  # floor semantics, as the reference's // and %

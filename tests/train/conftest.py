@@ -1,6 +1,6 @@
 """Fixtures for the training tests: real-video EVA trajectories made by the agent loop (scripted
 model turns), their training records, a way to make the tiny model say given replies, the scripted
-OpenAI-compatible server process (``tests/agent/_openai_server.py``), and TRL's CUDA layout of its
+OpenAI-compatible server process (``scripted_server`` of ``tests/agent/conftest.py``), and TRL's CUDA layout of its
 fused LM head on CPU."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from tests.agent.conftest import ScriptedServer
+from tests.agent.conftest import scripted_server  # noqa: F401  (the agent tests' server fixture)
 from tests.conftest import DATA
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -97,8 +97,6 @@ class ForcedReplies:
     so the backend's real generate/extend/record path runs on known text. Captures every prompt."""
 
     def __init__(self, backend, replies: list[str]) -> None:
-        import torch
-
         self.backend = backend
         tok = backend.tokenizer
         self.queue = [tok(r, add_special_tokens=False)["input_ids"] + [backend.renderer.end_of_turn_id] for r in replies]
@@ -107,18 +105,12 @@ class ForcedReplies:
         original = backend.model.generate
 
         def generate(**kw):
+            from eva_fast.agent._forcing import ForceTokens
+
             forced = self.queue.pop(0)
             self.prompts.append(kw["input_ids"][0].tolist())
             self.generated.append(forced)
-            start = kw["input_ids"].shape[1]
-
-            def force(input_ids, scores):
-                step = input_ids.shape[1] - start
-                out = torch.full_like(scores, float("-inf"))
-                out[:, forced[min(step, len(forced) - 1)]] = 0.0
-                return out
-
-            kw["logits_processor"] = list(kw.get("logits_processor") or []) + [force]
+            kw["logits_processor"] = list(kw.get("logits_processor") or []) + [ForceTokens(forced, kw["input_ids"].shape[1])]
             kw["max_new_tokens"] = len(forced)
             return original(**kw)
 
@@ -157,24 +149,6 @@ def run_scripted(replies, video: str = VIDEO, question: str = Q, **config):
     last = backend.requests[-1] if backend.requests else []
     frames = [p.batch.frames[p.index] for m in last for p in m.images()]
     return traj, frames
-
-
-@pytest.fixture
-def scripted_server(tmp_path):
-    """Factory: ``scripted_server({"replies": [...], "routes": [...]})`` starts a server process
-    (stopped at the end of the test)."""
-    started: list[ScriptedServer] = []
-
-    def start(script: dict) -> ScriptedServer:
-        d = tmp_path / f"server{len(started)}"
-        d.mkdir()
-        s = ScriptedServer(d, script)
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.close()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ CPU = ["--bf16", "false", "--use_cpu", "true"]
 @pytest.mark.parametrize("name, module, cls", [
     ("sft.yaml", "eva_fast.train._sft", "EvaSFTConfig"),
     ("grpo.yaml", "eva_fast.train._grpo", "EvaGRPOConfig"),
+    ("kto.yaml", "eva_fast.train._kto", "EvaKTOConfig"),
 ])
 def test_example_configs_parse(name, module, cls):
     import importlib

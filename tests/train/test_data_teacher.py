@@ -174,6 +174,28 @@ def test_bad_qa_set_is_named(tmp_path, capsys):
     assert rl[0].type == "open"
 
 
+def test_teacher_shards_cover_the_run_once(scripted_server, tmp_path, capsys):
+    items = [({"video": "nasa_13013.mp4", "question": f"Shard question {i}?", "answer": "it is earth"},
+              [structured(tool_call(0, 12, 1, 0.25)), structured("<answer>earth</answer>", True)]) for i in range(3)]
+    srv = scripted_server({"replies": ["no script"], "routes": _routes(items)})
+    qa = _write_qa(tmp_path / "qa.jsonl", [q for q, _ in items])
+    out = tmp_path / "out"
+    for i in range(2):  # 3 questions x 2 samples, round-robin over 2 shards
+        _cli("teacher", qa, "--video-root", DATA, "--out", out, "--base-url", srv.base_url, "--shard", f"{i}/2",
+             "--samples-per-question", 2, "--rouge-threshold", 0.3, "--no-progress")
+    capsys.readouterr()
+    recs = [load_records(out / f"teacher.shard-{i}-of-2.sft.jsonl") for i in range(2)]
+    assert [[r.source for r in rs] for rs in recs] == [[f"teacher:qa#{q}/0" for q in range(3)],
+                                                       [f"teacher:qa#{q}/1" for q in range(3)]]
+    assert len(srv.requests()) == 12  # 6 trajectories x 2 turns, none twice
+    # ROUGE("earth", "it is earth") = mean(F1 rouge1 0.5, rouge2 0, rougeL 0.5) = 1/3: right at threshold 0.3
+    assert all(r.rewards["rouge"] == pytest.approx(1 / 3) for rs in recs for r in rs)
+    _cli("teacher", qa, "--video-root", DATA, "--out", tmp_path / "strict", "--base-url", srv.base_url,
+         "--rouge-threshold", 0.4, "--no-progress")
+    rep = json.loads((tmp_path / "strict" / "teacher.report.json").read_text())
+    assert rep["counts"]["kept"] == 0 and rep["rejected"] == {"low_rouge": 3}
+
+
 def test_teacher_resumes_after_sigkill(scripted_server, tmp_path):
     items = [({"video": "nasa_13013.mp4", "question": f"Question number {i}?", "options": ["yes", "no"], "answer": "A"},
               [{"text": structured(tool_call(0, 12, 1, 0.25)), "delay_s": 0.3},

@@ -143,6 +143,11 @@ def test_grpo_trains_on_its_own_multi_turn_rollouts(policy_dir, tmp_path):
         assert key in logged, (key, sorted(logged))
     dumps = sorted((tmp_path / "grpo" / "rollouts").glob("step-*"))
     assert any(p.suffix == ".jsonl" for p in dumps) and any(p.suffix == ".png" for p in dumps)
+    # the dumps are what data enhancement mines for failures
+    from eva_fast.train.data._enhance import collect_failures
+
+    failures, stats = collect_failures([str(p) for p in dumps if p.suffix == ".jsonl"])
+    assert stats["inputs"] == 16 and stats["right"] + stats["failures"] + sum(stats["skipped"].values()) == 16
 
 
 def test_loss_forward_logprobs_equal_the_sampling_logprobs(policy_dir, tmp_path):
@@ -310,3 +315,19 @@ def test_config_and_data(tmp_path):
     assert sum(s.type == "mcq" for s in out) == 10 and sum(s.type == "open" for s in out) == 10
     with pytest.raises(ValueError, match="0 multiple-choice"):
         balance_types(opn, 0.1)
+
+
+def test_videos_resolve_under_roots_by_source(tmp_path):
+    from eva_fast.train._grpo import EvaGRPOTrainer, load_roots, video_path
+    from eva_fast.train._rl_data import RLSample
+
+    (tmp_path / "roots.yaml").write_text(f"llava-video: {DATA}\n")
+    roots = load_roots(tmp_path / "roots.yaml")
+    a = RLSample(video=VIDEO, question="q? A. x B. y", answer="A", type="mcq", source="llava-video#12")
+    b = RLSample(video=VIDEO, question="q? A. x B. y", answer="A", type="mcq", source="other:3")
+    assert video_path(a, "/elsewhere", roots) == str(DATA / VIDEO)
+    assert video_path(b, "/elsewhere", roots) == f"/elsewhere/{VIDEO}"
+    args = _config(tmp_path, roots=str(tmp_path / "roots.yaml"), video_root="/elsewhere")
+    with pytest.raises(FileNotFoundError, match="1 question"):
+        EvaGRPOTrainer._samples([a, b], args, None)
+    assert EvaGRPOTrainer._samples([a], args, None) == [a]

@@ -10,7 +10,7 @@ import torch
 from eva_fast.agent import ImagePart, TextPart, get_backend
 from eva_fast.train import rewards
 from eva_fast.train.rewards import CSVJudge, format_reward, judge_answer, mcq_accuracy, rouge_reward
-from tests.train.conftest import EPISODES, run_episode
+from tests.train.conftest import run_episode
 
 
 @pytest.mark.parametrize("answer, gt, want", [
@@ -108,3 +108,23 @@ def test_csv_judge_with_the_tiny_model(eva_trajectories, tiny_backend):
     res = asyncio.run(CSVJudge(tiny_backend, max_new_tokens=4).judge(traj, gt))
     assert res.error is None and res.policy_correct and res.frames == 2
     assert res.reward == (1.0 if res.judge_answer == gt else 0.0)
+
+
+def test_csv_judge_serves_its_frames_from_the_group_cache(eva_trajectories):
+    """In GRPO the judge's frames come from the question's frame cache (the episode's own frames):
+    the same pixels as a fresh decode, and nothing decoded twice."""
+    from eva_fast.train import GroupFrameCache
+    from eva_fast.video import VideoReader, select_frames
+
+    traj, gt = eva_trajectories[0]
+    with VideoReader(traj.video_path) as reader:
+        cache = GroupFrameCache(reader)
+        backend = get_backend("scripted", replies=["A"])
+        judge = CSVJudge(backend)
+        for _ in range(2):
+            res = asyncio.run(judge.judge(traj, gt, reader=reader, frame_tool=cache))
+            assert res.reward == 1.0 and res.frames == 2
+        assert cache.stats.calls == 2 and cache.stats.frames_decoded == 2 and cache.stats.calls_fully_cached == 1
+        images = [p for p in backend.requests[-1][0].content if isinstance(p, ImagePart)]
+        ref = select_frames(traj.video_path, 4, 8, 2, 0.3)
+        assert torch.equal(torch.stack([p.batch.frames[p.index] for p in images]), ref.frames)

@@ -195,3 +195,42 @@ def test_vfr_last_frame_lies_after_the_declared_duration_and_is_reachable():
 
 def test_ffmpeg_cli_available_for_reference_tests():
     assert shutil.which("ffmpeg") is not None
+
+
+# ----------------------------------------------------------------------- issue #12 item 2
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda r: select_frames(r, 10**400, 10, 4, 0.5), "start_time must be a finite number"),
+        (lambda r: select_frames(r, 0, 10, 4, 10**400, max_resize=None), "resize must be a finite number"),
+        (lambda r: r.get_frames_nearest([1.0, 10**400]), r"times must be finite seconds, got .* at position 1"),
+        (lambda r: r.get_frames_played_at([-(10**400)]), "times must be finite seconds"),
+        # ~24 GiB: refused before allocating (was MemoryError: std::bad_alloc)
+        (lambda r: select_frames(r, 0, 10, 1024, 8.0, max_visual_tokens=None), r"1024 frames of 2156x3836 \(height x width\) need 25406717952 bytes, above this reader's max_output_bytes"),
+        (lambda r: r.get_frames_nearest([0.0] * 1024, size=(16384, 16384)), "max_output_bytes"),
+        # was ZeroDivisionError in smart_resize
+        (lambda r: select_frames(r, 0, 10, 4, 0.5, max_pixels=0), "max_pixels"),
+        (lambda r: select_frames(r, 0, 10, 4, 0.5, min_pixels=10_000, max_pixels=100), "min_pixels <= max_pixels"),
+    ],
+)
+def test_hostile_arguments_raise_value_error_not_overflow_memory_or_zero_division(call, match):
+    r = VideoReader(DATA / "nasa_13013.mp4")
+    with pytest.raises(ValueError, match=match):
+        call(r)
+
+
+@pytest.mark.parametrize("box", ["stco", "stsz", "stsc"])
+def test_damaged_mp4_index_is_a_corrupt_video_error_not_index_error(box, tmp_path):
+    """An mp4 whose sample table lists no samples (entry count 0) opens as variable frame rate
+    with an empty frame table; select_frames raised IndexError on it (65 fuzz mutants)."""
+    from tests.fuzz import mutate
+
+    recipe = {"seed": "cockatoo.mp4",
+              "ops": [{"op": "mp4", "box": f"moov/trak/mdia/minf/stbl/{box}", "nth": 0, "field": "count", "value": 0}]}
+    path = tmp_path / "damaged.mp4"
+    path.write_bytes(mutate.apply(recipe))
+    r = VideoReader(path)
+    with pytest.raises(CorruptVideoError, match="lists no frames"):
+        select_frames(r, 0, 10, 4, 0.5)

@@ -4,8 +4,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
+import torch
 
 from eva_fast.video import VideoReader, select_frames
 from eva_fast.video import SNAP_MIN_GOP_RATIO
@@ -26,7 +26,7 @@ def reader():
 
 
 def test_parity_is_default_and_has_zero_snap_error(reader):
-    b = select_frames(reader, 0, 1e9, 8, 0.25)
+    b = select_frames(reader, 0, 1e9, 8, 0.25)  # nasa_13013.mp4
     assert b.policy == "parity"
     assert b.snap_error_s == (0.0,) * b.nframes
     assert b.summary()["snap_error_s"] == [0.0] * b.nframes
@@ -67,35 +67,47 @@ def test_snap_decodes_only_keyframes_when_all_snap(short_gop_video):
     assert (exact.frames == b.frames).all()
 
 
-def test_snap_survey_long_spacing(reader):
-    """Two samples, each ~next to a keyframe, spacing >> GOP on a synthetic-tolerance basis."""
-    pts, key = reader.frame_table()
-    kf = pts[key]
-    if len(kf) < 2:
-        pytest.skip("needs two keyframes")
-    b = select_frames(reader, 0, reader.metadata.end_s, 2, 0.25, policy="keyframe_snap",
-                      snap_tolerance_s=2.0, snap_fraction=0.25)
-    spacing = b.timestamps_s[1] - b.timestamps_s[0]
-    gop = float(np.median(np.diff(kf)))
-    tol = min(0.25 * spacing, 2.0)
-    for t, i, e in zip(b.timestamps_s, b.frame_indices, b.snap_error_s):
-        if e != 0.0:
-            assert key[i] and abs(pts[i] - t) <= tol + 1e-9
-    if spacing < SNAP_MIN_GOP_RATIO * gop:
-        assert b.snap_error_s == (0.0, 0.0)  # not "much larger than the GOP": parity frames
+def test_snap_survey_moves_both_samples_to_keyframes(short_gop_video):
+    """Two samples 19.7 s apart (>= 4 GOPs of 1 s): tolerance min(0.25 * 19.7, 2) = 2 s. 0.3 s snaps
+    to the keyframe at 0 s (frame 0, parity frame 3), 19.999 s to the one at 19 s (frame 190,
+    parity frame 199); only those two keyframes are decoded."""
+    r = VideoReader(short_gop_video)
+    b = select_frames(r, 0.3, 20, 2, 1.0, policy="keyframe_snap")
+    p = select_frames(r, 0.3, 20, 2, 1.0)
+    assert p.frame_indices == (3, 199) and b.frame_indices == (0, 190)
+    assert b.snap_error_s == pytest.approx((-0.3, -0.9), abs=1e-9)
+    assert b.stats.decoded_frames == 2 and p.stats.decoded_frames > 10
 
 
-def test_no_snap_when_spacing_is_small(reader):
-    b = select_frames(reader, 0, 4, 16, 0.25, policy="keyframe_snap")
-    p = select_frames(reader, 0, 4, 16, 0.25)
+def test_snap_only_samples_within_the_tolerance(short_gop_video):
+    """snap_tolerance_s=0.2 over samples 0.3, 5.22, 10.15, 15.07, 19.999 s: only 10.15 and 15.07 lie
+    within 0.2 s of a keyframe (10 s, 15 s); the others keep the parity frame."""
+    r = VideoReader(short_gop_video)
+    b = select_frames(r, 0.3, 20, 5, 1.0, policy="keyframe_snap", snap_tolerance_s=0.2)
+    p = select_frames(r, 0.3, 20, 5, 1.0)
+    assert p.frame_indices == (3, 52, 101, 151, 199)
+    assert b.frame_indices == (3, 52, 100, 150, 199)
+    assert b.snap_error_s == pytest.approx((0.0, 0.0, -0.1, -0.1, 0.0), abs=1e-9)
+    assert torch.equal(b.frames[[0, 1, 4]], p.frames[[0, 1, 4]])
+
+
+def test_no_snap_when_spacing_is_small(short_gop_video):
+    """16 samples over 20 s are 1.33 s apart, under 4 GOPs: parity frames, although every sample lies
+    within 0.5 s of a keyframe (5 samples over the same window do snap: the tests above)."""
+    r = VideoReader(short_gop_video)
+    b = select_frames(r, 0.3, 20, 16, 1.0, policy="keyframe_snap")
+    p = select_frames(r, 0.3, 20, 16, 1.0)
     assert b.frame_indices == p.frame_indices and b.snap_error_s == (0.0,) * 16
-    assert b.policy == "keyframe_snap"
+    assert any(i % 10 for i in b.frame_indices) and b.policy == "keyframe_snap"
 
 
-def test_snap_tolerance_zero_like_keeps_parity(reader):
-    p = select_frames(reader, 0, 1e9, 1, 0.25)
-    b = select_frames(reader, 0, 1e9, 1, 0.25, policy="keyframe_snap", snap_tolerance_s=1e-9)
-    assert b.frame_indices == p.frame_indices or b.snap_error_s[0] == 0.0
+def test_tiny_tolerance_keeps_parity_where_the_default_snaps(short_gop_video):
+    r = VideoReader(short_gop_video)
+    p = select_frames(r, 0.4, 20, 3, 1.0)
+    default = select_frames(r, 0.4, 20, 3, 1.0, policy="keyframe_snap")
+    tiny = select_frames(r, 0.4, 20, 3, 1.0, policy="keyframe_snap", snap_tolerance_s=1e-9)
+    assert default.frame_indices != p.frame_indices and all(i % 10 == 0 for i in default.frame_indices)
+    assert tiny.frame_indices == p.frame_indices and tiny.snap_error_s == (0.0, 0.0, 0.0)
 
 
 @pytest.mark.parametrize("kw", [{"snap_tolerance_s": 0}, {"snap_tolerance_s": float("nan")},

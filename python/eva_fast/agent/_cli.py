@@ -24,8 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     pa.add_argument("--backend", default="transformers", help="transformers (default), openai, or package.module:Class")
     pa.add_argument("--base-url", default="http://localhost:8000/v1", help="openai: server URL with /v1")
     pa.add_argument("--api-key", default=None, help="openai: API key (default $OPENAI_API_KEY or 'EMPTY')")
-    pa.add_argument("--image-format", choices=["png", "jpeg", "file"], default="png",
-                    help="openai: frames inline as PNG (default) or JPEG, or file:// URLs under --media-root")
+    pa.add_argument("--image-format", choices=["png", "ppm", "jpeg", "file"], default="png",
+                    help="openai: frames inline as lossless PNG (default), uncompressed PPM (server on this "
+                         "machine or LAN) or JPEG, or file:// URLs under --media-root")
     pa.add_argument("--media-root", default=None, help="openai --image-format file: folder the server may read")
     pa.add_argument("--device", default=None, help="transformers: model device (default cuda if available, else cpu)")
     pa.add_argument("--dtype", default=None, help="transformers: bfloat16, float16 or float32 (default by device)")

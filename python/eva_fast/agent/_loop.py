@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,14 +30,16 @@ from eva_fast.agent._protocol import (
     STOP_NO_TOOL_CALL,
     STOP_NO_VALID_TOOL_CALL,
     ParsedCall,
+    ReferenceToolCall,
     extract_answer,
     first_user_text,
     label_seconds,
     parse_tool_calls,
+    reference_tool_call,
     tool_turn_layout,
 )
 from eva_fast.agent._types import FramesReturned, ImagePart, Message, TextPart, ToolCall, Trajectory, Turn
-from eva_fast.video import VideoReader, select_frames
+from eva_fast.video import FrameBatch, FramePlan, VideoReader, clamp_window, plan_frames, select_frames
 
 logger = get_logger("agent")
 
@@ -92,25 +94,9 @@ class AgentLoop:
     def run_sync(self, video_path: str | os.PathLike, question: str, system: str | None = None,
                  *, on_event: EventCallback | None = None) -> Trajectory:
         """:meth:`run` from synchronous code (runs its own event loop; in a thread if one is running)."""
-        coro = self.run(video_path, question, system, on_event=on_event)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(coro)
-        box: dict[str, Any] = {}
+        from eva_fast._asyncio import run_sync
 
-        def _target() -> None:
-            try:
-                box["out"] = asyncio.run(coro)
-            except BaseException as e:  # pragma: no cover - run() does not raise for model/tool problems
-                box["err"] = e
-
-        th = threading.Thread(target=_target)
-        th.start()
-        th.join()
-        if "err" in box:
-            raise box["err"]
-        return box["out"]
+        return run_sync(self.run(video_path, question, system, on_event=on_event))
 
     async def run(self, video_path: str | os.PathLike, question: str, system: str | None = None,
                   *, on_event: EventCallback | None = None, reader: VideoReader | None = None) -> Trajectory:
@@ -232,7 +218,7 @@ class AgentLoop:
         except Exception as e:
             logger.warning("agent run on %s stopped by an exception", traj.video_path, exc_info=True)
             traj.error = f"{type(e).__name__}: {e}"
-            traj.stop_reason = f"{STOP_EXCEPTION}: {traj.error}"
+            traj.stop_reason = STOP_EXCEPTION  # the reference's record: stop_reason "exception" + "error"
         finally:
             if session is not None:
                 try:
@@ -267,7 +253,17 @@ class AgentLoop:
             "max_new_tokens": cfg.max_new_tokens,
             "temperature": cfg.temperature,
             "tool_call_blocks": cfg.tool_call_blocks,
+            "smart_resize_by": cfg.smart_resize_by,
         }
+
+    def _frames(self, reader: VideoReader, ref: ReferenceToolCall) -> FrameBatch:
+        """The frames of a call the reference's tool serves, from ``self.frame_tool`` (see
+        :func:`tool_call_request`)."""
+        cfg = self.config
+        args, kwargs = tool_call_request(reader, ref, max_visual_tokens=cfg.max_visual_tokens, maxp=cfg.maxp,
+                                         resample=cfg.resample, policy=cfg.frame_policy,
+                                         smart_resize_by=cfg.smart_resize_by)
+        return self.frame_tool(*args, device=cfg.device, **kwargs)
 
     async def _run_tools(self, reader: VideoReader, calls: list[ParsedCall], turn: Turn, question: str
                          ) -> tuple[list[TextPart | ImagePart], list[str]]:
@@ -285,21 +281,16 @@ class AgentLoop:
                 continue
             args = pc.tool_arguments()
             t0 = time.perf_counter()
+            # The reference's outcome for these raw arguments: its budget arithmetic may raise
+            # (that ends the episode with stop reason "exception", as there), its tool process may
+            # refuse them (a call error); the estimate counts either way.
+            meta = reader.metadata
+            ref = reference_tool_call(args, meta.width, meta.height, cfg.max_visual_tokens, cfg.maxp)
+            call.estimated_visual_tokens = ref.estimated_visual_tokens
             try:
-                batch = await asyncio.to_thread(
-                    self.frame_tool,
-                    reader,
-                    args["start_time"],
-                    args["end_time"],
-                    args["nframes"],
-                    args["resize"],
-                    max_visual_tokens=cfg.max_visual_tokens,
-                    maxp=cfg.maxp,
-                    resample=cfg.resample,
-                    policy=cfg.frame_policy,
-                    smart_resize_by=cfg.smart_resize_by,
-                    device=cfg.device,
-                )
+                if ref.refusal is not None:
+                    raise ValueError(ref.refusal)
+                batch = await asyncio.to_thread(self._frames, reader, ref)
             except Exception as e:  # the model's arguments are untrusted: any refusal is a call error
                 call.error = ERR_TOOL_FAILED
                 call.error_detail = f"{type(e).__name__}: {e}"
@@ -310,8 +301,9 @@ class AgentLoop:
                 continue
             call.decode_ms = (time.perf_counter() - t0) * 1e3
             decode_ms += call.decode_ms
+            # the reference labels with its own expression on the raw arguments; where that raises
+            # (a string time, an infinite one) its episode ends with "exception": so does this one
             labels = label_seconds(args["start_time"], args["end_time"], batch.nframes)
-            call.estimated_visual_tokens = batch.plan.final_estimated_visual_tokens
             call.frames = FramesReturned(
                 window_s=(batch.start_s, batch.end_s),
                 timestamps_s=list(batch.timestamps_s),
@@ -334,3 +326,39 @@ class AgentLoop:
         layout = tool_turn_layout([(b.nframes, labels) for b, labels in ok], question, cfg.timestamp_fmt)
         parts = [TextPart(p) if isinstance(p, str) else ImagePart(ok[p[0]][0], p[1]) for p in layout]
         return parts, errors
+
+
+def tool_call_request(reader: VideoReader, ref: ReferenceToolCall, **settings: Any) -> tuple[tuple, dict[str, Any]]:
+    """``(args, kwargs)`` for :func:`eva_fast.video.plan_frames` / ``select_frames`` that serve a
+    call the reference's tool serves: its window (infinite ends clamped as its tool clamps them,
+    an empty end = the stream end), the budget outcome already computed on the raw arguments
+    (``budget=``), no frame or resize cap (the budget bounds tokens, ``reader.max_output_bytes``
+    the decoded bytes). ``settings``: ``max_visual_tokens``, ``maxp``, ``resample``, ``policy``,
+    ``smart_resize_by``."""
+    start, end = ref.start_time, ref.end_time
+    if end is None or not (math.isfinite(start) and math.isfinite(end)):
+        start, end = clamp_window(start, reader.stream_end_s if end is None else end, reader.stream_end_s)
+    args = (reader, start, end, ref.request_nframes, ref.request_resize)
+    return args, {**settings, "budget": ref.budget, "max_nframes": None, "max_resize": None}
+
+
+def plan_tool_call(reader: VideoReader, arguments: dict[str, Any], *, max_visual_tokens: int | None, maxp: int,
+                   resample: str, policy: str, smart_resize_by: str) -> FramePlan:
+    """The :class:`~eva_fast.video.FramePlan` the agent decodes for a call with these raw arguments
+    (the four tool keys; ``resize`` missing or None = 1.0): :func:`reference_tool_call`, then
+    :func:`tool_call_request` into :func:`~eva_fast.video.plan_frames`. For re-planning recorded
+    calls (training) exactly as the loop planned them.
+
+    Raises:
+        ValueError: the reference's tool would refuse the call (``call_frame_select_failed``), or
+            the plan does not fit the reader.
+        TypeError, ValueError, OverflowError: where the reference's own arithmetic raises.
+    """
+    meta = reader.metadata
+    args = {**arguments, "resize": 1.0 if arguments.get("resize") is None else arguments["resize"]}
+    ref = reference_tool_call(args, meta.width, meta.height, max_visual_tokens, maxp)
+    if ref.refusal is not None:
+        raise ValueError(ref.refusal)
+    pargs, kwargs = tool_call_request(reader, ref, max_visual_tokens=max_visual_tokens, maxp=maxp, resample=resample,
+                                      policy=policy, smart_resize_by=smart_resize_by)
+    return plan_frames(*pargs, **kwargs)

@@ -10,12 +10,15 @@ regexes themselves on generated inputs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from eva_fast.video import apply_token_budget
 
 #: The system turn the model was trained with (verbatim, typo included).
 SYSTEM_PROMPT = "Use Frame Select Tool to Anlysis the video and generate an answer to the question."
@@ -29,7 +32,7 @@ ERR_NOT_JSON = "arguments_not_json"
 ERR_NO_TIMES = "no_start_or_end_time"
 ERR_NO_NFRAMES = "no_nframes"
 ERR_TOOL_FAILED = "call_frame_select_failed"
-#: Stop reasons (besides the joined per-call errors and ``"exception: ..."``).
+#: Stop reasons (besides the joined per-call errors and ``"exception"``, whose ``error`` says why).
 STOP_ANSWER = "answer_found"
 STOP_NO_TOOL_CALL = "no_answer_no_tool_call"
 STOP_NO_VALID_TOOL_CALL = "no_valid_tool_call"
@@ -219,18 +222,131 @@ def parse_tool_calls(text: str, which: str = "first") -> tuple[bool, list[Parsed
 
 def label_seconds(start_time: Any, end_time: Any, nframes: int) -> list[int]:
     """Label times of a call's frames, seconds: ``int(start + i * (end - start) / max(1, n - 1))``
-    from the call's own (unclamped) arguments, as the reference labels them.
+    from the call's own (unclamped) arguments as the model wrote them, with Python's arithmetic,
+    as the reference labels them.
 
-    Non-finite intermediate values (e.g. ``end - start`` overflowing) become 0, so a hostile call
-    that the frame tool accepted still gets a label instead of an exception.
+    Raises:
+        TypeError, ValueError, OverflowError: where the reference's own expression raises (a
+            string time, an infinite or NaN label, an int too large for a float); in the published
+            evaluation that ends the episode with stop reason ``exception``.
     """
-    start, end = float(start_time), float(end_time)
-    step = (end - start) / max(1, nframes - 1)
-    out = []
-    for i in range(nframes):
-        t = start + i * step
-        out.append(int(t) if math.isfinite(t) else 0)
-    return out
+    step = (end_time - start_time) / max(1, nframes - 1)
+    return [int(start_time + i * step) for i in range(nframes)]
+
+
+#: argparse (Python <= 3.12) reads an argument that starts with "-" as an option unless it looks
+#: like a negative number; the reference's tool process then exits with a usage error.
+_ARGPARSE_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
+@dataclass(frozen=True)
+class ReferenceToolCall:
+    """What EVA's published evaluation does with one parsed ``frame_select`` call, computed from the
+    model's raw arguments (:func:`reference_tool_call`).
+
+    Attributes:
+        budget: the visual-token budget outcome on the raw values (``apply_token_budget``); for a
+            served call its ``nframes`` and ``resize`` are the values the tool parsed (int, float).
+        estimated_visual_tokens: ``int`` of the final estimate, which the reference adds to the
+            trajectory's ``estimated_visual_tokens`` before running the tool (also when it fails).
+        start_time, end_time: the window as the reference's tool process parses it (seconds, may
+            be infinite; ``end_time`` None = the stream end).
+        nframes, resize: what the tool process runs with (``int``, ``float``).
+        request_nframes, request_resize: the request as the budget saw it (``int(nframes)``,
+            ``float(resize)``), for the frame plan's record.
+        refusal: why the reference's tool process would fail (then the call errs with
+            ``call_frame_select_failed``); None when it serves the call.
+    """
+
+    budget: Any
+    estimated_visual_tokens: int
+    start_time: float | None = None
+    end_time: float | None = None
+    nframes: int = 0
+    resize: float = 0.0
+    request_nframes: int = 0
+    request_resize: float = 0.0
+    refusal: str | None = None
+
+
+def _tool_time(value: Any, name: str) -> tuple[float | None, str | None]:
+    """A time as the tool process reads ``--{name} str(value)``: seconds or ``[[HH:]MM:]SS``."""
+    text = str(value)
+    if text.startswith("-") and not _ARGPARSE_NEGATIVE_NUMBER.match(text):
+        return None, f"{name}={text!r} reads as an option to the tool's argument parser"
+    text = text.strip()
+    if text == "":
+        return (None, f"{name} is empty") if name == "start_time" else (None, None)
+    try:
+        if ":" not in text:
+            return float(text), None
+        total = 0.0
+        for i, part in enumerate(reversed(text.split(":"))):
+            total += float(part) * (60**i)
+        return total, None
+    except ValueError:
+        return None, f"{name}={str(value)[:80]!r} is not seconds or [[HH:]MM:]SS"
+
+
+def reference_tool_call(arguments: dict[str, Any], width: int, height: int, max_visual_tokens: int | None,
+                        maxp: int) -> ReferenceToolCall:
+    """The published evaluation's handling of one call's arguments (``eval-eva.py`` and its
+    ``select_frame_fallback.py``), so untrusted model output gets the reference's outcome.
+
+    1. ``nframes`` and ``resize`` (missing or null: 1.0) go through the token estimate and budget
+       with Python's arithmetic on the raw values (:func:`~eva_fast.video.apply_token_budget`): a
+       string ``resize``, a NaN or infinite value, or a string ``nframes`` that the cube-root step
+       multiplies raise here, which ends the reference's episode (stop reason ``exception``).
+    2. The four values go to the tool process as ``str(value)`` and are parsed there: times as
+       seconds or ``[[HH:]MM:]SS``, ``nframes`` with ``int()`` (so ``4.0`` or ``true`` fail,
+       ``"8"`` works), ``resize`` with ``float()``. A value starting with ``-`` that does not look
+       like a negative number is an argparse error. Any failure of the tool process, or
+       ``nframes <= 0``, ``resize <= 0``, a NaN time (its frame choice fails), is a refusal.
+       There is no cap on ``nframes`` or ``resize`` (the budget bounds the tokens; eva_fast's
+       reader bounds the decoded bytes, where the reference's process would run out of memory).
+
+    Args:
+        arguments: the parsed call's four keys (:meth:`ParsedCall.tool_arguments`), raw JSON values.
+        width, height: the video's frame size (the reference's ffprobe size; the estimate is
+            symmetric in the two).
+        max_visual_tokens, maxp: the budget (None disables it; the reference always has one).
+
+    Raises:
+        TypeError, ValueError, OverflowError: where the reference raises (step 1).
+    """
+    nframes = arguments["nframes"]
+    resize = arguments.get("resize", 1.0)
+    if resize is None:
+        resize = 1.0
+    budget = apply_token_budget(nframes, resize, width, height, max_visual_tokens, maxp)
+    estimate = int(budget.final_estimated_tokens)
+    out = {"budget": budget, "estimated_visual_tokens": estimate}
+    start, why = _tool_time(arguments["start_time"], "start_time")
+    if why is None:
+        end, why = _tool_time(arguments["end_time"], "end_time")
+    if why is not None:
+        return ReferenceToolCall(**out, refusal=why)
+    n_text, r_text = str(budget.nframes), str(budget.resize)
+    for name, text in (("nframes", n_text), ("resize", r_text)):
+        if text.startswith("-") and not _ARGPARSE_NEGATIVE_NUMBER.match(text):
+            return ReferenceToolCall(**out, refusal=f"{name}={text!r} reads as an option to the tool's argument parser")
+    try:
+        n = int(n_text)
+    except ValueError:
+        return ReferenceToolCall(**out, refusal=f"nframes={n_text!r} is not an integer (the tool parses it with int())")
+    try:
+        r = float(r_text)
+    except ValueError:
+        return ReferenceToolCall(**out, refusal=f"resize={r_text!r} is not a number")
+    if n <= 0:
+        return ReferenceToolCall(**out, refusal=f"nframes must be a positive integer, got {n}")
+    if not r > 0:
+        return ReferenceToolCall(**out, refusal=f"resize must be > 0, got {r_text}")
+    if math.isnan(start) or (end is not None and math.isnan(end)):
+        return ReferenceToolCall(**out, refusal="a NaN time selects no frame")
+    return ReferenceToolCall(budget=dataclasses.replace(budget, nframes=n, resize=r), estimated_visual_tokens=estimate,
+                             start_time=start, end_time=end, nframes=n, resize=r, request_nframes=int(nframes),
+                             request_resize=float(resize))
 
 
 def frame_label(i: int, seconds: int, fmt: str = "mmss") -> str | None:

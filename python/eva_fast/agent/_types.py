@@ -69,7 +69,8 @@ class Generation:
         finish_reason: ``"stop"`` (end of turn) or ``"length"`` (hit ``max_new_tokens``), or what
             the server said.
         timings_ms: backend work, milliseconds: ``generate`` (model time) and, where the backend
-            does it, ``pack`` (frames -> pixel_values) or ``encode`` (frames -> PNG/JPEG).
+            does it, ``pack`` (frames -> pixel_values) or ``encode`` (CPU time of turning the frames
+            this request sends for the first time into images).
         completion_token_ids: generated token ids when the backend knows them (transformers).
         cached_prompt_tokens: prompt tokens served from a reused KV cache (0 when none).
         completion_logprobs: per generated token, its log-probability under the sampling
@@ -262,7 +263,8 @@ class Trajectory:
         answer: extracted answer, ``""`` when none.
         stop_reason: ``answer_found`` | ``no_answer_no_tool_call`` | ``no_valid_tool_call`` |
             ``max_turns_exceeded`` | the per-call errors joined with ``"; "`` | ``openai_bad_request``
-            | ``"exception: <Type>: <message>"``.
+            | ``"exception"`` (the reference's record: ``error`` holds ``"<Type>: <message>"``; records
+            written before 2026-12 have ``"exception: <Type>: <message>"`` here).
         num_rounds: model turns taken.
         total_tokens: last round's prompt + completion tokens (the reference's definition).
         estimated_visual_tokens: sum over successful tool calls of the budget estimate (after fallback).

@@ -115,10 +115,10 @@ def _agent_settings(args: argparse.Namespace):
             raise ValueError("--device places an in-process model; the openai backend's model runs on the server")
         backend_kwargs.setdefault("device", args.device)
     # What makes results comparable: backend, model and agent settings. Where the server is
-    # (a resumed shard may talk to another replica), keys and timeouts are left out.
+    # (a resumed shard may talk to another replica), keys, timeouts and thread counts are left out.
     run_info = {"backend": args.backend,
                 "backend_args": {k: str(v) for k, v in backend_kwargs.items()
-                                 if not any(w in k.lower() for w in ("url", "key", "timeout", "concurren"))},
+                                 if not any(w in k.lower() for w in ("url", "key", "timeout", "concurren", "workers"))},
                 "agent_config": asdict(config)}
     return config, backend_kwargs, run_info
 

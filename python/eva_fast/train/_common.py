@@ -96,6 +96,22 @@ def load_tokenizer(model_path: str | os.PathLike) -> Any:
     return tok
 
 
+def base_model_and_tokenizer(model: Any, processing_class: Any = None) -> tuple[str | None, Any]:
+    """A trainer's base checkpoint path (a folder or hub id given as ``model``, else the loaded
+    model's ``name_or_path``) and its tokenizer (``processing_class``, else the checkpoint's, see
+    :func:`load_tokenizer`).
+
+    Raises:
+        ValueError: a loaded model without a path and no ``processing_class``.
+    """
+    base = os.fspath(model) if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
+    if processing_class is None:
+        if not base:
+            raise ValueError("pass processing_class (the tokenizer) with a loaded model")
+        processing_class = load_tokenizer(base)
+    return base, processing_class
+
+
 def copy_checkpoint_extras(src: str | os.PathLike | None, dst: str | os.PathLike) -> list[str]:
     """Copy :data:`CHECKPOINT_EXTRAS` that ``dst`` lacks from the base checkpoint ``src``; returns
     the names copied (nothing when ``src`` is not a local folder)."""

@@ -155,6 +155,25 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="it", dynamic_ncols=True, file=sys.stderr)
 
 
+class _Progress:
+    """A ``(done, total)`` progress callback drawing a bar (opened on the first call with work)."""
+
+    def __init__(self, desc: str, enabled: bool) -> None:
+        self.desc, self.enabled, self.bar = desc, enabled, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = _bar(total, self.desc, self.enabled)
+            if self.bar is not None:
+                self.bar.update(done)
+        else:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def cmd_teacher(argv: list[str]) -> int:
     import asyncio
 
@@ -286,23 +305,13 @@ def cmd_kto_label(argv: list[str]) -> int:
             raise ValueError("give the judge server with --judge-base-url URL, or pass --no-judge")
         backend, ident = _backend(a, "judge_")
         judge = GuessingJudge(backend, a.prompt_dir)
-    bar = None
-
-    def on_judged(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None and not a.no_progress and total:
-            bar = _bar(total, "judge", True)
-            bar.update(done)
-        elif bar is not None:
-            bar.update(1)
-
+    on_judged = _Progress("judge", not a.no_progress)
     try:
         report = asyncio.run(alabel(a.inputs, a.out, judge=judge, rules=rules, chosen_fraction=a.chosen_fraction,
                                     balance=not a.no_balance, seed=a.seed, rouge_threshold=a.rouge_threshold,
                                     qtype=a.type, concurrency=a.concurrency, judge_identity=ident, on_judged=on_judged))
     finally:
-        if bar is not None:
-            bar.close()
+        on_judged.close()
     mix = report["label_mix"]["written"]
     print(f"[kto-label] {report['counts']['inputs']} inputs, {report['counts']['unusable']} unusable; written "
           f"{mix['chosen']} chosen / {mix['rejected']} rejected; rejected by reason {report['rejected_by_reason']}; "
@@ -352,16 +361,7 @@ def cmd_enhance(argv: list[str]) -> int:
                             questions_per_video=a.questions_per_video, max_answer_words=a.max_answer_words,
                             self_check=a.self_check, self_check_threshold=a.self_check_threshold,
                             temperature=a.temperature)
-    bar = None
-
-    def on_video(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None and not a.no_progress and total:
-            bar = _bar(total, "enhance", True)
-            bar.update(done)
-        elif bar is not None:
-            bar.update(1)
-
+    on_video = _Progress("enhance", not a.no_progress)
     try:
         report = asyncio.run(aenhance(a.failures, list_videos(a.videos), a.rl_set, a.out, writer,
                                       video_root=a.video_root, examples_per_prompt=a.examples,
@@ -369,8 +369,7 @@ def cmd_enhance(argv: list[str]) -> int:
                                       run_name=a.run_name, teacher_identity=ident, rouge_threshold=a.rouge_threshold,
                                       qtype=a.type, on_video=on_video))
     finally:
-        if bar is not None:
-            bar.close()
+        on_video.close()
     q = report["questions"]
     print(f"[enhance] {report['failure_cases']['failures']} failure cases; {report['videos']['unseen']} unseen videos; "
           f"{q['generated']} questions written, {q['accepted']} accepted, {q['appended_to_rl_set']} appended to "

@@ -87,15 +87,12 @@ def replan_call(reader: Any, arguments: dict[str, Any], frame_config: dict[str, 
     the frame settings the agent used. No frame-count or resize cap is applied (what the agent
     served is re-planned as it was; the visual-token budget and the reader's output-byte limit
     still bound it)."""
-    from eva_fast.video import plan_frames
+    from eva_fast.agent._loop import plan_tool_call  # the loop's own planning (reference semantics)
 
-    a = arguments
-    resize = a.get("resize")
-    return plan_frames(
-        reader, a["start_time"], a["end_time"], a["nframes"], 1.0 if resize is None else resize,
-        max_visual_tokens=frame_config["max_visual_tokens"], maxp=frame_config["maxp"],
+    return plan_tool_call(
+        reader, arguments, max_visual_tokens=frame_config["max_visual_tokens"], maxp=frame_config["maxp"],
         resample=frame_config["resample"], policy=frame_config["frame_policy"],
-        smart_resize_by=frame_config.get("smart_resize_by", "processor"), max_nframes=None, max_resize=None,
+        smart_resize_by=frame_config.get("smart_resize_by", "processor"),
     )
 
 

@@ -49,10 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from eva_fast._logging import get_logger
-from eva_fast.train._common import ResumeWeightsMixin, copy_checkpoint_extras, load_tokenizer
+from eva_fast.train._common import ResumeWeightsMixin, base_model_and_tokenizer, copy_checkpoint_extras
 from eva_fast.train._rl_data import RLSample, load_rl_set
 from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine
 
@@ -90,6 +89,11 @@ class EvaGRPOConfig(GRPOConfig):
     train_file: str | None = field(default=None, metadata={"help": "RL question set (jsonl: video, question, answer, type)"})
     eval_file: str | None = field(default=None, metadata={"help": "optional evaluation question set"})
     video_root: str | None = field(default=None, metadata={"help": "folder relative video paths are resolved against"})
+    roots: str | None = field(
+        default=None,
+        metadata={"help": "YAML/JSON file mapping a question's source name (its 'source' up to the first '#' or ':') "
+                  "to the folder its relative video paths are under, like eval's --roots; others use video_root"},
+    )
     mcq_ratio: float | None = field(
         default=None,
         metadata={"help": "fraction of multiple-choice questions in the training set (paper: 0.1); the other type is "
@@ -116,8 +120,9 @@ class EvaGRPOConfig(GRPOConfig):
     judge_base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible judge server URL (judge=openai)"})
     judge_model: str | None = field(default=None, metadata={"help": "judge model name on the server"})
     judge_max_new_tokens: int = field(default=16, metadata={"help": "judge reply length"})
-    dump_every_steps: int = field(default=0, metadata={"help": "every N steps write a few rollouts (jsonl + timeline PNG); 0 = never"})
-    dump_num: int = field(default=2, metadata={"help": "rollouts written per dump"})
+    dump_every_steps: int = field(
+        default=0, metadata={"help": "every N steps write the step's rollouts (jsonl, for failure mining) and timeline PNGs; 0 = never"})
+    dump_num: int = field(default=2, metadata={"help": "timeline PNGs per dump"})
     beta: float = field(default=0.04, metadata={"help": "KL coefficient to the reference model"})
     max_completion_length: int | None = field(default=None, metadata={"help": "unused by EVA rollouts (never truncated)"})
     remove_unused_columns: bool = field(default=False, metadata={"help": "must stay False"})
@@ -176,13 +181,44 @@ def balance_types(samples: Sequence[RLSample], mcq_ratio: float | None, seed: in
     return sorted(keep, key=lambda s: order[id(s)])
 
 
-def rl_dataset(samples: Sequence[RLSample], video_root: str | None) -> Any:
+def load_roots(path: str | os.PathLike | None) -> dict[str, str]:
+    """``source name -> video folder`` from a YAML or JSON mapping file (None: no mapping).
+
+    Raises:
+        FileNotFoundError, ValueError: a missing file or not a mapping.
+    """
+    if path is None:
+        return {}
+    p = Path(path)
+    text = p.read_text()
+    if p.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected a mapping source name -> video folder, got {type(data).__name__}")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def video_path(sample: RLSample, video_root: str | None, roots: dict[str, str]) -> str:
+    """A question's video: absolute as written; relative under ``roots[source name]`` (the sample's
+    ``source`` up to the first ``#`` or ``:``) when given, else under ``video_root``."""
+    name = None
+    if sample.source:
+        name = sample.source.split("#", 1)[0].split(":", 1)[0]
+    return sample.video_path(roots.get(name, video_root) if name else video_root)
+
+
+def rl_dataset(samples: Sequence[RLSample], video_root: str | None, roots: dict[str, str] | None = None) -> Any:
     """A ``datasets.Dataset`` of RL questions for TRL (``prompt`` plus eva_fast's columns)."""
     from datasets import Dataset
 
+    roots = roots or {}
     return Dataset.from_dict({
         "prompt": [[{"role": "user", "content": s.prompt()}] for s in samples],
-        "video": [s.video_path(video_root) for s in samples],
+        "video": [video_path(s, video_root, roots) for s in samples],
         "question": [s.prompt() for s in samples],
         "answer": [s.answer for s in samples],
         "type": [s.type for s in samples],
@@ -305,16 +341,15 @@ class EvaGRPOTrainer(ResumeWeightsMixin, GRPOTrainer):
         if trl.__version__ not in TESTED_TRL:
             logger.warning("EvaGRPOTrainer hooks were tested with trl %s, found %s: run tests/train/test_grpo.py",
                            TESTED_TRL, trl.__version__)
-        self.base_model_path = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
         if processing_class is None:
-            if self.base_model_path is None:
-                raise ValueError("pass processing_class with a loaded model")
-            tok = load_tokenizer(self.base_model_path)
+            self.base_model_path, tok = base_model_and_tokenizer(model)
             ip = EvaQwen2VLImageProcessor()
             pre = Path(self.base_model_path) / "preprocessor_config.json"
             if pre.is_file():
                 ip = EvaQwen2VLImageProcessor(**json.loads(pre.read_text()))
             processing_class = EvaQwen25VLProcessor(ip, tok)
+        else:
+            self.base_model_path, _ = base_model_and_tokenizer(model, processing_class)
         train = self._samples(train_dataset, args, args.train_file)
         if not train:
             raise ValueError("EvaGRPOTrainer: no training questions (give train_dataset or args.train_file)")
@@ -325,8 +360,8 @@ class EvaGRPOTrainer(ResumeWeightsMixin, GRPOTrainer):
             model=model,
             reward_funcs=self.eva_rewards.funcs,
             args=args,
-            train_dataset=rl_dataset(train, args.video_root),
-            eval_dataset=rl_dataset(evals, args.video_root) if evals else None,
+            train_dataset=rl_dataset(train, args.video_root, load_roots(args.roots)),
+            eval_dataset=rl_dataset(evals, args.video_root, load_roots(args.roots)) if evals else None,
             processing_class=processing_class,
             callbacks=callbacks,
             optimizers=optimizers,
@@ -344,11 +379,17 @@ class EvaGRPOTrainer(ResumeWeightsMixin, GRPOTrainer):
 
     @staticmethod
     def _samples(data: Any, args: EvaGRPOConfig, file: str | None) -> list[RLSample]:
-        if data is None:
-            return [] if file is None else load_rl_set(file, video_root=args.video_root, check_videos=True)
-        if isinstance(data, (str, os.PathLike)):
-            return load_rl_set(data, video_root=args.video_root, check_videos=True)
-        return list(data)
+        """The questions (given, from a path, or from ``file``), each video checked to exist."""
+        if data is None and file is None:
+            return []
+        samples = list(data) if isinstance(data, (list, tuple)) else load_rl_set(data if data is not None else file)
+        roots = load_roots(args.roots)
+        missing = [f"{s.where}: {video_path(s, args.video_root, roots)}" for s in samples
+                   if not Path(video_path(s, args.video_root, roots)).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} question(s) of the RL set have no video, e.g. {missing[0]} "
+                                    "(check video_root / roots)")
+        return samples
 
     # -- backends ---------------------------------------------------------------------------------
 
@@ -487,7 +528,7 @@ class EvaGRPOTrainer(ResumeWeightsMixin, GRPOTrainer):
             completions.append([{"role": "assistant", "content": t.turns[-1].text if t.turns else ""}])
         self._log_rollouts(batch, mode, time.perf_counter() - t0)
         if self.args.dump_every_steps and mode == "train" and self.state.global_step % self.args.dump_every_steps == 0:
-            self._dump(batch)
+            self._dump(batch, rows)
         has_images = any(images)
         return (
             prompt_ids,
@@ -532,8 +573,10 @@ class EvaGRPOTrainer(ResumeWeightsMixin, GRPOTrainer):
         m["time/rollouts_s"].append(seconds)
         self.eva_cache_total.add(batch.cache)
 
-    def _dump(self, batch: RolloutBatch) -> None:
-        """Write a few rollouts of this step: jsonl (trajectory + rewards) and timeline PNGs."""
+    def _dump(self, batch: RolloutBatch, rows: Sequence[dict[str, Any]]) -> None:
+        """Write this step's rollouts: ``rollouts/step-N.jsonl`` (one line per episode: the
+        trajectory with the question's ``gt``, ``type`` and ``category``, the form ``eva-fast data
+        enhance --failures`` reads) and timeline PNGs of the first ``dump_num``."""
         if not self.accelerator.is_main_process:
             return
         from eva_fast.agent._viz import plot_timeline
@@ -542,12 +585,16 @@ class EvaGRPOTrainer(ResumeWeightsMixin, GRPOTrainer):
         out.mkdir(parents=True, exist_ok=True)
         step = self.state.global_step
         with open(out / f"step-{step:06d}.jsonl", "w", encoding="utf-8") as f:
-            for k, t in enumerate(batch.trajectories[: self.args.dump_num]):
-                f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
-                try:
-                    plot_timeline(t, out / f"step-{step:06d}-{k}.png")
-                except Exception as e:  # a plot must never stop training
-                    logger.warning("timeline plot of step %d failed: %s", step, e)
+            for t, row in zip(batch.trajectories, rows):
+                line = {"gt": row["answer"], "type": row["type"], "category": row.get("category") or None,
+                        "source": f"grpo:step-{step}", "answer": t.answer, "stop_reason": t.stop_reason,
+                        "trajectory": t.to_dict()}
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+        for k, t in enumerate(batch.trajectories[: self.args.dump_num]):
+            try:
+                plot_timeline(t, out / f"step-{step:06d}-{k}.png")
+            except Exception as e:  # a plot must never stop training
+                logger.warning("timeline plot of step %d failed: %s", step, e)
 
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
         super()._save(output_dir, state_dict)

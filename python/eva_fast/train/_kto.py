@@ -37,6 +37,9 @@ KL clamp, weights, metrics, optimizer, accelerate / DeepSpeed / FSDP and checkpo
    rows' own frames (the batch's per-sample chunks reordered by ``KL_sample_order``,
    :func:`permute_visual`) and calls TRL's method.
 
+Resume: :class:`ResumeWeightsMixin` (transformers 5.x's checkpoint load restores no Qwen2.5-VL
+weight, huggingface/transformers#43701), as for SFT and GRPO.
+
 Refused: ``precompute_ref_log_probs`` (TRL's precompute forward, ``compute_ref_log_probs``, passes
 no ``pixel_values``). ``loss_type="apo_zero_unpaired"`` works and needs no KL rows.
 
@@ -64,7 +67,7 @@ import torch
 
 from eva_fast._logging import get_logger
 from eva_fast.train._collator import IGNORE_INDEX, EncodedSample, EvaCollator, records_dataset
-from eva_fast.train._common import copy_checkpoint_extras, load_tokenizer
+from eva_fast.train._common import ResumeWeightsMixin, base_model_and_tokenizer, copy_checkpoint_extras
 from eva_fast.train._frames import ReaderCache
 from eva_fast.train._records import RecordError, TrajectoryRecord
 
@@ -76,7 +79,7 @@ except ImportError as e:  # pragma: no cover - trl is the train extra
     raise ImportError("eva_fast.train needs TRL: pip install 'trl==1.16.0' peft accelerate rouge-score") from e
 
 from eva_fast.train._kto_weights import recommended_kto_weights, weights_in_recommended_range
-from eva_fast.train._sft import EvaDataArguments, _records, freeze_vision_tower
+from eva_fast.train._sft import EvaDataArguments, freeze_vision_tower, trainer_records
 
 # ---------------------------------------------------------------------------------------------
 # collator
@@ -284,7 +287,7 @@ def label_counts(records: Sequence[TrajectoryRecord]) -> tuple[int, int]:
     return chosen, rejected
 
 
-class EvaKTOTrainer(KTOTrainer):
+class EvaKTOTrainer(ResumeWeightsMixin, KTOTrainer):
     """TRL's ``KTOTrainer`` on labelled EVA trajectories (see the module docstring for what it
     overrides and why).
 
@@ -320,18 +323,10 @@ class EvaKTOTrainer(KTOTrainer):
 
         if not isinstance(args, EvaKTOConfig):
             raise TypeError(f"args must be an EvaKTOConfig, got {type(args).__name__}")
-        self.base_model_path = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
+        self.base_model_path, processing_class = base_model_and_tokenizer(model, processing_class)
         if isinstance(model, os.PathLike):
             model = os.fspath(model)
-        if processing_class is None:
-            if self.base_model_path is None:
-                raise ValueError("pass processing_class (the tokenizer) with a loaded model")
-            processing_class = load_tokenizer(self.base_model_path)
-        train, skipped = _records(train_dataset, args, args.train_file)
-        if not train:
-            raise ValueError("EvaKTOTrainer: no training records (give train_dataset or args.train_file)")
-        evals, skipped_eval = _records(eval_dataset, args, args.eval_file)
-        self.skipped_records = skipped + skipped_eval
+        train, evals, self.skipped_records = trainer_records("EvaKTOTrainer", args, train_dataset, eval_dataset)
         self.num_chosen, self.num_rejected = label_counts(train)
         label_counts(evals)
         if args.balance_weights:

@@ -358,26 +358,11 @@ def iter_records(path: str | os.PathLike, *, skip_bad: bool = False, errors: lis
         FileNotFoundError: no such file.
         RecordError: a malformed line (``skip_bad=False``); the message names ``file:line``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"training data file {str(path)!r} does not exist")
-    base = str(path.resolve().parent)
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                try:
-                    d = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise RecordError(f"{where}: not JSON ({e.msg} at column {e.colno})") from e
-                yield TrajectoryRecord.from_dict(d, where, base)
-            except RecordError as e:
-                if not skip_bad:
-                    raise
-                if errors is not None:
-                    errors.append(str(e))
+    from eva_fast.train._jsonl import parse_lines
+
+    base = str(Path(path).resolve().parent)
+    yield from parse_lines(path, lambda d, where: TrajectoryRecord.from_dict(d, where, base), RecordError,
+                           what="training data file", skip_bad=skip_bad, errors=errors)
 
 
 def load_records(path: str | os.PathLike, *, skip_bad: bool = False, errors: list[str] | None = None

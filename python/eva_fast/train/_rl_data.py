@@ -169,25 +169,10 @@ def iter_rl_set(path: str | os.PathLike, *, infer_type: bool = False, skip_bad: 
         FileNotFoundError: no such file.
         RLDataError: a malformed line (``skip_bad=False``); the message names ``file:line``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"question set {str(path)!r} does not exist")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                try:
-                    d = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise RLDataError(f"{where}: not JSON ({e.msg} at column {e.colno})") from e
-                yield RLSample.from_dict(d, where, infer_type=infer_type)
-            except RLDataError as e:
-                if not skip_bad:
-                    raise
-                if errors is not None:
-                    errors.append(str(e))
+    from eva_fast.train._jsonl import parse_lines
+
+    yield from parse_lines(path, lambda d, where: RLSample.from_dict(d, where, infer_type=infer_type), RLDataError,
+                           what="question set", skip_bad=skip_bad, errors=errors)
 
 
 def load_rl_set(path: str | os.PathLike, *, infer_type: bool = False, video_root: str | os.PathLike | None = None,

@@ -93,14 +93,22 @@ class GroupFrameCache:
                       **kwargs: Any) -> Any:
         """Drop-in for :func:`eva_fast.video.select_frames` (same arguments and result) that serves
         frames from the cache. ``reader`` must be this cache's reader."""
-        from eva_fast.video import FrameBatch, decode_plan, plan_frames
-        from eva_fast.video._reader import DecodeStats
+        from eva_fast.video import plan_frames
 
         if reader is not self.reader:
             raise ValueError("GroupFrameCache.select_frames: the reader is not the cache's reader")
         kwargs.pop("device", None)
         t0 = time.perf_counter()
-        plan = plan_frames(reader, start_time, end_time, nframes, resize, **kwargs)
+        return self.serve(plan_frames(reader, start_time, end_time, nframes, resize, **kwargs), t0)
+
+    def serve(self, plan: Any, t_start: float | None = None) -> Any:
+        """The ``FrameBatch`` of a :class:`FramePlan` of this video: cached frames reused, the rest
+        decoded together (:func:`eva_fast.video.decode_plan` on the plan restricted to them)."""
+        from eva_fast.video import FrameBatch, decode_plan
+        from eva_fast.video._reader import DecodeStats
+
+        t0 = time.perf_counter() if t_start is None else t_start
+        reader = self.reader
         with self._lock:
             keys = [self._key(plan, i) for i in range(plan.nframes)]
             missing = sorted({i for i, k in enumerate(keys) if k not in self._frames}, key=lambda i: keys[i][0])
@@ -283,23 +291,6 @@ class RolloutEngine:
     def run_sync(self, videos: Sequence[str | os.PathLike], questions: Sequence[str], *, keep_open: bool = False
                  ) -> RolloutBatch:
         """:meth:`run` from synchronous code (in a fresh event loop, or a thread when one is running)."""
-        import threading
+        from eva_fast._asyncio import run_sync
 
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.run(videos, questions, keep_open=keep_open))
-        box: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                box["out"] = asyncio.run(self.run(videos, questions, keep_open=keep_open))
-            except BaseException as e:  # pragma: no cover
-                box["err"] = e
-
-        th = threading.Thread(target=target)
-        th.start()
-        th.join()
-        if "err" in box:
-            raise box["err"]
-        return box["out"]
+        return run_sync(self.run(videos, questions, keep_open=keep_open))

@@ -20,7 +20,12 @@ import torch
 
 from eva_fast._logging import get_logger
 from eva_fast.train._collator import EvaCollator, records_dataset
-from eva_fast.train._common import ResumeWeightsMixin, copy_checkpoint_extras, load_tokenizer, load_training_records
+from eva_fast.train._common import (
+    ResumeWeightsMixin,
+    base_model_and_tokenizer,
+    copy_checkpoint_extras,
+    load_training_records,
+)
 from eva_fast.train._frames import ReaderCache
 from eva_fast.train._records import TrajectoryRecord
 
@@ -115,6 +120,21 @@ def make_collator(args: EvaDataArguments, renderer: Any, max_length: int | None)
     )
 
 
+def trainer_records(trainer: str, args: EvaDataArguments, train_dataset: Any, eval_dataset: Any
+                    ) -> tuple[list[TrajectoryRecord], list[TrajectoryRecord], list[str]]:
+    """Training and evaluation records of a trainer (given, from a jsonl path, or from
+    ``args.train_file`` / ``args.eval_file``) and the ``file:line: reason`` of the skipped ones.
+
+    Raises:
+        ValueError: no training records.
+    """
+    train, skipped = _records(train_dataset, args, args.train_file)
+    if not train:
+        raise ValueError(f"{trainer}: no training records (give train_dataset or args.train_file)")
+    evals, skipped_eval = _records(eval_dataset, args, args.eval_file)
+    return train, evals, skipped + skipped_eval
+
+
 def _records(data: Any, args: EvaDataArguments, file: str | None) -> tuple[list[TrajectoryRecord], list[str]]:
     if data is None:
         if file is None:
@@ -161,16 +181,8 @@ class EvaSFTTrainer(ResumeWeightsMixin, SFTTrainer):
 
         if not isinstance(args, EvaSFTConfig):
             raise TypeError(f"args must be an EvaSFTConfig, got {type(args).__name__}")
-        self.base_model_path = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
-        if processing_class is None:
-            if self.base_model_path is None:
-                raise ValueError("pass processing_class (the tokenizer) with a loaded model")
-            processing_class = load_tokenizer(self.base_model_path)
-        train, skipped = _records(train_dataset, args, args.train_file)
-        if not train:
-            raise ValueError("EvaSFTTrainer: no training records (give train_dataset or args.train_file)")
-        evals, skipped_eval = _records(eval_dataset, args, args.eval_file)
-        self.skipped_records = skipped + skipped_eval
+        self.base_model_path, processing_class = base_model_and_tokenizer(model, processing_class)
+        train, evals, self.skipped_records = trainer_records("EvaSFTTrainer", args, train_dataset, eval_dataset)
         renderer = ChatRenderer(processing_class, processing_class.chat_template)
         collator = make_collator(args, renderer, args.max_length)
         super().__init__(

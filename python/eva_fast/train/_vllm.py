@@ -99,6 +99,7 @@ class VLLMRolloutBackend(ModelBackend):
         self._task: asyncio.Task | None = None
         self._remaining = 0
         self._concurrency = 1
+        self._all_done = False
         self.ticks = 0
 
     def session(self) -> Session:
@@ -111,6 +112,7 @@ class VLLMRolloutBackend(ModelBackend):
         how many run at once (a tick waits for all of those)."""
         self._remaining = episodes
         self._concurrency = max_concurrency or episodes
+        self._all_done = False  # every process agreed that no episode is live
         self._live = 0
         self.ticks = 0
 
@@ -147,6 +149,7 @@ class VLLMRolloutBackend(ModelBackend):
             local = list(self._pending)
             self._pending.clear()
             if not self._globally_live(self._remaining > 0 or bool(local)):
+                self._all_done = True
                 break
             await self._tick(local)
         self._task = None
@@ -181,6 +184,8 @@ class VLLMRolloutBackend(ModelBackend):
         engine after this process's episodes finished): each pass of the dispatcher agrees on
         liveness first, then calls ``generate`` (with no prompts here), exactly as the processes
         that still run episodes do."""
+        if self._all_done:
+            return
         if self._task is None:
             self._event = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._dispatch())

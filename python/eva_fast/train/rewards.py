@@ -217,9 +217,8 @@ class CSVJudge:
         Args:
             traj: the episode.
             reader: an open reader of its video (default: opened here).
-            frame_tool: serve the calls with this ``select_frames``-like callable instead of
-                decoding (the GRPO trainer passes the question's :class:`GroupFrameCache`, so the
-                judge's frames cost nothing); it is called with ``reader``.
+            frame_tool: a :class:`eva_fast.train.GroupFrameCache` of the video to serve the plans
+                from (the GRPO trainer passes the question's, so the judge's frames cost nothing).
 
         Raises:
             ValueError: a call resolves to other frames than recorded.
@@ -235,23 +234,13 @@ class CSVJudge:
         reader = reader or VideoReader(traj.video_path)
         out = []
         for c in calls:
-            if frame_tool is not None:
-                a = c.arguments or {}
-                b = frame_tool(
-                    reader, a["start_time"], a["end_time"], a["nframes"], 1.0 if a.get("resize") is None else a["resize"],
-                    max_visual_tokens=fc["max_visual_tokens"], maxp=fc["maxp"], resample=fc["resample"],
-                    policy=fc["frame_policy"], smart_resize_by=fc["smart_resize_by"], max_nframes=None, max_resize=None,
-                )
-                plan = b.plan
-            else:
-                plan = replan_call(reader, c.arguments or {}, fc)
-                b = None
+            plan = replan_call(reader, c.arguments or {}, fc)  # the loop's own planning of the call
             if list(plan.frame_indices) != list(c.frames.frame_indices):
                 raise ValueError(
                     f"{traj.video_path}: call {c.arguments} resolves to frames {list(plan.frame_indices)} but the "
                     f"trajectory recorded {list(c.frames.frame_indices)}"
                 )
-            out.append(b if b is not None else decode_plan(reader, plan))
+            out.append(frame_tool.serve(plan) if frame_tool is not None else decode_plan(reader, plan))
         return out
 
     async def judge(self, traj: Trajectory, gt: str, batches: Sequence[Any] | None = None, *,

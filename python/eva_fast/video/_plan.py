@@ -250,6 +250,7 @@ def plan_frames(
     snap_fraction: float = DEFAULT_SNAP_FRACTION,
     max_nframes: int | None = MAX_NFRAMES,
     max_resize: float | None = MAX_RESIZE,
+    budget: BudgetResult | None = None,
 ) -> FramePlan:
     """Resolve one ``frame_select(start_time, end_time, nframes, resize)`` call into a
     :class:`FramePlan` (nothing is decoded; at variable frame rate the first plan on a reader scans
@@ -301,6 +302,11 @@ def plan_frames(
         max_nframes: cap on ``nframes`` (default ``MAX_NFRAMES`` = 1024); None: no cap (the token
             budget and the reader's ``max_output_bytes`` still bound the work).
         max_resize: cap on ``resize`` (default ``MAX_RESIZE`` = 8); None: no cap.
+        budget: the budget outcome already computed by the caller for this request (the agent
+            applies :func:`apply_token_budget` to the model's raw arguments, as the published
+            evaluation does before its tool sees them); its ``nframes`` (a positive int) and
+            ``resize`` are sampled and its steps and estimates recorded. ``max_visual_tokens`` and
+            ``maxp`` are then unused.
 
     Returns:
         The plan. ``plan.output_bytes`` is within ``reader.max_output_bytes``.
@@ -331,7 +337,12 @@ def plan_frames(
         if not (isinstance(snap_fraction, (int, float)) and 0 < snap_fraction < 0.5):
             raise ValueError(f"snap_fraction must be in (0, 0.5), got {snap_fraction!r}")
     meta = reader.metadata
-    budget = apply_token_budget(request.nframes, request.resize, meta.width, meta.height, max_visual_tokens, maxp)
+    if budget is None:
+        budget = apply_token_budget(request.nframes, request.resize, meta.width, meta.height, max_visual_tokens, maxp)
+    elif not isinstance(budget, BudgetResult) or isinstance(budget.nframes, bool) or not isinstance(
+            budget.nframes, numbers.Integral) or budget.nframes < 1 or not (
+            isinstance(budget.resize, numbers.Real) and math.isfinite(budget.resize) and budget.resize > 0):
+        raise ValueError(f"budget must be a BudgetResult with a positive int nframes and a resize > 0, got {budget!r}")
     return _plan(reader, request, budget, resample=resample, policy=policy, min_pixels=min_pixels,
                  max_pixels=max_pixels, smart_resize_by=smart_resize_by, snap_tolerance_s=snap_tolerance_s,
                  snap_fraction=snap_fraction)

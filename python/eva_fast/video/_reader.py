@@ -251,11 +251,13 @@ class VideoReader:
     GPU decoding (``device="cuda"`` / ``"cuda:N"``): FFmpeg demuxes on the host, NVDEC decodes, and
     a CUDA kernel converts NV12/P016 to RGB and resizes (same filters and fixed-point weights as the
     CPU path) straight into one CUDA uint8 ``[N, H, W, 3]`` tensor, handed over with DLPack; the seek
-    plan and frame choice are the CPU decoder's. Stream contract: all of a call's device work is
-    enqueued on ``torch.cuda.current_stream(device)`` at call time, so the returned tensor is ready
-    in that stream's order (use it on that stream, or call ``torch.cuda.current_stream().synchronize()``
-    / record an event before using it on another stream); its memory is freed stream-ordered on
-    that same stream, which must outlive the tensor (torch's default and pooled streams always do).
+    plan and frame choice are the CPU decoder's. Stream contract: the decoder's device work runs on
+    a stream of its own (it never waits for work queued on yours); at the end of a call
+    ``torch.cuda.current_stream(device)`` is made to wait for the output on the device, so the
+    returned tensor is ready in that stream's order (use it on that stream, or call
+    ``torch.cuda.current_stream().synchronize()`` / record an event before using it on another
+    stream); its memory is freed stream-ordered on that same stream, which must outlive the tensor
+    (torch's default and pooled streams always do).
     Streams NVDEC cannot decode (e.g. H.264 4:4:4, AV1 on GPUs without AV1 NVDEC, or no
     libnvcuvid) fall back to CPU decoding plus a host-to-device copy; ``backend`` and
     ``fallback_reason`` (also in every call's :class:`DecodeStats`) say so and a warning is logged.

@@ -18,6 +18,7 @@ from eva_fast.video._policy import (
     DEFAULT_MAXP,
     MAX_NFRAMES,
     MAX_RESIZE,
+    BudgetResult,
     Policy,
     Resample,
     SmartResizeBy,
@@ -45,6 +46,7 @@ def select_frames(
     snap_fraction: float = DEFAULT_SNAP_FRACTION,
     max_nframes: int | None = MAX_NFRAMES,
     max_resize: float | None = MAX_RESIZE,
+    budget: BudgetResult | None = None,
 ) -> FrameBatch:
     """EVA's ``frame_select(start_time, end_time, nframes, resize)`` tool:
     ``decode_plan(reader, plan_frames(reader, ...))``.
@@ -78,7 +80,7 @@ def select_frames(
             reader, start_time, end_time, nframes, resize, max_visual_tokens=max_visual_tokens, maxp=maxp,
             resample=resample, policy=policy, min_pixels=min_pixels, max_pixels=max_pixels,
             smart_resize_by=smart_resize_by, snap_tolerance_s=snap_tolerance_s, snap_fraction=snap_fraction,
-            max_nframes=max_nframes, max_resize=max_resize,
+            max_nframes=max_nframes, max_resize=max_resize, budget=budget,
         )
         return _decode(reader, plan, t_start)
     finally:

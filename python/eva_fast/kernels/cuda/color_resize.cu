@@ -166,6 +166,29 @@ int stream_wait_event(void* stream, void* event) {
   return static_cast<int>(
       cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(event), 0));
 }
+int pool_create(void** pool, int device, unsigned long long keep_bytes) {
+  cudaMemPoolProps props{};
+  props.allocType = cudaMemAllocationTypePinned;
+  props.handleTypes = cudaMemHandleTypeNone;
+  props.location.type = cudaMemLocationTypeDevice;
+  props.location.id = device;
+  cudaMemPool_t p = nullptr;
+  cudaError_t rc = cudaMemPoolCreate(&p, &props);
+  if (rc == cudaSuccess) {
+    int no = 0;
+    rc = cudaMemPoolSetAttribute(p, cudaMemPoolReuseAllowInternalDependencies, &no);
+  }
+  if (rc == cudaSuccess) {
+    unsigned long long keep = keep_bytes;  // cuuint64_t
+    rc = cudaMemPoolSetAttribute(p, cudaMemPoolAttrReleaseThreshold, &keep);
+  }
+  *pool = p;
+  return static_cast<int>(rc);
+}
+int alloc_from_pool_async(void** ptr, size_t bytes, void* pool, void* stream) {
+  return static_cast<int>(
+      cudaMallocFromPoolAsync(ptr, bytes, static_cast<cudaMemPool_t>(pool), static_cast<cudaStream_t>(stream)));
+}
 std::string error_string(int code) {
   return std::string(cudaGetErrorName(static_cast<cudaError_t>(code))) + ": " +
          cudaGetErrorString(static_cast<cudaError_t>(code));

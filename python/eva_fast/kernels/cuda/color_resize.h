@@ -75,6 +75,12 @@ int event_destroy(void* event);
 int event_record(void* event, void* stream);
 int event_synchronize(void* event);            // host waits for the work before the record only
 int stream_wait_event(void* stream, void* event);  // device-side: stream waits, host does not
+// A device memory pool for buffers allocated on one stream and freed on another: it never makes an
+// allocation wait for a free on another stream (cudaMemPoolReuseAllowInternalDependencies = 0);
+// memory is reused once such a free has completed, else the pool grows. Keeps up to
+// `keep_bytes` cached between allocations.
+int pool_create(void** pool, int device, unsigned long long keep_bytes);
+int alloc_from_pool_async(void** ptr, size_t bytes, void* pool, void* stream);
 std::string error_string(int code);
 // Device count as the CUDA runtime sees it (0 without a driver or GPU; never throws).
 int device_count();

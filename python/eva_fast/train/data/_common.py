@@ -227,28 +227,14 @@ def iter_cases(paths: Sequence[str | os.PathLike], **kwargs: Any) -> Iterator[Ca
     Raises:
         FileNotFoundError: a missing input file.
     """
+    from eva_fast.train._jsonl import NotJSON, json_lines
+
     for name in paths:
-        path = Path(name)
-        if not path.is_file():
-            raise FileNotFoundError(f"input {str(path)!r} does not exist")
-        base = str(path.resolve().parent)
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{n}"
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    if n == 1 and line.strip() == "{":  # a pretty-printed single object (eva-fast ask --json)
-                        try:
-                            yield case_from_object(json.loads(path.read_text(encoding="utf-8")), where, base_dir=base,
-                                                   **kwargs)
-                            break
-                        except json.JSONDecodeError:
-                            pass
-                    yield Case(where, error=f"not JSON ({e.msg} at column {e.colno})")
-                    continue
+        base = str(Path(name).resolve().parent)
+        for where, obj in json_lines(name, what="input", single_object=True):
+            if isinstance(obj, NotJSON):
+                yield Case(where, error=str(obj).split(": ", 1)[1])
+            else:
                 yield case_from_object(obj, where, base_dir=base, **kwargs)
 
 

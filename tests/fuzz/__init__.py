@@ -1,0 +1,1 @@
+"""Fuzz harness for the video layer (``python -m tests.fuzz``, see ``harness.py``)."""
