@@ -228,6 +228,8 @@ def compare_frames(
         notes.append("wrong frame indices")
     if not shape_ok:
         notes.append("wrong frame count or size")
+    elif mean_tol is not None and mean is not None and mean > mean_tol:
+        notes.append(f"pixels differ from eva_fast's: mean |d| {mean:.2f} > {mean_tol:g} (max {mx})")
     return Check(ok, idx_ok, shape_ok, mx, mean, {"mean_abs_diff": mean_tol}, "; ".join(notes))
 
 

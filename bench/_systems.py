@@ -5,14 +5,22 @@ order (one plan per call; the trajectory passes three), return the frames (uint8
 at the plan's size) and, where the library tells, the frame index of each returned frame.
 
 Peers without a resize of their own (decord, PyAV, OpenCV) resize with OpenCV ``INTER_CUBIC``
-(EVA's filter); torchcodec uses its own ``Resize`` transform (bilinear with antialiasing), so its
-frames differ more from eva_fast's (reported, not failed). PyAV and OpenCV are handed the keyframe
-table (computed outside the timer) so their seek-or-decode-forward choice is optimal: the comparison
-measures decoding and conversion, not a naive seek plan.
+(EVA's filter). PyAV and OpenCV are handed the keyframe table (computed outside the timer) so their
+seek-or-decode-forward choice is optimal: the comparison measures decoding and conversion, not a
+naive seek plan.
+
+torchcodec runs in a Python environment of its own (its PyPI wheel needs a torch that is not the
+project's pinned CPU torch; ``scripts/peer_env.sh torchcodec`` makes one), in a worker process
+(``_peer_worker.py``) that receives the planned indices and sizes and returns the frames and its own
+per-run times: what a user calling torchcodec in process would pay, without the protocol. Two resizes:
+torchvision bicubic without antialias after decoding (Keys a = -0.75 in float, close to EVA's cubic:
+pixels checked) and torchcodec's decoder-side ``Resize`` transform (bilinear with antialiasing:
+pixels reported, not checked).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -30,6 +38,9 @@ from eva_fast.video import FramePlan
 from ._workloads import Workload
 
 REFERENCE_TOOL = Path(__file__).resolve().parent / "_eva_reference_tool.py"
+PEER_WORKER = Path(__file__).resolve().parent / "_peer_worker.py"
+#: Where ``scripts/peer_env.sh NAME`` creates a peer's environment (``DIR/NAME/bin/python``).
+DEFAULT_PEER_ENVS = Path(os.environ.get("EVA_FAST_PEER_ENVS", "~/.cache/eva_fast/peer_envs")).expanduser()
 
 
 @dataclass
@@ -80,11 +91,14 @@ def _import_error(mod: str) -> str | None:
 
 
 class System:
-    """Base class. ``name`` labels rows; ``resize`` names the filter; ``exact`` = returns plan frames."""
+    """Base class. ``name`` labels rows; ``resize`` names the filter; ``exact`` = returns plan frames;
+    ``filter_close``: its filter is a cubic close to EVA's, so pixels must match eva_fast's within
+    the cubic tolerance; other filters get only a loose bound that catches wrong frames."""
 
     name = ""
     description = ""
     resize = "cubic (OpenCV INTER_CUBIC)"
+    filter_close = True
     exact = True
     in_process = True
 
@@ -264,41 +278,159 @@ class OpenCV(System):
             cap.release()
 
 
-class TorchCodec(System):
-    resize = "torchcodec Resize transform (bilinear, antialias): differs from cubic by design"
+# --------------------------------------------------------------------------- peers in their own environment
 
-    def __init__(self, seek_mode: str):
-        self.seek_mode = seek_mode
-        self.name = f"torchcodec_{seek_mode}"
-        self.description = f"torchcodec VideoDecoder(seek_mode={seek_mode!r}, CPU, all FFmpeg threads) + Resize transform"
+#: ``--peer-env NAME=PYTHON`` choices (bench/run.py); otherwise DEFAULT_PEER_ENVS/NAME/bin/python.
+_peer_pythons: dict[str, str] = {}
+_workers: dict[str, "PeerWorker"] = {}
+
+
+def set_peer_python(name: str, python: str) -> None:
+    """Use ``python`` (a peer environment's interpreter) for peer ``name``."""
+    _peer_pythons[name] = python
+
+
+def peer_python(name: str) -> tuple[str | None, str]:
+    """The interpreter of peer ``name``'s environment, or None and why there is none."""
+    if name in _peer_pythons:
+        py = Path(_peer_pythons[name]).expanduser()
+        if not (py.is_file() and os.access(py, os.X_OK)):
+            return None, f"--peer-env {name}={py}: not an executable file"
+        return str(py), f"--peer-env {name}={py}"
+    py = DEFAULT_PEER_ENVS / name / "bin" / "python"
+    if py.is_file() and os.access(py, os.X_OK):
+        return str(py), f"default location {py}"
+    return None, (f"no Python environment for {name}: create it with `bash scripts/peer_env.sh {name}` "
+                  f"(-> {py}) or pass --peer-env {name}=PATH/bin/python")
+
+
+class PeerWorker:
+    """One long-lived ``_peer_worker.py`` process in a peer's environment; JSON lines both ways."""
+
+    def __init__(self, name: str, python: str):
+        self.name, self.python = name, python
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen([python, str(PEER_WORKER), name], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=self._stderr, text=True, bufsize=1)
+        self.hello = self.request({"op": "hello"})
+
+    def request(self, req: dict) -> dict:
+        """Send one request and wait for its reply; a dead worker raises with its stderr tail."""
+        try:
+            self._proc.stdin.write(json.dumps(req) + "\n")
+            self._proc.stdin.flush()
+            line = self._proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            self._proc.wait(timeout=10)
+            self._stderr.seek(0)
+            tail = self._stderr.read().decode(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"{self.name} worker ({self.python}) exited with {self._proc.returncode}: "
+                               + " | ".join(tail))
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise RuntimeError(f"{self.name} worker: {reply.get('error')}")
+        return reply
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                self._proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self._proc.stdin.close()
+                self._proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self._proc.kill()
+                self._proc.wait()
+        self._stderr.close()
+
+
+def peer_worker(name: str) -> PeerWorker:
+    """The running worker of peer ``name`` (started on first use, shared by its systems)."""
+    if name not in _workers:
+        py, how = peer_python(name)
+        if py is None:
+            raise RuntimeError(how)
+        _workers[name] = PeerWorker(name, py)
+    return _workers[name]
+
+
+@atexit.register
+def close_peer_workers() -> None:
+    for w in _workers.values():
+        w.close()
+    _workers.clear()
+
+
+class PeerSystem(System):
+    """A system executed by a peer worker: the run's times are the worker's own (``Output.extra``:
+    ``wall_s``, ``cpu_s``, ``call_s``, ``peak_rss_mb``), frames come back only for the first run of a
+    request (the untimed correctness check), via ``np.save`` files in a temporary folder."""
+
+    in_process = False
+    peer = ""
+
+    def variant(self) -> dict:
+        raise NotImplementedError
 
     def unavailable(self):
-        reason = _import_error("torchcodec.decoders")
-        if reason and ("nvrtc" in reason or "cuda" in reason.lower()):
-            reason += (" (this torchcodec wheel is a CUDA build: its libraries link libtorch_cuda/libnvrtc, "
-                       "which a CPU-only torch does not provide)")
-        return reason
+        try:
+            w = peer_worker(self.peer)
+        except RuntimeError as e:  # no environment, or a worker that does not start: skip with why
+            return str(e)
+        except (OSError, ValueError) as e:
+            return f"{self.peer} worker did not start: {type(e).__name__}: {e}"
+        self.versions = w.hello.get("versions", {})
+        self.python = w.python
+        return None
 
     def setup(self):
-        from torchcodec.decoders import VideoDecoder
-        from torchcodec.transforms import Resize
-
-        self._dec, self._resize = VideoDecoder, Resize
+        self._worker = peer_worker(self.peer)
+        self._checked: set = set()
 
     def run(self, ctx, workload, plans):
-        decoders: dict[tuple[int, int], Any] = {}  # the transform is fixed per decoder: one per size
-        frames, indices = [], []
-        for p in plans:
-            dec = decoders.get(p.size)
-            if dec is None:
-                dec = self._dec(ctx.path, stream_index=ctx.stream_index, dimension_order="NHWC",
-                                num_ffmpeg_threads=0, device="cpu", seek_mode=self.seek_mode,
-                                transforms=[self._resize(p.size)])
-                decoders[p.size] = dec
-            fb = dec.get_frames_at(list(p.frame_indices))
-            frames.append(fb.data.numpy())
-            indices.append([round((float(t) - ctx.start_pts_s) * ctx.fps) for t in fb.pts_seconds])
-        return Output(frames, indices)
+        key = (ctx.path, workload.name, tuple(p.frame_indices for p in plans), tuple(p.size for p in plans))
+        out_dir = None
+        if key not in self._checked:
+            out_dir = tempfile.mkdtemp(prefix=f"eva_peer_{self.peer}_")
+        try:
+            reply = self._worker.request({
+                "op": "run", "variant": self.variant(),
+                "video": {"path": ctx.path, "stream_index": ctx.stream_index, "fps": ctx.fps,
+                          "start_pts_s": ctx.start_pts_s},
+                "plans": [{"indices": list(p.frame_indices), "size": list(p.size)} for p in plans],
+                "out_dir": out_dir})
+            frames = [np.load(f) for f in reply["frames"]] if reply["frames"] else []
+        finally:
+            if out_dir is not None:
+                shutil.rmtree(out_dir, ignore_errors=True)
+        self._checked.add(key)
+        extra = {"timing": "worker", "wall_s": reply["wall_s"], "cpu_s": reply["cpu_s"], "call_s": reply["call_s"],
+                 "peak_rss_mb": reply["peak_rss_mb"]}
+        return Output(frames, reply["indices"], None, extra)
+
+
+class TorchCodec(PeerSystem):
+    """torchcodec ``VideoDecoder`` (CPU, all FFmpeg threads, ``get_frames_at``) in its own environment."""
+
+    peer = "torchcodec"
+
+    def __init__(self, seek_mode: str, resize: str):
+        self.seek_mode, self.resize_kind = seek_mode, resize
+        if resize == "torchvision":
+            self.name = f"torchcodec_{seek_mode}"
+            self.resize = "torchvision bicubic (Keys a=-0.75, float, no antialias): close to cubic"
+            how = "get_frames_at + torchvision resize(BICUBIC, antialias=False)"
+        else:
+            self.name = f"torchcodec_{seek_mode}+Resize"
+            self.resize = "torchcodec Resize transform (bilinear, antialias): differs from cubic by design"
+            self.filter_close = False
+            how = "transforms=[Resize(size)] (decoder-side), get_frames_at"
+        self.description = (f"torchcodec VideoDecoder(seek_mode={seek_mode!r}, CPU, num_ffmpeg_threads=0) {how}; "
+                            f"own Python environment, worker process (its own timings)")
+
+    def variant(self):
+        return {"seek_mode": self.seek_mode, "resize": self.resize_kind}
 
 
 class EvaReference(System):
@@ -486,8 +618,9 @@ def all_systems() -> dict[str, System]:
     """Registry in run order (eva_fast first: the others are compared with it). GPU systems report
     themselves unavailable (a skipped row with the reason) where torch sees no CUDA device."""
     systems: list[System] = [EvaFast(), EvaFastSnap(), EvaFastPack(), Decord(), PyAV(),
-                             TorchCodec("exact"), TorchCodec("approximate"), OpenCV(), EvaReference(),
-                             EvaFastCuda(), PyNvVideoCodecSimple(), TorchCodecCuda()]
+                             TorchCodec("exact", "torchvision"), TorchCodec("approximate", "torchvision"),
+                             TorchCodec("exact", "decoder"), TorchCodec("approximate", "decoder"),
+                             OpenCV(), EvaReference(), EvaFastCuda(), PyNvVideoCodecSimple(), TorchCodecCuda()]
     return {s.name: s for s in systems}
 
 

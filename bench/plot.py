@@ -19,6 +19,7 @@ _COLORS = {
     "decord": (31, 119, 180), "pyav": (44, 160, 44), "opencv": (140, 86, 75),
     "group cache on": (214, 39, 40), "group cache off": (127, 127, 127), "decord+pil+hf": (31, 119, 180),
     "torchcodec_exact": (23, 190, 207), "torchcodec_approximate": (188, 189, 34), "eva_reference": (127, 127, 127),
+    "torchcodec_exact+Resize": (0, 110, 140), "torchcodec_approximate+Resize": (120, 120, 0),
 }
 
 

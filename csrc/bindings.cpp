@@ -13,6 +13,7 @@
 #include "nvdec.h"
 #include "ffmpeg_log.h"
 #include "resize.h"
+#include "yuv444.h"
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -190,6 +191,7 @@ PYBIND11_MODULE(_C, m) {
       .def_readonly("seeks", &DecodeStats::seeks)
       .def_readonly("decode_errors", &DecodeStats::decode_errors)
       .def_readonly("skip_nonref_packets", &DecodeStats::skip_nonref_packets)
+      .def_readonly("keyframe_backoffs", &DecodeStats::keyframe_backoffs)
       .def_readonly("decode_ms", &DecodeStats::decode_ms)
       .def_readonly("convert_ms", &DecodeStats::convert_ms)
       .def("__repr__", [](const DecodeStats& s) {
@@ -269,6 +271,10 @@ PYBIND11_MODULE(_C, m) {
            },
            "Demux-only scan: (pts_s float64 [N] sorted, seconds from the first frame; keyframe bool [N]).")
       .def_property_readonly("total_stats", [](const VideoDecoder& d) { return d.total_stats(); })
+      .def_property_readonly("unclean_keyframes_s", &VideoDecoder::unclean_keyframes_s,
+                             "Keyframes (seconds from the first frame) found not to be clean starts: decoding "
+                             "from one concealed frames that a decode from an earlier keyframe reconstructed. "
+                             "Shared by every decoder of the same file in this process.")
       .def_property("skip_nonref", &VideoDecoder::skip_nonref, &VideoDecoder::set_skip_nonref,
                     "Let the decoder drop non-reference frames far from every target (identical output).");
 
@@ -304,6 +310,14 @@ PYBIND11_MODULE(_C, m) {
         "Testing switch: allow (True) or forbid (False) the AVX2 horizontal resize pass. Returns the "
         "previous setting. Both paths compute identical integers.");
   m.def("_resize_simd_available", &resize_simd_available, "Whether this CPU has AVX2.");
+  m.def("_set_yuv444_fast", &set_yuv444_fast, py::arg("enabled"),
+        "Test hook: allow (default) or forbid the AVX2 yuv444p -> RGB24 converter (forbidden: swscale converts). "
+        "Returns the previous value.");
+  m.def("_yuv444_fast_available", &yuv444_fast_available, py::arg("colorspace"), py::arg("full_range"),
+        "Whether the yuv444p converter is used for this swscale matrix (SWS_CS_*) and range here.");
+  m.def("_yuv444_mismatches_exhaustive", &yuv444_mismatches_exhaustive, py::arg("colorspace"),
+        py::arg("full_range"), py::call_guard<py::gil_scoped_release>(),
+        "Test hook: bytes that differ between the yuv444p converter and swscale over all 2^24 (Y, U, V).");
   m.def(
       "cuda_yuv420_to_rgb",
       [](uintptr_t y, uintptr_t uv, int y_pitch, int uv_pitch, int height, int width, int bit_depth,

@@ -8,9 +8,11 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <type_traits>
 
 #include "ffmpeg_log.h"
+#include "yuv444.h"
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -82,6 +84,63 @@ bool frame_is_key(const AVFrame* f) {
 
 bool frame_flagged_corrupt(const AVFrame* f) {
   return f->decode_error_flags != 0 || (f->flags & AV_FRAME_FLAG_CORRUPT) != 0;
+}
+
+// The x264 build number that FFmpeg's H.264 decoder reads from the stream's first access unit (x264
+// writes its version string there, as an unregistered-user-data SEI) to emulate known bugs of old
+// x264 versions (e.g. 4:4:4 streams before build 151). A decoder that starts at a later keyframe
+// never sees that SEI, misparses such a stream and conceals (cockatoo.mp4: x264 core 142): the
+// number is read from the first packet here and handed to every decode as the decoder's
+// `x264_build` option, as a decode from the start would have it. -1 when there is none. Leaves the
+// demuxer at the stream's start.
+int find_x264_build(AVFormatContext* fmt, int stream_index) {
+  AVPacket* pkt = av_packet_alloc();
+  if (!pkt) return -1;
+  int build = -1;
+  for (int n = 0; n < 64 && av_read_frame(fmt, pkt) >= 0; ++n) {
+    if (pkt->stream_index != stream_index) {
+      av_packet_unref(pkt);
+      continue;
+    }
+    static const uint8_t kTag[] = "x264 - core ";
+    const uint8_t* begin = pkt->data;
+    const uint8_t* end = pkt->data + pkt->size;
+    const uint8_t* at = std::search(begin, end, kTag, kTag + sizeof(kTag) - 1);
+    if (at != end) {
+      // FFmpeg's own parse (h264_sei.c): sscanf("x264 - core %d"), and "core 0000" means 67.
+      const char* digits = reinterpret_cast<const char*>(at) + sizeof(kTag) - 1;
+      int v = 0, nd = 0;
+      while (digits + nd < reinterpret_cast<const char*>(end) && nd < 9 && digits[nd] >= '0' && digits[nd] <= '9') {
+        v = v * 10 + (digits[nd] - '0');
+        ++nd;
+      }
+      if (nd > 0 && v > 0) build = (v == 1 && nd == 4 && std::strncmp(digits, "0000", 4) == 0) ? 67 : v;
+    }
+    av_packet_unref(pkt);
+    break;
+  }
+  av_packet_free(&pkt);
+  AVStream* st = fmt->streams[stream_index];
+  av_seek_frame(fmt, stream_index, st->start_time != AV_NOPTS_VALUE ? st->start_time : 0, AVSEEK_FLAG_BACKWARD);
+  return build;
+}
+
+// Restarts from an earlier keyframe allowed per target when decoding from the planned one conceals
+// frames (each costs at most one more GOP of decoding).
+constexpr size_t kMaxKeyframeBackoffs = 8;
+
+// Keyframes found not to be clean random-access points, per file (path, size, mtime) and stream,
+// shared by every decoder of the process: GOP workers and later readers of the same file seek past
+// them without paying for the discovery again.
+struct UncleanKeyframes {
+  std::mutex mu;
+  std::map<std::string, std::vector<int64_t>> by_file;
+  uint64_t version = 0;
+};
+
+UncleanKeyframes& unclean_keyframes() {
+  static UncleanKeyframes table;
+  return table;
 }
 
 // Copy an RGB24 image rotated clockwise by `deg` (90/180/270). src is sw x sh, rows of
@@ -186,6 +245,8 @@ VideoDecoder::VideoDecoder(const std::string& path, int stream_index, int thread
                           " is not a video stream; video streams: [" + allowed + "]");
   }
   info_.stream_index = stream_index;
+  file_key_ = path + '\n' + std::to_string(sb.st_size) + '\n' + std::to_string(sb.st_mtim.tv_sec) + '.' +
+              std::to_string(sb.st_mtim.tv_nsec) + '\n' + std::to_string(stream_index);
   for (unsigned i = 0; i < fmt_->nb_streams; ++i) {
     if (static_cast<int>(i) != stream_index) fmt_->streams[i]->discard = AVDISCARD_ALL;
   }
@@ -224,7 +285,13 @@ void VideoDecoder::open_codec(int threads) {
   ctx_->pkt_timebase = st->time_base;
   ctx_->thread_count = threads;
   ctx_->thread_type = threads == 1 ? 0 : FF_THREAD_FRAME | FF_THREAD_SLICE;
-  ret = avcodec_open2(ctx_.get(), codec, nullptr);
+  AVDictionary* opts = nullptr;
+  if (st->codecpar->codec_id == AV_CODEC_ID_H264) {
+    const int x264_build = find_x264_build(fmt_.get(), info_.stream_index);
+    if (x264_build > 0) av_dict_set_int(&opts, "x264_build", x264_build, 0);
+  }
+  ret = avcodec_open2(ctx_.get(), codec, &opts);
+  av_dict_free(&opts);
   if (ret < 0) {
     throw DecodeError(DecodeError::Kind::kUnsupportedCodec,
                       with_ffmpeg_detail("'" + path_ + "': cannot open the " + std::string(name) +
@@ -344,6 +411,60 @@ void VideoDecoder::seek_to(int64_t target) {
   const int64_t key = planner_->keyframe_at_or_before(target);
   // Demuxers take presentation timestamps here (FFmpeg's MOV seek compensates its dts index).
   seek_at(key != INT64_MIN ? key : target);
+  if (key != INT64_MIN) start_probe(key);
+}
+
+void VideoDecoder::start_probe(int64_t key) {
+  probe_ = StartProbe{};
+  probe_.active = true;
+  probe_.key = key;
+  probe_.end = planner_->keyframe_after(key);
+}
+
+bool VideoDecoder::can_back_off() const {
+  return backed_off_from_.size() < kMaxKeyframeBackoffs &&
+         planner_->keyframe_at_or_before(probe_.key - 1) != INT64_MIN;
+}
+
+void VideoDecoder::end_probe_at_gop_end() {
+  // Past the start GOP (a later frame, or the end of the stream): it is a clean start if one of
+  // its frames came out; none at all means the decoder could not decode from its keyframe (e.g. a
+  // parameter set sent only before an earlier keyframe).
+  if (probe_.active && !probe_.saw_frame && can_back_off()) {
+    probe_.failed = true;
+  } else {
+    probe_.active = false;
+  }
+}
+
+void VideoDecoder::sync_unclean_keyframes() {
+  UncleanKeyframes& t = unclean_keyframes();
+  std::lock_guard<std::mutex> lock(t.mu);
+  if (t.version == unclean_version_) return;
+  unclean_version_ = t.version;
+  auto it = t.by_file.find(file_key_);
+  if (it == t.by_file.end()) return;
+  for (int64_t k : it->second) planner_->mark_unclean(k);
+}
+
+void VideoDecoder::mark_unclean_keyframe(int64_t key_pts) {
+  planner_->mark_unclean(key_pts);
+  UncleanKeyframes& t = unclean_keyframes();
+  std::lock_guard<std::mutex> lock(t.mu);
+  std::vector<int64_t>& keys = t.by_file[file_key_];
+  if (std::find(keys.begin(), keys.end(), key_pts) == keys.end()) {
+    keys.push_back(key_pts);
+    t.version++;
+  }
+}
+
+std::vector<double> VideoDecoder::unclean_keyframes_s() {
+  std::lock_guard<std::mutex> lock(mu_);
+  sync_unclean_keyframes();
+  const double tb = av_q2d(fmt_->streams[info_.stream_index]->time_base);
+  std::vector<double> out;
+  for (int64_t k : planner_->unclean()) out.push_back((k - info_.start_pts) * tb);
+  return out;
 }
 
 void VideoDecoder::seek_at(int64_t ts) {
@@ -365,6 +486,7 @@ void VideoDecoder::seek_at(int64_t ts) {
   input_eof_ = false;
   output_eof_ = false;
   gop_tainted_ = false;
+  probe_ = StartProbe{};
   stats_.seeks++;
 }
 
@@ -395,10 +517,22 @@ bool VideoDecoder::receive_next(Held* out) {
       }
       has_position_ = true;
       position_ = pts;
+      if (probe_.active && pts >= probe_.end) {
+        end_probe_at_gop_end();
+      } else if (probe_.active && pts >= probe_.key) {
+        if (!out->corrupt) {
+          probe_.saw_frame = true;
+        } else if (can_back_off()) {
+          probe_.failed = true;  // concealed frame of the start GOP
+        } else {
+          probe_.active = false;  // no earlier start to try: keep what this one gives
+        }
+      }
       return true;
     }
     if (ret == AVERROR_EOF) {
       output_eof_ = true;
+      end_probe_at_gop_end();
       return false;
     }
     if (ret != AVERROR(EAGAIN)) {
@@ -407,12 +541,14 @@ bool VideoDecoder::receive_next(Held* out) {
       gop_tainted_ = true;
       if (input_eof_) {
         output_eof_ = true;
+        end_probe_at_gop_end();
         return false;
       }
     }
     if (input_eof_) {
       // Drain mode already requested and the decoder wants more: nothing left.
       output_eof_ = true;
+      end_probe_at_gop_end();
       return false;
     }
     ret = av_read_frame(fmt_.get(), pkt_.get());
@@ -469,35 +605,44 @@ void VideoDecoder::convert_into(const AVFrame* f, uint8_t* dst, int out_w, int o
   const AVPixelFormat src_fmt = static_cast<AVPixelFormat>(f->format);
 
   // Colour conversion: the frame's matrix and range, as the ffmpeg CLI's scale filter does.
-  // sws_getCachedContext frees the old context when it makes a new one (also when that fails).
-  sws_.reset(sws_getCachedContext(sws_.release(), fw, fh, src_fmt, fw, fh, AV_PIX_FMT_RGB24, SWS_BICUBIC, nullptr,
-                                  nullptr, nullptr));
-  if (!sws_) {
-    const char* nm = av_get_pix_fmt_name(src_fmt);
-    throw DecodeError(DecodeError::Kind::kUnsupportedCodec,
-                      "'" + path_ + "': cannot convert pixel format " + std::string(nm ? nm : "?") + " to RGB24");
-  }
   int cs = f->colorspace;
   if (cs == AVCOL_SPC_UNSPECIFIED || cs == AVCOL_SPC_RESERVED || cs > AVCOL_SPC_ICTCP) cs = SWS_CS_DEFAULT;
-  const int* inv = sws_getCoefficients(cs);
   const int src_full = f->color_range == AVCOL_RANGE_JPEG ? 1 : 0;
-  sws_setColorspaceDetails(sws_.get(), inv, src_full, sws_getCoefficients(SWS_CS_DEFAULT), 1, 0, 1 << 16, 1 << 16);
+  // 8-bit 4:4:4: swscale's C full-chroma path, reproduced bit for bit with AVX2 (yuv444.h).
+  const Yuv444ToRgb* fast444 = Yuv444ToRgb::get(src_fmt, cs, src_full != 0);
+  if (!fast444) {
+    // sws_getCachedContext frees the old context when it makes a new one (also when that fails).
+    sws_.reset(sws_getCachedContext(sws_.release(), fw, fh, src_fmt, fw, fh, AV_PIX_FMT_RGB24, SWS_BICUBIC, nullptr,
+                                    nullptr, nullptr));
+    if (!sws_) {
+      const char* nm = av_get_pix_fmt_name(src_fmt);
+      throw DecodeError(DecodeError::Kind::kUnsupportedCodec,
+                        "'" + path_ + "': cannot convert pixel format " + std::string(nm ? nm : "?") + " to RGB24");
+    }
+    sws_setColorspaceDetails(sws_.get(), sws_getCoefficients(cs), src_full, sws_getCoefficients(SWS_CS_DEFAULT), 1, 0,
+                             1 << 16, 1 << 16);
+  }
 
   // swscale's SIMD writers may store up to a vector past the end of a row: rows written straight
   // into the output are followed by the next row (overwritten later) or by the buffer's padding.
   uint8_t* rgb = dst;
   int rgb_stride = fw * 3;
   // Its x86 paths also assume padded, aligned rows (FFmpeg's own frames have 64-byte-aligned
-  // linesizes): write straight into the output only when the row size is such a multiple.
-  const bool direct = !need_resize && rot == 0 && (fw * 3) % 64 == 0;
+  // linesizes): write straight into the output only when the row size is such a multiple. The
+  // 4:4:4 converter writes exactly 3 * width bytes per row.
+  const bool direct = !need_resize && rot == 0 && (fast444 || (fw * 3) % 64 == 0);
   if (!direct) {
     rgb_stride = (fw * 3 + 63) & ~63;
     rgb_tmp_.resize(static_cast<size_t>(rgb_stride) * fh + kRowPadBytes);
     rgb = rgb_tmp_.data();
   }
-  uint8_t* dst_planes[4] = {rgb, nullptr, nullptr, nullptr};
-  int dst_strides[4] = {rgb_stride, 0, 0, 0};
-  sws_scale(sws_.get(), f->data, f->linesize, 0, fh, dst_planes, dst_strides);
+  if (fast444) {
+    fast444->convert(f->data, f->linesize, fw, fh, rgb, rgb_stride);
+  } else {
+    uint8_t* dst_planes[4] = {rgb, nullptr, nullptr, nullptr};
+    int dst_strides[4] = {rgb_stride, 0, 0, 0};
+    sws_scale(sws_.get(), f->data, f->linesize, 0, fh, dst_planes, dst_strides);
+  }
   if (direct) return;
   if (!need_resize && rot == 0) {
     for (int y = 0; y < fh; ++y) {
@@ -598,6 +743,8 @@ DecodeResult VideoDecoder::decode_locked(const std::vector<double>& times_s, Sel
   res.keyframe.assign(res.T, 0);
   stats_ = DecodeStats{};
   read_error_.clear();
+  sync_unclean_keyframes();
+  backed_off_from_.clear();
   if (res.T == 0) {
     if (gpu_) res.device_frames = gpu_->end_batch();
     return res;
@@ -706,7 +853,20 @@ DecodeResult VideoDecoder::decode_locked(const std::vector<double>& times_s, Sel
         }
       }
       Held next;
-      if (!receive_next(&next)) {
+      const bool received = receive_next(&next);
+      if (probe_.failed) {
+        // Decoding from this keyframe conceals frames of its GOP: it may not be a clean start.
+        // Restart from the keyframe before it.
+        const int64_t earlier = planner_->keyframe_at_or_before(probe_.key - 1);
+        backed_off_from_.push_back(probe_.key);
+        prev.clear();
+        cur.clear();
+        seek_at(earlier);
+        start_probe(earlier);
+        stats_.keyframe_backoffs++;
+        continue;
+      }
+      if (!received) {
         // End of stream: the last frame is the answer unless data ended before the target.
         if (!prev.valid()) {
           throw DecodeError(DecodeError::Kind::kCorrupt,
@@ -729,6 +889,13 @@ DecodeResult VideoDecoder::decode_locked(const std::vector<double>& times_s, Sel
         break;
       }
       cur.take(next);
+    }
+    if (!backed_off_from_.empty()) {
+      // An earlier start gave a clean target: the abandoned keyframes are not clean starts.
+      if (!chosen->corrupt) {
+        for (int64_t k : backed_off_from_) mark_unclean_keyframe(k);
+      }
+      backed_off_from_.clear();
     }
     auto tc = Clock::now();
     if (chosen->pts == last_chosen_pts && last_slot >= 0) {
@@ -755,6 +922,7 @@ DecodeResult VideoDecoder::decode_locked(const std::vector<double>& times_s, Sel
   total_.seeks += stats_.seeks;
   total_.decode_errors += stats_.decode_errors;
   total_.skip_nonref_packets += stats_.skip_nonref_packets;
+  total_.keyframe_backoffs += stats_.keyframe_backoffs;
   total_.decode_ms += stats_.decode_ms;
   total_.convert_ms += stats_.convert_ms;
   res.stats = stats_;

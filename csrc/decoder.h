@@ -65,6 +65,8 @@ struct DecodeStats {
   int64_t decode_errors = 0;    // packets or frames the decoder reported as damaged
   int64_t skip_nonref_packets = 0;  // packets sent with non-reference skipping allowed (upper
                                     // bound on the frames the decoder dropped unseen)
+  int64_t keyframe_backoffs = 0;    // restarts from an earlier keyframe because decoding from the
+                                    // planned one concealed frames of its GOP
   double decode_ms = 0;         // demux + decode wall time
   double convert_ms = 0;        // colour conversion + resize + rotation wall time
 };
@@ -116,6 +118,12 @@ class VideoDecoder {
   // Cumulative statistics since open. Takes the decoder's lock (waits for a call in progress).
   DecodeStats total_stats() const;
 
+  // Keyframes of the index found not to be clean random-access points (seconds from the first
+  // frame, sorted): decoding from one concealed frames of its GOP that a decode from an earlier
+  // keyframe reconstructed. Learnt while decoding and shared by every decoder of the same file
+  // (path, size, mtime) and stream in the process; seeks go to an earlier keyframe instead.
+  std::vector<double> unclean_keyframes_s();
+
   // Non-reference skipping (default on): packets whose pts is more than two frame durations from
   // every target of the current call are sent with AVDISCARD_NONREF, so the decoder drops
   // disposable frames (H.264 nal_ref_idc 0, HEVC sub-layer non-reference, VP9 frames that refresh
@@ -134,6 +142,8 @@ class VideoDecoder {
   void fill_info();
   void seek_to(int64_t target);  // to the keyframe the planner knows for target
   void seek_at(int64_t ts);       // seek (pts, backward) and reset the decoder state
+  void sync_unclean_keyframes();  // take what other decoders of this file learnt
+  void mark_unclean_keyframe(int64_t key_pts);
   bool receive_next(Held* out);  // false at end of stream
   void convert_into(const AVFrame* f, uint8_t* dst, int out_w, int out_h, ResizeFilter filter);
 
@@ -153,6 +163,23 @@ class VideoDecoder {
   bool input_eof_ = false;
   bool output_eof_ = false;
   bool gop_tainted_ = false;
+  // Keyframe back-off: after a seek to keyframe `key`, its GOP ([key, end)) is watched. A
+  // concealed frame in it, or no frame of it at all, means that keyframe may not be a clean start:
+  // decoding restarts from the keyframe before it (up to kMaxKeyframeBackoffs times per target).
+  // When the target then comes out clean, the abandoned keyframes are marked unclean for good.
+  struct StartProbe {
+    bool active = false;
+    bool failed = false;     // set by receive_next(); the decode loop backs off
+    bool saw_frame = false;  // a clean frame of the GOP came out
+    int64_t key = 0;
+    int64_t end = 0;
+  } probe_;
+  void start_probe(int64_t key);
+  bool can_back_off() const;
+  void end_probe_at_gop_end();
+  std::vector<int64_t> backed_off_from_;  // keyframes abandoned for the current target
+  std::string file_key_;                  // path, size, mtime, stream: the shared unclean-keyframe key
+  uint64_t unclean_version_ = 0;          // version of the shared table last taken
   std::string read_error_;
   DecodeStats stats_, total_;
   std::unique_ptr<Held> prev_, cur_;  // candidates kept across calls

@@ -6,9 +6,7 @@
 #include <stdexcept>
 #include <string>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#endif
+#include "cpu_features.h"
 
 namespace eva_fast {
 namespace {
@@ -44,21 +42,7 @@ inline double keys_cubic(double x, double a) {
 #define EVA_FAST_MULTIVERSION
 #endif
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define EVA_FAST_X86_SIMD 1
-#else
-#define EVA_FAST_X86_SIMD 0
-#endif
-
 namespace {
-
-bool cpu_has_avx2() {
-#if EVA_FAST_X86_SIMD
-  return __builtin_cpu_supports("avx2");
-#else
-  return false;
-#endif
-}
 
 std::atomic<bool> g_resize_simd{cpu_has_avx2()};
 

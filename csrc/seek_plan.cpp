@@ -14,8 +14,22 @@ SeekPlanner::SeekPlanner(std::vector<int64_t> keyframe_pts, int64_t default_gop)
 
 int64_t SeekPlanner::keyframe_at_or_before(int64_t target) const {
   auto it = std::upper_bound(keyframes_.begin(), keyframes_.end(), target);
-  if (it == keyframes_.begin()) return INT64_MIN;
-  return *(it - 1);
+  while (it != keyframes_.begin()) {
+    --it;
+    if (!std::binary_search(unclean_.begin(), unclean_.end(), *it)) return *it;
+  }
+  return INT64_MIN;
+}
+
+int64_t SeekPlanner::keyframe_after(int64_t p) const {
+  auto it = std::upper_bound(keyframes_.begin(), keyframes_.end(), p);
+  return it == keyframes_.end() ? INT64_MAX : *it;
+}
+
+void SeekPlanner::mark_unclean(int64_t key_pts) {
+  if (!std::binary_search(keyframes_.begin(), keyframes_.end(), key_pts)) return;
+  auto it = std::lower_bound(unclean_.begin(), unclean_.end(), key_pts);
+  if (it == unclean_.end() || *it != key_pts) unclean_.insert(it, key_pts);
 }
 
 bool SeekPlanner::should_seek(bool has_position, int64_t position, int64_t target) const {

@@ -22,8 +22,17 @@ class SeekPlanner {
   bool has_index() const { return !keyframes_.empty(); }
   const std::vector<int64_t>& keyframes() const { return keyframes_; }
 
-  // Last keyframe with pts <= target, or INT64_MIN if none is known.
+  // Last keyframe with pts <= target that is not marked unclean, or INT64_MIN if none is known.
   int64_t keyframe_at_or_before(int64_t target) const;
+
+  // First keyframe of the index with pts > p (unclean ones included), or INT64_MAX.
+  int64_t keyframe_after(int64_t p) const;
+
+  // A keyframe from which decoding does not start cleanly (the decoder conceals frames of its GOP
+  // that a decode from an earlier keyframe reconstructs): never seek to it again; decode through
+  // it from an earlier keyframe instead.
+  void mark_unclean(int64_t key_pts);
+  const std::vector<int64_t>& unclean() const { return unclean_; }
 
   // Should the decoder seek before decoding towards `target`, given that the last frame it
   // produced has pts `position` (has_position=false right after open or a flush)?
@@ -40,6 +49,7 @@ class SeekPlanner {
 
  private:
   std::vector<int64_t> keyframes_;
+  std::vector<int64_t> unclean_;  // sorted subset of keyframes_
   bool indexed_;
   int64_t default_gop_;
   int64_t last_seen_key_ = INT64_MIN;

@@ -99,6 +99,9 @@ class DecodeStats:
     @property
     def skip_nonref_packets(self) -> int: ...
     @property
+    def keyframe_backoffs(self) -> int:
+        """Restarts from an earlier keyframe because the planned one concealed frames of its GOP."""
+    @property
     def decode_ms(self) -> float: ...
     @property
     def convert_ms(self) -> float: ...
@@ -167,6 +170,10 @@ class VideoDecoder:
         """Demux-only scan: every frame's pts (sorted, seconds from the first frame) and keyframe flag."""
     @property
     def total_stats(self) -> DecodeStats: ...
+    @property
+    def unclean_keyframes_s(self) -> list[float]:
+        """Keyframes (seconds from the first frame, sorted) found not to be clean starts; shared by every
+        decoder of the same file (path, size, mtime) and stream in the process."""
     skip_nonref: bool
     """Let the decoder drop non-reference frames far from every target (identical output)."""
 
@@ -177,6 +184,9 @@ def resize_rgb(
 
 def _set_resize_simd(enabled: bool) -> bool: ...
 def _resize_simd_available() -> bool: ...
+def _set_yuv444_fast(enabled: bool) -> bool: ...
+def _yuv444_fast_available(colorspace: int, full_range: bool) -> bool: ...
+def _yuv444_mismatches_exhaustive(colorspace: int, full_range: bool) -> int: ...
 def cuda_yuv420_to_rgb(
     y: int,
     uv: int,

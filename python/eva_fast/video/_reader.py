@@ -115,6 +115,8 @@ class DecodeStats:
         decode_errors: damaged packets/frames reported by the decoder.
         skip_nonref_packets: packets sent with non-reference skipping allowed (an upper bound on
             the frames the decoder dropped without reconstructing them).
+        keyframe_backoffs: restarts from an earlier keyframe because decoding from the planned one
+            concealed frames of its GOP (a keyframe that is not a clean start; see ``VideoReader``).
         decode_ms: demux + decode wall time, milliseconds.
         convert_ms: colour conversion + resize + rotation wall time, milliseconds (NVDEC backend: the
             time to enqueue the CUDA kernels; they finish asynchronously on the call's stream).
@@ -131,6 +133,7 @@ class DecodeStats:
     seeks: int = 0
     decode_errors: int = 0
     skip_nonref_packets: int = 0
+    keyframe_backoffs: int = 0
     decode_ms: float = 0.0
     convert_ms: float = 0.0
     backend: str = "cpu"
@@ -150,7 +153,7 @@ class DecodeStats:
 
 #: Counters the native decoder reports (``_C.DecodeStats`` attributes).
 _NATIVE_STATS = ("decoded_frames", "packets_sent", "seeks", "decode_errors", "skip_nonref_packets",
-                 "decode_ms", "convert_ms")
+                 "keyframe_backoffs", "decode_ms", "convert_ms")
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,14 @@ class VideoReader:
     concealed picture is returned in its place and a warning is logged); pass
     ``on_corrupt="error"`` to raise :class:`CorruptVideoError` instead. Truncated files raise
     :class:`CorruptVideoError` when a requested time lies beyond the decodable data.
+
+    Keyframes that are not clean starts: when decoding from the keyframe a seek chose conceals a
+    frame of its GOP, the decoder restarts from the keyframe before it (up to 8 times per
+    requested frame); if the requested frame then comes out clean, the abandoned keyframe is
+    remembered for the file (every reader of it in this process, GOP workers included) and never
+    sought to again. So a seek never returns a concealed frame that decoding from an earlier
+    keyframe (a serial decode) would reconstruct; ``stats.keyframe_backoffs`` counts the restarts.
+    Example: ``cockatoo.mp4`` (H.264 4:4:4) decodes cleanly only from its first keyframe.
 
     GPU decoding (``device="cuda"`` / ``"cuda:N"``): FFmpeg demuxes on the host, NVDEC decodes, and
     a CUDA kernel converts NV12/P016 to RGB and resizes (same filters and fixed-point weights as the
@@ -503,6 +514,11 @@ class VideoReader:
         keys = self.metadata.keyframe_pts_s
         if self.gop_workers < 2 or self.backend != "cpu" or len(keys) < 2 or len(times) < 2:
             return None
+        unclean = set(self._native().unclean_keyframes_s)
+        if unclean:  # GOPs that start at an unclean keyframe are decoded with the GOP before them
+            keys = tuple(k for k in keys if k not in unclean)
+            if len(keys) < 2:
+                return None
         if not all(math.isfinite(t) for t in times):
             return None  # the native decoder raises the error with its message
         key_s = np.asarray(keys, dtype=np.float64)
@@ -526,16 +542,19 @@ class VideoReader:
         return [np.flatnonzero(np.isin(gop, g)).tolist() for g in groups]
 
     def _decode_gop_parallel(self, times, chunks, mode, h, w, resample) -> _Native:
-        while len(self._workers) < len(chunks):
-            dec = _C.VideoDecoder(self.path, self._stream_arg, 1, -1)
-            dec.skip_nonref = self._skip_nonref
-            self._workers.append(dec)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.gop_workers, thread_name_prefix="eva_fast-gop")
-        futures = [
-            self._pool.submit(dec.decode, [times[i] for i in idx], mode, h, w, resample, 0)
-            for dec, idx in zip(self._workers, chunks)
-        ]
+        self._workers.extend([None] * (len(chunks) - len(self._workers)))
+
+        def run(slot: int, idx: list[int]) -> _C.DecodeOutput:
+            dec = self._workers[slot]
+            if dec is None:  # opened on first use, in the worker thread: opens overlap with decoding
+                dec = _C.VideoDecoder(self.path, self._stream_arg, 1, -1)
+                dec.skip_nonref = self._skip_nonref
+                self._workers[slot] = dec
+            return dec.decode([times[i] for i in idx], mode, h, w, resample, 0)
+
+        futures = [self._pool.submit(run, slot, idx) for slot, idx in enumerate(chunks)]
         parts = [f.result() for f in futures]  # re-raises a worker's exception
         first = parts[0].frames
         frames = np.empty((len(times), *first.shape[1:]), dtype=first.dtype)
@@ -589,7 +608,7 @@ class VideoReader:
     def total_stats(self) -> DecodeStats:
         """Decode work summed over every call on this reader (its GOP workers included)."""
         with self._lock:
-            decoders = [self._native(), *self._workers]
+            decoders = [self._native(), *(d for d in self._workers if d is not None)]
             return DecodeStats.total([d.total_stats for d in decoders], backend=self.backend,
                                      fallback_reason=self.fallback_reason, gop_workers=len(decoders))
 
