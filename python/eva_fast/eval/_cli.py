@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from eva_fast.eval._datasets import BENCHMARKS, JsonlFormatError, get_benchmark, load_samples, parse_shard, preflight, \
@@ -45,17 +44,9 @@ def _load_roots(args: argparse.Namespace, benchmarks: list[str]) -> dict[str, st
     """benchmark -> video root, from ``--video-root`` (one benchmark) or ``--roots FILE``."""
     roots: dict[str, str] = {}
     if getattr(args, "roots", None):
-        path = Path(args.roots)
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+        from eva_fast._files import read_mapping
 
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping benchmark -> video folder, got {type(data).__name__}")
-        roots.update({str(k).lower(): str(v) for k, v in data.items()})
+        roots.update({k.lower(): v for k, v in read_mapping(args.roots, "benchmark -> video folder").items()})
     if args.video_root:
         if len(benchmarks) != 1:
             raise ValueError("--video-root is for one benchmark; use --roots FILE (benchmark: folder) for several")

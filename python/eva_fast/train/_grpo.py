@@ -187,19 +187,9 @@ def load_roots(path: str | os.PathLike | None) -> dict[str, str]:
     Raises:
         FileNotFoundError, ValueError: a missing file or not a mapping.
     """
-    if path is None:
-        return {}
-    p = Path(path)
-    text = p.read_text()
-    if p.suffix in (".yaml", ".yml"):
-        import yaml
+    from eva_fast._files import read_mapping
 
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ValueError(f"{p}: expected a mapping source name -> video folder, got {type(data).__name__}")
-    return {str(k): str(v) for k, v in data.items()}
+    return {} if path is None else read_mapping(path, "source name -> video folder")
 
 
 def video_path(sample: RLSample, video_root: str | None, roots: dict[str, str]) -> str:
