@@ -259,13 +259,13 @@ def _bench_workload(args, env, suite, systems, skipped, ctx, wl, reader, pts, ke
                 st["base"] = base if st["base"] is None else min(st["base"], base)
             s.after_run()
             st["samples"].append(sample)
-    # 3. rows
-    eva_ms = None
-    if "eva_fast" in state and state["eva_fast"]["samples"]:
-        eva_ms = float(np.median([x.wall_s for x in state["eva_fast"]["samples"]])) * 1e3
-    pack_ms = None
-    if "eva_fast+pack" in state and state["eva_fast+pack"]["samples"]:
-        pack_ms = float(np.median([x.wall_s for x in state["eva_fast+pack"]["samples"]])) * 1e3
+    # 3. rows; ratios use the rows' own (rounded) medians, so they are recomputable from the rows
+    def median_ms(name: str) -> float | None:
+        samples = state[name]["samples"] if name in state else None
+        return H.summarize(samples)["ms"]["median"] if samples else None
+
+    eva_ms = median_ms("eva_fast")
+    pack_ms = median_ms("eva_fast+pack")
     rows = []
     for name, st in state.items():
         s = st["system"]
