@@ -1,12 +1,16 @@
 """Fixtures for the training tests: real-video EVA trajectories made by the agent loop (scripted
 model turns), their training records, a way to make the tiny model say given replies, the scripted
-OpenAI-compatible server process (``scripted_server`` of ``tests/agent/conftest.py``), and TRL's CUDA layout of its
-fused LM head on CPU."""
+OpenAI-compatible server process (``scripted_server`` of ``tests/agent/conftest.py``), TRL's CUDA layout of its
+fused LM head on CPU, and ``launch_two_processes`` (a CLI command in two CPU processes under torchrun,
+the multi-GPU code path on gloo)."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -161,3 +165,24 @@ def cuda_layout_lm_head(monkeypatch):
     import trl.trainer.utils as tu
 
     monkeypatch.setattr(tu, "_use_triton", lambda device: True, raising=True)
+
+
+def launch_two_processes(*cli_args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m eva_fast.cli *cli_args``: two training processes on gloo
+    (the config's ``use_cpu: true`` makes accelerate's state MULTI_CPU), the same collectives as a
+    multi-GPU run; one thread each (2-core CI). ``accelerate launch --cpu --num_processes 2`` would
+    start a single process."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "eva_fast.cli", *cli_args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
+def launch_failure(proc: subprocess.CompletedProcess) -> str:
+    """The lines that say why a ``launch_two_processes`` run failed (each rank's error first)."""
+    errors = [ln for ln in proc.stderr.splitlines() if "error:" in ln or "Error:" in ln]
+    return "\n".join(errors[:20]) + "\n...\n" + proc.stderr[-3000:]
+

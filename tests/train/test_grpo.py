@@ -26,6 +26,7 @@ def policy_dir(tiny_qwen_dir, tmp_path_factory, cuda_layout_lm_head_module):
     """The tiny model SFT-trained on two short EVA episodes (one tool call, then the answer) until
     it writes the tool call itself."""
     from eva_fast.train import EvaSFTConfig, EvaSFTTrainer, record_from_trajectory
+
     from tests.train.conftest import run_episode
 
     recs = []
@@ -179,6 +180,7 @@ def test_group_frame_cache_decodes_shared_calls_once(policy_dir):
     from eva_fast.agent import AgentConfig, get_backend
     from eva_fast.train import RolloutEngine
     from eva_fast.video import select_frames
+
     from tests.train.conftest import ForcedReplies
 
     backend = get_backend("transformers", model_path=str(policy_dir))
@@ -214,6 +216,7 @@ def test_hostile_episodes_score_zero_and_training_goes_on(policy_dir, tmp_path):
     from eva_fast.agent import get_backend
     from eva_fast.train import EvaGRPOTrainer
     from eva_fast.train._grpo import EvaRewards
+
     from tests.train.conftest import ForcedReplies
 
     hostile = [
@@ -279,9 +282,8 @@ def test_checkpoint_and_resume(policy_dir, tmp_path):
 def test_trl_contract():
     """The private TRL hooks this trainer relies on (module docstring of eva_fast.train._grpo)."""
     import trl
-    from trl import GRPOTrainer
-
     from eva_fast.train._grpo import TESTED_TRL
+    from trl import GRPOTrainer
 
     assert trl.__version__ in TESTED_TRL
     assert list(inspect.signature(GRPOTrainer._generate).parameters) == ["self", "prompts"]
@@ -331,3 +333,49 @@ def test_videos_resolve_under_roots_by_source(tmp_path):
     with pytest.raises(FileNotFoundError, match="1 question"):
         EvaGRPOTrainer._samples([a, b], args, None)
     assert EvaGRPOTrainer._samples([a], args, None) == [a]
+
+
+def test_two_processes_log_and_dump_every_episode(policy_dir, tmp_path):
+    """``eva-fast train grpo`` under ``accelerate launch`` with two processes (each runs one
+    question's 4 episodes): the rollout dump holds all 8 episodes of both processes, and the logged
+    eva/* metrics, token count and frame-cache totals are those of all 8, recomputed from the dump."""
+    import json
+
+    import yaml
+    from eva_fast.agent import NORMAL_STOP_REASONS
+
+    from tests.train.conftest import launch_failure, launch_two_processes
+
+    rl = tmp_path / "rl.jsonl"
+    rl.write_text("".join(json.dumps({"video": str(DATA / VIDEO), "question": q, "answer": a, "type": "mcq"}) + "\n"
+                          for q, a in QUESTIONS))
+    out = tmp_path / "grpo"
+    cfg = dict(model_name_or_path=str(policy_dir), train_file=str(rl), output_dir=str(out), num_generations=4,
+               per_device_train_batch_size=4, max_steps=2, learning_rate=1e-4, temperature=0.7, beta=0.0, judge="none",
+               max_turns=3, max_turn_tokens=48, use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none",
+               save_strategy="steps", save_steps=2, disable_tqdm=True, logging_steps=1, seed=0, dump_every_steps=1,
+               dump_num=1)
+    (tmp_path / "grpo.yaml").write_text(yaml.safe_dump(cfg))
+    proc = launch_two_processes("train", "grpo", "--config", str(tmp_path / "grpo.yaml"))
+    assert proc.returncode == 0, launch_failure(proc)
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    logs = [h for h in json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    assert [h["step"] for h in logs] == [1, 2]
+    tokens = requested = 0
+    for log, dump in zip(logs, sorted((out / "rollouts").glob("step-*.jsonl"))):
+        eps = [json.loads(line) for line in dump.read_text().splitlines()]
+        assert len(eps) == 8 and {e["process"] for e in eps} == {0, 1}
+        assert sorted(e["trajectory"]["question"] for e in eps) == sorted([q for q, _ in QUESTIONS] * 4)
+        trajs = [e["trajectory"] for e in eps]
+        assert log["eva/rounds"] == pytest.approx(sum(t["num_rounds"] for t in trajs) / 8)
+        assert log["eva/visual_tokens"] == pytest.approx(sum(t["visual_tokens"] for t in trajs) / 8)
+        stops = [t["stop_reason"] if t["stop_reason"] in NORMAL_STOP_REASONS else
+                 ("exception" if t["stop_reason"].startswith("exception") else "tool_error") for t in trajs]
+        for r in (*NORMAL_STOP_REASONS, "tool_error", "exception"):
+            assert log[f"eva/stop/{r}"] == pytest.approx(stops.count(r) / 8), r
+        # each episode's sequence holds at least its last round's prompt + completion (total_tokens)
+        tokens += sum(t["total_tokens"] for t in trajs)
+        assert log["num_tokens"] >= tokens > 0
+        requested += sum(len(c["frames"]["frame_indices"]) for t in trajs for turn in t["turns"]
+                         for c in turn["tool_calls"] if c.get("frames"))
+    assert summary["frames_requested"] == requested

@@ -82,11 +82,10 @@ def test_saved_model_runs_eva_fast_ask(sft_run, tmp_path):
 
 
 def test_lora_merges_into_a_loadable_model(tiny_qwen_dir, eva_records, tmp_path):
-    from trl import ModelConfig
-
     from eva_fast.agent import get_backend
     from eva_fast.train import EvaSFTConfig, EvaSFTTrainer
     from eva_fast.train._cli import peft_config_from, save_final
+    from trl import ModelConfig
 
     args = EvaSFTConfig(output_dir=str(tmp_path / "lora"), max_steps=2, per_device_train_batch_size=1, learning_rate=0.05,
                         use_cpu=True, bf16=False, gradient_checkpointing=False, report_to=[], save_strategy="no",
@@ -116,3 +115,31 @@ def test_config_errors(tmp_path):
         EvaSFTConfig(output_dir=str(tmp_path), pixel_dtype="int8")
     proc = _cli("train", "sft", "--output_dir", str(tmp_path), "--train_file", "x.jsonl", "--use_cpu", "true", "--bf16", "false")
     assert proc.returncode == 2 and "model_name_or_path is required" in proc.stderr
+
+
+def test_two_processes_count_every_skipped_sample(tiny_qwen_dir, eva_records, tmp_path):
+    """``skip_bad_samples`` in a two-process run (torchrun, gloo): one of the four records was made
+    on another video (the collator refuses it), each step's 2 x 2 samples hold it once, and
+    ``skipped_samples`` counts it in every step whichever process drew it (2 after 2 steps)."""
+    import copy
+
+    from eva_fast.train import write_records
+
+    from tests.conftest import DATA
+    from tests.train.conftest import launch_failure, launch_two_processes
+
+    bad = copy.deepcopy(eva_records[0])
+    bad.video = str(DATA / "nasa_13013_vfr.mp4")  # another video: its frames no longer match the record
+    write_records(tmp_path / "sft.jsonl", [*eva_records[1:], bad])
+    out = tmp_path / "out"
+    cfg = {
+        "model_name_or_path": str(tiny_qwen_dir), "train_file": str(tmp_path / "sft.jsonl"), "output_dir": str(out),
+        "max_steps": 2, "per_device_train_batch_size": 2, "learning_rate": 0.01, "logging_steps": 1,
+        "save_strategy": "steps", "save_steps": 2, "use_cpu": True, "bf16": False, "gradient_checkpointing": False,
+        "report_to": "none", "seed": 0, "disable_tqdm": True, "skip_bad_samples": True,
+    }
+    (tmp_path / "sft.yaml").write_text(yaml.safe_dump(cfg))
+    proc = launch_two_processes("train", "sft", "--config", str(tmp_path / "sft.yaml"))
+    assert proc.returncode == 0, launch_failure(proc)
+    logs = [h for h in json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    assert [(h["step"], h["skipped_samples"], h["epoch"]) for h in logs] == [(1, 1.0, 1.0), (2, 2.0, 2.0)]

@@ -131,6 +131,18 @@ def default_lora_targets(target_modules: Sequence[str] | str | None) -> Sequence
     return QWEN25VL_LORA_TARGETS if not target_modules else target_modules
 
 
+class CheckpointExtrasMixin:
+    """After each save, copy :data:`CHECKPOINT_EXTRAS` from the base checkpoint
+    (``self.base_model_path``) into the saved folder, on the process that writes checkpoints only
+    (``args.should_save``): transformers calls ``_save`` on every process, and a second writer
+    raced the first (a rank copying into a folder not made yet failed a two-process run)."""
+
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            copy_checkpoint_extras(self.base_model_path, output_dir or self.args.output_dir)
+
+
 class ResumeWeightsMixin:
     """Resume a trainer with the checkpoint's weights for models whose saved keys differ from their
     module names (Qwen2.5-VL: saved as ``visual.*`` / ``model.*``, held as ``model.visual.*`` /
@@ -160,3 +172,22 @@ class ResumeWeightsMixin:
         plain.load_state_dict(saved.state_dict(), strict=True)
         logger.info("resumed model weights from %s (%d tensors)", resume_from_checkpoint, len(saved.state_dict()))
         del saved
+
+
+def log_skipped_samples(trainer: Any, skipped: Any, mode: str) -> None:
+    """Log ``skipped_samples``: samples the collator skipped (``skip_bad_samples``) since this run
+    started, summed over all processes (one ``gather`` per micro-batch: ``compute_loss`` runs on
+    every process in lockstep), so a bad video seen by any rank shows in the main process's logs.
+
+    Args:
+        trainer: an eva_fast trainer (TRL's ``_metrics`` dict, an accelerator).
+        skipped: the batch's ``eva_num_skipped`` (int or 0-d tensor).
+        mode: ``"train"`` or ``"eval"``.
+    """
+    import torch
+
+    acc = trainer.accelerator
+    local = torch.as_tensor(skipped, dtype=torch.long, device=acc.device).reshape(1)
+    totals = trainer.__dict__.setdefault("_eva_skipped_samples", {"train": 0, "eval": 0})
+    totals[mode] += int(acc.gather(local).sum().item())
+    trainer._metrics[mode]["skipped_samples"] = [float(totals[mode])]

@@ -45,13 +45,13 @@ import random
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 
 from eva_fast._logging import get_logger
-from eva_fast.train._common import ResumeWeightsMixin, base_model_and_tokenizer, copy_checkpoint_extras
+from eva_fast.train._common import CheckpointExtrasMixin, ResumeWeightsMixin, base_model_and_tokenizer
 from eva_fast.train._rl_data import RLSample, load_rl_set
 from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine
 
@@ -282,16 +282,15 @@ class EvaRewards:
 
         out = await asyncio.gather(*(one(t, a, ty) for t, a, ty in zip(trajs, answers, types)))
         if log_metric is not None:
-            sums: dict[str, list[float]] = {}
+            # one value per episode: TRL averages log_metric values over calls and processes, so
+            # this logs the mean over all processes' episodes (not a mean of per-process means)
             for _, extra in out:
                 for k, v in extra.items():
-                    sums.setdefault(k, []).append(v)
-            for k, v in sums.items():
-                log_metric(k, sum(v) / len(v))
+                    log_metric(k, v)
         return [r for r, _ in out]
 
 
-class EvaGRPOTrainer(ResumeWeightsMixin, GRPOTrainer):
+class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
     """TRL's ``GRPOTrainer`` with EVA episodes as completions (see the module docstring).
 
     Args:
@@ -534,58 +533,81 @@ class EvaGRPOTrainer(ResumeWeightsMixin, GRPOTrainer):
     # -- observability ----------------------------------------------------------------------------
 
     def _log_rollouts(self, batch: RolloutBatch, mode: str, seconds: float) -> None:
+        """Log the rollout metrics of this generation round over the episodes of *all* processes
+        (gathered, like TRL's own completion metrics; TRL logs from the main process only): means
+        per episode, stop-reason fractions, frame-cache counters summed over processes, and the
+        stage times of the slowest process (``time/*``: the step waits for it)."""
+        from accelerate.utils import gather_object
+
         from eva_fast.agent import NORMAL_STOP_REASONS
 
-        m = self._metrics[mode]
         trajs = batch.trajectories
-        n = max(1, len(trajs))
-        gen = [sum(t.tokens.response_mask) if t.tokens else 0 for t in trajs]
-        m["completions/mean_length"].append(sum(gen) / n)
-        m["num_tokens"] = [self.state.num_input_tokens_seen]
-        if mode == "train":
-            self.state.num_input_tokens_seen += sum(
-                len(t.tokens.prompt_ids) + len(t.tokens.response_ids) for t in trajs if t.tokens
-            )
-        m["eva/rounds"].append(sum(t.num_rounds for t in trajs) / n)
-        m["eva/visual_tokens"].append(sum(t.visual_tokens for t in trajs) / n)
         calls = [c for t in trajs for c in t.tool_calls]
-        m["eva/tool_calls_per_episode"].append(len(calls) / n)
-        m["eva/tool_call_validity"].append(sum(c.frames is not None for c in calls) / len(calls) if calls else 0.0)
-        reasons = Counter(t.stop_reason if t.stop_reason in NORMAL_STOP_REASONS else
-                          ("exception" if t.stop_reason.startswith("exception") else "tool_error") for t in trajs)
+        stops = Counter(t.stop_reason if t.stop_reason in NORMAL_STOP_REASONS else
+                        ("exception" if t.stop_reason.startswith("exception") else "tool_error") for t in trajs)
+        local = {
+            "episodes": len(trajs),
+            "generated_tokens": sum(sum(t.tokens.response_mask) for t in trajs if t.tokens),
+            "tokens": sum(len(t.tokens.prompt_ids) + len(t.tokens.response_ids) for t in trajs if t.tokens),
+            "rounds": sum(t.num_rounds for t in trajs),
+            "visual_tokens": sum(t.visual_tokens for t in trajs),
+            "calls": len(calls),
+            "valid_calls": sum(c.frames is not None for c in calls),
+            "stops": dict(stops),
+            "cache": asdict(batch.cache),
+            "timings_ms": {**batch.timings_ms, "rollouts_s": seconds},
+        }
+        parts = gather_object([local])  # every process gets every process's part, in process order
+        total = {k: sum(p[k] for p in parts) for k in ("episodes", "generated_tokens", "tokens", "rounds",
+                                                        "visual_tokens", "calls", "valid_calls")}
+        n = max(1, total["episodes"])
+        m = self._metrics[mode]
+        m["completions/mean_length"].append(total["generated_tokens"] / n)
+        if mode == "train":
+            self.state.num_input_tokens_seen += total["tokens"]
+        m["num_tokens"] = [self.state.num_input_tokens_seen]
+        m["eva/rounds"].append(total["rounds"] / n)
+        m["eva/visual_tokens"].append(total["visual_tokens"] / n)
+        m["eva/tool_calls_per_episode"].append(total["calls"] / n)
+        m["eva/tool_call_validity"].append(total["valid_calls"] / total["calls"] if total["calls"] else 0.0)
         for r in (*NORMAL_STOP_REASONS, "tool_error", "exception"):
-            m[f"eva/stop/{r}"].append(reasons.get(r, 0) / n)
-        m["eva/frame_cache_hit_rate"].append(batch.cache.hit_rate)
-        m["eva/frames_decoded"].append(float(batch.cache.frames_decoded))
-        m["eva/frames_saved"].append(float(batch.cache.frames_saved))
-        for k, v in batch.timings_ms.items():
-            m[f"time/{k}_ms"].append(v)
-        m["time/rollouts_s"].append(seconds)
-        self.eva_cache_total.add(batch.cache)
+            m[f"eva/stop/{r}"].append(sum(p["stops"].get(r, 0) for p in parts) / n)
+        cache = CacheStats()
+        for p in parts:
+            cache.add(CacheStats(**p["cache"]))
+        m["eva/frame_cache_hit_rate"].append(cache.hit_rate)
+        m["eva/frames_decoded"].append(float(cache.frames_decoded))
+        m["eva/frames_saved"].append(float(cache.frames_saved))
+        stages = sorted({k for p in parts for k in p["timings_ms"]})
+        for k in stages:
+            slowest = max(p["timings_ms"].get(k, 0.0) for p in parts)
+            m["time/rollouts_s" if k == "rollouts_s" else f"time/{k}_ms"].append(slowest)
+        self.eva_cache_total.add(cache)
 
     def _dump(self, batch: RolloutBatch, rows: Sequence[dict[str, Any]]) -> None:
-        """Write this step's rollouts: ``rollouts/step-N.jsonl`` (one line per episode: the
-        trajectory with the question's ``gt``, ``type`` and ``category``, the form ``eva-fast data
-        enhance --failures`` reads) and timeline PNGs of the first ``dump_num``."""
+        """Write this step's rollouts, gathered from all processes: ``rollouts/step-N.jsonl`` (one
+        line per episode: the trajectory with the question's ``gt``, ``type`` and ``category`` and
+        the ``process`` that ran it, the form ``eva-fast data enhance --failures`` reads) and
+        timeline PNGs of the main process's first ``dump_num`` episodes."""
+        from accelerate.utils import gather_object
+
+        step = self.state.global_step
+        lines = [{"gt": row["answer"], "type": row["type"], "category": row.get("category") or None,
+                  "source": f"grpo:step-{step}", "process": self.accelerator.process_index, "answer": t.answer,
+                  "stop_reason": t.stop_reason, "trajectory": t.to_dict()}
+                 for t, row in zip(batch.trajectories, rows)]
+        lines = gather_object(lines)  # a collective: every process calls it at the same steps
         if not self.accelerator.is_main_process:
             return
         from eva_fast.agent._viz import plot_timeline
 
         out = Path(self.args.output_dir) / "rollouts"
         out.mkdir(parents=True, exist_ok=True)
-        step = self.state.global_step
         with open(out / f"step-{step:06d}.jsonl", "w", encoding="utf-8") as f:
-            for t, row in zip(batch.trajectories, rows):
-                line = {"gt": row["answer"], "type": row["type"], "category": row.get("category") or None,
-                        "source": f"grpo:step-{step}", "answer": t.answer, "stop_reason": t.stop_reason,
-                        "trajectory": t.to_dict()}
-                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+            f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
         for k, t in enumerate(batch.trajectories[: self.args.dump_num]):
             try:
                 plot_timeline(t, out / f"step-{step:06d}-{k}.png")
             except Exception as e:  # a plot must never stop training
                 logger.warning("timeline plot of step %d failed: %s", step, e)
 
-    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
-        super()._save(output_dir, state_dict)
-        copy_checkpoint_extras(self.base_model_path, output_dir or self.args.output_dir)

@@ -67,7 +67,12 @@ import torch
 
 from eva_fast._logging import get_logger
 from eva_fast.train._collator import IGNORE_INDEX, EncodedSample, EvaCollator, records_dataset
-from eva_fast.train._common import ResumeWeightsMixin, base_model_and_tokenizer, copy_checkpoint_extras
+from eva_fast.train._common import (
+    CheckpointExtrasMixin,
+    ResumeWeightsMixin,
+    base_model_and_tokenizer,
+    log_skipped_samples,
+)
 from eva_fast.train._frames import ReaderCache
 from eva_fast.train._records import RecordError, TrajectoryRecord
 
@@ -287,7 +292,7 @@ def label_counts(records: Sequence[TrajectoryRecord]) -> tuple[int, int]:
     return chosen, rejected
 
 
-class EvaKTOTrainer(ResumeWeightsMixin, KTOTrainer):
+class EvaKTOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, KTOTrainer):
     """TRL's ``KTOTrainer`` on labelled EVA trajectories (see the module docstring for what it
     overrides and why).
 
@@ -405,7 +410,7 @@ class EvaKTOTrainer(ResumeWeightsMixin, KTOTrainer):
         skipped = inputs.get("eva_num_skipped")
         if skipped is not None:
             mode = "train" if self.model.training else "eval"
-            self._metrics[mode]["skipped_samples"].append(float(skipped))
+            log_skipped_samples(self, skipped, mode)
         with self.kl_plan(inputs) as batch:
             out = super().compute_loss(model, batch, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
             if self.calculate_KL and self._eva_kl_calls != 2:
@@ -433,6 +438,3 @@ class EvaKTOTrainer(ResumeWeightsMixin, KTOTrainer):
                 kl_batch["pixel_values"], kl_batch["image_grid_thw"] = pv, grid
         return super()._compute_kl_logps(model, kl_batch)
 
-    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
-        super()._save(output_dir, state_dict)
-        copy_checkpoint_extras(self.base_model_path, output_dir or self.args.output_dir)

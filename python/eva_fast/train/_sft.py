@@ -21,10 +21,11 @@ import torch
 from eva_fast._logging import get_logger
 from eva_fast.train._collator import EvaCollator, records_dataset
 from eva_fast.train._common import (
+    CheckpointExtrasMixin,
     ResumeWeightsMixin,
     base_model_and_tokenizer,
-    copy_checkpoint_extras,
     load_training_records,
+    log_skipped_samples,
 )
 from eva_fast.train._frames import ReaderCache
 from eva_fast.train._records import TrajectoryRecord
@@ -149,7 +150,7 @@ def _records(data: Any, args: EvaDataArguments, file: str | None) -> tuple[list[
     return list(data), []
 
 
-class EvaSFTTrainer(ResumeWeightsMixin, SFTTrainer):
+class EvaSFTTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, SFTTrainer):
     """TRL's ``SFTTrainer`` on EVA trajectories (see the module docstring).
 
     Args:
@@ -204,9 +205,6 @@ class EvaSFTTrainer(ResumeWeightsMixin, SFTTrainer):
         skipped = inputs.pop("eva_num_skipped", None)
         if skipped is not None:
             mode = "train" if self.model.training else "eval"
-            self._metrics[mode]["skipped_samples"].append(float(skipped))
+            log_skipped_samples(self, skipped, mode)
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
-    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
-        super()._save(output_dir, state_dict)
-        copy_checkpoint_extras(self.base_model_path, output_dir or self.args.output_dir)
