@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import re
 
 import pytest
@@ -458,3 +459,29 @@ def test_cli_train_kto_and_resume(kto_data, tiny_qwen_dir, tmp_path, capsys, cud
 
 def test_ignore_index_is_the_collators():
     assert IGNORE_INDEX == -100
+
+
+def test_two_processes_train_and_save(kto_data, tiny_qwen_dir, tmp_path):
+    """``eva-fast train kto`` in two processes (torchrun, gloo; 2 records each per step, so the KL
+    rows pair samples within a process and TRL gathers the KL estimate across both): it trains,
+    logs the right counts and saves one servable model with its processor files."""
+    from tests.train.conftest import launch_failure, launch_two_processes
+
+    path, _, _ = kto_data
+    out = tmp_path / "kto2"
+    cfg = tmp_path / "kto.yaml"
+    cfg.write_text(
+        f"model_name_or_path: {tiny_qwen_dir}\ntrain_file: {path}\noutput_dir: {out}\nper_device_train_batch_size: 2\n"
+        "max_steps: 2\nlearning_rate: 0.001\nuse_cpu: true\nbf16: false\ngradient_checkpointing: false\n"
+        "logging_steps: 1\nsave_strategy: steps\nsave_steps: 2\nreport_to: none\nbalance_weights: true\nbeta: 0.2\n"
+    )
+    proc = launch_two_processes("train", "kto", "--config", str(cfg))
+    assert proc.returncode == 0, launch_failure(proc)
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and summary["chosen"] == 2 and summary["rejected"] == 2
+    logs = [h for h in json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    assert [h["step"] for h in logs] == [1, 2] and all(math.isfinite(h["loss"]) for h in logs)
+    assert all(h["epoch"] == h["step"] for h in logs)  # 2 processes x 2 records = the whole set per step
+    for d in (out, out / "checkpoint-2"):
+        for name in ("model.safetensors", "config.json", "chat_template.json", "preprocessor_config.json"):
+            assert (d / name).is_file(), d / name
