@@ -102,6 +102,9 @@ def test_lora_merges_into_a_loadable_model(tiny_qwen_dir, eva_records, tmp_path)
     merged = dict(backend.model.named_parameters())
     changed = [n for n, p in base.model.named_parameters() if not torch.equal(p, merged[n])]
     assert changed and all("language_model" in n for n in changed)
+    # the saved merge (adapter from disk onto a fresh base) equals merging the live trained model
+    live = dict(trainer.accelerator.unwrap_model(trainer.model).merge_and_unload().named_parameters())
+    assert all(torch.allclose(live[n], merged[n], rtol=0, atol=1e-6) for n in changed)
 
 
 def test_config_errors(tmp_path):

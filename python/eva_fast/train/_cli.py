@@ -50,20 +50,38 @@ def peft_config_from(model_args: Any) -> Any:
 
 
 def save_final(trainer: Any, output_dir: str) -> str:
-    """Save the trained model so ``eva-fast ask --model DIR`` / ``vllm serve DIR`` load it unchanged:
-    a LoRA model is merged into its base weights (the adapter is kept in ``DIR/adapter``)."""
+    """Save the trained model so ``eva-fast ask --model DIR`` / ``vllm serve DIR`` load it unchanged.
+
+    A LoRA model is saved as its adapter (``DIR/adapter``, through ``trainer.save_model`` on every
+    process, which gathers ZeRO-3 / FSDP shards), then merged on the main process into a fresh copy
+    of the base checkpoint read from disk: merging the live model would read only this process's
+    shard of each weight under ZeRO-3 or FSDP2 (the shipped multi-GPU configs).
+    """
     from eva_fast.train._common import copy_checkpoint_extras
 
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload"):
-        if trainer.accelerator.is_main_process:
-            model.save_pretrained(str(Path(output_dir) / "adapter"))
-            merged = model.merge_and_unload()
-            merged.save_pretrained(output_dir)
-            trainer.processing_class.save_pretrained(output_dir)
-            copy_checkpoint_extras(getattr(trainer, "base_model_path", None), output_dir)
-    else:
+    acc = trainer.accelerator
+    model = acc.unwrap_model(trainer.model)
+    if not hasattr(model, "merge_and_unload"):
         trainer.save_model(output_dir)
+        return output_dir
+    adapter = Path(output_dir) / "adapter"
+    trainer.save_model(str(adapter))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        from peft import PeftModel
+
+        base_path = getattr(trainer, "base_model_path", None)
+        if not base_path or not Path(base_path).is_dir():
+            raise ValueError(f"cannot merge the LoRA adapter in {adapter}: the base checkpoint {base_path!r} is not a "
+                             "local folder (the adapter is saved; merge it with peft's merge_and_unload)")
+        base_cls = type(model.get_base_model())
+        dtype = next(model.get_base_model().parameters()).dtype
+        base = base_cls.from_pretrained(base_path, dtype=dtype, device_map=None)
+        merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+        merged.save_pretrained(output_dir)
+        trainer.processing_class.save_pretrained(output_dir)
+        copy_checkpoint_extras(base_path, output_dir)
+    acc.wait_for_everyone()
     return output_dir
 
 
