@@ -174,18 +174,22 @@ class ResumeWeightsMixin:
         del saved
 
 
-def log_skipped_samples(trainer: Any, skipped: Any, mode: str) -> None:
+def log_skipped_samples(trainer: Any, skipped: Any) -> None:
     """Log ``skipped_samples``: samples the collator skipped (``skip_bad_samples``) since this run
     started, summed over all processes (one ``gather`` per micro-batch: ``compute_loss`` runs on
     every process in lockstep), so a bad video seen by any rank shows in the main process's logs.
 
     Args:
-        trainer: an eva_fast trainer (TRL's ``_metrics`` dict, an accelerator).
-        skipped: the batch's ``eva_num_skipped`` (int or 0-d tensor).
-        mode: ``"train"`` or ``"eval"``.
+        trainer: an eva_fast trainer (TRL's ``_metrics`` dict, an accelerator); the mode (train or
+            eval) is the model's.
+        skipped: the batch's ``eva_num_skipped`` (int or 0-d tensor); None (no collator count)
+            logs nothing.
     """
     import torch
 
+    if skipped is None:
+        return
+    mode = "train" if trainer.model.training else "eval"
     acc = trainer.accelerator
     local = torch.as_tensor(skipped, dtype=torch.long, device=acc.device).reshape(1)
     totals = trainer.__dict__.setdefault("_eva_skipped_samples", {"train": 0, "eval": 0})

@@ -555,7 +555,8 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
             "valid_calls": sum(c.frames is not None for c in calls),
             "stops": dict(stops),
             "cache": asdict(batch.cache),
-            "timings_ms": {**batch.timings_ms, "rollouts_s": seconds},
+            "timings_ms": batch.timings_ms,
+            "rollouts_s": seconds,
         }
         parts = gather_object([local])  # every process gets every process's part, in process order
         total = {k: sum(p[k] for p in parts) for k in ("episodes", "generated_tokens", "tokens", "rounds",
@@ -578,10 +579,9 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
         m["eva/frame_cache_hit_rate"].append(cache.hit_rate)
         m["eva/frames_decoded"].append(float(cache.frames_decoded))
         m["eva/frames_saved"].append(float(cache.frames_saved))
-        stages = sorted({k for p in parts for k in p["timings_ms"]})
-        for k in stages:
-            slowest = max(p["timings_ms"].get(k, 0.0) for p in parts)
-            m["time/rollouts_s" if k == "rollouts_s" else f"time/{k}_ms"].append(slowest)
+        for k in sorted({k for p in parts for k in p["timings_ms"]}):
+            m[f"time/{k}_ms"].append(max(p["timings_ms"].get(k, 0.0) for p in parts))
+        m["time/rollouts_s"].append(max(p["rollouts_s"] for p in parts))
         self.eva_cache_total.add(cache)
 
     def _dump(self, batch: RolloutBatch, rows: Sequence[dict[str, Any]]) -> None:
@@ -610,4 +610,3 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
                 plot_timeline(t, out / f"step-{step:06d}-{k}.png")
             except Exception as e:  # a plot must never stop training
                 logger.warning("timeline plot of step %d failed: %s", step, e)
-

@@ -407,10 +407,7 @@ class EvaKTOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, KTOTrainer):
             self._eva_kl_plan = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        skipped = inputs.get("eva_num_skipped")
-        if skipped is not None:
-            mode = "train" if self.model.training else "eval"
-            log_skipped_samples(self, skipped, mode)
+        log_skipped_samples(self, inputs.get("eva_num_skipped"))
         with self.kl_plan(inputs) as batch:
             out = super().compute_loss(model, batch, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
             if self.calculate_KL and self._eva_kl_calls != 2:
@@ -437,4 +434,3 @@ class EvaKTOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, KTOTrainer):
             else:
                 kl_batch["pixel_values"], kl_batch["image_grid_thw"] = pv, grid
         return super()._compute_kl_logps(model, kl_batch)
-

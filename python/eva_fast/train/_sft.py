@@ -202,9 +202,5 @@ class EvaSFTTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # the collator reports samples it skipped in this batch; it is not a model input
-        skipped = inputs.pop("eva_num_skipped", None)
-        if skipped is not None:
-            mode = "train" if self.model.training else "eval"
-            log_skipped_samples(self, skipped, mode)
+        log_skipped_samples(self, inputs.pop("eva_num_skipped", None))
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-
