@@ -98,7 +98,9 @@ def renderer(tiny_qwen_dir):
 class ForcedReplies:
     """Makes a transformers backend's model *generate* given replies: a logits processor appended
     after the backend's own masks every token but the next one of the reply (greedy then picks it),
-    so the backend's real generate/extend/record path runs on known text. Captures every prompt."""
+    so the backend's real generate/extend/record path runs on known text. Each row of a call takes
+    the next reply of the queue (a batched tick of k episodes takes k, in row order). Captures
+    every row's prompt (its ids without the left padding)."""
 
     def __init__(self, backend, replies: list[str]) -> None:
         self.backend = backend
@@ -111,11 +113,12 @@ class ForcedReplies:
         def generate(**kw):
             from eva_fast.agent._forcing import ForceTokens
 
-            forced = self.queue.pop(0)
-            self.prompts.append(kw["input_ids"][0].tolist())
-            self.generated.append(forced)
-            kw["logits_processor"] = list(kw.get("logits_processor") or []) + [ForceTokens(forced, kw["input_ids"].shape[1])]
-            kw["max_new_tokens"] = len(forced)
+            ids, mask = kw["input_ids"], kw["attention_mask"]
+            forced = [self.queue.pop(0) for _ in range(ids.shape[0])]
+            self.prompts.extend(row[m.bool()].tolist() for row, m in zip(ids, mask))
+            self.generated.extend(forced)
+            kw["logits_processor"] = list(kw.get("logits_processor") or []) + [ForceTokens(forced, ids.shape[1])]
+            kw["max_new_tokens"] = max(len(f) for f in forced)
             return original(**kw)
 
         backend.model.generate = generate

@@ -28,6 +28,7 @@ from eva_fast.agent._protocol import (
     parse_tool_calls,
 )
 from eva_fast.agent._types import (
+    INFRA_ERROR_SOURCES,
     FramesReturned,
     Generation,
     ImagePart,
@@ -39,6 +40,7 @@ from eva_fast.agent._types import (
 )
 
 __all__ = [
+    "INFRA_ERROR_SOURCES",
     "NORMAL_STOP_REASONS",
     "SYSTEM_PROMPT",
     "AgentConfig",

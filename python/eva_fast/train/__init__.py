@@ -39,7 +39,6 @@ from eva_fast.train._rl_data import QA_TYPES, RLDataError, RLSample, iter_rl_set
 _LAZY = {
     "EvaGRPOConfig": "eva_fast.train._grpo",
     "EvaGRPOTrainer": "eva_fast.train._grpo",
-    "EvaRewards": "eva_fast.train._grpo",
     "VLLMRolloutBackend": "eva_fast.train._vllm",
     "EvaSFTConfig": "eva_fast.train._sft",
     "EvaSFTTrainer": "eva_fast.train._sft",
@@ -65,7 +64,6 @@ __all__ = [
     "CacheStats",
     "EvaGRPOConfig",
     "EvaGRPOTrainer",
-    "EvaRewards",
     "GroupFrameCache",
     "RolloutBatch",
     "RolloutEngine",

@@ -26,8 +26,25 @@ from typing import Any
 import torch
 
 from eva_fast._logging import get_logger
+from eva_fast.agent._ticks import SyncFn, TickStats, TickSummary, summarize_ticks
 
 logger = get_logger("train")
+
+
+def cross_process_max(accelerator: Any) -> SyncFn | None:
+    """The :data:`~eva_fast.agent._ticks.SyncFn` of a training run: an element-wise max over all
+    processes of a list of ints (one ``all_reduce`` on the accelerator's device, so NCCL and gloo
+    alike); None for a single process."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return None
+    import torch.distributed as dist
+
+    def sync(values: list[int]) -> list[int]:
+        t = torch.tensor(values, dtype=torch.long, device=accelerator.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.tolist()
+
+    return sync
 
 
 @dataclass
@@ -167,6 +184,10 @@ class RolloutBatch:
             decode work, which the group cache shrinks).
         decoder_ms: the decoders' own time (demux + decode + convert/resize, CPU-side, summed over
             GOP workers), milliseconds; unlike the episodes' ``decode`` stage it excludes waiting.
+        ticks: the batched model calls of the round (:class:`~eva_fast.agent._ticks.TickStats`, one
+            per tick; empty when the backend generated turn by turn): concurrency, padding waste,
+            the model's wall time (an episode's ``generate`` stage is the whole tick it waited in,
+            so ``timings_ms["generate"]`` sums a tick once per episode in it).
     """
 
     trajectories: list[Any]
@@ -176,6 +197,18 @@ class RolloutBatch:
     caches: dict[str, GroupFrameCache] = field(default_factory=dict)
     decoder_frames: int = 0
     decoder_ms: float = 0.0
+    ticks: list[TickStats] = field(default_factory=list)
+
+    @property
+    def tick_summary(self) -> TickSummary:
+        """:attr:`ticks` summed (:func:`~eva_fast.agent._ticks.summarize_ticks`)."""
+        return summarize_ticks(self.ticks)
+
+    @property
+    def model_ms(self) -> float:
+        """Wall time the model spent generating for the batch, milliseconds: the ticks' summed
+        time, or (turn by turn, one call at a time) the episodes' summed ``generate`` stage."""
+        return self.tick_summary.generate_ms if self.ticks else self.timings_ms.get("generate", 0.0)
 
     def close(self) -> None:
         """Close the kept readers."""
@@ -198,7 +231,9 @@ class RolloutEngine:
 
     Args:
         backend: an agent backend that works on token ids (``TransformersBackend`` on the policy,
-            or the vLLM rollout backend) so trajectories carry a :class:`TokenTrace`.
+            or the vLLM rollout backend) so trajectories carry a :class:`TokenTrace`. A backend
+            with the round protocol of :mod:`eva_fast.agent._ticks` (``expect``, ``episode_done``,
+            ``drain``) serves the episodes' turns turn-synchronously, one batched call per tick.
         config: the agent settings (:class:`eva_fast.agent.AgentConfig`); ``temperature`` is the
             sampling temperature of the rollouts.
         share_frames: share decoded frames within a question's group (:class:`GroupFrameCache`).
@@ -276,7 +311,8 @@ class RolloutEngine:
         drain = getattr(self.backend, "drain", None)
         if drain is not None:  # batched backends (vLLM): finish the ticks other processes still run
             await drain()
-        batch = RolloutBatch(out, groups=len(groups), decoder_frames=work[0], decoder_ms=work[1])
+        batch = RolloutBatch(out, groups=len(groups), decoder_frames=work[0], decoder_ms=work[1],
+                             ticks=list(getattr(self.backend, "tick_stats", None) or []))
         for c in caches:
             batch.cache.add(c.stats)
             if keep_open:
