@@ -170,18 +170,57 @@ def cuda_layout_lm_head(monkeypatch):
     monkeypatch.setattr(tu, "_use_triton", lambda device: True, raising=True)
 
 
-def launch_two_processes(*cli_args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    """``torchrun --nproc_per_node 2 -m eva_fast.cli *cli_args``: two training processes on gloo
-    (the config's ``use_cpu: true`` makes accelerate's state MULTI_CPU), the same collectives as a
-    multi-GPU run; one thread each (2-core CI). ``accelerate launch --cpu --num_processes 2`` would
-    start a single process."""
+def launch_two_processes(*cli_args: str, timeout: int = 900, module: str = "eva_fast.cli",
+                         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m <module> *cli_args`` (default the ``eva-fast`` CLI): two
+    training processes on gloo (the config's ``use_cpu: true`` makes accelerate's state MULTI_CPU),
+    the same collectives as a multi-GPU run; one thread each (2-core CI). ``accelerate launch --cpu
+    --num_processes 2`` would start a single process. Past ``timeout`` seconds torchrun and its
+    workers (hung in a collective or not) are killed and ``subprocess.TimeoutExpired`` raised."""
+    import signal
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), "-m", "eva_fast.cli", *cli_args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+           "--master_port", str(port), "-m", module, *cli_args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # torchrun starts each worker in a session of its own: kill the whole tree, found before
+        # torchrun dies (its orphans would be reparented and hang on in their collective)
+        for pid in [*_descendants(proc.pid), proc.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        out, err = proc.communicate()
+        raise subprocess.TimeoutExpired(cmd, timeout, out, err) from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux ``/proc``), deepest first."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+
+    def walk(p: int) -> None:
+        for c in children.get(p, []):
+            walk(c)
+            out.append(c)
+
+    walk(pid)
+    return out
 
 
 def launch_failure(proc: subprocess.CompletedProcess) -> str:
