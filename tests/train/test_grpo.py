@@ -106,6 +106,9 @@ def test_grpo_trains_on_its_own_multi_turn_rollouts(policy_dir, tmp_path):
     # the rollouts are real episodes: the policy generated tool calls that fetched frames
     trajs = [t for b in spy.batches for t in b.trajectories]
     assert len(trajs) == 16
+    # turn-synchronous batching: the first tick served all 8 episodes of the step in one generate
+    assert all(b.ticks and b.ticks[0].episodes == 8 for b in spy.batches), [b.ticks for b in spy.batches]
+    assert trainer.loss_type == "grpo"
     assert sum(1 for t in trajs for c in t.tool_calls if c.frames is not None) >= 8, [t.stop_reason for t in trajs]
 
     # parameters changed
@@ -140,7 +143,9 @@ def test_grpo_trains_on_its_own_multi_turn_rollouts(policy_dir, tmp_path):
     # observability: per-step metrics and the rollout dumps
     logged = trainer.state.log_history[0]
     for key in ("reward", "rewards/accuracy/mean", "rewards/format/mean", "eva/rounds", "eva/visual_tokens",
-                "eva/tool_call_validity", "eva/frame_cache_hit_rate", "time/generate_ms", "time/decode_ms"):
+                "eva/tool_call_validity", "eva/frame_cache_hit_rate", "time/generate_ms", "time/decode_ms",
+                "time/model_ms", "eva/rollout_ticks", "eva/rollout_concurrency", "eva/padding_waste",
+                "eva/prefill_share", "eva/infra_failures"):
         assert key in logged, (key, sorted(logged))
     dumps = sorted((tmp_path / "grpo" / "rollouts").glob("step-*"))
     assert any(p.suffix == ".jsonl" for p in dumps) and any(p.suffix == ".png" for p in dumps)
@@ -372,6 +377,18 @@ def test_trl_contract():
     assert "extra_fields" in inspect.getsource(GRPOTrainer._generate_and_score_completions)
     sig = inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters
     assert {"pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids"} <= set(sig)
+    # unscorable episodes: the gathered rewards of _calculate_rewards, NaN = None, all-NaN rows get
+    # advantage 0; the loss masks with completion_mask * tool_mask (what _mask_unscorable zeroes)
+    assert list(inspect.signature(GRPOTrainer._calculate_rewards).parameters) == [
+        "self", "inputs", "prompts", "completions", "completion_ids_list"]
+    for needle in ("rewards_per_func = self._calculate_rewards(inputs, prompts, completions, completion_ids_list)",
+                   "unscorable_mask = torch.isnan(rewards_per_func).all(dim=1)",
+                   "advantages = torch.nan_to_num(advantages, nan=0.0)"):
+        assert needle in src, needle
+    assert "reward if reward is not None else torch.nan" in inspect.getsource(GRPOTrainer._calculate_rewards)
+    loss_src = inspect.getsource(GRPOTrainer._compute_loss)
+    assert 'mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]' in loss_src
+    assert 'if self.loss_type in ["grpo", "sapo"]:' in loss_src
 
 
 def test_config_and_data(tmp_path):
