@@ -22,11 +22,13 @@ from eva_fast.agent._config import AgentConfig
 from eva_fast.agent._loop import AgentLoop, AgentState, EventCallback
 from eva_fast.agent._protocol import (
     NORMAL_STOP_REASONS,
+    STOP_EXCEPTION,
     SYSTEM_PROMPT,
     extract_answer,
     first_user_text,
     parse_tool_calls,
 )
+from eva_fast.agent._ticks import SyncFn, TickStats, TickSummary, TurnBatcher, TurnRequest, summarize_ticks
 from eva_fast.agent._types import (
     INFRA_ERROR_SOURCES,
     FramesReturned,
@@ -42,6 +44,7 @@ from eva_fast.agent._types import (
 __all__ = [
     "INFRA_ERROR_SOURCES",
     "NORMAL_STOP_REASONS",
+    "STOP_EXCEPTION",
     "SYSTEM_PROMPT",
     "AgentConfig",
     "AgentLoop",
@@ -54,14 +57,20 @@ __all__ = [
     "Message",
     "ModelBackend",
     "Session",
+    "SyncFn",
     "TextPart",
+    "TickStats",
+    "TickSummary",
     "ToolCall",
     "Trajectory",
     "Turn",
+    "TurnBatcher",
+    "TurnRequest",
     "extract_answer",
     "first_user_text",
     "get_backend",
     "list_backends",
     "parse_tool_calls",
     "register_backend",
+    "summarize_ticks",
 ]

@@ -304,12 +304,14 @@ class TurnResult:
         logprobs: each id's sampling log-probability (``log_softmax(logits / T)``; T = 1 when greedy).
         prompt_tokens: the episode's prompt length for this turn (its own ids, no padding).
         generate_ms: wall time of the call that served it, milliseconds.
+        pack_ms: time spent packing this episode's new frames before the call, milliseconds.
     """
 
     token_ids: list[int]
     logprobs: list[float]
     prompt_tokens: int
     generate_ms: float
+    pack_ms: float = 0.0
 
 
 class _TransformersSession(TokenSession):
@@ -319,25 +321,20 @@ class _TransformersSession(TokenSession):
 
     # -- generation -----------------------------------------------------------------------------
 
-    def _prepare_and_pack(self, messages: Sequence[Message]) -> float:
-        self.prepare(messages)
-        return self.pack()
-
-    def _generate_alone(self, messages: Sequence[Message], max_new_tokens: int, temperature: float
-                        ) -> tuple[TurnResult, float]:
+    def _generate_alone(self, messages: Sequence[Message], max_new_tokens: int, temperature: float) -> TurnResult:
         b = self._b
         with b.lock:
-            pack_ms = self._prepare_and_pack(messages)
+            self.prepare(messages)
             (result,), _ = b.generate_turns([TurnRequest(self, max_new_tokens, temperature)])
-        return result, pack_ms
+        return result
 
     async def generate(self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float) -> Generation:
         b = self._b
-        if b.batcher.active:  # a round of episodes: this turn joins the next tick
-            pack_ms = await asyncio.to_thread(self._prepare_and_pack, list(messages))
+        if b.batcher.active:  # a round of episodes: this turn joins the next tick (which packs its frames)
+            await asyncio.to_thread(self.prepare, list(messages))
             result = await b.batcher.submit(TurnRequest(self, max_new_tokens, temperature))
         else:
-            result, pack_ms = await asyncio.to_thread(self._generate_alone, list(messages), max_new_tokens, temperature)
+            result = await asyncio.to_thread(self._generate_alone, list(messages), max_new_tokens, temperature)
         new = result.token_ids
         text = b.tokenizer.decode(new, skip_special_tokens=True)
         self.record_generation(new, result.logprobs, text)
@@ -347,7 +344,7 @@ class _TransformersSession(TokenSession):
             prompt_tokens=result.prompt_tokens,
             completion_tokens=len(new),
             finish_reason="stop" if ended else "length",
-            timings_ms={"generate": result.generate_ms, "pack": pack_ms},
+            timings_ms={"generate": result.generate_ms, "pack": result.pack_ms},
             completion_token_ids=list(new),
             completion_logprobs=list(result.logprobs),
         )
@@ -541,13 +538,13 @@ class TransformersBackend(ModelBackend):
                        ) -> tuple[list[TurnResult], TickStats]:
         """Generate the next turn of every request's session in one ``generate`` call.
 
-        Rows are the sessions' token ids (:meth:`TokenSession.pack` done), left-padded to the
-        longest with ``pad_token_id`` (attention mask 0 there; M-RoPE positions skip the pads, as
-        transformers' ``get_rope_index`` does with the mask), ``pixel_values`` / ``image_grid_thw``
-        the rows' frames in row order. Each row keeps its ids up to its first end-of-turn id or its
-        own ``max_new_tokens``, and the sampling logprob of each (:class:`_LogprobRecorder`): what a
-        call with that row alone records (equal token for token at temperature 0 up to float
-        rounding of the padded matmuls, tested on CPU).
+        Rows are the sessions' token ids (their new frames packed first, one session after another:
+        :meth:`TokenSession.pack`), left-padded to the longest with ``pad_token_id`` (attention mask
+        0 there; M-RoPE positions skip the pads, as transformers' ``get_rope_index`` does with the
+        mask), ``pixel_values`` / ``image_grid_thw`` the rows' frames in row order. Each row keeps
+        its ids up to its first end-of-turn id or its own ``max_new_tokens``, and the sampling
+        logprob of each (:class:`_LogprobRecorder`): what a call with that row alone records (equal
+        token for token at temperature 0 up to float rounding of the padded matmuls, tested on CPU).
 
         Args:
             requests: the turns (possibly none: a call that only joins the other processes').
@@ -564,6 +561,8 @@ class TransformersBackend(ModelBackend):
         if len(temps) > 1:
             raise ValueError(f"one batched call samples at one temperature; the turns ask for {sorted(temps)}")
         temperature = temps.pop() if temps else 0.0
+        # the rows' new frames, one episode after another (each timed on its own, not contending)
+        pack_ms = [r.session.pack() for r in requests]
         local_images, local_max = self._tick_flags(list(requests))
         any_images, max_new = (local_images, local_max) if agreed is None else (agreed[1], agreed[2])
         rows: list[list[int]] = [list(r.session.ids) for r in requests]
@@ -605,7 +604,7 @@ class TransformersBackend(ModelBackend):
                 if row[k] in self.eos_token_ids:
                     keep = k + 1
                     break
-            results.append(TurnResult(row[:keep], logprobs[i, :keep].tolist(), len(rows[i]), gen_ms))
+            results.append(TurnResult(row[:keep], logprobs[i, :keep].tolist(), len(rows[i]), gen_ms, pack_ms[i]))
         stats = TickStats(
             episodes=len(requests), rows=len(rows), prompt_tokens=sum(len(r) for r in rows[: len(requests)]),
             prompt_slots=len(rows) * width, generated_tokens=sum(len(r.token_ids) for r in results),

@@ -24,12 +24,25 @@ Where eva_fast hooks in, and why there (TRL 1.16.0, ``trl/trainer/grpo_trainer.p
 * ``_generate_and_score_completions`` is wrapped: it hands the batch's rows to ``_generate`` (TRL
   passes only the prompts) and afterwards checks TRL's silent guard — if any sample's image-pad
   count differs from its frames' grid, TRL drops every image of the batch — and raises instead.
-* ``compute_loss`` is TRL's. The completion mask is TRL's ``completion_mask * tool_mask`` with our
-  ``tool_mask`` = the episode's response mask (1 on generated ids incl. each turn's
-  ``<|im_end|>``, 0 on tool turns and template text).
+* ``compute_loss`` is TRL's (``loss_type`` "grpo" by default: the paper's objective). The
+  completion mask is TRL's ``completion_mask * tool_mask`` with our ``tool_mask`` = the episode's
+  response mask (1 on generated ids incl. each turn's ``<|im_end|>``, 0 on tool turns and template
+  text).
+* Rewards are :mod:`eva_fast.train.rewards` functions by name (``reward_funcs``), bound to a
+  per-step :class:`~eva_fast.train.rewards.RewardContext`. An infrastructure failure scores None
+  from every function: TRL's "unscorable" path (NaN rewards, out of the group baseline, advantage
+  0). ``_calculate_rewards`` is wrapped only to keep the gathered reward matrix, so the episodes TRL
+  found unscorable also leave the loss: their ``tool_mask`` row is zeroed after
+  ``_generate_and_score_completions`` (policy and KL terms alike).
+* Rollouts are turn-synchronous (:mod:`eva_fast.agent._ticks`): with several processes each tick
+  is agreed first, so every process makes the same ``generate`` calls — what transformers'
+  ``synced_gpus`` (set under ZeRO-3/FSDP) and vLLM's server mode need; the in-process CSV judge
+  batches its prompts the same way.
 
 What a TRL upgrade would break (``tests/train/test_grpo.py`` checks each, so it breaks loudly):
-the name, signature and 8-tuple of ``_generate``; that ``_generate_and_score_completions`` takes
+the name, signature and 8-tuple of ``_generate``; ``_calculate_rewards``' signature and its gathered
+NaN-for-None matrix, the unscorable mask and the loss's ``completion_mask * tool_mask``; that
+``_generate_and_score_completions`` takes
 the image branch when ``self.tools`` and ``tool_images`` are non-empty and calls
 ``processing_class.image_processor`` there; the output keys ``pixel_values`` / ``image_grid_thw`` /
 ``tool_mask``; that reward functions receive ``extra_fields`` and dataset columns as keyword

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from eva_fast._logging import get_logger
-from eva_fast.agent._ticks import SyncFn, TickStats, TickSummary, summarize_ticks
+from eva_fast.agent import SyncFn, TickStats, TickSummary, summarize_ticks
 
 logger = get_logger("train")
 

@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from eva_fast._logging import get_logger
+from eva_fast.agent import SyncFn, TickStats, TurnBatcher, TurnRequest
 from eva_fast.agent._backend import ModelBackend, Session
 from eva_fast.agent._render import ChatRenderer
-from eva_fast.agent._ticks import SyncFn, TickStats, TurnBatcher, TurnRequest
 from eva_fast.agent._transformers import TokenSession
 from eva_fast.agent._types import Generation, Message
 

@@ -48,9 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eva_fast._logging import get_logger
-
-from eva_fast.agent import Trajectory, extract_answer
-from eva_fast.agent._protocol import STOP_EXCEPTION
+from eva_fast.agent import INFRA_ERROR_SOURCES, STOP_EXCEPTION, Trajectory, extract_answer
 
 logger = get_logger("train")
 
@@ -136,8 +134,6 @@ def infra_failure(traj: Trajectory) -> bool:
     a timeout, out of memory, a failed batched call), the video, the caller — rather than because of
     anything the model wrote (:attr:`Trajectory.error_source`). Such an episode says nothing about
     the policy: GRPO leaves it unscored."""
-    from eva_fast.agent._types import INFRA_ERROR_SOURCES
-
     return traj.stop_reason == STOP_EXCEPTION and traj.error_source in INFRA_ERROR_SOURCES
 
 
