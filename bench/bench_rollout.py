@@ -22,7 +22,8 @@ Modes (``--modes``, run alternately, ``--reps`` times):
 Correctness before timing: each mode's episodes are checked against the first mode's (same token
 ids — the replies are forced — and recorded sampling logprobs within ``--logprob-atol``; the
 static/compiled modes must match the dynamic cache's). Reported per mode: wall time, episodes/s
-and the ratio to batch-1's, the model's wall time (the ticks' summed ``generate``, or the
+and the ratio to batch-1's (also per CPU second of the process: on a shared machine other load
+inflates wall time, not CPU time), the model's wall time (the ticks' summed ``generate``, or the
 episodes' summed ``generate`` at batch 1), generated tokens/s, decoding step ms, ticks,
 concurrency, padding waste, the prefill share of the model time (what keeping the KV cache across
 turns could save at most), the frame-work share ((decoder work + pack) / (that + model time)) and
@@ -194,8 +195,9 @@ def run_mode(mode, model, tokenizer, agent_cfg, videos, questions, durations, ge
     vids = [v for v in videos for _ in range(generations)]
     qs = [q for q in questions for _ in range(generations)]
     engine = RolloutEngine(backend, agent_cfg, share_frames=mode != "batched-nocache")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     batch = engine.run_sync(vids, qs)
+    backend.cpu_s = time.process_time() - c0  # all threads of the process: robust to other load on a shared machine
     return batch, time.perf_counter() - t0, backend
 
 
@@ -264,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     run_mode("batched", model, tokenizer, agent_cfg, videos[:1], questions[:1], durations[:1], 1, 0)
     reference = {}
     per_episode_s: dict[str, list[float]] = {}
+    per_episode_cpu_s: dict[str, list[float]] = {}
     spent: dict[str, float] = {}
     rows = []
     for rep in range(a.reps):
@@ -297,13 +300,15 @@ def main(argv: list[str] | None = None) -> int:
             frames = sum(c.frames.nframes for t in batch.trajectories for c in t.tool_calls if c.frames)
             share = mode != "batched-nocache"
             per_episode_s.setdefault(mode, []).append(wall / len(batch.trajectories))
+            per_episode_cpu_s.setdefault(mode, []).append(backend.cpu_s / len(batch.trajectories))
             row = {"run_id": env["run_id"], "timestamp": env["timestamp"], "commit": env["commit"],
                    "machine": env["machine"], "versions": env["versions"], "suite": "rollout", "rep": rep,
                    "mode": mode, "model": a.model_size, "device": a.device, "decode_device": a.decode_device,
                    "dtype": str(model.dtype).replace("torch.", ""), "questions": a.questions, "generations": gens,
                    "episodes": len(batch.trajectories), "share_frames": share,
                    "videos": [Path(v).name for v in videos], "wall_ms": round(wall * 1e3, 1),
-                   "episodes_per_s": round(len(batch.trajectories) / wall, 4), "stages_ms": stages,
+                   "episodes_per_s": round(len(batch.trajectories) / wall, 4),
+                   "cpu_ms_per_episode": round(backend.cpu_s * 1e3 / len(batch.trajectories), 1), "stages_ms": stages,
                    "model_ms": round(model_ms, 1), "generate_calls": len(backend.calls),
                    "generated_tokens": gen_tokens, "tokens_per_s": round(gen_tokens / (model_ms / 1e3), 1) if model_ms else None,
                    "decode_step_ms": round((model_ms - calls.prefill_ms) / steps, 2) if steps else None,
@@ -322,11 +327,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"prefill {row['prefill_share']}  concurrency {row['concurrency']}  padding {row['padding_waste']}  "
                   f"frame-work share {row['frame_work_share']}  check {'ok' if check['ok'] else 'FAILED'} "
                   f"(max logprob diff {check['max_logprob_diff']})")
-    # ratios from the rows' own medians (same run): episodes per second against batch 1
+    # ratios from the rows' own medians (same run): episodes per second against batch 1, by wall time
+    # and by the process's CPU time (what a shared machine's other load does not inflate)
     med = {m: sorted(v)[len(v) // 2] for m, v in per_episode_s.items()}
+    cpu = {m: sorted(v)[len(v) // 2] for m, v in per_episode_cpu_s.items()}
     if "batch1" in med:
-        for m, s in med.items():
-            print(f"{m:17} {med['batch1'] / s:6.2f}x batch-1's episodes/s (median of {len(per_episode_s[m])})")
+        for m in med:
+            print(f"{m:17} {med['batch1'] / med[m]:6.2f}x batch-1's episodes/s, {cpu['batch1'] / cpu[m]:6.2f}x per CPU "
+                  f"second (medians of {len(per_episode_s[m])})")
     failed = [r["mode"] for r in rows if not r["check"]["ok"]]
     if failed:
         print(f"CHECK FAILED for {failed}: results differ from the reference mode", file=sys.stderr)
