@@ -20,6 +20,8 @@ _COLORS = {
     "group cache on": (214, 39, 40), "group cache off": (127, 127, 127), "decord+pil+hf": (31, 119, 180),
     "torchcodec_exact": (23, 190, 207), "torchcodec_approximate": (188, 189, 34), "eva_reference": (127, 127, 127),
     "torchcodec_exact+Resize": (0, 110, 140), "torchcodec_approximate+Resize": (120, 120, 0),
+    "batched": (214, 39, 40), "batch1": (127, 127, 127), "batched-static": (255, 127, 14),
+    "batched-compiled": (148, 103, 189), "batched-nocache": (31, 119, 180),
 }
 
 
