@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import inspect
 import re
 from collections.abc import Callable, Sequence
@@ -404,7 +405,8 @@ def register_reward(name: str) -> Callable[[Callable[..., Any]], Callable[..., A
 
 
 def get_reward(name: str) -> Callable[..., Any]:
-    """A reward function by registry name, or by dotted path ``package.module.function``.
+    """A reward function by registry name, or by dotted path ``package.module.function`` (which
+    must accept ``ctx`` as a keyword, e.g. through ``**kwargs``).
 
     Raises:
         ValueError: unknown name (the message lists the registered ones).
@@ -412,8 +414,6 @@ def get_reward(name: str) -> Callable[..., Any]:
     if name in REWARDS:
         return REWARDS[name]
     if "." in name:
-        import importlib
-
         mod, _, attr = name.rpartition(".")
         try:
             fn = getattr(importlib.import_module(mod), attr)
