@@ -30,7 +30,7 @@ def test_collator_ids_equal_the_backends_model_inputs(tiny_backend, renderer):
     """Two tool turns, several frames: every prompt the backend fed the model is a prefix of the
     collated sample, which is the whole trace plus the template's closing newline."""
     traj, forced = _forced_episode(tiny_backend, EPISODES[0])
-    assert len(forced.prompts) == 3 and sum(len(c.frames.frame_indices) for c in traj.tool_calls) == 5
+    assert len(forced.prompts) == 3 and sum(len(c.frames.plan.frame_indices) for c in traj.tool_calls) == 5
     sample = EvaCollator(renderer).encode(record_from_trajectory(traj))
     ids = sample.input_ids.tolist()
     for prompt in forced.prompts:

@@ -172,7 +172,7 @@ class _OpenAISession(Session):
     @staticmethod
     def _key(part: ImagePart) -> tuple[int, int, int]:
         h, w = part.size
-        return int(part.batch.frame_indices[part.index]), int(h), int(w)
+        return int(part.batch.plan.frame_indices[part.index]), int(h), int(w)
 
     @staticmethod
     def _same_frame(a: ImagePart, b: ImagePart) -> bool:

@@ -11,17 +11,16 @@
 The command line is ``eva-fast eval {list,preflight,run,score,merge,report}``.
 """
 
+from eva_fast._jsonl import JsonlFormatError, read_jsonl
 from eva_fast.eval._datasets import (
     BENCHMARKS,
     BenchmarkSpec,
-    JsonlFormatError,
     PreflightReport,
     Sample,
     get_benchmark,
     load_samples,
     parse_shard,
     preflight,
-    read_jsonl,
     resolve_video,
     select_samples,
     video_candidates,

@@ -6,7 +6,7 @@ on the fly, EVA's rewards, and the trainers.
     EvaSFTTrainer("Qwen/Qwen2.5-VL-7B-Instruct", args).train()
 
 Data: one JSON line per conversation (``eva_fast.train._records``, format ``eva_fast.trajectory``
-v1): the messages exactly as the agent loop renders them, tool turns holding references to the
+v2): the messages exactly as the agent loop renders them, tool turns holding references to the
 ``frame_select`` calls (never pixels). :func:`record_from_trajectory` converts ``eva-fast ask
 --json`` and eval results. :class:`EvaCollator` turns records into model inputs with the agent's
 own renderer and frame path. The trainers need ``trl==1.16.0`` (imported on first use):
@@ -15,14 +15,13 @@ question set (GRPO) is :mod:`eva_fast.train._rl_data` (:func:`load_rl_set`); bui
 (teacher trajectories, KTO labels, data enhancement) is :mod:`eva_fast.train.data`.
 """
 
-from eva_fast.agent._render import ChatRenderer, RenderedChat
+from eva_fast.agent import ChatRenderer, RenderedChat
 from eva_fast.train._collator import IGNORE_INDEX, EncodedSample, EvaCollator, SampleTooLongError, records_dataset
 from eva_fast.train._common import QWEN25VL_LORA_TARGETS, load_training_records
 from eva_fast.train._frames import FrameMismatchError, ReaderCache, record_frames
 from eva_fast.train._kto_weights import PAPER_CHOSEN_FRACTION, KTOWeights, recommended_kto_weights
 from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine
 from eva_fast.train._records import (
-    DEFAULT_FRAME_CONFIG,
     FORMAT,
     VERSION,
     RecordedCall,
@@ -70,7 +69,6 @@ __all__ = [
     "RolloutBatch",
     "RolloutEngine",
     "VLLMRolloutBackend",
-    "DEFAULT_FRAME_CONFIG",
     "FORMAT",
     "PAPER_CHOSEN_FRACTION",
     "QA_TYPES",

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from eva_fast._jsonl import JsonlFormatError, json_lines
+
 USAGE = """usage: eva-fast data {convert,teacher,kto-label,enhance} ...
 
   convert    trajectories (eva-fast ask --json, eval result files, jsonl of trajectories) or
@@ -29,23 +31,6 @@ USAGE = """usage: eva-fast data {convert,teacher,kto-label,enhance} ...
              target chosen fraction)
   enhance    failure cases + unseen videos -> new open-ended questions appended to the RL set
 """
-
-
-def _iter_json_objects(path: Path) -> Any:
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if stripped.startswith("{") and "\n{" not in stripped.strip():
-        try:
-            yield 1, json.loads(stripped)
-            return
-        except json.JSONDecodeError:
-            pass  # maybe jsonl after all
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from e
 
 
 def _label(mode: str, record: Any) -> bool | None:
@@ -87,8 +72,10 @@ def cmd_convert(argv: list[str]) -> int:
         path = Path(name)
         if not path.is_file():
             raise FileNotFoundError(f"input {name!r} does not exist")
-        for n, obj in _iter_json_objects(path):
+        for n, obj in json_lines(path, what="input", single_object=True):
             where = f"{path}:{n}"
+            if isinstance(obj, JsonlFormatError):
+                raise ValueError(f"{where}: not JSON ({obj.detail})")
             try:
                 if isinstance(obj, dict) and obj.get("format") == "eva_fast.trajectory":
                     rec = TrajectoryRecord.from_dict(obj, where, str(path.resolve().parent))

@@ -51,6 +51,8 @@ from typing import Any
 
 
 from eva_fast._logging import get_logger
+from eva_fast.agent import AgentConfig, plot_timeline
+from eva_fast.video import FrameOptions
 from eva_fast.train._common import CheckpointExtrasMixin, ResumeWeightsMixin, base_model_and_tokenizer
 from eva_fast.train._rl_data import RLSample, load_rl_set
 from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine
@@ -66,6 +68,8 @@ except ImportError as e:  # pragma: no cover - trl is the train extra
 #: TRL releases this trainer's hooks were read from and tested against.
 TESTED_TRL = ("1.16.0",)
 JUDGES = ("reference", "policy", "openai", "none")
+#: The agent's defaults, which the config's agent fields take.
+_AGENT = AgentConfig()
 
 
 def frame_select(start_time: float, end_time: float, nframes: int, resize: float = 1.0) -> str:
@@ -83,7 +87,12 @@ class EvaGRPOConfig(GRPOConfig):
     questions = ``generation_batch_size`` 512). Defaults changed from TRL's: ``beta`` 0.04 (the paper
     keeps a KL term to the SFT+KTO reference; TRL's default is 0), ``max_completion_length`` None
     (an episode is never truncated: cutting image pads breaks the vision/text alignment; it is
-    bounded by ``max_turns`` x ``max_turn_tokens`` + tool turns), ``remove_unused_columns=False``.
+    bounded by ``max_turns`` x ``max_new_tokens`` + tool turns), ``remove_unused_columns=False``.
+
+    The agent fields carry :class:`eva_fast.agent.AgentConfig`'s names (``max_turns``,
+    ``max_new_tokens``, ``decode_device``); ``frame_options`` embeds a
+    :class:`eva_fast.video.FrameOptions` as its dict (YAML ``frame_options: {maxp: 360, policy:
+    keyframe_snap}``, or JSON on the command line; fields left out keep their defaults).
     """
 
     train_file: str | None = field(default=None, metadata={"help": "RL question set (jsonl: video, question, answer, type)"})
@@ -99,13 +108,16 @@ class EvaGRPOConfig(GRPOConfig):
         metadata={"help": "fraction of multiple-choice questions in the training set (paper: 0.1); the other type is "
                   "subsampled to reach it; None keeps the set as is"},
     )
-    max_turns: int = field(default=6, metadata={"help": "model turns per episode"})
-    max_turn_tokens: int = field(default=2048, metadata={"help": "tokens generated per model turn"})
-    max_visual_tokens: int = field(default=12_000, metadata={"help": "per-call visual-token budget"})
-    maxp: int = field(default=720, metadata={"help": "resolution cap of the budget fallback"})
-    resample: str = field(default="cubic", metadata={"help": "frame resize filter (cubic = EVA parity)"})
-    frame_policy: str = field(default="parity", metadata={"help": "frame-choice policy"})
-    decode_device: str = field(default="cpu", metadata={"help": "where frames are decoded: cpu or cuda[:N]"})
+    max_turns: int = field(default=_AGENT.max_turns, metadata={"help": "model turns per episode"})
+    max_new_tokens: int = field(default=_AGENT.max_new_tokens, metadata={"help": "tokens generated per model turn"})
+    frame_options: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "frame tool settings (eva_fast.video.FrameOptions fields: max_visual_tokens, maxp, resample, "
+                  "policy, smart_resize_by, min_pixels, max_pixels, snap_tolerance_s, snap_fraction) as a dict or "
+                  "JSON; left-out fields keep EVA's defaults"},
+    )
+    decode_device: str = field(default=_AGENT.decode_device,
+                               metadata={"help": "where frames are decoded: cpu or cuda[:N]"})
     share_frames: bool = field(default=True, metadata={"help": "share decoded frames among a question's episodes"})
     rollout_concurrency: int | None = field(default=None, metadata={"help": "episodes in flight at once (None: all)"})
     format_reward: float = field(default=0.1, metadata={"help": "reward of a valid tool call with a wrong answer"})
@@ -138,20 +150,22 @@ class EvaGRPOConfig(GRPOConfig):
             raise ValueError(f"EvaGRPOConfig.mcq_ratio must be in [0, 1] or None, got {self.mcq_ratio!r}")
         if not 0.0 <= self.format_reward < 1.0:
             raise ValueError(f"EvaGRPOConfig.format_reward must be in [0, 1), got {self.format_reward!r}")
-        for name in ("max_turns", "max_turn_tokens", "max_visual_tokens", "maxp"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"EvaGRPOConfig.{name} must be a positive int, got {v!r}")
+        options = self.frame_options
+        if isinstance(options, str):
+            try:
+                options = json.loads(options)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"EvaGRPOConfig.frame_options must be a dict or its JSON, got {options!r}") from e
+        # validated here (named errors), kept as the plain dict TRL writes into its logs and checkpoints
+        self.frame_options = FrameOptions.from_dict(options or {}).to_dict()
+        self.agent_config()  # the agent settings' own checks, at config time
         super().__post_init__()
 
-    def agent_config(self) -> Any:
+    def agent_config(self) -> AgentConfig:
         """The :class:`eva_fast.agent.AgentConfig` of the rollouts."""
-        from eva_fast.agent import AgentConfig
-
         return AgentConfig(
-            max_turns=self.max_turns, max_new_tokens=self.max_turn_tokens, temperature=float(self.temperature),
-            max_visual_tokens=self.max_visual_tokens, maxp=self.maxp, resample=self.resample,
-            frame_policy=self.frame_policy, device=self.decode_device,
+            max_turns=self.max_turns, max_new_tokens=self.max_new_tokens, temperature=float(self.temperature),
+            frame_options=FrameOptions.from_dict(self.frame_options), decode_device=self.decode_device,
         )
 
 
@@ -389,7 +403,7 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
         return {"top_p": a.top_p, "top_k": a.top_k or 0, "min_p": a.min_p, "repetition_penalty": a.repetition_penalty}
 
     def _policy_backend(self, unwrapped: Any) -> Any:
-        from eva_fast.agent._transformers import TransformersBackend
+        from eva_fast.agent import TransformersBackend
 
         return TransformersBackend(
             model=unwrapped, tokenizer=self._tokenizer, chat_template=self.processing_class.chat_template,
@@ -399,8 +413,7 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
     def _ensure_judge(self) -> None:
         if self.eva_rewards.judge is not None or self.args.judge == "none":
             return
-        from eva_fast.agent import get_backend
-        from eva_fast.agent._transformers import TransformersBackend
+        from eva_fast.agent import TransformersBackend, get_backend
         from eva_fast.train.rewards import CSVJudge
 
         backend = self._judge_backend
@@ -599,8 +612,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
         lines = gather_object(lines)  # a collective: every process calls it at the same steps
         if not self.accelerator.is_main_process:
             return
-        from eva_fast.agent._viz import plot_timeline
-
         out = Path(self.args.output_dir) / "rollouts"
         out.mkdir(parents=True, exist_ok=True)
         with open(out / f"step-{step:06d}.jsonl", "w", encoding="utf-8") as f:

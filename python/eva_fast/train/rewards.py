@@ -193,14 +193,14 @@ class CSVJudge:
     def messages(self, traj: Trajectory, batches: Sequence[Any]) -> list[Any]:
         """The judge conversation for a trajectory and its last round's frame batches."""
         from eva_fast.agent import ImagePart, Message, TextPart
-        from eva_fast.agent._protocol import frame_label
+        from eva_fast.agent import frame_label
 
         fmt = traj.config.get("timestamp_fmt", "mmss")
         parts: list[Any] = []
         frame_no = 0
         calls = last_round_calls(traj)
         for call, batch in zip(calls, batches):
-            for i in range(batch.nframes):
+            for i in range(batch.plan.nframes):
                 label = frame_label(frame_no, call.frames.label_s[i], fmt)
                 if label is not None:
                     parts.append(TextPart(label))
@@ -223,22 +223,21 @@ class CSVJudge:
         Raises:
             ValueError: a call resolves to other frames than recorded.
         """
-        from eva_fast.train._frames import replan_call
-        from eva_fast.train._records import DEFAULT_FRAME_CONFIG
+        from eva_fast.agent import plan_tool_call
         from eva_fast.video import VideoReader, decode_plan
 
-        fc = {**DEFAULT_FRAME_CONFIG, **{k: v for k, v in traj.config.items() if k in DEFAULT_FRAME_CONFIG}}
+        options = traj.frame_options()
         calls = last_round_calls(traj)
         if not calls:
             return []
         reader = reader or VideoReader(traj.video_path)
         out = []
         for c in calls:
-            plan = replan_call(reader, c.arguments or {}, fc)  # the loop's own planning of the call
-            if list(plan.frame_indices) != list(c.frames.frame_indices):
+            plan = plan_tool_call(reader, c.arguments or {}, options)  # the loop's own planning of the call
+            if list(plan.frame_indices) != list(c.frames.plan.frame_indices):
                 raise ValueError(
                     f"{traj.video_path}: call {c.arguments} resolves to frames {list(plan.frame_indices)} but the "
-                    f"trajectory recorded {list(c.frames.frame_indices)}"
+                    f"trajectory recorded {list(c.frames.plan.frame_indices)}"
                 )
             out.append(frame_tool.serve(plan) if frame_tool is not None else decode_plan(reader, plan))
         return out
@@ -282,7 +281,7 @@ class CSVJudge:
         ans = judge_answer(gen.text)
         right = mcq_accuracy(ans, gt) == 1.0
         return JudgeResult(
-            1.0 if right else 0.0, True, ans, right, sum(b.nframes for b in batches), None, gen.text,
+            1.0 if right else 0.0, True, ans, right, sum(b.plan.nframes for b in batches), None, gen.text,
             {"judge": (time.perf_counter() - t0) * 1e3},
         )
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eva_fast._jsonl import JsonlFormatError, json_lines
 from eva_fast._logging import get_logger
 
 logger = get_logger("train.data")
@@ -227,13 +228,12 @@ def iter_cases(paths: Sequence[str | os.PathLike], **kwargs: Any) -> Iterator[Ca
     Raises:
         FileNotFoundError: a missing input file.
     """
-    from eva_fast.train._jsonl import NotJSON, json_lines
-
     for name in paths:
         base = str(Path(name).resolve().parent)
-        for where, obj in json_lines(name, what="input", single_object=True):
-            if isinstance(obj, NotJSON):
-                yield Case(where, error=str(obj).split(": ", 1)[1])
+        for lineno, obj in json_lines(name, what="input", single_object=True):
+            where = f"{Path(name)}:{lineno}"
+            if isinstance(obj, JsonlFormatError):
+                yield Case(where, error=f"not JSON ({obj.detail})")
             else:
                 yield case_from_object(obj, where, base_dir=base, **kwargs)
 

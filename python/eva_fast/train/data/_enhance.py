@@ -264,10 +264,10 @@ class QuestionWriter:
 
     def _frame_parts(self, batch: Any) -> list[Any]:
         from eva_fast.agent import ImagePart, TextPart
-        from eva_fast.agent._protocol import frame_label
+        from eva_fast.agent import frame_label
 
         parts: list[Any] = []
-        for i, t in enumerate(batch.timestamps_s):
+        for i, t in enumerate(batch.plan.timestamps_s):
             parts.append(TextPart(frame_label(i, int(t))))
             parts.append(ImagePart(batch, i))
         return parts
@@ -278,8 +278,8 @@ class QuestionWriter:
 
         ex = "\n".join(f"- [{e.category}] Question: {e.question}\n  Right answer: {e.gt}. The agent answered: "
                        f"{e.answer or '(nothing)'}." for e in examples) or "- (no failure cases given)"
-        head = render_prompt("enhance_generate", self.prompt_dir, examples=ex, nframes=batch.nframes,
-                             duration_s=int(batch.end_s))
+        head = render_prompt("enhance_generate", self.prompt_dir, examples=ex, nframes=batch.plan.nframes,
+                             duration_s=int(batch.plan.end_s))
         ask_text = render_prompt("enhance_request", self.prompt_dir, n=self.questions_per_video,
                                  max_words=self.max_answer_words)
         return [Message("user", (TextPart(head), *self._frame_parts(batch), TextPart(ask_text)))]
