@@ -53,3 +53,23 @@ def test_frame_settings_are_not_declared_outside_frame_options():
                         bad.append(f"{path.relative_to(PKG)}:{node.lineno}: {node.name}({arg.arg}=...)")
     assert not bad, "\n".join(bad)
 
+def test_imports_inside_functions_say_why():
+    """Imports sit at module top; the few left inside functions (optional heavy dependencies, the
+    native module where import order matters, a lazily loaded sibling) carry a comment on their line,
+    or on the ``try:`` line above them."""
+    bad = []
+    for path in _modules(PKG):
+        lines = path.read_text().splitlines()
+
+        def visit(node: ast.AST, in_function: bool, explained: bool) -> None:
+            for child in ast.iter_child_nodes(node):
+                if in_function and isinstance(child, (ast.Import, ast.ImportFrom)):
+                    if "#" not in lines[child.lineno - 1] and not explained:
+                        bad.append(f"{path.relative_to(PKG)}:{child.lineno}: {lines[child.lineno - 1].strip()}")
+                # a `try:  # why` block explains the imports in it
+                why = explained or (isinstance(child, ast.Try) and "#" in lines[child.lineno - 1])
+                visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)),
+                      why if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else False)
+
+        visit(ast.parse("\n".join(lines)), False, False)
+    assert not bad, "imports inside functions without a reason:\n" + "\n".join(bad)

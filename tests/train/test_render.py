@@ -102,7 +102,7 @@ def test_trace_logprobs_equal_a_forward_pass(tiny_backend):
 
 
 def test_renderer_refuses_a_template_that_is_not_prefix_stable(renderer):
-    from eva_fast.agent._render import ChatRenderer
+    from eva_fast.agent import ChatRenderer
 
     bad = ChatRenderer(renderer.tokenizer, "{% for m in messages|reverse %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
     msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"},

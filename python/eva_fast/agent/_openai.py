@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image
 
 from eva_fast._logging import get_logger
 from eva_fast.agent._backend import BackendBadRequest, ModelBackend, Session, register_backend
@@ -126,8 +128,6 @@ def encode_frame(frame: ImagePart | Any, image_format: str = "png", jpeg_quality
     Raises:
         ValueError: unknown format, a frame that is not uint8 ``[H, W, 3]``.
     """
-    from PIL import Image
-
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     if image_format in ("png", "file"):
@@ -178,7 +178,6 @@ class _OpenAISession(Session):
     def _same_frame(a: ImagePart, b: ImagePart) -> bool:
         if a.batch is b.batch and a.index == b.index:
             return True
-        import torch
 
         x, y = torch.as_tensor(a.batch.frames[a.index]), torch.as_tensor(b.batch.frames[b.index])
         return x.device == y.device and x.shape == y.shape and bool(torch.equal(x, y))
@@ -247,8 +246,8 @@ class _OpenAISession(Session):
         return out
 
     async def generate(self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float) -> Generation:
-        import openai
-        from openai.types.chat import ChatCompletion
+        import openai  # optional (the agent extra); checked with its install hint in __init__
+        from openai.types.chat import ChatCompletion  # likewise
 
         b = self._b
         messages = list(messages)
@@ -341,7 +340,7 @@ class OpenAIBackend(ModelBackend):
         extra_body: dict[str, Any] | None = None,
         keep_files: bool = False,
     ) -> None:
-        try:
+        try:  # the OpenAI client is optional (the agent extra)
             import openai
         except ImportError as e:
             raise ImportError("the openai backend needs the OpenAI client: pip install 'openai>=1.40'") from e

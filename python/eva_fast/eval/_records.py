@@ -151,7 +151,7 @@ class ResultCache:
             raise
 
     def _lock(self) -> None:
-        try:
+        try:  # POSIX only
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
             return

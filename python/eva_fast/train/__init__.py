@@ -15,12 +15,13 @@ question set (GRPO) is :mod:`eva_fast.train._rl_data` (:func:`load_rl_set`); bui
 (teacher trajectories, KTO labels, data enhancement) is :mod:`eva_fast.train.data`.
 """
 
+import importlib
+
 from eva_fast.agent import ChatRenderer, RenderedChat
 from eva_fast.train._collator import IGNORE_INDEX, EncodedSample, EvaCollator, SampleTooLongError, records_dataset
 from eva_fast.train._common import QWEN25VL_LORA_TARGETS, load_training_records
 from eva_fast.train._frames import FrameMismatchError, ReaderCache, record_frames
 from eva_fast.train._kto_weights import PAPER_CHOSEN_FRACTION, KTOWeights, recommended_kto_weights
-from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine
 from eva_fast.train._records import (
     FORMAT,
     VERSION,
@@ -34,6 +35,7 @@ from eva_fast.train._records import (
     write_records,
 )
 from eva_fast.train._rl_data import QA_TYPES, RLDataError, RLSample, iter_rl_set, load_rl_set, write_rl_set
+from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine
 
 _LAZY = {
     "EvaGRPOConfig": "eva_fast.train._grpo",
@@ -54,8 +56,6 @@ _LAZY = {
 def __getattr__(name: str):
     # trainers import TRL (and through it accelerate/datasets): load them only when asked for
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'eva_fast.train' has no attribute {name!r}")
 

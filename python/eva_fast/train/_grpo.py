@@ -49,21 +49,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-from eva_fast._logging import get_logger
-from eva_fast.agent import AgentConfig, plot_timeline
-from eva_fast.video import FrameOptions
-from eva_fast.train._common import CheckpointExtrasMixin, ResumeWeightsMixin, base_model_and_tokenizer
-from eva_fast.train._rl_data import RLSample, load_rl_set
-from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine
-
-logger = get_logger("train")
-
 try:
     import trl
     from trl import GRPOConfig, GRPOTrainer
+    from trl.models.utils import disable_gradient_checkpointing, unwrap_model_for_generation
 except ImportError as e:  # pragma: no cover - trl is the train extra
     raise ImportError("eva_fast.train needs TRL: pip install 'trl==1.16.0' peft accelerate rouge-score") from e
+from accelerate.utils import gather_object  # TRL's dependencies
+from datasets import Dataset
+from transformers import Qwen2_5_VLForConditionalGeneration
+
+from eva_fast._files import read_mapping
+from eva_fast._logging import get_logger
+from eva_fast.agent import NORMAL_STOP_REASONS, AgentConfig, TransformersBackend, get_backend, plot_timeline
+from eva_fast.train._common import CheckpointExtrasMixin, ResumeWeightsMixin, base_model_and_tokenizer
+from eva_fast.train._rl_data import RLSample, load_rl_set
+from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine
+from eva_fast.train._vllm import VLLMRolloutBackend
+from eva_fast.train.rewards import CSVJudge, format_reward, mcq_accuracy, rouge_reward
+from eva_fast.video import FrameOptions
+from eva_fast.vision import EvaQwen2VLImageProcessor, EvaQwen25VLProcessor
+
+logger = get_logger("train")
 
 #: TRL releases this trainer's hooks were read from and tested against.
 TESTED_TRL = ("1.16.0",)
@@ -201,8 +208,6 @@ def load_roots(path: str | os.PathLike | None) -> dict[str, str]:
     Raises:
         FileNotFoundError, ValueError: a missing file or not a mapping.
     """
-    from eva_fast._files import read_mapping
-
     return {} if path is None else read_mapping(path, "source name -> video folder")
 
 
@@ -217,8 +222,6 @@ def video_path(sample: RLSample, video_root: str | None, roots: dict[str, str]) 
 
 def rl_dataset(samples: Sequence[RLSample], video_root: str | None, roots: dict[str, str] | None = None) -> Any:
     """A ``datasets.Dataset`` of RL questions for TRL (``prompt`` plus eva_fast's columns)."""
-    from datasets import Dataset
-
     roots = roots or {}
     return Dataset.from_dict({
         "prompt": [[{"role": "user", "content": s.prompt()}] for s in samples],
@@ -256,28 +259,20 @@ class EvaRewards:
 
     @staticmethod
     def _normal(traj: Any) -> bool:
-        from eva_fast.agent import NORMAL_STOP_REASONS
-
         return traj.stop_reason in NORMAL_STOP_REASONS
 
     def correct(self, traj: Any, answer: str, qtype: str) -> bool:
-        from eva_fast.train.rewards import mcq_accuracy, rouge_reward
-
         if qtype == "mcq":
             return mcq_accuracy(traj, answer) == 1.0
         return rouge_reward(traj, answer) >= self.cfg.correct_threshold
 
     def format_one(self, traj: Any, answer: str, qtype: str) -> float:
-        from eva_fast.train.rewards import format_reward
-
         if not self._normal(traj):
             return 0.0
         return format_reward(traj, self.correct(traj, answer, qtype), self.cfg.format_reward)
 
     async def accuracy(self, trajs: Sequence[Any], answers: Sequence[str], types: Sequence[str], log_metric: Any = None
                        ) -> list[float]:
-        from eva_fast.train.rewards import mcq_accuracy, rouge_reward
-
         async def one(t: Any, a: str, ty: str) -> tuple[float, dict[str, float]]:
             if not self._normal(t):
                 return 0.0, {}
@@ -337,8 +332,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
         callbacks: Any = None,
         optimizers: Any = (None, None),
     ) -> None:
-        from eva_fast.vision import EvaQwen25VLProcessor, EvaQwen2VLImageProcessor
-
         if not isinstance(args, EvaGRPOConfig):
             raise TypeError(f"args must be an EvaGRPOConfig, got {type(args).__name__}")
         if trl.__version__ not in TESTED_TRL:
@@ -403,8 +396,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
         return {"top_p": a.top_p, "top_k": a.top_k or 0, "min_p": a.min_p, "repetition_penalty": a.repetition_penalty}
 
     def _policy_backend(self, unwrapped: Any) -> Any:
-        from eva_fast.agent import TransformersBackend
-
         return TransformersBackend(
             model=unwrapped, tokenizer=self._tokenizer, chat_template=self.processing_class.chat_template,
             generation_kwargs=self._sampling_kwargs(),
@@ -413,9 +404,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
     def _ensure_judge(self) -> None:
         if self.eva_rewards.judge is not None or self.args.judge == "none":
             return
-        from eva_fast.agent import TransformersBackend, get_backend
-        from eva_fast.train.rewards import CSVJudge
-
         backend = self._judge_backend
         if backend is None and self.args.judge == "openai":
             backend = get_backend("openai", base_url=self.args.judge_base_url, model=self.args.judge_model)
@@ -423,8 +411,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
             judge_model = self.ref_model if self.args.judge == "reference" else None
             if judge_model is None:
                 # no reference model (beta=0 or PEFT): a frozen copy of the initial policy
-                from transformers import Qwen2_5_VLForConditionalGeneration
-
                 if self.base_model_path is None:
                     raise ValueError("the CSV judge needs a reference model, judge_backend= or judge='openai'")
                 judge_model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
@@ -458,8 +444,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
         return output
 
     def _rollouts(self, rows: Sequence[dict[str, Any]]) -> RolloutBatch:
-        from trl.models.utils import disable_gradient_checkpointing, unwrap_model_for_generation
-
         engine_cfg = self.args.agent_config()
         videos = [r["video"] for r in rows]
         questions = [r["question"] for r in rows]
@@ -468,8 +452,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
                                    max_concurrency=self.args.rollout_concurrency)
             return engine.run_sync(videos, questions, keep_open=True)
         if self.use_vllm:
-            from eva_fast.train._vllm import VLLMRolloutBackend
-
             if self.state.global_step != self._last_loaded_step:
                 self.vllm_generation.sync_weights()
                 self._last_loaded_step = self.state.global_step
@@ -550,10 +532,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
         (gathered, like TRL's own completion metrics; TRL logs from the main process only): means
         per episode, stop-reason fractions, frame-cache counters summed over processes, and the
         stage times of the slowest process (``time/*``: the step waits for it)."""
-        from accelerate.utils import gather_object
-
-        from eva_fast.agent import NORMAL_STOP_REASONS
-
         trajs = batch.trajectories
         calls = [c for t in trajs for c in t.tool_calls]
         stops = Counter(t.stop_reason if t.stop_reason in NORMAL_STOP_REASONS else
@@ -602,8 +580,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
         line per episode: the trajectory with the question's ``gt``, ``type`` and ``category`` and
         the ``process`` that ran it, the form ``eva-fast data enhance --failures`` reads) and
         timeline PNGs of the main process's first ``dump_num`` episodes."""
-        from accelerate.utils import gather_object
-
         step = self.state.global_step
         lines = [{"gt": row["answer"], "type": row["type"], "category": row.get("category") or None,
                   "source": f"grpo:step-{step}", "process": self.accelerator.process_index, "answer": t.answer,

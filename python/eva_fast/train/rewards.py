@@ -22,11 +22,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eva_fast.agent import Trajectory, extract_answer
+from eva_fast.agent import (
+    ImagePart,
+    Message,
+    ModelBackend,
+    TextPart,
+    Trajectory,
+    extract_answer,
+    frame_label,
+    plan_tool_call,
+)
+from eva_fast.video import VideoReader, decode_plan
 
 #: Default value of :func:`format_reward` (well below chance accuracy of 1/4-1/5).
 DEFAULT_FORMAT_REWARD = 0.1
@@ -58,7 +69,7 @@ def mcq_accuracy(answer: Trajectory | str, gt: str) -> float:
 @functools.lru_cache(maxsize=1)
 def _rouge_scorer() -> Any:
     try:
-        from rouge_score import rouge_scorer
+        from rouge_score import rouge_scorer  # optional (the train extra), only for open-ended rewards
     except ImportError as e:  # pragma: no cover - a dependency of the train extra
         raise ImportError("the open-ended reward needs rouge-score: pip install rouge-score") from e
     return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
@@ -178,8 +189,6 @@ class CSVJudge:
         temperature: float = 0.0,
         system: str | None = None,
     ) -> None:
-        from eva_fast.agent import ModelBackend
-
         if not isinstance(backend, ModelBackend):
             raise TypeError(f"backend must be an eva_fast.agent ModelBackend, got {type(backend).__name__}")
         if "{question}" not in prompt:
@@ -192,9 +201,6 @@ class CSVJudge:
 
     def messages(self, traj: Trajectory, batches: Sequence[Any]) -> list[Any]:
         """The judge conversation for a trajectory and its last round's frame batches."""
-        from eva_fast.agent import ImagePart, Message, TextPart
-        from eva_fast.agent import frame_label
-
         fmt = traj.config.get("timestamp_fmt", "mmss")
         parts: list[Any] = []
         frame_no = 0
@@ -223,9 +229,6 @@ class CSVJudge:
         Raises:
             ValueError: a call resolves to other frames than recorded.
         """
-        from eva_fast.agent import plan_tool_call
-        from eva_fast.video import VideoReader, decode_plan
-
         options = traj.frame_options()
         calls = last_round_calls(traj)
         if not calls:
@@ -258,8 +261,6 @@ class CSVJudge:
             :class:`JudgeResult`; a judge failure (no frames, backend error) gives reward 0 with
             ``error`` set, never an exception.
         """
-        import time
-
         ok = mcq_accuracy(traj, gt) == 1.0
         if not ok:
             return JudgeResult(0.0, False)

@@ -14,6 +14,9 @@ from typing import Any
 
 from eva_fast._jsonl import JsonlFormatError, json_lines
 from eva_fast._logging import get_logger
+from eva_fast.agent import get_backend
+from eva_fast.train._records import FORMAT, RecordError, TrajectoryRecord, record_from_trajectory
+from eva_fast.train.rewards import mcq_accuracy, rouge_reward
 
 logger = get_logger("train.data")
 
@@ -97,8 +100,6 @@ def score_answer(answer: str, gt: str, qtype: str, rouge_threshold: float = DEFA
     Raises:
         ValueError: ``qtype`` not ``"mcq"``/``"open"``.
     """
-    from eva_fast.train.rewards import mcq_accuracy, rouge_reward
-
     if qtype == "mcq":
         s = mcq_accuracy(answer or "", gt)
         return s == 1.0, s
@@ -183,8 +184,6 @@ def case_from_object(obj: Any, where: str, *, base_dir: str | None = None, qtype
     from ``type``/``qtype`` or :func:`infer_answer_type`); else the reward fields. Never raises for
     a bad line: ``error`` says what is wrong.
     """
-    from eva_fast.train._records import FORMAT, RecordError, TrajectoryRecord, record_from_trajectory
-
     if not isinstance(obj, dict):
         return Case(where, error=f"not a JSON object ({type(obj).__name__})")
     case = Case(where, raw=obj)
@@ -269,8 +268,6 @@ def make_backend(name: str, *, base_url: str | None = None, model: str | None = 
     Raises:
         ValueError: unknown backend or an argument it does not take.
     """
-    from eva_fast.agent import get_backend
-
     kw = dict(backend_args or {})
     if name == "openai":
         if base_url is not None:

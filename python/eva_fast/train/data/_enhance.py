@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from eva_fast._logging import get_logger
+from eva_fast.agent import ImagePart, Message, TextPart, frame_label
+from eva_fast.eval import ResultCache
 from eva_fast.train._rl_data import RLSample, load_rl_set, write_rl_set
 from eva_fast.train.data._common import (
     DEFAULT_ROUGE_THRESHOLD,
@@ -53,6 +55,8 @@ from eva_fast.train.data._common import (
     render_prompt,
     write_report,
 )
+from eva_fast.train.rewards import rouge_reward
+from eva_fast.video import VideoReader, select_frames
 
 logger = get_logger("train.data")
 
@@ -257,15 +261,10 @@ class QuestionWriter:
     def frames(self, video: str) -> Any:
         """The video's frames for the prompt: ``nframes`` evenly over its whole length (EVA's frame
         policy, :func:`eva_fast.video.select_frames`)."""
-        from eva_fast.video import VideoReader, select_frames
-
         reader = VideoReader(video)
         return select_frames(reader, 0, reader.metadata.duration_s, self.nframes, self.resize)
 
     def _frame_parts(self, batch: Any) -> list[Any]:
-        from eva_fast.agent import ImagePart, TextPart
-        from eva_fast.agent import frame_label
-
         parts: list[Any] = []
         for i, t in enumerate(batch.plan.timestamps_s):
             parts.append(TextPart(frame_label(i, int(t))))
@@ -274,8 +273,6 @@ class QuestionWriter:
 
     def messages(self, examples: Sequence[FailureCase], batch: Any) -> list[Any]:
         """The generation request: examples, the frames, the ask (one user turn)."""
-        from eva_fast.agent import Message, TextPart
-
         ex = "\n".join(f"- [{e.category}] Question: {e.question}\n  Right answer: {e.gt}. The agent answered: "
                        f"{e.answer or '(nothing)'}." for e in examples) or "- (no failure cases given)"
         head = render_prompt("enhance_generate", self.prompt_dir, examples=ex, nframes=batch.plan.nframes,
@@ -297,9 +294,6 @@ class QuestionWriter:
 
     async def check(self, batch: Any, question: str, answer: str) -> dict[str, Any]:
         """The teacher's self-check of one item: ``{"answer", "rouge", "passed"}``."""
-        from eva_fast.agent import Message, TextPart
-        from eva_fast.train.rewards import rouge_reward
-
         text = render_prompt("enhance_selfcheck", self.prompt_dir, question=question, max_words=self.max_answer_words)
         gen = await ask(self.backend, [Message("user", (*self._frame_parts(batch), TextPart(text)))],
                         max_new_tokens=64)
@@ -406,8 +400,6 @@ async def aenhance(
         FileNotFoundError: missing inputs; RLDataError: a malformed RL set; ValueError: no failure
         cases or bad arguments.
     """
-    from eva_fast.eval import ResultCache
-
     if isinstance(examples_per_prompt, bool) or not isinstance(examples_per_prompt, int) or examples_per_prompt < 1:
         raise ValueError(f"examples_per_prompt must be a positive int, got {examples_per_prompt!r}")
     out = Path(out_dir)

@@ -40,6 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from eva_fast._logging import get_logger
+from eva_fast.agent import Message
+from eva_fast.eval import ResultCache
+from eva_fast.train._kto_weights import recommended_kto_weights
+from eva_fast.train._records import write_records
 from eva_fast.train.data._common import (
     DEFAULT_ROUGE_THRESHOLD,
     Case,
@@ -199,8 +203,6 @@ class GuessingJudge:
 
     async def judge(self, record: Any) -> dict[str, Any]:
         """``{"verdict", "reason", "reply"}``; a backend failure gives verdict ``error`` (never raises)."""
-        from eva_fast.agent import Message
-
         try:
             gen = await ask(self.backend, [Message("user", self.prompt(record))], max_new_tokens=self.max_new_tokens)
         except Exception as e:  # one judge failure must not stop the labelling
@@ -273,10 +275,6 @@ async def alabel(
     Raises:
         FileNotFoundError: a missing input; ValueError: bad arguments.
     """
-    from eva_fast.eval import ResultCache
-    from eva_fast.train._kto_weights import recommended_kto_weights
-    from eva_fast.train._records import write_records
-
     rules = rules or FailureRules()
     out = Path(out)
     stem = out.with_suffix("") if out.suffix == ".jsonl" else out
