@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from eva_fast._checks import positive_int
 from eva_fast._logging import get_logger
 from eva_fast.agent._backend import BackendBadRequest, ModelBackend, Session, register_backend
 from eva_fast.agent._types import Generation, ImagePart, Message, TextPart
@@ -355,12 +356,10 @@ class OpenAIBackend(ModelBackend):
             raise ValueError(f"png_compress_level must be an int in [0, 9], got {png_compress_level!r}")
         if encode_workers is None:
             encode_workers = usable_cores()
-        if not (isinstance(encode_workers, int) and encode_workers >= 1):
-            raise ValueError(f"encode_workers must be a positive int or None, got {encode_workers!r}")
+        positive_int("encode_workers", encode_workers, allow_none=True)
         if not (isinstance(jpeg_quality, int) and 1 <= jpeg_quality <= 100):
             raise ValueError(f"jpeg_quality must be an int in [1, 100], got {jpeg_quality!r}")
-        if not (isinstance(max_concurrency, int) and max_concurrency >= 1):
-            raise ValueError(f"max_concurrency must be a positive int, got {max_concurrency!r}")
+        positive_int("max_concurrency", max_concurrency)
         if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
         if not (isinstance(max_retries, int) and max_retries >= 0):

@@ -34,6 +34,7 @@ from eva_fast.eval._records import (
     should_retry,
     write_records_atomic,
 )
+from eva_fast.eval._report import load_results, write_report
 from eva_fast.eval._runner import (
     PreflightError,
     Progress,
@@ -44,7 +45,6 @@ from eva_fast.eval._runner import (
     run_benchmark,
     run_samples,
 )
-from eva_fast.eval._report import load_results, write_report
 from eva_fast.eval._score import CategoryScore, Summary, is_correct, normalize_answer, score_file, score_records
 
 __all__ = [

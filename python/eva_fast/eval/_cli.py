@@ -21,9 +21,16 @@ import sys
 from typing import Any
 
 from eva_fast._files import read_mapping
+from eva_fast._jsonl import JsonlFormatError
 from eva_fast.agent import AgentConfig, AgentLoop, get_backend
-from eva_fast.eval._datasets import BENCHMARKS, JsonlFormatError, get_benchmark, load_samples, parse_shard, preflight, \
-    select_samples
+from eva_fast.eval._datasets import (
+    BENCHMARKS,
+    get_benchmark,
+    load_samples,
+    parse_shard,
+    preflight,
+    select_samples,
+)
 from eva_fast.eval._records import merge_result_files, write_records_atomic
 from eva_fast.eval._report import write_report
 from eva_fast.eval._runner import PreflightError, arun_benchmark

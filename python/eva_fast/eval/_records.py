@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from eva_fast._logging import get_logger
 from eva_fast._checks import is_int
 from eva_fast._jsonl import JsonlFormatError, read_jsonl
+from eva_fast._logging import get_logger
 
 log = get_logger("eval")
 

@@ -26,8 +26,16 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 from eva_fast._logging import get_logger
 from eva_fast.agent import AgentConfig
-from eva_fast.eval._datasets import BenchmarkSpec, PreflightReport, Sample, get_benchmark, load_samples, preflight, \
-    resolve_video, select_samples
+from eva_fast.eval._datasets import (
+    BenchmarkSpec,
+    PreflightReport,
+    Sample,
+    get_benchmark,
+    load_samples,
+    preflight,
+    resolve_video,
+    select_samples,
+)
 from eva_fast.eval._records import ResultCache, should_retry, write_records_atomic
 from eva_fast.eval._score import Summary, is_correct, score_records
 

@@ -12,13 +12,15 @@ from typing import Any
 import torch
 from PIL import Image
 
+from eva_fast import (
+    video,
+    vision,  # vision.EvaQwen2VLImageProcessor loads transformers on first use
+)
 from eva_fast._checks import positive_int
 from eva_fast._logging import get_logger
 from eva_fast.agent import plan_tool_call
 from eva_fast.train._records import RecordError, TrajectoryRecord
-from eva_fast import video
 from eva_fast.video import decode_plan
-from eva_fast import vision  # vision.EvaQwen2VLImageProcessor loads transformers on first use
 
 logger = get_logger("train")
 

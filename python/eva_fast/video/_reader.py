@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from eva_fast import _C
-from eva_fast._logging import get_logger
 from eva_fast._checks import check_choice, int_in_range, is_int, positive_int
+from eva_fast._logging import get_logger
 from eva_fast.video._policy import DEFAULT_MAX_OUTPUT_BYTES, RESAMPLES, Resample
 
 log = get_logger("video")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eva_fast._checks import is_number
 from eva_fast._jsonl import JsonlFormatError, json_lines
 from eva_fast._logging import get_logger
 from eva_fast.agent import get_backend
@@ -168,7 +169,7 @@ def _reward_correct(obj: Mapping[str, Any]) -> tuple[bool | None, float | None]:
         return obj["correct"], float(obj["correct"])
     rewards = obj.get("rewards") if isinstance(obj.get("rewards"), Mapping) else {}
     for v in (obj.get("accuracy"), rewards.get("accuracy"), obj.get("reward_accuracy")):
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if is_number(v):
             return float(v) >= 0.5, float(v)
     return None, None
 

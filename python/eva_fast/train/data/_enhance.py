@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eva_fast._checks import is_number, positive_int
 from eva_fast._logging import get_logger
 from eva_fast.agent import ImagePart, Message, TextPart, frame_label
 from eva_fast.eval import ResultCache
@@ -239,8 +240,7 @@ class QuestionWriter:
                  temperature: float = 0.7) -> None:
         for name, v in (("nframes", nframes), ("questions_per_video", questions_per_video),
                         ("max_answer_words", max_answer_words)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            positive_int(name, v)
         if not 0 < resize <= 1:
             raise ValueError(f"resize must be in (0, 1], got {resize!r}")
         self.backend = backend
@@ -328,7 +328,7 @@ class QuestionWriter:
         default_cat = Counter(e.category for e in examples).most_common(1)[0][0] if examples else UNCATEGORIZED
         for it in items:
             q, a = it.get("question"), it.get("answer")
-            if isinstance(a, (int, float)) and not isinstance(a, bool):
+            if is_number(a):
                 a = str(a)
             item = {"question": q.strip() if isinstance(q, str) else q, "answer": a.strip() if isinstance(a, str) else a,
                     "category": str(it.get("category") or default_cat), "status": "ok", "self_check": None}
@@ -400,8 +400,7 @@ async def aenhance(
         FileNotFoundError: missing inputs; RLDataError: a malformed RL set; ValueError: no failure
         cases or bad arguments.
     """
-    if isinstance(examples_per_prompt, bool) or not isinstance(examples_per_prompt, int) or examples_per_prompt < 1:
-        raise ValueError(f"examples_per_prompt must be a positive int, got {examples_per_prompt!r}")
+    positive_int("examples_per_prompt", examples_per_prompt)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run_name = run_name or out.resolve().name

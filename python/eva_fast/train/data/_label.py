@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eva_fast._checks import positive_int
 from eva_fast._logging import get_logger
 from eva_fast.agent import Message
 from eva_fast.eval import ResultCache
@@ -88,8 +89,7 @@ class FailureRules:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v > 0):
                 raise ValueError(f"FailureRules.{name} must be > 0, got {v!r}")
-        if not (isinstance(self.dense_min_frames, int) and self.dense_min_frames >= 1):
-            raise ValueError(f"FailureRules.dense_min_frames must be a positive int, got {self.dense_min_frames!r}")
+        positive_int("FailureRules.dense_min_frames", self.dense_min_frames)
 
 
 def call_windows(record: Any) -> list[tuple[float, float, int]]:
