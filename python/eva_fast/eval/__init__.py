@@ -3,12 +3,19 @@
     from eva_fast.eval import BENCHMARKS, run_benchmark, score_file
     from eva_fast.agent import AgentConfig, AgentLoop, get_backend
 
-    loop = AgentLoop(get_backend("openai", ...), AgentConfig(max_visual_tokens=12000))
+    loop = AgentLoop(get_backend("openai", ...), AgentConfig())   # the published evaluation's settings
     result = run_benchmark(loop, "videomme", "/data/VideoMME/video", "out/eval", concurrency=32)
     print(result.summary.format())
     print(score_file("out/eval/videomme.jsonl").accuracy)   # any results file in EVA's format
 
 The command line is ``eva-fast eval {list,preflight,run,score,merge,report}``.
+
+Modules: ``_datasets`` (benchmark registry ``BENCHMARKS``, annotation loading, video paths,
+preflight), ``_runner`` (the agent over a benchmark: async, resumable from an fsynced cache,
+shardable; a run's settings are its identity, compared across eva_fast versions with
+``AgentConfig.flatten``), ``_records`` (result and cache files), ``_score`` (EVA's
+``accuracy.py``), ``_report`` (report.md, charts, timelines), ``_cli``. jsonl goes through
+``eva_fast._jsonl``, the package's one reader.
 """
 
 from eva_fast._jsonl import JsonlFormatError, read_jsonl
