@@ -132,7 +132,7 @@ class FrameOptions:
             ValueError: a bad value.
         """
         if options is None:
-            options = cls()
+            options = _DEFAULT if cls is FrameOptions else cls()
         elif not isinstance(options, FrameOptions):
             raise TypeError(f"options must be a FrameOptions, got {type(options).__name__}")
         unknown = sorted(set(settings) - set(FIELDS))
@@ -147,6 +147,8 @@ class FrameOptions:
 
 #: ``FrameOptions``' fields by name, in order.
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(FrameOptions)}
+#: ``FrameOptions()`` (frozen, so one instance serves every call that gives no options).
+_DEFAULT = FrameOptions()
 
 
 def add_frame_option_flags(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
