@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir).to(a.device).eval()
     atol = a.logprob_atol if a.logprob_atol is not None else (1e-4 if model.dtype == torch.float32 else 0.1)
-    agent_cfg = AgentConfig(max_turns=4, max_new_tokens=a.max_new_tokens, temperature=1.0, device=a.decode_device)
+    agent_cfg = AgentConfig(max_turns=4, max_new_tokens=a.max_new_tokens, temperature=1.0, decode_device=a.decode_device)
     env = environment()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

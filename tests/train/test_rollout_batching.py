@@ -45,7 +45,7 @@ def test_batched_turns_equal_batch_one_at_temperature_zero(tiny_qwen_dir):
     (tick, *_) = batched.ticks
     assert tick.episodes == tick.rows == 6 and tick.padding_waste > 0.1 and tick.prefill_ms > 0
     assert alone.ticks == []
-    sizes = {t.tool_calls[0].frames.size for t in batched.trajectories}
+    sizes = {t.tool_calls[0].frames.plan.size for t in batched.trajectories}
     assert len(sizes) == 3
     for a, b in zip(batched.trajectories, alone.trajectories, strict=True):
         assert a.stop_reason == b.stop_reason and not a.stop_reason.startswith("exception"), a.error

@@ -122,11 +122,15 @@ class TurnRequest:
         session: the episode's backend session (the runner reads its token ids and frames).
         max_new_tokens: the turn's token limit.
         temperature: sampling temperature (0 = greedy); equal for all requests of a tick.
+        order: where the turn goes in its tick's batch (ascending; sessions pass their creation
+            number), so a tick's rows — and the random numbers each row samples with — do not
+            depend on which episode's tool work finished first.
     """
 
     session: Any
     max_new_tokens: int
     temperature: float
+    order: int = 0
 
 
 #: ``run_tick(requests, agreed) -> (results, stats)``: one batched call for ``requests`` (possibly
@@ -224,7 +228,7 @@ class TurnBatcher:
                 while self._remaining > 0 and len(self._pending) < min(self._remaining, self._concurrency):
                     self._event.clear()
                     await self._event.wait()
-                batch, self._pending = self._pending, []
+                batch, self._pending = sorted(self._pending, key=lambda p: p[0].order), []
                 requests = [r for r, _ in batch]
                 local = [int(self._remaining > 0 or bool(batch)), *(self.flags(requests) if self.flags else [])]
                 agreed = list(self.sync(local)) if self.sync is not None else local

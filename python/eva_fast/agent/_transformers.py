@@ -31,6 +31,7 @@ generate time the ticks record (``TickStats.prefill_ms``).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import threading
 import time
@@ -43,7 +44,6 @@ import torch
 
 from eva_fast._logging import get_logger
 from eva_fast.agent._backend import ModelBackend, Session, register_backend
-from eva_fast.agent._ticks import SyncFn, TickStats, TurnBatcher, TurnRequest
 from eva_fast.agent._render import (
     END_OF_TURN,
     IMAGE_PAD,
@@ -51,10 +51,12 @@ from eva_fast.agent._render import (
     expand_image_tokens,
     load_chat_template,
 )
+from eva_fast.agent._ticks import SyncFn, TickStats, TurnBatcher, TurnRequest
 from eva_fast.agent._types import Generation, ImagePart, Message, TextPart, TokenTrace
 from eva_fast.vision import pack_qwen25vl, warm_up_pack
 
 logger = get_logger("agent")
+_SESSION_SEQ = itertools.count()
 
 __all__ = [
     "END_OF_TURN",
@@ -153,6 +155,8 @@ class TokenSession(Session):
     def __init__(self, renderer: ChatRenderer, device: Any = "cpu", pack_dtype: torch.dtype = torch.float32,
                  pack_backend: str | None = None) -> None:
         self.renderer = renderer
+        #: creation number: the session's row order in a batched tick (TurnRequest.order)
+        self.seq = next(_SESSION_SEQ)
         self.device = torch.device(device)
         self.pack_dtype = pack_dtype
         self.pack_backend = pack_backend
@@ -332,7 +336,7 @@ class _TransformersSession(TokenSession):
         b = self._b
         if b.batcher.active:  # a round of episodes: this turn joins the next tick (which packs its frames)
             await asyncio.to_thread(self.prepare, list(messages))
-            result = await b.batcher.submit(TurnRequest(self, max_new_tokens, temperature))
+            result = await b.batcher.submit(TurnRequest(self, max_new_tokens, temperature, self.seq))
         else:
             result = await asyncio.to_thread(self._generate_alone, list(messages), max_new_tokens, temperature)
         new = result.token_ids
@@ -406,7 +410,7 @@ class TransformersBackend(ModelBackend):
         compile_decoding: bool = False,
     ) -> None:
         try:
-            from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+            from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration  # optional heavy dependency
         except ImportError as e:  # pragma: no cover - transformers is a dependency of the tests
             raise ImportError("the transformers backend needs transformers: pip install 'transformers>=4.50'") from e
         if model is not None:

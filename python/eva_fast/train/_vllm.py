@@ -27,12 +27,21 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from PIL import Image
+
 from eva_fast._logging import get_logger
-from eva_fast.agent import SyncFn, TickStats, TurnBatcher, TurnRequest
-from eva_fast.agent._backend import ModelBackend, Session
-from eva_fast.agent._render import ChatRenderer
-from eva_fast.agent._transformers import TokenSession
-from eva_fast.agent._types import Generation, Message
+from eva_fast.agent import (
+    ChatRenderer,
+    Generation,
+    Message,
+    ModelBackend,
+    Session,
+    SyncFn,
+    TickStats,
+    TokenSession,
+    TurnBatcher,
+    TurnRequest,
+)
 
 logger = get_logger("train")
 
@@ -45,7 +54,7 @@ class _VLLMSession(TokenSession):
     async def generate(self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float) -> Generation:
         b = self._b
         self.prepare(messages)
-        new_ids, logprobs, gen_ms = await b.batcher.submit(TurnRequest(self, max_new_tokens, temperature))
+        new_ids, logprobs, gen_ms = await b.batcher.submit(TurnRequest(self, max_new_tokens, temperature, self.seq))
         text = b.tokenizer.decode(new_ids, skip_special_tokens=True)
         prompt_len = len(self.ids)
         self.record_generation(new_ids, logprobs, text)
@@ -107,8 +116,6 @@ class VLLMRolloutBackend(ModelBackend):
         return list(self.batcher.ticks)
 
     def _tick(self, batch: list[TurnRequest], agreed: list[int]) -> tuple[list[Any], TickStats]:
-        from PIL import Image
-
         prompts = [r.session.ids for r in batch]
         images = [[Image.fromarray(f.cpu().numpy()) for f in r.session.images()] or None for r in batch]
         if batch:
