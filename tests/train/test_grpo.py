@@ -18,21 +18,27 @@ pytestmark = pytest.mark.slow
 
 VIDEO = "nasa_13013.mp4"
 QUESTIONS = [("Is it Earth? A. yes B. no", "A"), ("Is it night? A. yes B. no", "B")]
-SFT_STEPS = 70
+# 110 steps: the policy then writes a valid call in nearly every sampled episode whatever torch's
+# thread count (at 70 it did in ~90 % of episodes with 2 threads but ~40 % with 1, which the fuzz
+# tests leave set, and GRPO's own batches then decided whether the test passed)
+SFT_STEPS = 110
 
 
 @pytest.fixture(scope="module")
 def policy_dir(tiny_qwen_dir, tmp_path_factory, cuda_layout_lm_head_module):
-    """The tiny model SFT-trained on two short EVA episodes (one tool call, then the answer) until
-    it writes the tool call itself."""
+    """The tiny model SFT-trained on short EVA episodes (one tool call, then the answer) until it
+    writes the tool call itself. Each question is answered A in one record and B in another: the
+    policy is sure of the call and unsure of the answer, so a group's sampled episodes differ in
+    reward (GRPO gets nonzero advantages) while nearly all fetch frames."""
     from eva_fast.train import EvaSFTConfig, EvaSFTTrainer, record_from_trajectory
 
     from tests.train.conftest import run_episode
 
     recs = []
-    for q, gt in QUESTIONS:
-        t = run_episode(VIDEO, q, [call(0, 12, 2, 0.1), f"<answer>{gt}</answer>"])
-        recs.append(record_from_trajectory(t, gt=gt))
+    for q, _ in QUESTIONS:
+        for answer in ("A", "B"):
+            t = run_episode(VIDEO, q, [call(0, 12, 2, 0.1), f"<answer>{answer}</answer>"])
+            recs.append(record_from_trajectory(t, gt=answer))
     out = tmp_path_factory.mktemp("policy")
     args = EvaSFTConfig(output_dir=str(out), max_steps=SFT_STEPS, per_device_train_batch_size=2, learning_rate=1e-2,
                         lr_scheduler_type="constant", use_cpu=True, bf16=False, gradient_checkpointing=False,
