@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cpu_features.h"
+#include "resize_math.h"
 
 namespace eva_fast {
 namespace {
@@ -38,8 +39,12 @@ inline double keys_cubic(double x, double a) {
 // arithmetic is identical, so results do not depend on the CPU.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define EVA_FAST_MULTIVERSION __attribute__((target_clones("avx2", "default")))
+// The float (kIppFloat) passes want FMA instructions: without them std::fmaf is a libm call (same
+// result, slower).
+#define EVA_FAST_MULTIVERSION_FMA __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define EVA_FAST_MULTIVERSION
+#define EVA_FAST_MULTIVERSION_FMA
 #endif
 
 namespace {
@@ -85,17 +90,58 @@ bool set_resize_simd(bool enabled) {
 
 bool resize_simd_available() { return cpu_has_avx2(); }
 
-AxisTable make_axis_table(int in_size, int out_size, ResizeFilter filter) {
+ResizeArith resize_arith(int src_w, int src_h, ResizeFilter filter) {
+  if (filter != ResizeFilter::kCubic) return ResizeArith::kFixed;
+  // OpenCV hands the resize to IPP only when IPP accepts the size: cubic needs a 4x4 source.
+  return src_w >= 4 && src_h >= 4 ? ResizeArith::kIppFloat : ResizeArith::kOpenCvFixed;
+}
+
+AxisTable make_axis_table(int in_size, int out_size, ResizeFilter filter, ResizeArith arith) {
   if (in_size <= 0 || out_size <= 0) {
     throw std::invalid_argument("resize: sizes must be positive, got in=" + std::to_string(in_size) +
                                 " out=" + std::to_string(out_size));
   }
+  if ((filter == ResizeFilter::kCubic) == (arith == ResizeArith::kFixed)) {
+    throw std::invalid_argument("resize: kCubic needs kIppFloat or kOpenCvFixed arithmetic, kAntialias kFixed");
+  }
   AxisTable t;
   t.out_size = out_size;
-  const double scale = static_cast<double>(in_size) / out_size;
+  t.arith = arith;
+  if (arith == ResizeArith::kIppFloat) {
+    // Source position of output i: ((2i + 1) * in - out) / (2 * out), exactly; sx its floor, rem /
+    // den the fraction, which only then becomes a float t. Distances to the taps sx-1..sx+2 are
+    // float(1 + t), t, 1 - t, 2 - t with the inner two taken from the outer two (d0 - 1, d3 - 1,
+    // exact); each weight is a Keys (a = -0.75) polynomial in double rounded to float, the outer
+    // ones in the power form ((a x^3 - 5a x^2) + 8a x) - 4a. See resize.h.
+    constexpr double a = -0.75;
+    t.ksize = 4;
+    t.index.resize(static_cast<size_t>(out_size) * 4);
+    t.weight.resize(static_cast<size_t>(out_size) * 4);
+    const int64_t den = 2 * static_cast<int64_t>(out_size);
+    for (int i = 0; i < out_size; ++i) {
+      const int64_t num = (2 * static_cast<int64_t>(i) + 1) * in_size - out_size;
+      int64_t sx = num / den;
+      if (sx * den > num) --sx;  // floor for negative positions (upscaling, first outputs)
+      const int64_t rem = num - sx * den;
+      const float tf = static_cast<float>(static_cast<double>(rem) / static_cast<double>(den));
+      const double d0 = static_cast<double>(1.0f + tf), d3 = static_cast<double>(2.0f - tf);
+      const double d1 = d0 - 1.0, d2 = d3 - 1.0;
+      auto far = [](double x) { return ((a * x * x * x + (-5 * a) * x * x) + 8 * a * x) + (-4 * a); };
+      auto near = [](double x) { return ((a + 2) * x - (a + 3)) * x * x + 1; };
+      const double w[4] = {far(d0), near(d1), near(d2), far(d3)};
+      for (int k = 0; k < 4; ++k) {
+        const int64_t idx = std::min<int64_t>(std::max<int64_t>(sx - 1 + k, 0), in_size - 1);
+        t.index[i * 4 + k] = static_cast<int32_t>(idx);
+        t.weight[i * 4 + k] = static_cast<float>(w[k]);
+      }
+    }
+    return t;
+  }
   if (filter == ResizeFilter::kCubic) {
-    // OpenCV INTER_CUBIC: fx = (dx + 0.5) * scale - 0.5 computed in float, sx = floor(fx),
-    // coefficients from interpolateCubic(fx - sx) with A = -0.75, c3 = 1 - c0 - c1 - c2.
+    // OpenCV INTER_CUBIC (its own code, kOpenCvFixed): scale = 1 / (out / in) as cv::resize
+    // computes it, fx = (dx + 0.5) * scale - 0.5 in float, sx = floor(fx), coefficients from
+    // interpolateCubic(fx - sx) with A = -0.75, c3 = 1 - c0 - c1 - c2, 11-bit fixed point.
+    const double scale = 1.0 / (static_cast<double>(out_size) / in_size);
     t.ksize = 4;
     t.index.resize(static_cast<size_t>(out_size) * 4);
     t.coef.resize(static_cast<size_t>(out_size) * 4);
@@ -119,6 +165,7 @@ AxisTable make_axis_table(int in_size, int out_size, ResizeFilter filter) {
     return t;
   }
   // Antialiased (Pillow-style) bicubic, a = -0.5, support scaled by the downscale factor.
+  const double scale = static_cast<double>(in_size) / out_size;
   const double a = -0.5;
   const double filterscale = std::max(scale, 1.0);
   const double support = 2.0 * filterscale;
@@ -158,12 +205,28 @@ AxisTable make_axis_table(int in_size, int out_size, ResizeFilter filter) {
   return t;
 }
 
+ResizeTables make_resize_tables(int src_w, int src_h, int dst_w, int dst_h, ResizeFilter filter) {
+  ResizeTables r;
+  r.arith = resize_arith(src_w, src_h, filter);
+  r.h = make_axis_table(src_w, dst_w, filter, r.arith);
+  r.v = make_axis_table(src_h, dst_h, filter, r.arith);
+  r.hshift = filter == ResizeFilter::kAntialias ? kAaHShift : 0;
+  return r;
+}
+
 RgbResizer::RgbResizer(int src_w, int src_h, int dst_w, int dst_h, ResizeFilter filter)
     : src_w_(src_w), src_h_(src_h), dst_w_(dst_w), dst_h_(dst_h), filter_(filter) {
-  h_ = make_axis_table(src_w, dst_w, filter);
-  v_ = make_axis_table(src_h, dst_h, filter);
-  hshift_ = filter == ResizeFilter::kAntialias ? kAaHShift : 0;
+  ResizeTables tables = make_resize_tables(src_w, src_h, dst_w, dst_h, filter);
+  arith_ = tables.arith;
+  h_ = std::move(tables.h);
+  v_ = std::move(tables.v);
+  hshift_ = tables.hshift;
   nslots_ = std::min(v_.ksize + 2, src_h + 1);
+  if (arith_ == ResizeArith::kIppFloat) {
+    frows_.assign(static_cast<size_t>(nslots_) * dst_w * 3, 0.f);
+    row_of_slot_.assign(nslots_, -1);
+    return;  // no integer tables: the SIMD horizontal pass below is for the fixed-point weights
+  }
   // +4 int32 per row: the SIMD pass stores 4 int32 at the last column.
   rows_.assign(static_cast<size_t>(nslots_) * (dst_w * 3 + 4), 0);
   vacc_.assign(static_cast<size_t>(dst_w) * 3, 0);
@@ -257,7 +320,57 @@ EVA_FAST_MULTIVERSION void RgbResizer::hpass_row(const uint8_t* src, int32_t* ou
   }
 }
 
+namespace {
+
+// kIppFloat horizontal pass of one source row (3 channels), float32 out.
+EVA_FAST_MULTIVERSION_FMA void ipp_hpass_row(const uint8_t* src, float* out, const int32_t* idx, const float* w,
+                                             int dst_w) {
+  for (int dx = 0; dx < dst_w; ++dx) {
+    const int32_t* ix = idx + 4 * dx;
+    const float* wx = w + 4 * dx;
+    const uint8_t* p0 = src + 3 * ix[0];
+    const uint8_t* p1 = src + 3 * ix[1];
+    const uint8_t* p2 = src + 3 * ix[2];
+    const uint8_t* p3 = src + 3 * ix[3];
+    for (int c = 0; c < 3; ++c) out[3 * dx + c] = resize_math::ipp_hpass(p0[c], p1[c], p2[c], p3[c], wx);
+  }
+}
+
+// kIppFloat vertical pass of one output row.
+EVA_FAST_MULTIVERSION_FMA void ipp_vpass_row(const float* r0, const float* r1, const float* r2, const float* r3,
+                                             const float* b, uint8_t* out, int n) {
+  const float b4[4] = {b[0], b[1], b[2], b[3]};
+  for (int x = 0; x < n; ++x) out[x] = resize_math::ipp_vpass(r0[x], r1[x], r2[x], r3[x], b4);
+}
+
+}  // namespace
+
+void RgbResizer::run_float(const uint8_t* src, int src_stride, uint8_t* dst, int dst_stride) {
+  const int n = dst_w_ * 3;
+  std::fill(row_of_slot_.begin(), row_of_slot_.end(), -1);
+  const float* rp[4];
+  for (int dy = 0; dy < dst_h_; ++dy) {
+    const int32_t* vidx = &v_.index[static_cast<size_t>(dy) * 4];
+    for (int k = 0; k < 4; ++k) {
+      const int sy = vidx[k];
+      const int slot = sy % nslots_;
+      float* row = &frows_[static_cast<size_t>(slot) * n];
+      if (row_of_slot_[slot] != sy) {
+        ipp_hpass_row(src + static_cast<size_t>(sy) * src_stride, row, h_.index.data(), h_.weight.data(), dst_w_);
+        row_of_slot_[slot] = sy;
+      }
+      rp[k] = row;
+    }
+    ipp_vpass_row(rp[0], rp[1], rp[2], rp[3], &v_.weight[static_cast<size_t>(dy) * 4],
+                  dst + static_cast<size_t>(dy) * dst_stride, n);
+  }
+}
+
 EVA_FAST_MULTIVERSION void RgbResizer::run(const uint8_t* src, int src_stride, uint8_t* dst, int dst_stride) {
+  if (arith_ == ResizeArith::kIppFloat) {
+    run_float(src, src_stride, dst, dst_stride);
+    return;
+  }
   const int ks = v_.ksize;
   const int n = dst_w_ * 3;
   const int row_pitch = n + 4;
@@ -279,17 +392,10 @@ EVA_FAST_MULTIVERSION void RgbResizer::run(const uint8_t* src, int src_stride, u
       rp[k] = row;
     }
     uint8_t* out = dst + static_cast<size_t>(dy) * dst_stride;
-    if (ks == 4) {
-      const int32_t* r0 = rp[0];
-      const int32_t* r1 = rp[1];
-      const int32_t* r2 = rp[2];
-      const int32_t* r3 = rp[3];
-      const int32_t b0 = vcf[0], b1 = vcf[1], b2 = vcf[2], b3 = vcf[3];
-      for (int x = 0; x < n; ++x) {
-        int32_t acc = r0[x] * b0 + r1[x] * b1 + r2[x] * b2 + r3[x] * b3;
-        acc = (acc + kRound) >> kShift;
-        out[x] = static_cast<uint8_t>(acc < 0 ? 0 : (acc > 255 ? 255 : acc));
-      }
+    if (arith_ == ResizeArith::kOpenCvFixed) {
+      const int nv = n / resize_math::kOpenCvVecLanes * resize_math::kOpenCvVecLanes;
+      for (int x = 0; x < nv; ++x) out[x] = resize_math::opencv_vpass_float(rp[0][x], rp[1][x], rp[2][x], rp[3][x], vcf);
+      for (int x = nv; x < n; ++x) out[x] = resize_math::opencv_vpass_int(rp[0][x], rp[1][x], rp[2][x], rp[3][x], vcf);
     } else {
       // Taps outer, columns inner: the inner loops vectorise.
       int32_t* acc = vacc_.data();
