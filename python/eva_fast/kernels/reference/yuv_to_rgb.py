@@ -3,9 +3,9 @@
 Converts decoded 4:2:0 planes (NV12 with 8-bit samples, or P016-style 16-bit containers / native
 10-bit codes) to RGB24 with the matrices and ranges defined once in ``eva_fast/kernels/cuda/yuv_coeffs.h``
 (this module parses that header, so the CUDA side and this reference cannot drift apart), then
-resizes with the CPU decoder's resampler (``eva_fast._C.resize_rgb``: OpenCV INTER_CUBIC or the
-Pillow-style antialias filter, fixed point), which is exactly what the CUDA kernel's resize
-reproduces from the same tables.
+resizes with the CPU decoder's resampler (``eva_fast._C.resize_rgb``: cv2.resize INTER_CUBIC's
+arithmetic, or the Pillow-style antialias filter in fixed point; csrc/resize.h), which is exactly
+what the CUDA kernel's resize reproduces from the same tables and csrc/resize_math.h.
 
 Maths (ITU-T H.273 matrix ids; ``n`` bit depth; chroma of each 2x2 block used as is, no
 interpolation, like swscale's unscaled yuv420p -> rgb24 path):
