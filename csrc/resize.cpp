@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -50,6 +51,14 @@ inline double keys_cubic(double x, double a) {
 namespace {
 
 std::atomic<bool> g_resize_simd{cpu_has_avx2()};
+
+bool cpu_has_avx2_fma() {
+#if EVA_FAST_X86_SIMD
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
 
 #if EVA_FAST_X86_SIMD
 // Horizontal pass for output columns [dx0, dx1) whose taps are consecutive source pixels starting
@@ -223,7 +232,22 @@ RgbResizer::RgbResizer(int src_w, int src_h, int dst_w, int dst_h, ResizeFilter 
   hshift_ = tables.hshift;
   nslots_ = std::min(v_.ksize + 2, src_h + 1);
   if (arith_ == ResizeArith::kIppFloat) {
-    frows_.assign(static_cast<size_t>(nslots_) * dst_w * 3, 0.f);
+    const int n = dst_w * 3;
+    // row pitch n + 1: the SIMD pass's 16-byte store may write one float past the row
+    frows_.assign(static_cast<size_t>(nslots_) * (n + 1), 0.f);
+    hsimd_ = cpu_has_avx2_fma();
+    if (hsimd_) srcf_.assign(static_cast<size_t>(src_w) * 3 + 4, 0.f);
+    hoff_store_.resize(static_cast<size_t>(4) * n);
+    hw_store_.resize(static_cast<size_t>(4) * n);
+    for (int k = 0; k < 4; ++k) {
+      hoff_[k] = &hoff_store_[static_cast<size_t>(k) * n];
+      hw_[k] = &hw_store_[static_cast<size_t>(k) * n];
+      for (int dx = 0; dx < dst_w; ++dx)
+        for (int c = 0; c < 3; ++c) {
+          hoff_store_[static_cast<size_t>(k) * n + 3 * dx + c] = 3 * h_.index[dx * 4 + k] + c;
+          hw_store_[static_cast<size_t>(k) * n + 3 * dx + c] = h_.weight[dx * 4 + k];
+        }
+    }
     row_of_slot_.assign(nslots_, -1);
     return;  // no integer tables: the SIMD horizontal pass below is for the fixed-point weights
   }
@@ -322,25 +346,63 @@ EVA_FAST_MULTIVERSION void RgbResizer::hpass_row(const uint8_t* src, int32_t* ou
 
 namespace {
 
-// kIppFloat horizontal pass of one source row (3 channels), float32 out.
-EVA_FAST_MULTIVERSION_FMA void ipp_hpass_row(const uint8_t* src, float* out, const int32_t* idx, const float* w,
-                                             int dst_w) {
-  for (int dx = 0; dx < dst_w; ++dx) {
-    const int32_t* ix = idx + 4 * dx;
-    const float* wx = w + 4 * dx;
-    const uint8_t* p0 = src + 3 * ix[0];
-    const uint8_t* p1 = src + 3 * ix[1];
-    const uint8_t* p2 = src + 3 * ix[2];
-    const uint8_t* p3 = src + 3 * ix[3];
-    for (int c = 0; c < 3; ++c) out[3 * dx + c] = resize_math::ipp_hpass(p0[c], p1[c], p2[c], p3[c], wx);
+// kIppFloat horizontal pass of one source row, float32 out. off[k][j] / w[k][j]: byte offset of tap k
+// of output value j (= 3 dx + c) in the row and its weight (the portable loop).
+EVA_FAST_MULTIVERSION_FMA void ipp_hpass_row(const uint8_t* src, float* out, const int32_t* const* off,
+                                             const float* const* w, int j0, int j1) {
+  const int32_t *o0 = off[0], *o1 = off[1], *o2 = off[2], *o3 = off[3];
+  const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+  for (int j = j0; j < j1; ++j) {
+    out[j] = resize_math::ipp_hpass(src[o0[j]], src[o1[j]], src[o2[j]], src[o3[j]], w0[j], w1[j], w2[j], w3[j]);
   }
 }
 
-// kIppFloat vertical pass of one output row.
+#if EVA_FAST_X86_SIMD
+// The same pass with AVX2 + FMA: the row is widened to float once, then each tap's RGB is one
+// 16-byte load {r, g, b, x}, so the four lanes run the same mul / fmadd chain as
+// resize_math::ipp_hpass (x is ignored). The 16-byte store writes one float past the pixel, which
+// the next pixel (or the row's padding) overwrites.
+__attribute__((target("avx2,fma"))) void ipp_hpass_row_avx2(const uint8_t* src, float* srcf, int src_w, float* out,
+                                                             const int32_t* idx, const float* w, int dst_w) {
+  const int n = 3 * src_w;
+  for (int i = 0; i < n; ++i) srcf[i] = src[i];  // widened once; srcf has 4 floats of padding
+  for (int dx = 0; dx < dst_w; ++dx) {
+    const int32_t* ix = idx + 4 * dx;
+    const float* wx = w + 4 * dx;
+    __m128 acc = _mm_mul_ps(_mm_loadu_ps(srcf + 3 * ix[0]), _mm_set1_ps(wx[0]));
+    acc = _mm_fmadd_ps(_mm_loadu_ps(srcf + 3 * ix[1]), _mm_set1_ps(wx[1]), acc);
+    acc = _mm_fmadd_ps(_mm_loadu_ps(srcf + 3 * ix[2]), _mm_set1_ps(wx[2]), acc);
+    acc = _mm_fmadd_ps(_mm_loadu_ps(srcf + 3 * ix[3]), _mm_set1_ps(wx[3]), acc);
+    _mm_storeu_ps(out + 3 * dx, acc);
+  }
+}
+
+// resize_math::ipp_vpass on 16 values at a time, for x in [0, n16): the same mul / fmadd / add in
+// float32, cvtps2dq rounds half to even (the default MXCSR mode, as rintf), the two packs saturate.
+__attribute__((target("avx2,fma"))) int ipp_vpass_row_avx2(const float* r0, const float* r1, const float* r2,
+                                                            const float* r3, const float* b, uint8_t* out, int n) {
+  const __m256 b0 = _mm256_set1_ps(b[0]), b1 = _mm256_set1_ps(b[1]), b2 = _mm256_set1_ps(b[2]),
+               b3 = _mm256_set1_ps(b[3]);
+  auto vals = [&](int x) __attribute__((target("avx2,fma"))) {
+    const __m256 lo = _mm256_fmadd_ps(_mm256_loadu_ps(r0 + x), b0, _mm256_mul_ps(_mm256_loadu_ps(r1 + x), b1));
+    const __m256 hi = _mm256_fmadd_ps(_mm256_loadu_ps(r2 + x), b2, _mm256_mul_ps(_mm256_loadu_ps(r3 + x), b3));
+    return _mm256_cvtps_epi32(_mm256_add_ps(lo, hi));
+  };
+  int x = 0;
+  for (; x + 16 <= n; x += 16) {
+    const __m256i p16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(vals(x), vals(x + 8)), 0xD8);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + x),
+                     _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1)));
+  }
+  return x;
+}
+#endif
+
+// kIppFloat vertical pass of one output row, values [x0, n).
 EVA_FAST_MULTIVERSION_FMA void ipp_vpass_row(const float* r0, const float* r1, const float* r2, const float* r3,
-                                             const float* b, uint8_t* out, int n) {
+                                             const float* b, uint8_t* out, int x0, int n) {
   const float b4[4] = {b[0], b[1], b[2], b[3]};
-  for (int x = 0; x < n; ++x) out[x] = resize_math::ipp_vpass(r0[x], r1[x], r2[x], r3[x], b4);
+  for (int x = x0; x < n; ++x) out[x] = resize_math::ipp_vpass(r0[x], r1[x], r2[x], r3[x], b4);
 }
 
 }  // namespace
@@ -354,15 +416,28 @@ void RgbResizer::run_float(const uint8_t* src, int src_stride, uint8_t* dst, int
     for (int k = 0; k < 4; ++k) {
       const int sy = vidx[k];
       const int slot = sy % nslots_;
-      float* row = &frows_[static_cast<size_t>(slot) * n];
+      float* row = &frows_[static_cast<size_t>(slot) * (n + 1)];
       if (row_of_slot_[slot] != sy) {
-        ipp_hpass_row(src + static_cast<size_t>(sy) * src_stride, row, h_.index.data(), h_.weight.data(), dst_w_);
+        const uint8_t* s = src + static_cast<size_t>(sy) * src_stride;
+        int j0 = 0;
+#if EVA_FAST_X86_SIMD
+        if (hsimd_ && g_resize_simd.load(std::memory_order_relaxed)) {
+          ipp_hpass_row_avx2(s, srcf_.data(), src_w_, row, h_.index.data(), h_.weight.data(), dst_w_);
+          j0 = n;
+        }
+#endif
+        ipp_hpass_row(s, row, hoff_, hw_, j0, n);
         row_of_slot_[slot] = sy;
       }
       rp[k] = row;
     }
-    ipp_vpass_row(rp[0], rp[1], rp[2], rp[3], &v_.weight[static_cast<size_t>(dy) * 4],
-                  dst + static_cast<size_t>(dy) * dst_stride, n);
+    const float* b = &v_.weight[static_cast<size_t>(dy) * 4];
+    uint8_t* out = dst + static_cast<size_t>(dy) * dst_stride;
+    int x0 = 0;
+#if EVA_FAST_X86_SIMD
+    if (hsimd_ && g_resize_simd.load(std::memory_order_relaxed)) x0 = ipp_vpass_row_avx2(rp[0], rp[1], rp[2], rp[3], b, out, n);
+#endif
+    ipp_vpass_row(rp[0], rp[1], rp[2], rp[3], b, out, x0, n);
   }
 }
 

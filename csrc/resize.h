@@ -103,6 +103,13 @@ class RgbResizer {
   std::vector<int> row_of_slot_;
   std::vector<int32_t> vacc_;  // vertical-pass accumulators for ksize != 4
   std::vector<float> frows_;   // kIppFloat: ring of horizontally filtered rows (float32)
+  // kIppFloat horizontal pass per output value j = 3 dx + c: tap k's byte offset and weight.
+  std::vector<int32_t> hoff_store_;
+  std::vector<float> hw_store_;
+  const int32_t* hoff_[4] = {};
+  const float* hw_[4] = {};
+  bool hsimd_ = false;       // kIppFloat: the AVX2 + FMA horizontal pass exists on this CPU
+  std::vector<float> srcf_;  // its source row widened to float (+4 floats of padding)
   int nslots_ = 0;
 };
 

@@ -51,12 +51,12 @@ EVA_FAST_HD inline uint8_t round_sat_u8(float v) {
   return static_cast<uint8_t>(v < 0.f ? 0.f : (v > 255.f ? 255.f : v));
 }
 
-// kIppFloat horizontal pass, one channel of one output pixel: taps p0..p3, weights w[0..3].
-EVA_FAST_HD inline float ipp_hpass(float p0, float p1, float p2, float p3, const float* w) {
-  float r = mul_rn(p0, w[0]);
-  r = fma_rn(p1, w[1], r);
-  r = fma_rn(p2, w[2], r);
-  return fma_rn(p3, w[3], r);
+// kIppFloat horizontal pass, one channel of one output pixel: taps p0..p3, weights w0..w3.
+EVA_FAST_HD inline float ipp_hpass(float p0, float p1, float p2, float p3, float w0, float w1, float w2, float w3) {
+  float r = mul_rn(p0, w0);
+  r = fma_rn(p1, w1, r);
+  r = fma_rn(p2, w2, r);
+  return fma_rn(p3, w3, r);
 }
 
 // kIppFloat vertical pass: horizontally filtered rows r0..r3 (float32), weights b[0..3].

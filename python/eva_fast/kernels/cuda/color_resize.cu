@@ -52,7 +52,8 @@ __host__ __device__ inline void hpass_at(const Nv12Planes& s, const YuvParams& p
     const float* w = h.weight + static_cast<size_t>(dx) * 4;
     for (int c = 0; c < 3; ++c)
       o[c] = resize_math::ipp_hpass(static_cast<float>(px[0][c]), static_cast<float>(px[1][c]),
-                                    static_cast<float>(px[2][c]), static_cast<float>(px[3][c]), w);
+                                    static_cast<float>(px[2][c]), static_cast<float>(px[3][c]), w[0], w[1], w[2],
+                                    w[3]);
     return;
   }
   const int16_t* cf = h.coef + static_cast<size_t>(dx) * h.ksize;
