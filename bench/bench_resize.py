@@ -10,6 +10,8 @@ frame tool produces at resize 0.5 and 0.1, and an upscale), in one run:
 * ``eva_fast_base`` (with ``--base-ref REF``): the same call in eva_fast built at git ref REF (e.g.
   the commit before the exact arithmetic), in a subprocess on the same frames.
 
+Timed runs go round-robin across the systems (the base's worker runs one when asked).
+
 Every system's output is first compared with cv2's (``check.equal_fraction``; this checkout must be
 1.0 where cv2 runs IPP's AVX-512 path); then each is timed (median of ``--repeats`` runs over
 ``--frames`` frames). Rows go to ``bench/results/resize.jsonl``.
@@ -44,7 +46,7 @@ CASES = [((720, 1280), (364, 644)), ((720, 1280), (84, 140)), ((1080, 1920), (53
          ((1080, 1920), (112, 196)), ((270, 480), (532, 952))]
 
 _WORKER = r"""
-import json, sys, time
+import sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 # an editable install of this checkout would win over sys.path: drop its import hooks
@@ -53,17 +55,37 @@ from eva_fast import _C
 import eva_fast
 assert eva_fast.__file__.startswith(sys.argv[1]), eva_fast.__file__
 frames = np.load(sys.argv[2])
-dh, dw, repeats = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-out = np.stack([_C.resize_rgb(f, dh, dw, "cubic") for f in frames])
-np.save(sys.argv[6], out)
-ms = []
-for _ in range(repeats):
+dh, dw = int(sys.argv[3]), int(sys.argv[4])
+np.save(sys.argv[5], np.stack([_C.resize_rgb(f, dh, dw, "cubic") for f in frames]))
+print("ready", flush=True)
+for line in sys.stdin:  # one timed run per line, so the parent can interleave systems
     t = time.perf_counter()
     for f in frames:
         _C.resize_rgb(f, dh, dw, "cubic")
-    ms.append((time.perf_counter() - t) * 1e3)
-print(json.dumps(ms))
+    print((time.perf_counter() - t) * 1e3, flush=True)
 """
+
+
+class _BaseWorker:
+    """eva_fast at the base ref in a subprocess on the same frames: output once, then timed runs on request."""
+
+    def __init__(self, site: Path, frames: np.ndarray, dst: tuple[int, int], tmp: Path):
+        np.save(tmp / "in.npy", frames)
+        self.proc = subprocess.Popen([sys.executable, "-c", _WORKER, str(site), str(tmp / "in.npy"), str(dst[0]),
+                                      str(dst[1]), str(tmp / "out.npy")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tmp)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"base worker failed (exit {self.proc.wait()})")
+        self.out = np.load(tmp / "out.npy")
+
+    def run_ms(self) -> float:
+        self.proc.stdin.write("t\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def build_base(ref: str, cache: Path) -> Path:
@@ -104,14 +126,11 @@ def _frames(shape: tuple[int, int], n: int, video: Path | None) -> np.ndarray:
     return np.stack([cv2.resize(x, (shape[1], shape[0]), interpolation=cv2.INTER_AREA) for x in f])
 
 
-def _time(fn, frames: np.ndarray, repeats: int) -> list[float]:
-    ms = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for f in frames:
-            fn(f)
-        ms.append((time.perf_counter() - t) * 1e3)
-    return ms
+def _run_ms(fn, frames: np.ndarray) -> float:
+    t = time.perf_counter()
+    for f in frames:
+        fn(f)
+    return (time.perf_counter() - t) * 1e3
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -137,22 +156,33 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for src, dst in cases:
         frames = _frames(src, frames_n, a.video)
         ref = np.stack([cv2.resize(f, (dst[1], dst[0]), interpolation=cv2.INTER_CUBIC) for f in frames])
-        systems: dict[str, tuple[np.ndarray, list[float]]] = {}
         ours = lambda f: _C.resize_rgb(f, dst[0], dst[1], "cubic")  # noqa: E731
-        systems["eva_fast"] = (np.stack([ours(f) for f in frames]), _time(ours, frames, repeats))
-        threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)
         cvf = lambda f: cv2.resize(f, (dst[1], dst[0]), interpolation=cv2.INTER_CUBIC)  # noqa: E731
-        systems["opencv_1t"] = (ref, _time(cvf, frames, repeats))
-        cv2.setNumThreads(threads)
-        systems["opencv"] = (ref, _time(cvf, frames, repeats))
-        if base is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                np.save(Path(tmp) / "in.npy", frames)
-                out = subprocess.run([sys.executable, "-c", _WORKER, str(base), str(Path(tmp) / "in.npy"), str(dst[0]),
-                                      str(dst[1]), str(repeats), str(Path(tmp) / "out.npy")],
-                                     check=True, capture_output=True, text=True, cwd=tmp)
-                systems["eva_fast_base"] = (np.load(Path(tmp) / "out.npy"), json.loads(out.stdout.strip().splitlines()[-1]))
+        threads = cv2.getNumThreads()
+
+        def opencv_1t(f):
+            cv2.setNumThreads(1)
+            try:
+                return cvf(f)
+            finally:
+                cv2.setNumThreads(threads)
+
+        runners = {"eva_fast": lambda: _run_ms(ours, frames), "opencv_1t": lambda: _run_ms(opencv_1t, frames),
+                   "opencv": lambda: _run_ms(cvf, frames)}
+        outputs = {"eva_fast": np.stack([ours(f) for f in frames]), "opencv_1t": ref, "opencv": ref}
+        with tempfile.TemporaryDirectory() as tmp:
+            worker = _BaseWorker(base, frames, dst, Path(tmp)) if base is not None else None
+            if worker is not None:
+                runners["eva_fast_base"], outputs["eva_fast_base"] = worker.run_ms, worker.out
+            for fn in runners.values():  # warm-up
+                fn()
+            times: dict[str, list[float]] = {k: [] for k in runners}
+            for _ in range(repeats):  # round-robin, so load on the machine hits every system alike
+                for name, fn in runners.items():
+                    times[name].append(fn())
+            if worker is not None:
+                worker.close()
+        systems = {k: (outputs[k], times[k]) for k in runners}
         med = {k: float(np.median(v[1])) for k, v in systems.items()}
         for name, (out, ms) in systems.items():
             equal = float((out == ref).mean())

@@ -236,7 +236,9 @@ RgbResizer::RgbResizer(int src_w, int src_h, int dst_w, int dst_h, ResizeFilter 
     // row pitch n + 1: the SIMD pass's 16-byte store may write one float past the row
     frows_.assign(static_cast<size_t>(nslots_) * (n + 1), 0.f);
     hsimd_ = cpu_has_avx2_fma();
-    if (hsimd_) srcf_.assign(static_cast<size_t>(src_w) * 3 + 4, 0.f);
+    // output pixels before the first that reads the row's last pixel (tap indices grow with dx)
+    hsimd_end_ = 0;
+    while (hsimd_ && hsimd_end_ < dst_w && h_.index[hsimd_end_ * 4 + 3] < src_w - 1) ++hsimd_end_;
     hoff_store_.resize(static_cast<size_t>(4) * n);
     hw_store_.resize(static_cast<size_t>(4) * n);
     for (int k = 0; k < 4; ++k) {
@@ -358,21 +360,27 @@ EVA_FAST_MULTIVERSION_FMA void ipp_hpass_row(const uint8_t* src, float* out, con
 }
 
 #if EVA_FAST_X86_SIMD
-// The same pass with AVX2 + FMA: the row is widened to float once, then each tap's RGB is one
-// 16-byte load {r, g, b, x}, so the four lanes run the same mul / fmadd chain as
-// resize_math::ipp_hpass (x is ignored). The 16-byte store writes one float past the pixel, which
-// the next pixel (or the row's padding) overwrites.
-__attribute__((target("avx2,fma"))) void ipp_hpass_row_avx2(const uint8_t* src, float* srcf, int src_w, float* out,
-                                                             const int32_t* idx, const float* w, int dst_w) {
-  const int n = 3 * src_w;
-  for (int i = 0; i < n; ++i) srcf[i] = src[i];  // widened once; srcf has 4 floats of padding
-  for (int dx = 0; dx < dst_w; ++dx) {
+// The same pass with AVX2 + FMA for output pixels [0, dx1): each tap's RGB is one 4-byte load
+// widened to {r, g, b, x} floats, so the four lanes run the same mul / fmadd chain as
+// resize_math::ipp_hpass (x is ignored; only the needed source pixels are read, which matters for
+// strong downscales). The 16-byte store writes one float past the pixel, which the next pixel (or
+// the row's padding) overwrites. dx1 stops before the first pixel whose last tap is the row's last
+// pixel (its 4-byte load would read past the row).
+__attribute__((target("avx2,fma"))) inline __m128 rgbx_ps(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(v)));
+}
+
+__attribute__((target("avx2,fma"))) void ipp_hpass_row_avx2(const uint8_t* src, float* out, const int32_t* idx,
+                                                             const float* w, int dx1) {
+  for (int dx = 0; dx < dx1; ++dx) {
     const int32_t* ix = idx + 4 * dx;
     const float* wx = w + 4 * dx;
-    __m128 acc = _mm_mul_ps(_mm_loadu_ps(srcf + 3 * ix[0]), _mm_set1_ps(wx[0]));
-    acc = _mm_fmadd_ps(_mm_loadu_ps(srcf + 3 * ix[1]), _mm_set1_ps(wx[1]), acc);
-    acc = _mm_fmadd_ps(_mm_loadu_ps(srcf + 3 * ix[2]), _mm_set1_ps(wx[2]), acc);
-    acc = _mm_fmadd_ps(_mm_loadu_ps(srcf + 3 * ix[3]), _mm_set1_ps(wx[3]), acc);
+    __m128 acc = _mm_mul_ps(rgbx_ps(src + 3 * ix[0]), _mm_set1_ps(wx[0]));
+    acc = _mm_fmadd_ps(rgbx_ps(src + 3 * ix[1]), _mm_set1_ps(wx[1]), acc);
+    acc = _mm_fmadd_ps(rgbx_ps(src + 3 * ix[2]), _mm_set1_ps(wx[2]), acc);
+    acc = _mm_fmadd_ps(rgbx_ps(src + 3 * ix[3]), _mm_set1_ps(wx[3]), acc);
     _mm_storeu_ps(out + 3 * dx, acc);
   }
 }
@@ -421,9 +429,9 @@ void RgbResizer::run_float(const uint8_t* src, int src_stride, uint8_t* dst, int
         const uint8_t* s = src + static_cast<size_t>(sy) * src_stride;
         int j0 = 0;
 #if EVA_FAST_X86_SIMD
-        if (hsimd_ && g_resize_simd.load(std::memory_order_relaxed)) {
-          ipp_hpass_row_avx2(s, srcf_.data(), src_w_, row, h_.index.data(), h_.weight.data(), dst_w_);
-          j0 = n;
+        if (hsimd_end_ > 0 && g_resize_simd.load(std::memory_order_relaxed)) {
+          ipp_hpass_row_avx2(s, row, h_.index.data(), h_.weight.data(), hsimd_end_);
+          j0 = 3 * hsimd_end_;
         }
 #endif
         ipp_hpass_row(s, row, hoff_, hw_, j0, n);

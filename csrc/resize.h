@@ -108,8 +108,8 @@ class RgbResizer {
   std::vector<float> hw_store_;
   const int32_t* hoff_[4] = {};
   const float* hw_[4] = {};
-  bool hsimd_ = false;       // kIppFloat: the AVX2 + FMA horizontal pass exists on this CPU
-  std::vector<float> srcf_;  // its source row widened to float (+4 floats of padding)
+  bool hsimd_ = false;  // kIppFloat: the AVX2 + FMA passes exist on this CPU
+  int hsimd_end_ = 0;   // output pixels [0, hsimd_end_) take the AVX2 horizontal pass
   int nslots_ = 0;
 };
 
