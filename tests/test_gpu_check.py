@@ -405,5 +405,5 @@ def test_results_render_keeps_tables_a_partial_run_skipped(tmp_path, repo):
     text = gpu_results.render(results)
     assert text.startswith("GPU check 2026-12-02T10:00:00+00:00")
     assert "| clip | survey | 300.0 (24.00x) | 12.5 | skip | skip |" in text
-    assert "| 2 x 4 | 75.9 | 75.1 | 644 | 768 | 0.018 | 95 / 192 |" in text
+    assert "| batch1 | 2 x 4 | 75.9 | 0.105 | 1.00 | 75.1 | - | - | - | - | - | 0.018 | 95 / 192 | - |" in text
     assert text.count("from the GPU check of 2026-12-01T10:00:00+00:00") == 3  # decode, pack, rollout
