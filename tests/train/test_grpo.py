@@ -18,10 +18,21 @@ pytestmark = pytest.mark.slow
 
 VIDEO = "nasa_13013.mp4"
 QUESTIONS = [("Is it Earth? A. yes B. no", "A"), ("Is it night? A. yes B. no", "B")]
-# 110 steps: the policy then writes a valid call in nearly every sampled episode whatever torch's
-# thread count (at 70 it did in ~90 % of episodes with 2 threads but ~40 % with 1, which the fuzz
-# tests leave set, and GRPO's own batches then decided whether the test passed)
+# 110 steps: the policy then writes a valid call in every sampled episode (at 70 it did in ~90 % of
+# episodes with 2 threads but ~40 % with 1, and GRPO's own samples decided whether the test passed)
 SFT_STEPS = 110
+TORCH_THREADS = 2
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fixed_torch_threads():
+    """The module's SFT and sampling run with the same torch thread count alone or in a full run
+    (other tests leave it set, e.g. the fuzz harness's 1): float reductions, and so sampled tokens,
+    depend on it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(TORCH_THREADS)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +114,7 @@ def test_grpo_trains_on_its_own_multi_turn_rollouts(policy_dir, tmp_path):
     from eva_fast.train import EvaGRPOTrainer
     from eva_fast.vision import pack_qwen25vl
 
-    trainer = EvaGRPOTrainer(str(policy_dir), _config(tmp_path / "grpo", judge="policy"), train_dataset=_samples())
+    trainer = EvaGRPOTrainer(str(policy_dir), _config(tmp_path / "grpo"), train_dataset=_samples())
     spy = Spy(trainer)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
@@ -115,7 +126,10 @@ def test_grpo_trains_on_its_own_multi_turn_rollouts(policy_dir, tmp_path):
     # turn-synchronous batching: the first tick served all 8 episodes of the step in one generate
     assert all(b.ticks and b.ticks[0].episodes == 8 for b in spy.batches), [b.ticks for b in spy.batches]
     assert trainer.loss_type == "grpo"
-    assert sum(1 for t in trajs for c in t.tool_calls if c.frames is not None) >= 8, [t.stop_reason for t in trajs]
+    assert sum(1 for t in trajs for c in t.tool_calls if c.frames is not None) >= 12, [t.stop_reason for t in trajs]
+    # the groups' episodes differ in reward (the policy is unsure of the answer): nonzero
+    # advantages, so the GRPO loss has a gradient (beta is 0: nothing else moves the parameters)
+    assert any(o["advantages"].abs().max() > 0.1 for o in spy.outputs), [o["advantages"] for o in spy.outputs]
 
     # parameters changed
     changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])]
@@ -165,10 +179,11 @@ def test_grpo_trains_on_its_own_multi_turn_rollouts(policy_dir, tmp_path):
 def test_loss_forward_logprobs_equal_the_sampling_logprobs(policy_dir, tmp_path):
     """Same parameters: TRL's loss-side per-token logprobs (its fused LM head, temperature-scaled)
     equal the logprobs recorded while sampling, on every generated token — prompt, completion and
-    frames line up."""
+    frames line up. With ``judge="policy"`` (beta 0: no reference model) the CSV judge is a frozen
+    copy of the initial policy, and it can only take accuracy away."""
     from eva_fast.train import EvaGRPOTrainer
 
-    trainer = EvaGRPOTrainer(str(policy_dir), _config(tmp_path / "lp", max_steps=1, learning_rate=0.0),
+    trainer = EvaGRPOTrainer(str(policy_dir), _config(tmp_path / "lp", max_steps=1, learning_rate=0.0, judge="policy"),
                              train_dataset=_samples())
     rows = [trainer.train_dataset[i % 2] for i in range(8)]
     rows = [rows[0]] * 4 + [rows[1]] * 4
@@ -185,6 +200,15 @@ def test_loss_forward_logprobs_equal_the_sampling_logprobs(policy_dir, tmp_path)
     sampled = out["sampling_per_token_logps"]
     assert mask.sum() > 50
     assert torch.allclose(logps[mask], sampled[mask], atol=2e-4, rtol=0), (logps[mask] - sampled[mask]).abs().max()
+
+    judge_model = trainer.reward_context.judge.backend.model
+    assert judge_model is not trainer.model and not any(p.requires_grad for p in judge_model.parameters())
+    m = trainer._metrics["train"]
+    # some answers are right (the policy answers A or B), the judge was asked about those, and the
+    # accuracy reward is at most the plain accuracy
+    (accuracy,) = m["eva/mcq_accuracy"]
+    assert accuracy > 0 and len(m["eva/judge_agreement"]) == 1, dict(m)
+    assert m["rewards/accuracy/mean"][-1] <= accuracy
 
 
 def test_group_frame_cache_decodes_shared_calls_once(policy_dir):
