@@ -38,20 +38,25 @@ Usage::
 
     python bench/bench_rollout.py                        # CPU, tiny model: batched vs batch-1
     python bench/bench_rollout.py --device cuda --model-size 7b --decode-device cuda \\
-        --modes batched,batch1,batched-static,batched-compiled --batch1-generations 2 --max-s 140
+        --modes batched,batch1,batched-static,batched-compiled --batch1-generations 1 --max-s 80
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import random
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-import torch
+T0 = time.perf_counter()  # --max-s counts from here (before torch's import)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -201,6 +206,21 @@ def run_mode(mode, model, tokenizer, agent_cfg, videos, questions, durations, ge
     return batch, time.perf_counter() - t0, backend
 
 
+def _guess_s(mode: str, spent: dict[str, float], warm_s: float, episodes: int) -> float:
+    """Seconds ``mode`` is expected to take for ``episodes`` episodes: its own last run; else from
+    the batched run (static cache: 1.5x it; compiled: that plus a minute of compiling); batch 1
+    from the warm-up's one episode (cold, so at least a warm episode's time) times the episodes;
+    the first batched run from the warm-up too (a tick's rows cost about one episode's steps: 2x)."""
+    if mode in spent:
+        return spent[mode]
+    if mode == "batch1":
+        return warm_s * episodes
+    base = spent.get("batched", 2.0 * warm_s)
+    if mode == "batched":
+        return base
+    return 1.5 * base + (60.0 if mode == "batched-compiled" else 0.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     # the tiny test model's builder (tests/_tiny_qwen.py) is in the repository, not the package: run
     # from the repository root (or a checkout next to this file)
@@ -224,122 +244,149 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--logprob-atol", type=float, default=None,
                    help="check tolerance (default 1e-4 on CPU float32, 0.1 on CUDA bf16)")
-    p.add_argument("--max-s", type=float, default=None, help="skip a mode that would not finish in this budget")
+    p.add_argument("--max-s", type=float, default=None,
+                   help="seconds from start: a mode expected not to finish in what is left is skipped, and at "
+                        "--max-s the run stops (rows already written stay; exit 0 if batched and batch1 both "
+                        "finished, else 3)")
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         p.error(f"--modes: unknown {bad}; choose from {MODES}")
-    t_start = time.perf_counter()
+    # as a script, from the process start (what a step timeout counts); called in process, from now
+    t_start = T0 if __name__ == "__main__" else time.perf_counter()
+    rows: list[dict] = []
+    rows_lock = threading.Lock()  # the deadline never cuts a row in half
+    in_flight = ["setup"]
+    timer = None
+    if a.max_s is not None:
+        def deadline() -> None:
+            with rows_lock:
+                done = {r["mode"] for r in rows}
+                print(f"--max-s {a.max_s:.0f} s reached during {in_flight[0]}: stopped; rows written for "
+                      f"{sorted(done) or 'no mode'}", flush=True)
+                sys.stderr.flush()
+                os._exit(0 if {"batched", "batch1"} <= done else 3)
 
-    from tests._tiny_qwen import build_tiny_qwen25vl
-    from transformers import AutoTokenizer
+        timer = threading.Timer(max(0.0, a.max_s - (time.perf_counter() - t_start)), deadline)
+        timer.daemon = True
+        timer.start()
+    try:
+        from tests._tiny_qwen import build_tiny_qwen25vl
+        from transformers import AutoTokenizer
 
-    tmp = Path(tempfile.mkdtemp(prefix="eva_fast_bench_rollout_"))
-    model_dir = str(build_tiny_qwen25vl(tmp / "tiny"))
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    videos = a.videos
-    if not videos:
-        videos = [str(Path("tests") / "data" / "bigbuckbunny.mp4")]
-        from eva_fast.bench._videos import find_media_dir, make_long_video
+        tmp = Path(tempfile.mkdtemp(prefix="eva_fast_bench_rollout_"))
+        model_dir = str(build_tiny_qwen25vl(tmp / "tiny"))
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        videos = a.videos
+        if not videos:
+            videos = [str(Path("tests") / "data" / "bigbuckbunny.mp4")]
+            from eva_fast.bench._videos import find_media_dir, make_long_video
 
-        media = find_media_dir()
-        if media is not None:
-            videos.append(make_long_video(720, 10, media).path)
-    videos = (videos * a.questions)[: a.questions]
-    questions = [f"Question {i}: what happens? A. x B. y" for i in range(a.questions)]
-    durations = [VideoReader(v).metadata.duration_s - 0.5 for v in videos]
+            media = find_media_dir()
+            if media is not None:
+                videos.append(make_long_video(720, 10, media).path)
+        videos = (videos * a.questions)[: a.questions]
+        questions = [f"Question {i}: what happens? A. x B. y" for i in range(a.questions)]
+        durations = [VideoReader(v).metadata.duration_s - 0.5 for v in videos]
 
-    if a.model_size == "7b":
-        model = random_7b(a.device)
-    else:
-        from transformers import Qwen2_5_VLForConditionalGeneration
+        if a.model_size == "7b":
+            model = random_7b(a.device)
+        else:
+            from transformers import Qwen2_5_VLForConditionalGeneration
 
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir).to(a.device).eval()
-    atol = a.logprob_atol if a.logprob_atol is not None else (1e-4 if model.dtype == torch.float32 else 0.1)
-    agent_cfg = AgentConfig(max_turns=4, max_new_tokens=a.max_new_tokens, temperature=1.0, decode_device=a.decode_device)
-    env = environment()
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # warm-up (CUDA context, kernels, the packer): one tiny batch, not recorded
-    run_mode("batched", model, tokenizer, agent_cfg, videos[:1], questions[:1], durations[:1], 1, 0)
-    reference = {}
-    per_episode_s: dict[str, list[float]] = {}
-    per_episode_cpu_s: dict[str, list[float]] = {}
-    spent: dict[str, float] = {}
-    rows = []
-    for rep in range(a.reps):
-        for mode in modes:
-            gens = (a.batch1_generations or a.generations) if mode == "batch1" else a.generations
-            if a.max_s is not None:
-                left = a.max_s - (time.perf_counter() - t_start)
-                guess = spent.get(mode, spent.get("batched", 0.0) * (3.0 if mode != "batch1" else gens))
-                if guess > left:
-                    print(f"rep {rep} {mode:17} skipped: ~{guess:.0f} s expected, {left:.0f} s left of --max-s")
-                    continue
-            torch.manual_seed(rep)
-            batch, wall, backend = run_mode(mode, model, tokenizer, agent_cfg, videos, questions, durations, gens, rep)
-            spent[mode] = wall
-            assert all(t.stop_reason == "answer_found" for t in batch.trajectories), [
-                (t.stop_reason, t.error) for t in batch.trajectories]
-            ref_mode = "batched-dynamic" if mode in ("batched-static", "batched-compiled") else "first"
-            key = (rep, ref_mode)
-            if key not in reference:
-                reference[key] = batch
-            check = _check(batch, reference[key], atol)
-            if mode == "batched":
-                reference.setdefault((rep, "batched-dynamic"), batch)
-            calls = summarize_ticks(backend.calls)
-            stages = {k: round(v, 1) for k, v in batch.timings_ms.items()}
-            stages["decoder_work"] = round(batch.decoder_ms, 1)  # the decoders' own time, no waiting
-            model_ms = calls.generate_ms
-            frame_ms = stages["decoder_work"] + stages.get("pack", 0.0)
-            steps = sum(c.decode_slots // max(1, c.rows) for c in backend.calls)
-            gen_tokens = sum(c.generated_tokens for c in backend.calls)
-            frames = sum(c.frames.nframes for t in batch.trajectories for c in t.tool_calls if c.frames)
-            share = mode != "batched-nocache"
-            per_episode_s.setdefault(mode, []).append(wall / len(batch.trajectories))
-            per_episode_cpu_s.setdefault(mode, []).append(backend.cpu_s / len(batch.trajectories))
-            row = {"run_id": env["run_id"], "timestamp": env["timestamp"], "commit": env["commit"],
-                   "machine": env["machine"], "versions": env["versions"], "suite": "rollout", "rep": rep,
-                   "mode": mode, "model": a.model_size, "device": a.device, "decode_device": a.decode_device,
-                   "dtype": str(model.dtype).replace("torch.", ""), "questions": a.questions, "generations": gens,
-                   "episodes": len(batch.trajectories), "share_frames": share,
-                   "videos": [Path(v).name for v in videos], "wall_ms": round(wall * 1e3, 1),
-                   "episodes_per_s": round(len(batch.trajectories) / wall, 4),
-                   "cpu_ms_per_episode": round(backend.cpu_s * 1e3 / len(batch.trajectories), 1), "stages_ms": stages,
-                   "model_ms": round(model_ms, 1), "generate_calls": len(backend.calls),
-                   "generated_tokens": gen_tokens, "tokens_per_s": round(gen_tokens / (model_ms / 1e3), 1) if model_ms else None,
-                   "decode_step_ms": round((model_ms - calls.prefill_ms) / steps, 2) if steps else None,
-                   "prefill_share": round(calls.prefill_ms / model_ms, 4) if model_ms else None,
-                   "concurrency": round(calls.concurrency, 2), "padding_waste": round(calls.padding_waste, 4),
-                   "frame_work_share": round(frame_ms / (frame_ms + model_ms), 4) if model_ms else None,
-                   "frames_requested": frames, "frames_decoded": batch.cache.frames_decoded if share else frames,
-                   "decoder_frames": batch.decoder_frames,
-                   "cache_hit_rate": round(batch.cache.hit_rate, 4) if share else 0.0, "check": check,
-                   "pack_warmup_ms": round(backend.pack_warmup_ms, 1), "pack_kernel_variants": _pack_variants()}
-            rows.append(row)
-            with open(out, "a") as f:  # appended as measured: a run cut short keeps what it finished
-                f.write(json.dumps(row) + "\n")
-            print(f"rep {rep} {mode:17} wall {wall:7.2f} s  {row['episodes_per_s']:6.3f} episodes/s  model "
-                  f"{model_ms / 1e3:7.2f} s  {row['tokens_per_s']} tok/s  step {row['decode_step_ms']} ms  "
-                  f"prefill {row['prefill_share']}  concurrency {row['concurrency']}  padding {row['padding_waste']}  "
-                  f"frame-work share {row['frame_work_share']}  check {'ok' if check['ok'] else 'FAILED'} "
-                  f"(max logprob diff {check['max_logprob_diff']})")
-    # ratios from the rows' own medians (same run): episodes per second against batch 1, by wall time
-    # and by the process's CPU time (what a shared machine's other load does not inflate)
-    med = {m: sorted(v)[len(v) // 2] for m, v in per_episode_s.items()}
-    cpu = {m: sorted(v)[len(v) // 2] for m, v in per_episode_cpu_s.items()}
-    if "batch1" in med:
-        for m in med:
-            print(f"{m:17} {med['batch1'] / med[m]:6.2f}x batch-1's episodes/s, {cpu['batch1'] / cpu[m]:6.2f}x per CPU "
-                  f"second (medians of {len(per_episode_s[m])})")
-    failed = [r["mode"] for r in rows if not r["check"]["ok"]]
-    if failed:
-        print(f"CHECK FAILED for {failed}: results differ from the reference mode", file=sys.stderr)
-        return 1
-    return 0
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir).to(a.device).eval()
+        atol = a.logprob_atol if a.logprob_atol is not None else (1e-4 if model.dtype == torch.float32 else 0.1)
+        agent_cfg = AgentConfig(max_turns=4, max_new_tokens=a.max_new_tokens, temperature=1.0, decode_device=a.decode_device)
+        env = environment()
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # warm-up (CUDA context, kernels, the packer): one episode, not recorded; its time (one episode
+        # at batch 1, cold) is what the first modes' time guesses start from
+        in_flight[0] = "warm-up"
+        t_warm = time.perf_counter()
+        run_mode("batched", model, tokenizer, agent_cfg, videos[:1], questions[:1], durations[:1], 1, 0)
+        warm_s = time.perf_counter() - t_warm
+        reference = {}
+        per_episode_s: dict[str, list[float]] = {}
+        per_episode_cpu_s: dict[str, list[float]] = {}
+        spent: dict[str, float] = {}
+        for rep in range(a.reps):
+            for mode in modes:
+                gens = (a.batch1_generations or a.generations) if mode == "batch1" else a.generations
+                if a.max_s is not None:
+                    left = a.max_s - (time.perf_counter() - t_start)
+                    guess = _guess_s(mode, spent, warm_s, a.questions * gens)
+                    if guess > left:
+                        print(f"rep {rep} {mode:17} skipped: ~{guess:.0f} s expected, {left:.0f} s left of --max-s")
+                        continue
+                torch.manual_seed(rep)
+                in_flight[0] = f"rep {rep} {mode}"
+                batch, wall, backend = run_mode(mode, model, tokenizer, agent_cfg, videos, questions, durations, gens, rep)
+                spent[mode] = wall
+                assert all(t.stop_reason == "answer_found" for t in batch.trajectories), [
+                    (t.stop_reason, t.error) for t in batch.trajectories]
+                ref_mode = "batched-dynamic" if mode in ("batched-static", "batched-compiled") else "first"
+                key = (rep, ref_mode)
+                if key not in reference:
+                    reference[key] = batch
+                check = _check(batch, reference[key], atol)
+                if mode == "batched":
+                    reference.setdefault((rep, "batched-dynamic"), batch)
+                calls = summarize_ticks(backend.calls)
+                stages = {k: round(v, 1) for k, v in batch.timings_ms.items()}
+                stages["decoder_work"] = round(batch.decoder_ms, 1)  # the decoders' own time, no waiting
+                model_ms = calls.generate_ms
+                frame_ms = stages["decoder_work"] + stages.get("pack", 0.0)
+                steps = sum(c.decode_slots // max(1, c.rows) for c in backend.calls)
+                gen_tokens = sum(c.generated_tokens for c in backend.calls)
+                frames = sum(c.frames.nframes for t in batch.trajectories for c in t.tool_calls if c.frames)
+                share = mode != "batched-nocache"
+                per_episode_s.setdefault(mode, []).append(wall / len(batch.trajectories))
+                per_episode_cpu_s.setdefault(mode, []).append(backend.cpu_s / len(batch.trajectories))
+                row = {"run_id": env["run_id"], "timestamp": env["timestamp"], "commit": env["commit"],
+                       "machine": env["machine"], "versions": env["versions"], "suite": "rollout", "rep": rep,
+                       "mode": mode, "model": a.model_size, "device": a.device, "decode_device": a.decode_device,
+                       "dtype": str(model.dtype).replace("torch.", ""), "questions": a.questions, "generations": gens,
+                       "episodes": len(batch.trajectories), "share_frames": share,
+                       "videos": [Path(v).name for v in videos], "wall_ms": round(wall * 1e3, 1),
+                       "episodes_per_s": round(len(batch.trajectories) / wall, 4),
+                       "cpu_ms_per_episode": round(backend.cpu_s * 1e3 / len(batch.trajectories), 1), "stages_ms": stages,
+                       "model_ms": round(model_ms, 1), "generate_calls": len(backend.calls),
+                       "generated_tokens": gen_tokens, "tokens_per_s": round(gen_tokens / (model_ms / 1e3), 1) if model_ms else None,
+                       "decode_step_ms": round((model_ms - calls.prefill_ms) / steps, 2) if steps else None,
+                       "prefill_share": round(calls.prefill_ms / model_ms, 4) if model_ms else None,
+                       "concurrency": round(calls.concurrency, 2), "padding_waste": round(calls.padding_waste, 4),
+                       "frame_work_share": round(frame_ms / (frame_ms + model_ms), 4) if model_ms else None,
+                       "frames_requested": frames, "frames_decoded": batch.cache.frames_decoded if share else frames,
+                       "decoder_frames": batch.decoder_frames,
+                       "cache_hit_rate": round(batch.cache.hit_rate, 4) if share else 0.0, "check": check,
+                       "pack_warmup_ms": round(backend.pack_warmup_ms, 1), "pack_kernel_variants": _pack_variants()}
+                with rows_lock, open(out, "a") as f:  # appended as measured: a run cut short keeps what it finished
+                    f.write(json.dumps(row) + "\n")
+                    rows.append(row)
+                print(f"rep {rep} {mode:17} wall {wall:7.2f} s  {row['episodes_per_s']:6.3f} episodes/s  model "
+                      f"{model_ms / 1e3:7.2f} s  {row['tokens_per_s']} tok/s  step {row['decode_step_ms']} ms  "
+                      f"prefill {row['prefill_share']}  concurrency {row['concurrency']}  padding {row['padding_waste']}  "
+                      f"frame-work share {row['frame_work_share']}  check {'ok' if check['ok'] else 'FAILED'} "
+                      f"(max logprob diff {check['max_logprob_diff']})")
+        # ratios from the rows' own medians (same run): episodes per second against batch 1, by wall time
+        # and by the process's CPU time (what a shared machine's other load does not inflate)
+        med = {m: sorted(v)[len(v) // 2] for m, v in per_episode_s.items()}
+        cpu = {m: sorted(v)[len(v) // 2] for m, v in per_episode_cpu_s.items()}
+        if "batch1" in med:
+            for m in med:
+                print(f"{m:17} {med['batch1'] / med[m]:6.2f}x batch-1's episodes/s, {cpu['batch1'] / cpu[m]:6.2f}x per CPU "
+                      f"second (medians of {len(per_episode_s[m])})")
+        failed = [r["mode"] for r in rows if not r["check"]["ok"]]
+        if failed:
+            print(f"CHECK FAILED for {failed}: results differ from the reference mode", file=sys.stderr)
+            return 1
+        return 0
+    finally:  # main() may run in a caller's process (tests): never leave the deadline armed
+        if timer is not None:
+            timer.cancel()
 
 
 if __name__ == "__main__":

@@ -33,3 +33,20 @@ def test_quick_run_writes_checked_rows(tmp_path, capsys):
     assert batched["generate_calls"] == 3 and batched["concurrency"] == 3.0
     assert batched["generated_tokens"] == pytest.approx(alone["generated_tokens"] * 3 / 2, rel=0.2)
     assert "x batch-1's episodes/s" in capsys.readouterr().out
+
+
+def test_max_s_stops_the_run_wherever_it_is(tmp_path):
+    """``--max-s`` is a deadline, not only a guess: at it the bench stops (here before any mode
+    finished: exit 3, no row), so the GPU check's step timeout never kills it first."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "rollout.jsonl"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-m", "eva_fast.bench.bench_rollout", "--questions", "1", "--generations",
+                           "2", "--reps", "1", "--max-s", "0", "--out", str(out)],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "--max-s 0 s reached during setup: stopped; rows written for no mode" in proc.stdout
+    assert not out.exists() or out.read_text() == ""
