@@ -265,40 +265,59 @@ def cmd_kto_label(argv: list[str]) -> int:
     import asyncio
 
     from eva_fast.train.data._common import DEFAULT_ROUGE_THRESHOLD
-    from eva_fast.train.data._label import DEFAULT_CHOSEN_FRACTION, FailureRules, GuessingJudge, alabel
+    from eva_fast.train.data._label import (
+        DEFAULT_CHOSEN_FRACTION,
+        EXTRA_REJECTIONS,
+        RECORD_SYSTEMS,
+        FailureRules,
+        GuessingJudge,
+        alabel,
+    )
 
     d = FailureRules()
     p = argparse.ArgumentParser(
         prog="eva-fast data kto-label",
-        description="Label trajectories chosen/rejected for KTO: wrong answers, measurable failures (too many frames "
-                    "in a short window, too few across a long one, no frames) and an LLM judge's 'guessing' verdicts "
-                    "are rejected; the mix is brought to the target chosen fraction.")
-    p.add_argument("inputs", nargs="+", help="teacher *.trajectories.jsonl, training records, eval result files, "
-                   "or trajectory jsonl (GRPO rollout dumps)")
+        description="Label trajectories chosen/rejected for KTO as the paper does (§3.2): rejected = the teacher's "
+                    "wrong trajectories an LLM judge calls guessing; chosen = re-sampled successful trajectories; the "
+                    "mix brought to the target chosen fraction (0.63). Stricter rules are opt-in "
+                    f"(--extra-rejections {','.join(EXTRA_REJECTIONS)}).")
+    p.add_argument("inputs", nargs="*", help="files giving both chosen and rejected samples: teacher *.trajectories.jsonl, "
+                   "training records, eval result files, or trajectory jsonl (GRPO rollout dumps)")
+    p.add_argument("--rejected-from", nargs="+", default=[], metavar="FILE",
+                   help="files whose wrong trajectories are the rejected candidates (the teacher's *.trajectories.jsonl)")
+    p.add_argument("--chosen-from", nargs="+", default=[], metavar="FILE",
+                   help="files whose right trajectories are chosen (a resampling run's *.sft.jsonl)")
     p.add_argument("--out", required=True, help="output jsonl of labelled records")
+    p.add_argument("--extra-rejections", default="none",
+                   help=f"comma-separated opt-in rejections beyond the paper's: {', '.join(EXTRA_REJECTIONS)} "
+                        "(default none)")
     p.add_argument("--chosen-fraction", type=float, default=DEFAULT_CHOSEN_FRACTION,
                    help="target share of chosen samples in the output (paper: 0.63)")
     p.add_argument("--no-balance", action="store_true", help="keep every labelled sample (report the mix only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rouge-threshold", type=float, default=DEFAULT_ROUGE_THRESHOLD)
     p.add_argument("--type", choices=["mcq", "open"], help="question type of inputs that do not say (default: inferred)")
+    p.add_argument("--record-system", choices=RECORD_SYSTEMS, default="student",
+                   help="system turn of the written records: the student's (default) or as in the input")
     p.add_argument("--dense-max-fps", type=float, default=d.dense_max_fps,
-                   help="a call is 'dense' above this many frames per second of its window ...")
+                   help="dense_short_window: a call is 'dense' above this many frames per second of its window ...")
     p.add_argument("--dense-min-frames", type=int, default=d.dense_min_frames, help="... with at least this many frames")
     p.add_argument("--sparse-min-window-s", type=float, default=d.sparse_min_window_s,
-                   help="'sparse': every call covers at least this many seconds ...")
+                   help="sparse_long_window: every call covers at least this many seconds ...")
     p.add_argument("--sparse-max-spacing-s", type=float, default=d.sparse_max_spacing_s,
                    help="... with more than this many seconds between frames")
-    p.add_argument("--allow-no-frames", action="store_true", help="do not reject right answers given without frames")
     _add_backend_args(p, "judge-", "judge")
-    p.add_argument("--no-judge", action="store_true", help="no LLM judge (rules only)")
+    p.add_argument("--no-judge", action="store_true", help="no LLM judge (needs --extra-rejections wrong_answer)")
     p.add_argument("--prompt-dir", help="folder with an edited judge_guessing.txt")
     p.add_argument("--concurrency", type=int, default=16, help="judge requests in flight")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
 
-    rules = FailureRules(a.dense_max_fps, a.dense_min_frames, a.sparse_min_window_s, a.sparse_max_spacing_s,
-                         not a.allow_no_frames)
+    inputs = [*a.inputs, *a.rejected_from, *a.chosen_from]
+    roles = ["both"] * len(a.inputs) + ["rejected"] * len(a.rejected_from) + ["chosen"] * len(a.chosen_from)
+    if not inputs:
+        raise ValueError("no inputs: give trajectory files, --rejected-from FILE and/or --chosen-from FILE")
+    rules = FailureRules(a.dense_max_fps, a.dense_min_frames, a.sparse_min_window_s, a.sparse_max_spacing_s)
     judge, ident = None, None
     if not a.no_judge:
         if a.judge_backend == "openai" and a.judge_base_url is None:
@@ -307,15 +326,17 @@ def cmd_kto_label(argv: list[str]) -> int:
         judge = GuessingJudge(backend, a.prompt_dir)
     on_judged = _Progress("judge", not a.no_progress)
     try:
-        report = asyncio.run(alabel(a.inputs, a.out, judge=judge, rules=rules, chosen_fraction=a.chosen_fraction,
+        report = asyncio.run(alabel(inputs, a.out, judge=judge, rules=rules, chosen_fraction=a.chosen_fraction,
                                     balance=not a.no_balance, seed=a.seed, rouge_threshold=a.rouge_threshold,
-                                    qtype=a.type, concurrency=a.concurrency, judge_identity=ident, on_judged=on_judged))
+                                    qtype=a.type, concurrency=a.concurrency, judge_identity=ident, on_judged=on_judged,
+                                    roles=roles, extra_rejections=a.extra_rejections, record_system=a.record_system))
     finally:
         on_judged.close()
     mix = report["label_mix"]["written"]
-    print(f"[kto-label] {report['counts']['inputs']} inputs, {report['counts']['unusable']} unusable; written "
-          f"{mix['chosen']} chosen / {mix['rejected']} rejected; rejected by reason {report['rejected_by_reason']}; "
-          f"recommended weights {report['recommended_kto_weights']}", file=sys.stderr)
+    print(f"[kto-label] {report['counts']['inputs']} inputs, {report['counts']['unusable']} unusable, "
+          f"{report['counts']['unused']} unused; written {mix['chosen']} chosen / {mix['rejected']} rejected; rejected "
+          f"by reason {report['rejected_by_reason']}; recommended weights {report['recommended_kto_weights']}",
+          file=sys.stderr)
     print(json.dumps({"out": a.out, **report["counts"], **mix}))
     return 0
 
