@@ -5,6 +5,9 @@
     eva-fast data kto-label out/teacher/teacher.trajectories.jsonl --out kto.jsonl --judge-base-url URL
     eva-fast data enhance --failures out/eval/*.jsonl --videos new_videos/ --rl-set rl.jsonl --out out/enhance \
         --base-url URL
+    eva-fast data import --llava-video 'LLaVA-Video-178K/*/*_mc_*.json' --cgbench cgbench.json \
+        --hdvila 'hdvila100m/hdvila_part*.jsonl' --roots roots.yaml --out out/data
+    eva-fast data rl-set out/data/rl_pool.jsonl --backend transformers --model out/kto --out out/rl
 
 This module is an entry point: printing and progress bars live here, the work in
 :mod:`eva_fast.train.data`.
@@ -19,14 +22,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-USAGE = """usage: eva-fast data {convert,teacher,kto-label,enhance} ...
+USAGE = """usage: eva-fast data {import,convert,teacher,kto-label,rl-set,enhance} ...
 
+  import     public datasets (LLaVA-Video-178K, CG-Bench, HD-VILA-100M annotation files) -> the
+             teacher's QA set, the RL question pool and the enhance video list, videos resolved
+             under --roots (missing ones reported and skipped)
   convert    trajectories (eva-fast ask --json, eval result files, jsonl of trajectories) or
              conversations with image files -> training records (eva_fast.trajectory jsonl)
   teacher    the agent loop with a teacher model over a QA set -> SFT records of the right
              trajectories (resumable, --shard i/n)
-  kto-label  trajectories -> KTO records labelled chosen/rejected (failure rules, LLM judge,
-             target chosen fraction)
+  kto-label  trajectories -> KTO records labelled chosen/rejected (paper: the teacher's wrong
+             trajectories an LLM judge calls guessing vs resampled right ones, 63/37)
+  rl-set     a model over a question pool -> its failure cases as the RL set (90 % open / 10 %
+             multiple choice; resumable, --shard i/n, --merge)
   enhance    failure cases + unseen videos -> new open-ended questions appended to the RL set
 """
 
@@ -399,12 +407,130 @@ def cmd_enhance(argv: list[str]) -> int:
     return 0
 
 
+def cmd_import(argv: list[str]) -> int:
+    from eva_fast._files import read_mapping
+    from eva_fast.train.data._sources import CGBENCH_FORMS, HDVILA_UNITS, import_sources
+
+    p = argparse.ArgumentParser(
+        prog="eva-fast data import",
+        description="Read the public datasets of EVA's training (LLaVA-Video-178K and CG-Bench questions, HD-VILA-100M "
+                    "videos) into the teacher's QA set (teacher_qa.jsonl), the RL question pool (rl_pool.jsonl) and "
+                    "the enhance video list (enhance_videos.txt). Videos resolve under --roots; missing ones are "
+                    "reported (import.missing.jsonl) and skipped with counts.")
+    p.add_argument("--llava-video", nargs="+", metavar="FILE", help="LLaVA-Video-178K *_mc_*/*_oe_* json files (globs)")
+    p.add_argument("--cgbench", nargs="+", metavar="FILE", help="CG-Bench cgbench.json (or _mini/_hard)")
+    p.add_argument("--hdvila", nargs="+", metavar="FILE", help="HD-VILA-100M hdvila_part*.jsonl")
+    p.add_argument("--roots", required=True,
+                   help="YAML/JSON mapping llava_video / cgbench / hdvila -> that dataset's video folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--rl-pool-fraction", type=float, default=0.5,
+                   help="share of annotation items (by video) for the RL pool instead of the teacher (default 0.5)")
+    p.add_argument("--cgbench-form", choices=CGBENCH_FORMS, default="both",
+                   help="CG-Bench questions as multiple choice, open-ended, or both (default)")
+    p.add_argument("--hdvila-unit", choices=HDVILA_UNITS, default="video", help="whole videos (default) or cut clips")
+    p.add_argument("--max-questions", type=int, help="at most this many questions per dataset")
+    p.add_argument("--max-videos", type=int, help="at most this many HD-VILA-100M videos")
+    p.add_argument("--seed", type=int, default=0, help="seed of the teacher / RL pool split")
+    a = p.parse_args(argv)
+    res = import_sources(a.out, read_mapping(a.roots, "dataset name -> video folder"), llava_video=a.llava_video,
+                         cgbench=a.cgbench, hdvila=a.hdvila, rl_pool_fraction=a.rl_pool_fraction, seed=a.seed,
+                         cgbench_form=a.cgbench_form, hdvila_unit=a.hdvila_unit, max_questions=a.max_questions,
+                         max_videos=a.max_videos)
+    for name, c in res.counts.items():
+        print(f"[import] {name}: {c['items']} items, {c['questions']} questions ({c['mcq']} mcq, {c['open']} open), "
+              f"{c['missing_videos']} skipped for a missing video ({c['missing_video_files']} files), other skips "
+              f"{c['skipped']}" + (f", {c['videos']} videos" if "videos" in c else ""), file=sys.stderr)
+    print(json.dumps({"teacher_qa": str(res.teacher_qa), "rl_pool": str(res.rl_pool),
+                      "enhance_videos": None if res.enhance_videos is None else str(res.enhance_videos),
+                      **res.report_data["written"],
+                      "missing_videos": sum(c["missing_videos"] for c in res.counts.values())}))
+    return 0
+
+
+def cmd_rl_set(argv: list[str]) -> int:
+    import asyncio
+
+    from eva_fast.agent import AgentConfig, AgentLoop
+    from eva_fast.eval import PreflightError, parse_shard
+    from eva_fast.train.data._common import DEFAULT_ROUGE_THRESHOLD
+    from eva_fast.train.data._rl_set import PAPER_MCQ_RATIO, abuild_rl_set, merge_rl_set
+
+    p = argparse.ArgumentParser(
+        prog="eva-fast data rl-set",
+        description="The initial RL set (paper §3.3): run a model (the KTO checkpoint, any backend) over a question "
+                    "pool with the agent loop, keep its failure cases, and write them with the paper's 90 %% open / "
+                    "10 %% multiple-choice mix and provenance per line. Rerun the same command to resume.")
+    p.add_argument("pool", nargs="?", help="question pool (RL-set jsonl, e.g. eva-fast data import's rl_pool.jsonl)")
+    p.add_argument("--out", required=True, help="output folder (rl.jsonl, the run's files, reports)")
+    p.add_argument("--merge", nargs="+", metavar="FILE", help="instead of running: mix these shards' *.failures.jsonl")
+    p.add_argument("--video-root", help="folder the pool's relative video paths are under (default: the pool's folder)")
+    _add_backend_args(p, what="model")
+    p.add_argument("--mcq-ratio", type=float, default=PAPER_MCQ_RATIO, help="multiple-choice share (paper: 0.1)")
+    p.add_argument("--no-mix", action="store_true", help="keep every failure case")
+    p.add_argument("--samples-per-question", type=int, default=1, help="episodes per question")
+    p.add_argument("--keep-below", type=float, default=1.0,
+                   help="a failure case: its share of right episodes is below this (default 1.0: any wrong episode)")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--max-turns", type=int, default=6)
+    p.add_argument("--max-new-tokens", type=int, default=2048)
+    p.add_argument("--rouge-threshold", type=float, default=DEFAULT_ROUGE_THRESHOLD)
+    p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--shard", help="i/n: this process's share (writes its failures; mix them with --merge)")
+    p.add_argument("--concurrency", type=int, default=8, help="episodes in flight")
+    p.add_argument("--seed", type=int, default=0, help="seed of the mix")
+    p.add_argument("--retry-errors", action="store_true")
+    p.add_argument("--skip-missing", action="store_true")
+    p.add_argument("--allow-config-change", action="store_true")
+    p.add_argument("--name", default="policy", help="file stem of the run (default policy)")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    mcq_ratio = None if a.no_mix else a.mcq_ratio
+    if a.merge:
+        res = merge_rl_set(a.merge, a.out, mcq_ratio=mcq_ratio, seed=a.seed)
+    else:
+        if a.pool is None:
+            raise ValueError("give the question pool (or --merge shard failure files)")
+        backend, ident = _backend(a)
+        config = AgentConfig(max_turns=a.max_turns, max_new_tokens=a.max_new_tokens, temperature=a.temperature)
+        bar = None
+
+        def on_start(todo: int, cached: int) -> None:
+            nonlocal bar
+            print(f"[{a.name}] {cached} episode(s) already done, {todo} to run", file=sys.stderr)
+            bar = _bar(todo, a.name, not a.no_progress)
+
+        def on_record(pr: Any) -> None:
+            if bar is not None:
+                bar.update(1)
+
+        try:
+            res = asyncio.run(abuild_rl_set(
+                AgentLoop(backend, config), a.pool, a.video_root or str(Path(a.pool).resolve().parent), a.out,
+                samples_per_question=a.samples_per_question, keep_below=a.keep_below, mcq_ratio=mcq_ratio, seed=a.seed,
+                limit=a.limit, shard=parse_shard(a.shard) if a.shard else None, concurrency=a.concurrency,
+                rouge_threshold=a.rouge_threshold, retry_errors=a.retry_errors, skip_missing=a.skip_missing,
+                run_info={**ident, "agent_config": config.to_dict()}, allow_config_change=a.allow_config_change,
+                stem=a.name, on_start=on_start, on_record=on_record))
+        except PreflightError as e:
+            print(f"eva-fast data rl-set: {e}", file=sys.stderr)
+            return 1
+        finally:
+            if bar is not None:
+                bar.close()
+    rep = res.report_data
+    print(f"[rl-set] {res.counts}; written {rep.get('rl_set', rep.get('failure_cases'))}", file=sys.stderr)
+    print(json.dumps({"rl_set": None if res.rl_set is None else str(res.rl_set),
+                      "failures": None if res.failures is None else str(res.failures), **res.counts}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
-    cmds = {"convert": cmd_convert, "teacher": cmd_teacher, "kto-label": cmd_kto_label, "enhance": cmd_enhance}
+    cmds = {"import": cmd_import, "convert": cmd_convert, "teacher": cmd_teacher, "kto-label": cmd_kto_label,
+            "rl-set": cmd_rl_set, "enhance": cmd_enhance}
     if argv[0] not in cmds:
         print(f"eva-fast data: unknown command {argv[0]!r}; choose from {sorted(cmds)}\n\n{USAGE}", file=sys.stderr)
         return 2

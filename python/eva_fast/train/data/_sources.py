@@ -246,7 +246,7 @@ def read_llava_video(paths: str | os.PathLike | Sequence[str | os.PathLike], roo
         max_questions: stop after this many questions (None: all).
 
     Returns:
-        A :class:`ReadResult`; lines: ``source`` ``llava_video#<data_source>/<id>/<turn>``,
+        A :class:`ReadResult`; lines: ``source`` ``llava_video#<data_source>/<mcq|open>/<id>/<turn>``,
         ``category`` the ``data_source``, ``provenance`` (dataset, file, id, turn, data_source, the
         multiple-choice instruction dropped).
 
@@ -296,12 +296,12 @@ def read_llava_video(paths: str | os.PathLike | Sequence[str | os.PathLike], roo
                         if instruction:
                             prov["instruction"] = instruction
                         sample = RLSample(video, question, answer, "mcq", tuple(options), ds,
-                                          f"llava_video#{ds}/{item_id}/{turn}", f"llava_video:{ds}:{item_id}:{turn}",
+                                          f"llava_video#{ds}/{fkind}/{item_id}/{turn}", f"llava_video:{ds}:{fkind}:{item_id}:{turn}",
                                           prov, w)
                     else:
                         question = _MEDIA_TOKEN.sub("", h["value"]).strip()
                         sample = RLSample(video, question, g["value"].strip(), "open", None, ds,
-                                          f"llava_video#{ds}/{item_id}/{turn}", f"llava_video:{ds}:{item_id}:{turn}",
+                                          f"llava_video#{ds}/{fkind}/{item_id}/{turn}", f"llava_video:{ds}:{fkind}:{item_id}:{turn}",
                                           prov, w)
                 except (ValueError, RLDataError) as e:
                     res.skip("bad_question", f"{w}: {e}")
