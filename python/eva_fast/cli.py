@@ -1,4 +1,4 @@
-"""``eva-fast`` command line: ``info``, ``frames``, ``bench``, ``eval``."""
+"""``eva-fast`` command line: ``info``, ``frames``, ``ask``, ``bench``, ``eval``, ``train``, ``data``, ``recipe``."""
 
 from __future__ import annotations
 
@@ -145,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", help="throughput suite against peer decoders (see bench/README.md)", add_help=False)
     sub.add_parser("eval", help="evaluate the agent on EVA's benchmarks (eva-fast eval -h)", add_help=False)
     sub.add_parser("train", help="train EVA on TRL: sft, kto (eva-fast train -h)", add_help=False)
-    sub.add_parser("data", help="build training data: convert, teacher, kto-label, enhance (eva-fast data -h)", add_help=False)
+    sub.add_parser("data", help="build training data: import, convert, teacher, kto-label, rl-set, enhance "
+                   "(eva-fast data -h)", add_help=False)
+    sub.add_parser("recipe", help="EVA's whole training recipe, resumable: run, status (eva-fast recipe -h)",
+                   add_help=False)
 
     from eva_fast.agent._cli import add_parser as _add_ask_parser
 
@@ -169,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         from eva_fast.train._data_cli import main as data_main
 
         return data_main(argv[1:])
+    if argv and argv[0] == "recipe":
+        from eva_fast.train._recipe_cli import main as recipe_main
+
+        return recipe_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "info":

@@ -75,7 +75,8 @@ class ReadResult:
     Attributes:
         source: ``llava_video`` / ``cgbench`` / ``hdvila``.
         samples: the questions (``video`` = the resolved path), in file order.
-        groups: per sample, the split key (its annotation item's video).
+        groups: per sample, the split key: its dataset and video as the annotation names it (not
+            where it is stored), so the split is the same on every machine.
         videos: HD-VILA only: ``{"video": path, "video_id", "url", "clips": n}`` per video found.
         missing: ``{"where", "video", "tried"}`` per question (or HD-VILA video) skipped because its
             video is not under the root.
@@ -306,7 +307,7 @@ def read_llava_video(paths: str | os.PathLike | Sequence[str | os.PathLike], roo
                 except (ValueError, RLDataError) as e:
                     res.skip("bad_question", f"{w}: {e}")
                     continue
-                res.add(sample, f"llava_video:{video}")
+                res.add(sample, f"llava_video:{item['video']}")
                 if max_questions is not None and len(res.samples) >= max_questions:
                     return res
     return res
@@ -387,7 +388,7 @@ def read_cgbench(paths: str | os.PathLike | Sequence[str | os.PathLike], root: s
                 except RLDataError as e:
                     res.skip("bad_question", f"{where}: {e}")
                     continue
-                res.add(s, f"cgbench:{video}")
+                res.add(s, f"cgbench:{uid}")
                 if max_questions is not None and len(res.samples) >= max_questions:
                     return res
     return res

@@ -358,21 +358,82 @@ async def arun_teacher(
         RLDataError / FileNotFoundError: a bad QA set; ValueError: bad arguments;
         eva_fast.eval.PreflightError: missing videos (without ``skip_missing``).
     """
-    from eva_fast.eval import BenchmarkSpec, arun_benchmark, output_stem
-
-    if isinstance(samples_per_question, bool) or not isinstance(samples_per_question, int) or samples_per_question < 1:
-        raise ValueError(f"samples_per_question must be a positive int, got {samples_per_question!r}")
     if record_system not in RECORD_SYSTEMS:
         raise ValueError(f"record_system must be one of {RECORD_SYSTEMS}, got {record_system!r}")
     if not 0.0 <= rouge_threshold <= 1.0:
         raise ValueError(f"rouge_threshold must be in [0, 1], got {rouge_threshold!r}")
+    ep = await arun_teacher_episodes(
+        agent, qa_path, video_root, out_dir, prompt=prompt, samples_per_question=samples_per_question, limit=limit,
+        shard=shard, concurrency=concurrency, retry_errors=retry_errors, skip_missing=skip_missing, run_info=run_info,
+        allow_config_change=allow_config_change, stem=stem, on_start=on_start, on_record=on_record)
+    return select_teacher_data(
+        ep.result.records, ep.meta, out_dir, ep.est, stem=stem, qa_name=ep.qa_name, rouge_threshold=rouge_threshold,
+        require_structure=require_structure, record_system=record_system, run=ep.run,
+        missing_videos=ep.result.skipped_missing, eval_result=ep.result)
+
+
+@dataclass
+class TeacherEpisodes:
+    """The episodes of a teacher run, before the SFT-data selection (:func:`select_teacher_data`).
+
+    Attributes:
+        result: the eval run's :class:`eva_fast.eval.RunResult` (``records``: every episode of this run).
+        meta: :func:`teacher_meta` of the QA set.
+        est: output stem (``<stem>`` or ``<stem>.shard-i-of-n``); qa_name: the QA file's name.
+        run: run facts for reports (QA set, questions, samples, shard, prompt families, ran / cached).
+    """
+
+    result: Any
+    meta: dict[int, dict[str, Any]]
+    est: str
+    qa_name: str
+    run: dict[str, Any]
+
+
+def qa_set_name(path: str | os.PathLike) -> str:
+    """A QA file's name without ``.jsonl`` (the ``<qa_name>`` of record sources)."""
+    p = Path(path)
+    return p.name[:-len(".jsonl")] if p.name.endswith(".jsonl") else p.stem
+
+
+async def arun_teacher_episodes(
+    agent: Any,
+    qa_path: str | os.PathLike,
+    video_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    prompt: TeacherPrompt | None = None,
+    samples_per_question: int = 1,
+    limit: int | None = None,
+    shard: tuple[int, int] | None = None,
+    concurrency: int = 8,
+    retry_errors: bool = False,
+    skip_missing: bool = False,
+    run_info: Mapping[str, Any] | None = None,
+    allow_config_change: bool = False,
+    stem: str = "teacher",
+    on_start: Callable[[int, int], None] | None = None,
+    on_record: Callable[[Any], None] | None = None,
+) -> TeacherEpisodes:
+    """Run (or resume) the teacher's episodes over a QA set through the eval runner, without the
+    SFT-data selection (arguments as in :func:`arun_teacher`). Writes the question file and the
+    eval run's files (``<est>.jsonl``, ``.cache.jsonl``, ``.run.json``, ``.summary.json``).
+
+    Raises:
+        RLDataError / FileNotFoundError: a bad QA set; ValueError: bad arguments;
+        eva_fast.eval.PreflightError: missing videos (without ``skip_missing``).
+    """
+    from eva_fast.eval import BenchmarkSpec, arun_benchmark, output_stem
+
+    if isinstance(samples_per_question, bool) or not isinstance(samples_per_question, int) or samples_per_question < 1:
+        raise ValueError(f"samples_per_question must be a positive int, got {samples_per_question!r}")
     prompt = prompt or TeacherPrompt()
     qa_path = Path(qa_path)
     qa = load_rl_set(qa_path, infer_type=True)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive int, got {limit!r}")
     out = Path(out_dir)
-    qname = qa_path.name[:-len(".jsonl")] if qa_path.name.endswith(".jsonl") else qa_path.stem
+    qname = qa_set_name(qa_path)
     questions = out / f"{stem}.questions.jsonl"
     meta = write_questions(qa, prompt, questions, samples_per_question, qname)
     spec = BenchmarkSpec(stem, stem, questions, None, "field:category", None)
@@ -384,14 +445,10 @@ async def arun_teacher(
         skip_missing=skip_missing, run_info=info, allow_config_change=allow_config_change,
         on_start=on_start, on_record=on_record,
     )
-
-    return select_teacher_data(
-        result.records, meta, out, output_stem(stem, shard), stem=stem, qa_name=qname, rouge_threshold=rouge_threshold,
-        require_structure=require_structure, record_system=record_system,
-        run={"qa_set": str(qa_path), "questions": len(qa) if limit is None else min(limit, len(qa)),
-             "samples_per_question": samples_per_question, "shard": f"{shard[0]}/{shard[1]}" if shard else None,
-             "prompt_families": list(prompt.families), "ran_now": result.ran, "from_cache": result.skipped_cached},
-        missing_videos=result.skipped_missing, eval_result=result)
+    run = {"qa_set": str(qa_path), "questions": len(qa) if limit is None else min(limit, len(qa)),
+           "samples_per_question": samples_per_question, "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+           "prompt_families": list(prompt.families), "ran_now": result.ran, "from_cache": result.skipped_cached}
+    return TeacherEpisodes(result, meta, output_stem(stem, shard), qname, run)
 
 
 def select_teacher_data(
