@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from eva_fast.train import load_rl_set
 from tests.conftest import DATA
 

@@ -106,8 +106,9 @@ def _start(cfg_path, *extra) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _kill_when(proc: subprocess.Popen, ready, what: str, timeout_s: float = 600) -> None:
-    """SIGKILL the run (its whole process group: the recipe and a training child) once ``ready()``."""
+def _kill_when(proc: subprocess.Popen, ready, what: str, timeout_s: float = 600, group: bool = True) -> None:
+    """SIGKILL the run once ``ready()``: its whole process group, or (``group=False``) the recipe
+    process alone (its training child must then die with it)."""
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
@@ -120,8 +121,22 @@ def _kill_when(proc: subprocess.Popen, ready, what: str, timeout_s: float = 600)
             pytest.fail(f"no {what} within {timeout_s} s")
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            (os.killpg if group else os.kill)(proc.pid, signal.SIGKILL)
         proc.wait(60)
+
+
+def _pids_running(needle: str) -> list[int]:
+    """Processes whose command line contains ``needle`` (Linux ``/proc``)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    if needle.encode() in f.read():
+                        out.append(int(d))
+            except OSError:
+                continue
+    return out
 
 
 def _finish(proc: subprocess.Popen, timeout_s: float = 900) -> str:
@@ -186,12 +201,47 @@ def test_config_errors(tmp_path, capsys):
         Recipe.from_mapping({**base, "datasets": {"llava_video": LLAVA_FILES}})
     with pytest.raises(RecipeError, match="dump_every_steps > 0"):
         Recipe.from_mapping({**base, "stages": {"grpo": {"overrides": {"dump_every_steps": 0}}}})
+    with pytest.raises(RecipeError, match="stages.rl_set.base_url is required with the openai backend"):
+        Recipe.from_mapping({**base, "stages": {"rl_set": {"backend": "openai"}}})
     with pytest.raises(RecipeError, match="extra_rejections \\['strict'\\] unknown"):
         Recipe.from_mapping({**base, "stages": {"kto_labels": {"extra_rejections": ["strict"]}}})
     cfg = tmp_path / "r.yaml"
     cfg.write_text(yaml.safe_dump(base))
     assert main(["recipe", "run", "--config", str(cfg), "--set", "stages.resample.from=student", "--dry-run"]) == 2
     assert "stages.resample.from must be 'teacher' or 'sft'" in capsys.readouterr().err
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("die_with_parent", [True, False])
+def test_training_child_dies_with_the_recipe_process(die_with_parent):
+    """A training stage's process is started with ``_die_with_parent`` (PR_SET_PDEATHSIG): when the
+    recipe process is killed, it is killed too (without it, it would go on writing the stage folder)."""
+    code = ("import subprocess, sys, time\n"
+            "from eva_fast.train._recipe import _die_with_parent\n"
+            "kw = {'preexec_fn': _die_with_parent} if sys.argv[1] == '1' else {}\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], **kw)\n"
+            "print(child.pid, flush=True)\n"
+            "time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code, "1" if die_with_parent else "0"], stdout=subprocess.PIPE,
+                              text=True)
+    child = int(parent.stdout.readline())
+    assert _alive(child)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survived = _alive(child)
+    if survived:
+        os.kill(child, signal.SIGKILL)
+    assert survived is not die_with_parent
 
 
 @pytest.mark.slow
@@ -215,9 +265,18 @@ def test_recipe_end_to_end_survives_kills(scripted_server, tiny_qwen_dir, tmp_pa
     assert _prov(out, "teacher")["status"] == "running"
     assert [p.state for p in plan(Recipe.load(cfg_path))][:2] == ["partial", "blocked"]
 
-    # run 2: the teacher resumes; killed in SFT once a checkpoint is written
+    # run 2: the teacher resumes; the recipe process is killed in SFT once a checkpoint is written,
+    # and its training child dies with it
     ckpt = out / "03_sft" / "checkpoint-1" / "trainer_state.json"
-    _kill_when(_start(cfg_path), ckpt.exists, "SFT checkpoint")
+    _kill_when(_start(cfg_path), ckpt.exists, "SFT checkpoint", group=False)
+    trainer = str(out / "03_sft" / "train.yaml")
+    deadline = time.monotonic() + 10
+    while _pids_running(trainer) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = _pids_running(trainer)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "the SFT process outlived the recipe process"
     teacher = _prov(out, "teacher")
     assert teacher["status"] == "complete" and teacher["attempts"] == 2
     assert teacher["summary"]["from_cache"] == done_before_kill and teacher["summary"]["ran_now"] == 6 - done_before_kill, teacher

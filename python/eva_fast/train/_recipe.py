@@ -251,8 +251,13 @@ class Recipe:
         for name in ("llava_video", "cgbench", "hdvila"):
             if d[name] and name not in self.roots:
                 raise RecipeError(f"{where}: roots has no {name!r} entry (the folder of its videos)")
-        if self.models["teacher"]["backend"] == "openai" and not self.models["teacher"]["base_url"]:
-            raise RecipeError(f"{where}: models.teacher.base_url is required with the openai backend")
+        for name, spec in (("models.teacher", self.models["teacher"]), ("models.judge", self.models["judge"]),
+                           ("stages.rl_set", self.stages["rl_set"]), ("stages.resample", self.stages["resample"])):
+            if name == "stages.resample" and spec["from"] != "sft":
+                continue
+            if (spec["backend"] or "transformers") == "openai" and not (spec["base_url"] or
+                                                                       (spec["backend_args"] or {}).get("base_url")):
+                raise RecipeError(f"{where}: {name}.base_url is required with the openai backend")
         rs = self.stages["resample"]
         if rs["from"] not in ("teacher", "sft"):
             raise RecipeError(f"{where}: stages.resample.from must be 'teacher' or 'sft', got {rs['from']!r}")
@@ -501,7 +506,7 @@ def _settings(r: Recipe, stage: str) -> dict[str, Any]:
         s = {**s, "datasets": r.datasets, "roots": r.roots,
              "teacher": backend_identity(t["backend"], t["model"], t["backend_args"])}
     elif stage in TRAINING:
-        s = {"train_config": r.train_config(stage, check_files=False), "launcher_is_default": r.launcher == [sys.executable]}
+        s = {"train_config": r.train_config(stage, check_files=False)}  # the launcher is deployment, not hashed
     elif stage == "resample" and s["from"] == "teacher":
         from eva_fast.train.data._common import backend_identity
 
@@ -642,6 +647,7 @@ async def _closing(loop: Any, coro: Any) -> Any:
 
 def _run_data_stage(r: Recipe, stage: str) -> dict[str, Any]:
     from eva_fast.train._rl_data import load_rl_set
+    from eva_fast.train.data._common import backend_identity, make_backend
 
     d = r.stage_dir(stage)
     d.mkdir(parents=True, exist_ok=True)
@@ -705,7 +711,6 @@ def _run_data_stage(r: Recipe, stage: str) -> dict[str, Any]:
         return {"from": s["from"], **{k: res.report["counts"][k] for k in ("trajectories", "finished", "right", "kept")},
                 "ran_now": res.report["run"]["ran_now"], "from_cache": res.report["run"]["from_cache"]}
     if stage == "kto_labels":
-        from eva_fast.train.data._common import backend_identity, make_backend
         from eva_fast.train.data._label import GuessingJudge, alabel
 
         j = r.models["judge"]
@@ -743,7 +748,6 @@ def _run_data_stage(r: Recipe, stage: str) -> dict[str, Any]:
             concurrency=s["concurrency"], rouge_threshold=s["rouge_threshold"], skip_missing=True, run_info=ident)))
         return {**res.counts, "rl_set": res.report_data["rl_set"]}
     if stage == "enhance":
-        from eva_fast.train.data._common import backend_identity, make_backend
         from eva_fast.train.data._enhance import QuestionWriter, aenhance, list_videos
 
         rl = d / "rl.jsonl"
