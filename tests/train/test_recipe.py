@@ -170,10 +170,11 @@ def _first_turns(srv, temperature):
     return out
 
 
-def test_dry_run_lists_the_ten_stages(capsys):
+def test_dry_run_lists_the_ten_stages(capsys, monkeypatch):
     from eva_fast.cli import main
     from eva_fast.train._recipe import STAGES
 
+    monkeypatch.chdir(REPO)
     assert main(["recipe", "run", "--config", str(REPO / "configs/recipe/eva.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     heads = [line.split()[:2] for line in out.splitlines() if line[:2].strip().isdigit()]
@@ -188,10 +189,11 @@ def test_dry_run_lists_the_ten_stages(capsys):
     assert r.train_config("kto")["learning_rate"] == r.train_config("sft")["learning_rate"]  # paper §3.2
 
 
-def test_config_errors(tmp_path, capsys):
+def test_config_errors(tmp_path, capsys, monkeypatch):
     from eva_fast.cli import main
     from eva_fast.train._recipe import Recipe, RecipeError
 
+    monkeypatch.chdir(REPO)  # the default stage configs are configs/train/*.yaml, relative to the working directory
     base = {"roots": {"cgbench": str(tmp_path)}, "datasets": {"cgbench": CGBENCH},
             "models": {"teacher": {"base_url": "http://127.0.0.1:9/v1"}}}
     Recipe.from_mapping(base)
@@ -199,6 +201,8 @@ def test_config_errors(tmp_path, capsys):
         Recipe.from_mapping({**base, "stages": {"kto_labels": {"chosen": 0.5}}})
     with pytest.raises(RecipeError, match="roots has no 'llava_video' entry"):
         Recipe.from_mapping({**base, "datasets": {"llava_video": LLAVA_FILES}})
+    with pytest.raises(RecipeError, match="stages.kto.config 'nope.yaml' does not exist"):
+        Recipe.from_mapping({**base, "stages": {"kto": {"config": "nope.yaml"}}})
     with pytest.raises(RecipeError, match="dump_every_steps > 0"):
         Recipe.from_mapping({**base, "stages": {"grpo": {"overrides": {"dump_every_steps": 0}}}})
     with pytest.raises(RecipeError, match="stages.rl_set.base_url is required with the openai backend"):

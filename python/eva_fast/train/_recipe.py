@@ -266,6 +266,10 @@ class Recipe:
             raise RecipeError(f"{where}: stages.kto_labels.extra_rejections {bad} unknown; choose from {EXTRA_REJECTIONS}")
         for st in TRAINING:
             o = self.stages[st]["overrides"] or {}
+            c = self.stages[st]["config"]
+            if c and not Path(c).is_file():
+                raise RecipeError(f"{where}: stages.{st}.config {c!r} does not exist (relative paths are relative to "
+                                  f"the working directory, {os.getcwd()})")
             if "output_dir" in o:
                 raise RecipeError(f"{where}: stages.{st}.overrides.output_dir: the output folder is the stage's own")
         grpo = self.train_config("grpo", check_files=False)
