@@ -189,6 +189,35 @@ def test_dry_run_lists_the_ten_stages(capsys, monkeypatch):
     assert r.train_config("kto")["learning_rate"] == r.train_config("sft")["learning_rate"]  # paper §3.2
 
 
+#: recipe keys that are paths, servers or bookkeeping, not settings of the method
+NOT_SETTINGS = {"name", "out_dir", "max_questions", "max_videos", "backend", "base_url", "model", "backend_args",
+                "judge", "launcher", "experiences", "limit", "agent_args", "concurrency", "config", "overrides",
+                "prompt_dir"}
+
+
+def test_every_recipe_setting_says_where_it_comes_from():
+    """Each setting of configs/recipe/eva.yaml (a key with a value on its line; paths, servers and
+    bookkeeping excepted) says "paper (...)" or "chosen here (...)", as configs/train does."""
+    import re
+
+    lines = (REPO / "configs/recipe/eva.yaml").read_text().splitlines()
+    section, checked = None, []
+    for line in lines:
+        m = re.match(r"^(\s*)([a-z_0-9]+):(.*)$", line)
+        if not m:
+            continue
+        if not m.group(1):
+            section = m.group(2)
+        value = m.group(3).partition(" #")[0].strip()
+        if not value or m.group(2) in NOT_SETTINGS or section == "roots":
+            continue
+        comment = line.partition(" # ")[2].strip()
+        assert re.match(r"(paper|chosen here) \(.+\)", comment), f"{line!r} does not say where its value comes from"
+        checked.append(m.group(2))
+    assert {"chosen_fraction", "mcq_ratio", "extra_rejections", "from", "rl_pool_fraction", "samples_per_question",
+            "temperature", "require_structure", "keep_below", "questions_per_video"} <= set(checked)
+
+
 def test_config_errors(tmp_path, capsys, monkeypatch):
     from eva_fast.cli import main
     from eva_fast.train._recipe import Recipe, RecipeError
