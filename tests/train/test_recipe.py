@@ -395,3 +395,30 @@ def test_recipe_end_to_end_survives_kills(scripted_server, tiny_qwen_dir, tmp_pa
     assert proc.returncode == 2 and "stage 9 enhance is stale" in err and "--redo-stale" in err
     states = [p.state for p in plan(Recipe.load(cfg2))]
     assert states[:8] == ["done"] * 8 and states[8] == "stale"
+
+
+def test_a_failed_stage_is_recorded_and_named(tmp_path, capsys, monkeypatch):
+    """A stage that fails keeps its provenance as 'failed' with the error (status shows it, the stage
+    is partial and would resume); a later config change to it asks for --redo-stale."""
+    from eva_fast.cli import main
+    from eva_fast.train._recipe import Recipe, plan
+
+    monkeypatch.chdir(REPO)
+    roots = make_roots(tmp_path / "videos")
+    cfg = {"out_dir": str(tmp_path / "r"), "roots": roots, "datasets": {"cgbench": CGBENCH, "rl_pool_fraction": 1.0},
+           "models": {"teacher": {"base_url": "http://127.0.0.1:9/v1"}}}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["recipe", "run", "--config", str(path)]) == 2
+    assert "stage teacher: no teacher questions after the import" in capsys.readouterr().err
+    prov = json.loads((tmp_path / "r" / "01_teacher" / "provenance.json").read_text())
+    assert prov["status"] == "failed" and "no teacher questions" in prov["error"] and prov["attempts"] == 1
+    p = plan(Recipe.load(path))[0]
+    assert p.state == "partial" and "it failed: RecipeError" in p.reason
+    assert main(["recipe", "status", "--config", str(path)]) == 0
+    assert "partial" in capsys.readouterr().out
+    cfg["datasets"]["rl_pool_fraction"] = 0.5
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["recipe", "run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "stage 1 teacher is stale" in err and "did not finish" in err and "--redo-stale" in err

@@ -581,8 +581,13 @@ def plan(r: Recipe) -> list[StagePlan]:
             p.state = "stale"
             p.reason = (f"its config hash was {prov.get('config_hash')}, the current config gives {p.config_hash} "
                         "(settings, an input stage or an input file changed)")
+            if prov.get("status") != "complete":
+                p.reason += "; it was started with the old settings and did not finish"
         elif prov.get("status") != "complete":
-            p.state, p.reason = "partial", f"started {prov.get('started')}, attempt {prov.get('attempts')}, not finished"
+            p.state = "partial"
+            p.reason = f"started {prov.get('started')}, attempt {prov.get('attempts')}, not finished"
+            if prov.get("error"):
+                p.reason += f" (it failed: {prov['error'][:300]})"
         else:
             gone = [o["path"] for o in outs if not Path(o["path"]).exists()]
             changed = [o["path"] for o in prov.get("outputs", []) if Path(o["path"]).is_file() and o.get("digest")
@@ -889,7 +894,11 @@ def run(r: Recipe, *, until: str | None = None, redo_stale: bool = False,
                       "settings": p.settings, "inputs": p.inputs, "command": p.command}
             _write_json_atomic(p.dir / PROVENANCE, record)
             t0 = time.monotonic()
-            summary = _run_training(r, stage) if stage in TRAINING else _run_data_stage(r, stage)
+            try:
+                summary = _run_training(r, stage) if stage in TRAINING else _run_data_stage(r, stage)
+            except Exception as e:  # recorded for status, then raised: the stage stays partial and resumes
+                _write_json_atomic(p.dir / PROVENANCE, {**record, "status": "failed", "error": f"{type(e).__name__}: {e}"})
+                raise
             by = {x.stage: x for x in plan(r)}
             inputs = []
             for x in p.inputs:
