@@ -654,143 +654,173 @@ async def _closing(loop: Any, coro: Any) -> Any:
         await loop.backend.aclose()
 
 
-def _run_data_stage(r: Recipe, stage: str) -> dict[str, Any]:
+def _stage_teacher(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[str, Any]:
+    """Stage 1: read the datasets, run the teacher's episodes over its QA set."""
+    from eva_fast.train._rl_data import load_rl_set
+    from eva_fast.train.data._sources import import_sources
+    from eva_fast.train.data._teacher import TeacherPrompt, arun_teacher_episodes, load_experiences
+
+    ds = r.datasets
+    imp = import_sources(data, r.roots, llava_video=ds["llava_video"], cgbench=ds["cgbench"], hdvila=ds["hdvila"],
+                         rl_pool_fraction=ds["rl_pool_fraction"], seed=ds["seed"], cgbench_form=ds["cgbench_form"],
+                         hdvila_unit=ds["hdvila_unit"], max_questions=ds["max_questions"],
+                         max_videos=ds["max_videos"])
+    if not load_rl_set(imp.teacher_qa):
+        raise RecipeError(f"stage teacher: no teacher questions after the import ({imp.counts}); see {imp.report}")
+    exps = tuple(load_experiences(s["experiences"])) if s["experiences"] else ()
+    prompt = TeacherPrompt(tuple(s["prompts"] or ()), s["prompt_dir"], exps, s["num_experiences"], s["seed"])
+    loop, ident = _agent(r.models["teacher"], s)
+    ep = asyncio.run(_closing(loop, arun_teacher_episodes(
+        loop, imp.teacher_qa, data, d, prompt=prompt, samples_per_question=s["samples_per_question"],
+        limit=s["limit"], concurrency=s["concurrency"], skip_missing=True, run_info=ident, stem="teacher")))
+    return {"import": {k: {kk: v[kk] for kk in ("questions", "mcq", "open", "missing_videos", "teacher_qa",
+                                                "rl_pool", "videos", "skipped") if kk in v}
+                       for k, v in imp.counts.items()},
+            "episodes": len(ep.result.records), "ran_now": ep.result.ran, "from_cache": ep.result.skipped_cached,
+            "unreadable_videos_skipped": ep.result.skipped_missing}
+
+
+def _stage_sft_data(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[str, Any]:
+    """Stage 2: the SFT records of the teacher's right, well-structured trajectories."""
+    from eva_fast.eval import load_records
+    from eva_fast.train._rl_data import load_rl_set
+    from eva_fast.train.data._teacher import qa_set_name, select_teacher_data, teacher_meta
+
+    teacher_qa = data / "teacher_qa.jsonl"
+    t = r.stages["teacher"]
+    meta = teacher_meta(load_rl_set(teacher_qa, infer_type=True), t["samples_per_question"], qa_set_name(teacher_qa))
+    res = select_teacher_data(load_records(r.stage_dir("teacher") / "teacher.jsonl"), meta, d, "teacher",
+                              stem="teacher", qa_name=qa_set_name(teacher_qa), rouge_threshold=s["rouge_threshold"],
+                              require_structure=s["require_structure"], record_system="student",
+                              run={"qa_set": str(teacher_qa), "results": str(r.stage_dir("teacher") / "teacher.jsonl")})
+    if not res.kept:
+        raise RecipeError(f"stage sft_data: no teacher trajectory was kept ({res.report['rejected']}): nothing to "
+                          f"fine-tune on; see {res.report_path}")
+    return {k: res.report["counts"][k] for k in ("trajectories", "finished", "right", "kept")} | {
+        "rejected": res.report["rejected"]}
+
+
+def _stage_resample(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[str, Any]:
+    """Stage 4: successful trajectories re-sampled (the teacher, or the SFT model)."""
+    from eva_fast.train.data._teacher import TeacherPrompt, arun_teacher
+
+    teacher_qa = data / "teacher_qa.jsonl"
+    if s["from"] == "teacher":
+        spec = r.models["teacher"]
+        fams = s["prompts"] if s["prompts"] is not None else r.stages["teacher"]["prompts"]
+        prompt = TeacherPrompt(tuple(fams or ()), r.stages["teacher"]["prompt_dir"])
+    else:
+        spec = {"backend": s["backend"] or "transformers", "base_url": s["base_url"],
+                "model": r.subst(s["model"] or "{sft}"), "backend_args": s["backend_args"]}
+        prompt = TeacherPrompt((), student=True)
+    structure = s["require_structure"] if s["require_structure"] is not None else s["from"] == "teacher"
+    loop, ident = _agent(spec, s)
+    res = asyncio.run(_closing(loop, arun_teacher(
+        loop, teacher_qa, data, d, prompt=prompt, samples_per_question=s["samples_per_question"], limit=s["limit"],
+        concurrency=s["concurrency"], rouge_threshold=s["rouge_threshold"], require_structure=structure,
+        record_system="student", skip_missing=True, run_info=ident, stem="resample")))
+    return {"from": s["from"], **{k: res.report["counts"][k] for k in ("trajectories", "finished", "right", "kept")},
+            "ran_now": res.report["run"]["ran_now"], "from_cache": res.report["run"]["from_cache"]}
+
+
+def _stage_kto_labels(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[str, Any]:
+    """Stage 5: KTO labels as the paper builds them."""
+    from eva_fast.train.data._common import backend_identity, make_backend
+    from eva_fast.train.data._label import GuessingJudge, alabel
+
+    j = r.models["judge"]
+    backend = make_backend(j["backend"], base_url=j["base_url"], model=j["model"], backend_args=j["backend_args"])
+    judge = GuessingJudge(backend, s["prompt_dir"])
+
+    async def go() -> dict[str, Any]:
+        try:
+            return await alabel(
+                [str(r.stage_dir("sft_data") / "teacher.trajectories.jsonl"),
+                 str(r.stage_dir("resample") / "resample.sft.jsonl")], d / "kto.jsonl", judge=judge,
+                roles=["rejected", "chosen"], chosen_fraction=s["chosen_fraction"], seed=s["seed"],
+                rouge_threshold=s["rouge_threshold"], concurrency=s["concurrency"],
+                judge_identity=backend_identity(j["backend"], j["model"], j["backend_args"]),
+                extra_rejections=s["extra_rejections"])
+        finally:
+            await backend.aclose()
+
+    rep = asyncio.run(go())
+    mix = rep["label_mix"]["written"]
+    if not (mix["chosen"] and mix["rejected"]):
+        raise RecipeError(f"stage kto_labels: KTO needs chosen and rejected samples, got {mix} (judge verdicts "
+                          f"{rep['judge_verdicts']}, unused {rep['unused']}); see {d / 'kto.report.md'}")
+    return {"chosen": mix["chosen"], "rejected": mix["rejected"], "chosen_fraction": mix["chosen_fraction"],
+            "judged": rep["counts"]["judged"], "judge_verdicts": rep["judge_verdicts"], "unused": rep["unused"],
+            "recommended_kto_weights": rep["recommended_kto_weights"]}
+
+
+def _stage_rl_set(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[str, Any]:
+    """Stage 7: the KTO model's failure cases over the RL pool, mixed 90/10."""
+    from eva_fast.train.data._rl_set import abuild_rl_set
+
+    spec = {k: r.subst(s[k]) for k in _MODEL_KEYS}
+    loop, ident = _agent(spec, s)
+    res = asyncio.run(_closing(loop, abuild_rl_set(
+        loop, data / "rl_pool.jsonl", data, d, samples_per_question=s["samples_per_question"],
+        keep_below=s["keep_below"], mcq_ratio=s["mcq_ratio"], seed=s["seed"], limit=s["limit"],
+        concurrency=s["concurrency"], rouge_threshold=s["rouge_threshold"], skip_missing=True, run_info=ident)))
+    return {**res.counts, "rl_set": res.report_data["rl_set"]}
+
+
+def _stage_enhance(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[str, Any]:
+    """Stage 9: new open QA on unseen videos from GRPO's failures, appended to a copy of the RL set."""
     from eva_fast.train._rl_data import load_rl_set
     from eva_fast.train.data._common import backend_identity, make_backend
+    from eva_fast.train.data._enhance import QuestionWriter, aenhance, list_videos
 
+    rl = d / "rl.jsonl"
+    if not rl.exists():  # the enlarged set starts as a copy of the RL set (atomic: a kill leaves none or all)
+        tmp = d / "rl.jsonl.tmp"
+        shutil.copyfile(r.stage_dir("rl_set") / "rl.jsonl", tmp)
+        os.replace(tmp, rl)
+    dumps = sorted(str(p) for p in (r.stage_dir("grpo") / "rollouts").glob("*.jsonl"))
+    if not dumps:
+        raise RecipeError(f"stage enhance: GRPO wrote no rollout dumps in {r.stage_dir('grpo') / 'rollouts'}")
+    videos = data / "enhance_videos.txt"
+    if not videos.is_file():
+        raise RecipeError("stage enhance needs unseen videos: give HD-VILA-100M metadata (datasets.hdvila)")
+    t = r.models["teacher"]
+    backend = make_backend(t["backend"], base_url=t["base_url"], model=t["model"], backend_args=t["backend_args"])
+    writer = QuestionWriter(backend, prompt_dir=s["prompt_dir"], nframes=s["frames"], resize=s["resize"],
+                            questions_per_video=s["questions_per_video"], max_answer_words=s["max_answer_words"],
+                            self_check=s["self_check"], self_check_threshold=s["self_check_threshold"],
+                            temperature=s["temperature"])
+
+    async def go() -> dict[str, Any]:
+        try:
+            return await aenhance(dumps, list_videos(videos), rl, d, writer, examples_per_prompt=s["examples"],
+                                  limit_videos=s["limit_videos"], concurrency=s["concurrency"], seed=s["seed"],
+                                  run_name=f"{r.name}-enhance",
+                                  teacher_identity=backend_identity(t["backend"], t["model"], t["backend_args"]),
+                                  rouge_threshold=s["rouge_threshold"])
+        finally:
+            await backend.aclose()
+
+    rep = asyncio.run(go())
+    return {"failure_cases": rep["failure_cases"]["failures"], "videos": rep["videos"],
+            "questions": rep["questions"], "rl_set_lines": len(load_rl_set(rl))}
+
+
+def _run_data_stage(r: Recipe, stage: str) -> dict[str, Any]:
+    """Run one data stage in this process (its caches make a rerun resume); returns its summary."""
     d = r.stage_dir(stage)
     d.mkdir(parents=True, exist_ok=True)
-    s = r.stages[stage]
-    data = r.stage_dir("teacher") / "data"
-    teacher_qa = data / "teacher_qa.jsonl"
-    if stage == "teacher":
-        from eva_fast.train.data._sources import import_sources
-        from eva_fast.train.data._teacher import TeacherPrompt, arun_teacher_episodes, load_experiences
+    return _DATA_STAGES[stage](r, r.stages[stage], d, r.stage_dir("teacher") / "data")
 
-        ds = r.datasets
-        imp = import_sources(data, r.roots, llava_video=ds["llava_video"], cgbench=ds["cgbench"], hdvila=ds["hdvila"],
-                             rl_pool_fraction=ds["rl_pool_fraction"], seed=ds["seed"], cgbench_form=ds["cgbench_form"],
-                             hdvila_unit=ds["hdvila_unit"], max_questions=ds["max_questions"],
-                             max_videos=ds["max_videos"])
-        if not load_rl_set(imp.teacher_qa):
-            raise RecipeError(f"stage teacher: no teacher questions after the import ({imp.counts}); see {imp.report}")
-        exps = tuple(load_experiences(s["experiences"])) if s["experiences"] else ()
-        prompt = TeacherPrompt(tuple(s["prompts"] or ()), s["prompt_dir"], exps, s["num_experiences"], s["seed"])
-        loop, ident = _agent(r.models["teacher"], s)
-        ep = asyncio.run(_closing(loop, arun_teacher_episodes(
-            loop, imp.teacher_qa, data, d, prompt=prompt, samples_per_question=s["samples_per_question"],
-            limit=s["limit"], concurrency=s["concurrency"], skip_missing=True, run_info=ident, stem="teacher")))
-        return {"import": {k: {kk: v[kk] for kk in ("questions", "mcq", "open", "missing_videos", "teacher_qa",
-                                                    "rl_pool", "videos", "skipped") if kk in v}
-                           for k, v in imp.counts.items()},
-                "episodes": len(ep.result.records), "ran_now": ep.result.ran, "from_cache": ep.result.skipped_cached,
-                "unreadable_videos_skipped": ep.result.skipped_missing}
-    if stage in ("sft_data",):
-        from eva_fast.eval import load_records
-        from eva_fast.train.data._teacher import qa_set_name, select_teacher_data, teacher_meta
 
-        t = r.stages["teacher"]
-        meta = teacher_meta(load_rl_set(teacher_qa, infer_type=True), t["samples_per_question"], qa_set_name(teacher_qa))
-        res = select_teacher_data(load_records(r.stage_dir("teacher") / "teacher.jsonl"), meta, d, "teacher",
-                                  stem="teacher", qa_name=qa_set_name(teacher_qa), rouge_threshold=s["rouge_threshold"],
-                                  require_structure=s["require_structure"], record_system="student",
-                                  run={"qa_set": str(teacher_qa), "results": str(r.stage_dir("teacher") / "teacher.jsonl")})
-        if not res.kept:
-            raise RecipeError(f"stage sft_data: no teacher trajectory was kept ({res.report['rejected']}): nothing to "
-                              f"fine-tune on; see {res.report_path}")
-        return {k: res.report["counts"][k] for k in ("trajectories", "finished", "right", "kept")} | {
-            "rejected": res.report["rejected"]}
-    if stage == "resample":
-        from eva_fast.train.data._teacher import TeacherPrompt, arun_teacher
-
-        if s["from"] == "teacher":
-            spec = r.models["teacher"]
-            fams = s["prompts"] if s["prompts"] is not None else r.stages["teacher"]["prompts"]
-            prompt = TeacherPrompt(tuple(fams or ()), r.stages["teacher"]["prompt_dir"])
-        else:
-            spec = {"backend": s["backend"] or "transformers", "base_url": s["base_url"],
-                    "model": r.subst(s["model"] or "{sft}"), "backend_args": s["backend_args"]}
-            prompt = TeacherPrompt((), student=True)
-        structure = s["require_structure"] if s["require_structure"] is not None else s["from"] == "teacher"
-        loop, ident = _agent(spec, s)
-        res = asyncio.run(_closing(loop, arun_teacher(
-            loop, teacher_qa, data, d, prompt=prompt, samples_per_question=s["samples_per_question"], limit=s["limit"],
-            concurrency=s["concurrency"], rouge_threshold=s["rouge_threshold"], require_structure=structure,
-            record_system="student", skip_missing=True, run_info=ident, stem="resample")))
-        return {"from": s["from"], **{k: res.report["counts"][k] for k in ("trajectories", "finished", "right", "kept")},
-                "ran_now": res.report["run"]["ran_now"], "from_cache": res.report["run"]["from_cache"]}
-    if stage == "kto_labels":
-        from eva_fast.train.data._label import GuessingJudge, alabel
-
-        j = r.models["judge"]
-        backend = make_backend(j["backend"], base_url=j["base_url"], model=j["model"], backend_args=j["backend_args"])
-        judge = GuessingJudge(backend, s["prompt_dir"])
-
-        async def go() -> dict[str, Any]:
-            try:
-                return await alabel(
-                    [str(r.stage_dir("sft_data") / "teacher.trajectories.jsonl"),
-                     str(r.stage_dir("resample") / "resample.sft.jsonl")], d / "kto.jsonl", judge=judge,
-                    roles=["rejected", "chosen"], chosen_fraction=s["chosen_fraction"], seed=s["seed"],
-                    rouge_threshold=s["rouge_threshold"], concurrency=s["concurrency"],
-                    judge_identity=backend_identity(j["backend"], j["model"], j["backend_args"]),
-                    extra_rejections=s["extra_rejections"])
-            finally:
-                await backend.aclose()
-
-        rep = asyncio.run(go())
-        mix = rep["label_mix"]["written"]
-        if not (mix["chosen"] and mix["rejected"]):
-            raise RecipeError(f"stage kto_labels: KTO needs chosen and rejected samples, got {mix} (judge verdicts "
-                              f"{rep['judge_verdicts']}, unused {rep['unused']}); see {d / 'kto.report.md'}")
-        return {"chosen": mix["chosen"], "rejected": mix["rejected"], "chosen_fraction": mix["chosen_fraction"],
-                "judged": rep["counts"]["judged"], "judge_verdicts": rep["judge_verdicts"], "unused": rep["unused"],
-                "recommended_kto_weights": rep["recommended_kto_weights"]}
-    if stage == "rl_set":
-        from eva_fast.train.data._rl_set import abuild_rl_set
-
-        spec = {k: r.subst(s[k]) for k in _MODEL_KEYS}
-        loop, ident = _agent(spec, s)
-        res = asyncio.run(_closing(loop, abuild_rl_set(
-            loop, data / "rl_pool.jsonl", data, d, samples_per_question=s["samples_per_question"],
-            keep_below=s["keep_below"], mcq_ratio=s["mcq_ratio"], seed=s["seed"], limit=s["limit"],
-            concurrency=s["concurrency"], rouge_threshold=s["rouge_threshold"], skip_missing=True, run_info=ident)))
-        return {**res.counts, "rl_set": res.report_data["rl_set"]}
-    if stage == "enhance":
-        from eva_fast.train.data._enhance import QuestionWriter, aenhance, list_videos
-
-        rl = d / "rl.jsonl"
-        if not rl.exists():  # the enlarged set starts as a copy of the RL set (atomic: a kill leaves none or all)
-            tmp = d / "rl.jsonl.tmp"
-            shutil.copyfile(r.stage_dir("rl_set") / "rl.jsonl", tmp)
-            os.replace(tmp, rl)
-        dumps = sorted(str(p) for p in (r.stage_dir("grpo") / "rollouts").glob("*.jsonl"))
-        if not dumps:
-            raise RecipeError(f"stage enhance: GRPO wrote no rollout dumps in {r.stage_dir('grpo') / 'rollouts'}")
-        videos = data / "enhance_videos.txt"
-        if not videos.is_file():
-            raise RecipeError("stage enhance needs unseen videos: give HD-VILA-100M metadata (datasets.hdvila)")
-        t = r.models["teacher"]
-        backend = make_backend(t["backend"], base_url=t["base_url"], model=t["model"], backend_args=t["backend_args"])
-        writer = QuestionWriter(backend, prompt_dir=s["prompt_dir"], nframes=s["frames"], resize=s["resize"],
-                                questions_per_video=s["questions_per_video"], max_answer_words=s["max_answer_words"],
-                                self_check=s["self_check"], self_check_threshold=s["self_check_threshold"],
-                                temperature=s["temperature"])
-
-        async def go() -> dict[str, Any]:
-            try:
-                return await aenhance(dumps, list_videos(videos), rl, d, writer, examples_per_prompt=s["examples"],
-                                      limit_videos=s["limit_videos"], concurrency=s["concurrency"], seed=s["seed"],
-                                      run_name=f"{r.name}-enhance",
-                                      teacher_identity=backend_identity(t["backend"], t["model"], t["backend_args"]),
-                                      rouge_threshold=s["rouge_threshold"])
-            finally:
-                await backend.aclose()
-
-        rep = asyncio.run(go())
-        return {"failure_cases": rep["failure_cases"]["failures"], "videos": rep["videos"],
-                "questions": rep["questions"], "rl_set_lines": len(load_rl_set(rl))}
-    raise AssertionError(stage)
+_DATA_STAGES: dict[str, Callable[[Recipe, dict[str, Any], Path, Path], dict[str, Any]]] = {
+    "teacher": _stage_teacher,
+    "sft_data": _stage_sft_data,
+    "resample": _stage_resample,
+    "kto_labels": _stage_kto_labels,
+    "rl_set": _stage_rl_set,
+    "enhance": _stage_enhance,
+}
 
 
 def _run_training(r: Recipe, stage: str) -> dict[str, Any]:
