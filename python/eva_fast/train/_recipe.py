@@ -38,6 +38,7 @@ finish (killed, failed) is *partial* and resumes.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -55,7 +56,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+import eva_fast
+from eva_fast._files import read_mapping
 from eva_fast._logging import get_logger
+from eva_fast.agent import AgentConfig, AgentLoop
+from eva_fast.eval import load_records
+from eva_fast.train._rl_data import load_rl_set
+from eva_fast.train.data._common import backend_identity, make_backend
+from eva_fast.train.data._enhance import QuestionWriter, aenhance, list_videos
+from eva_fast.train.data._label import EXTRA_REJECTIONS, GuessingJudge, alabel
+from eva_fast.train.data._rl_set import abuild_rl_set
+from eva_fast.train.data._sources import CGBENCH_FORMS, HDVILA_UNITS, expand_paths, import_sources
+from eva_fast.train.data._teacher import (
+    TeacherPrompt,
+    arun_teacher,
+    arun_teacher_episodes,
+    load_experiences,
+    qa_set_name,
+    select_teacher_data,
+    teacher_meta,
+)
 
 logger = get_logger("train.recipe")
 
@@ -125,7 +147,6 @@ _WIRING = {
 class RecipeError(ValueError):
     """A recipe that cannot run as configured (the message says which stage and what to change)."""
 
-
 # ---------------------------------------------------------------------------------------------
 # config
 # ---------------------------------------------------------------------------------------------
@@ -150,8 +171,6 @@ def parse_set(items: Sequence[str] | None) -> dict[str, Any]:
     Raises:
         RecipeError: an item without ``=``.
     """
-    import yaml
-
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -183,7 +202,6 @@ class Recipe:
         launcher: command prefix of training stages (default: this Python).
         stages: per stage, its settings (defaults filled in).
     """
-
     path: Path | None
     name: str
     out_dir: Path
@@ -201,8 +219,6 @@ class Recipe:
         Raises:
             FileNotFoundError: no such file; RecipeError: unknown keys or bad values (named).
         """
-        import yaml
-
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"recipe config {str(p)!r} does not exist")
@@ -214,8 +230,6 @@ class Recipe:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], path: Path | None = None) -> Recipe:
         """See :meth:`load`."""
-        from eva_fast._files import read_mapping
-
         where = str(path) if path else "recipe"
         cfg = _merge(_DEFAULTS, dict(data), where)
         judge = cfg["models"]["judge"]
@@ -238,9 +252,6 @@ class Recipe:
         Raises:
             RecipeError: naming the key and what is allowed.
         """
-        from eva_fast.train.data._label import EXTRA_REJECTIONS
-        from eva_fast.train.data._sources import CGBENCH_FORMS, HDVILA_UNITS
-
         d = self.datasets
         if not (d["llava_video"] or d["cgbench"]):
             raise RecipeError(f"{where}: datasets needs LLaVA-Video-178K and/or CG-Bench annotation files "
@@ -300,8 +311,6 @@ class Recipe:
         Raises:
             FileNotFoundError: the base config is missing (``check_files``).
         """
-        import yaml
-
         s = self.stages[stage]
         base: dict[str, Any] = {}
         if s["config"]:
@@ -411,7 +420,6 @@ class StagePlan:
         command: a training stage's command line.
         provenance: its ``provenance.json`` (None if none).
     """
-
     stage: str
     index: int
     dir: Path
@@ -452,7 +460,6 @@ def _io(r: Recipe, stage: str) -> tuple[list[dict[str, Any]], list[dict[str, Any
         return {"name": name, "path": str(path)}
 
     if stage == "teacher":
-        from eva_fast.train.data._sources import expand_paths
 
         ins = []
         for name in ("llava_video", "cgbench", "hdvila"):
@@ -504,7 +511,6 @@ def _settings(r: Recipe, stage: str) -> dict[str, Any]:
     """What decides a stage's result (hashed)."""
     s = {k: v for k, v in r.stages[stage].items() if k not in _UNHASHED}
     if stage == "teacher":
-        from eva_fast.train.data._common import backend_identity
 
         t = r.models["teacher"]
         s = {**s, "datasets": r.datasets, "roots": r.roots,
@@ -512,18 +518,15 @@ def _settings(r: Recipe, stage: str) -> dict[str, Any]:
     elif stage in TRAINING:
         s = {"train_config": r.train_config(stage, check_files=False)}  # the launcher is deployment, not hashed
     elif stage == "resample" and s["from"] == "teacher":
-        from eva_fast.train.data._common import backend_identity
 
         t = r.models["teacher"]
         s = {**s, "teacher": backend_identity(t["backend"], t["model"], t["backend_args"]),
              "prompts": s["prompts"] if s["prompts"] is not None else r.stages["teacher"]["prompts"]}
     elif stage == "kto_labels":
-        from eva_fast.train.data._common import backend_identity
 
         j = r.models["judge"]
         s = {**s, "judge": backend_identity(j["backend"], j["model"], j["backend_args"])}
     elif stage == "enhance":
-        from eva_fast.train.data._common import backend_identity
 
         t = r.models["teacher"]
         s = {**s, "teacher": backend_identity(t["backend"], t["model"], t["backend_args"])}
@@ -608,8 +611,6 @@ def plan(r: Recipe) -> list[StagePlan]:
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     """Child of a training stage: killed when the recipe process dies (Linux ``PR_SET_PDEATHSIG``)."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
@@ -617,7 +618,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 
 class _Lock:
     """An exclusive lock on the recipe's output folder (two runs would write the same stages)."""
-
     def __init__(self, out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.path = out_dir / ".recipe.lock"
@@ -636,8 +636,6 @@ class _Lock:
 
 
 def _agent(spec: Mapping[str, Any], settings: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
-    from eva_fast.agent import AgentConfig, AgentLoop
-    from eva_fast.train.data._common import backend_identity, make_backend
 
     backend = make_backend(spec["backend"], base_url=spec["base_url"], model=spec["model"],
                            backend_args=spec["backend_args"])
@@ -656,10 +654,6 @@ async def _closing(loop: Any, coro: Any) -> Any:
 
 def _stage_teacher(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[str, Any]:
     """Stage 1: read the datasets, run the teacher's episodes over its QA set."""
-    from eva_fast.train._rl_data import load_rl_set
-    from eva_fast.train.data._sources import import_sources
-    from eva_fast.train.data._teacher import TeacherPrompt, arun_teacher_episodes, load_experiences
-
     ds = r.datasets
     imp = import_sources(data, r.roots, llava_video=ds["llava_video"], cgbench=ds["cgbench"], hdvila=ds["hdvila"],
                          rl_pool_fraction=ds["rl_pool_fraction"], seed=ds["seed"], cgbench_form=ds["cgbench_form"],
@@ -682,10 +676,6 @@ def _stage_teacher(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[st
 
 def _stage_sft_data(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[str, Any]:
     """Stage 2: the SFT records of the teacher's right, well-structured trajectories."""
-    from eva_fast.eval import load_records
-    from eva_fast.train._rl_data import load_rl_set
-    from eva_fast.train.data._teacher import qa_set_name, select_teacher_data, teacher_meta
-
     teacher_qa = data / "teacher_qa.jsonl"
     t = r.stages["teacher"]
     meta = teacher_meta(load_rl_set(teacher_qa, infer_type=True), t["samples_per_question"], qa_set_name(teacher_qa))
@@ -702,8 +692,6 @@ def _stage_sft_data(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[s
 
 def _stage_resample(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[str, Any]:
     """Stage 4: successful trajectories re-sampled (the teacher, or the SFT model)."""
-    from eva_fast.train.data._teacher import TeacherPrompt, arun_teacher
-
     teacher_qa = data / "teacher_qa.jsonl"
     if s["from"] == "teacher":
         spec = r.models["teacher"]
@@ -725,9 +713,6 @@ def _stage_resample(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[s
 
 def _stage_kto_labels(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[str, Any]:
     """Stage 5: KTO labels as the paper builds them."""
-    from eva_fast.train.data._common import backend_identity, make_backend
-    from eva_fast.train.data._label import GuessingJudge, alabel
-
     j = r.models["judge"]
     backend = make_backend(j["backend"], base_url=j["base_url"], model=j["model"], backend_args=j["backend_args"])
     judge = GuessingJudge(backend, s["prompt_dir"])
@@ -756,8 +741,6 @@ def _stage_kto_labels(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict
 
 def _stage_rl_set(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[str, Any]:
     """Stage 7: the KTO model's failure cases over the RL pool, mixed 90/10."""
-    from eva_fast.train.data._rl_set import abuild_rl_set
-
     spec = {k: r.subst(s[k]) for k in _MODEL_KEYS}
     loop, ident = _agent(spec, s)
     res = asyncio.run(_closing(loop, abuild_rl_set(
@@ -769,10 +752,6 @@ def _stage_rl_set(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[str
 
 def _stage_enhance(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[str, Any]:
     """Stage 9: new open QA on unseen videos from GRPO's failures, appended to a copy of the RL set."""
-    from eva_fast.train._rl_data import load_rl_set
-    from eva_fast.train.data._common import backend_identity, make_backend
-    from eva_fast.train.data._enhance import QuestionWriter, aenhance, list_videos
-
     rl = d / "rl.jsonl"
     if not rl.exists():  # the enlarged set starts as a copy of the RL set (atomic: a kill leaves none or all)
         tmp = d / "rl.jsonl.tmp"
@@ -824,7 +803,6 @@ _DATA_STAGES: dict[str, Callable[[Recipe, dict[str, Any], Path, Path], dict[str,
 
 
 def _run_training(r: Recipe, stage: str) -> dict[str, Any]:
-    import yaml
 
     d = r.stage_dir(stage)
     d.mkdir(parents=True, exist_ok=True)
@@ -865,7 +843,6 @@ def _run_training(r: Recipe, stage: str) -> dict[str, Any]:
 class RunEvent:
     """What :func:`run` reports per stage: ``event`` is ``skip`` (done), ``start`` / ``resume``,
     ``done`` (with ``summary``) or ``redo`` (a stale stage moved aside)."""
-
     stage: str
     index: int
     event: str
@@ -950,7 +927,6 @@ def run(r: Recipe, *, until: str | None = None, redo_stale: bool = False,
 
 
 def _version() -> dict[str, Any]:
-    import eva_fast
 
     return {"version": getattr(eva_fast, "__version__", None)}
 

@@ -10,6 +10,8 @@ import shlex
 import sys
 from typing import Any
 
+from eva_fast.train._recipe import TITLES, Recipe, RecipeError, plan, run
+
 USAGE = """usage: eva-fast recipe {run,status} --config RECIPE.yaml [--set KEY=VALUE ...]
 
   run      the ten stages in order (teacher -> SFT data -> SFT -> resample -> KTO labels -> KTO ->
@@ -59,8 +61,6 @@ def _plan_lines(plans: list[Any], dry: bool) -> list[str]:
         head = f"{p.index:2d}  {p.stage:<14} {p.state:<8} {p.config_hash or '-':<16}"
         if dry:
             lines.append(f"{head} {would[p.state]}")
-            from eva_fast.train._recipe import TITLES
-
             lines.append(f"      {TITLES[p.stage]}")
             for x in p.inputs:
                 src = f" (from {x['from_stage']})" if x.get("from_stage") else ""
@@ -78,8 +78,6 @@ def _plan_lines(plans: list[Any], dry: bool) -> list[str]:
 
 
 def cmd_run(argv: list[str]) -> int:
-    from eva_fast.train._recipe import Recipe, plan, run
-
     a = _args("eva-fast recipe run", argv, run=True)
     r = Recipe.load(a.config, a.set)
     if a.dry_run:
@@ -99,8 +97,6 @@ def cmd_run(argv: list[str]) -> int:
 
 
 def cmd_status(argv: list[str]) -> int:
-    from eva_fast.train._recipe import Recipe, plan
-
     a = _args("eva-fast recipe status", argv, run=False)
     r = Recipe.load(a.config, a.set)
     plans = plan(r)
@@ -126,8 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in cmds:
         print(f"eva-fast recipe: unknown command {argv[0]!r}; choose from {sorted(cmds)}\n\n{USAGE}", file=sys.stderr)
         return 2
-    from eva_fast.train._recipe import RecipeError
-
     try:
         return cmds[argv[0]](argv[1:])
     except (RecipeError, ValueError, FileNotFoundError) as e:

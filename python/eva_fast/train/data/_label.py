@@ -52,7 +52,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eva_fast._checks import positive_int
 from eva_fast._logging import get_logger
+from eva_fast.agent import SYSTEM_PROMPT, Message
+from eva_fast.eval import ResultCache
+from eva_fast.train._kto_weights import recommended_kto_weights
+from eva_fast.train._records import write_records
 from eva_fast.train.data._common import (
     DEFAULT_ROUGE_THRESHOLD,
     Case,
@@ -76,7 +81,7 @@ JUDGE_VERDICTS = ("grounded", "guessing")
 EXTRA_REJECTIONS = ("wrong_answer", "no_visual_evidence", "dense_short_window", "sparse_long_window", "judge_correct")
 #: What an input file contributes: its wrong trajectories (``rejected``), its right ones (``chosen``), or both.
 INPUT_ROLES = ("both", "chosen", "rejected")
-RECORD_SYSTEMS = ("student", "keep")
+LABEL_RECORD_SYSTEMS = ("student", "keep")
 
 
 @dataclass(frozen=True)
@@ -103,8 +108,7 @@ class FailureRules:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v > 0):
                 raise ValueError(f"FailureRules.{name} must be > 0, got {v!r}")
-        if not (isinstance(self.dense_min_frames, int) and self.dense_min_frames >= 1):
-            raise ValueError(f"FailureRules.dense_min_frames must be a positive int, got {self.dense_min_frames!r}")
+        positive_int("FailureRules.dense_min_frames", self.dense_min_frames)
 
 
 def call_windows(record: Any) -> list[tuple[float, float, int]]:
@@ -226,8 +230,6 @@ class GuessingJudge:
     async def judge(self, record: Any) -> dict[str, Any]:
         """``{"verdict", "reason", "reply", "prompt"}``; a backend failure gives verdict ``error``
         (never raises)."""
-        from eva_fast.agent import Message
-
         prompt = self.prompt(record)
         try:
             gen = await ask(self.backend, [Message("user", prompt)], max_new_tokens=self.max_new_tokens)
@@ -279,8 +281,6 @@ def _parse_names(values: Sequence[str] | str | None, allowed: Sequence[str], wha
 def student_system(record: Any) -> Any:
     """``record`` with its system turn replaced by the student's (:data:`eva_fast.agent.SYSTEM_PROMPT`),
     or one inserted first when it has none."""
-    from eva_fast.agent import SYSTEM_PROMPT
-
     msgs = list(record.messages)
     if msgs and msgs[0]["role"] == "system":
         msgs[0] = {**msgs[0], "content": SYSTEM_PROMPT}
@@ -336,17 +336,13 @@ async def alabel(
         FileNotFoundError: a missing input; ValueError: bad arguments, or no judge where the
         labelling needs one (the paper's rejected samples, ``judge_correct``).
     """
-    from eva_fast.eval import ResultCache
-    from eva_fast.train._kto_weights import recommended_kto_weights
-    from eva_fast.train._records import write_records
-
     rules = rules or FailureRules()
     extras = _parse_names(extra_rejections, EXTRA_REJECTIONS, "extra rejection")
     roles = list(roles) if roles is not None else ["both"] * len(inputs)
     if len(roles) != len(inputs) or any(r not in INPUT_ROLES for r in roles):
         raise ValueError(f"roles must give one of {INPUT_ROLES} per input ({len(inputs)}), got {roles}")
-    if record_system not in RECORD_SYSTEMS:
-        raise ValueError(f"record_system must be one of {RECORD_SYSTEMS}, got {record_system!r}")
+    if record_system not in LABEL_RECORD_SYSTEMS:
+        raise ValueError(f"record_system must be one of {LABEL_RECORD_SYSTEMS}, got {record_system!r}")
     if judge is None and "judge_correct" in extras:
         raise ValueError("the 'judge_correct' extra rejection needs a judge")
     if judge is None and "wrong_answer" not in extras and any(r != "chosen" for r in roles):

@@ -33,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from eva_fast._logging import get_logger
+from eva_fast.eval import output_stem
 from eva_fast.train._rl_data import RLSample, balance_types, load_rl_set, write_rl_set
 from eva_fast.train.data._common import DEFAULT_ROUGE_THRESHOLD, rate, write_report
+from eva_fast.train.data._teacher import TeacherPrompt, arun_teacher
 
 logger = get_logger("train.data")
 
@@ -182,9 +184,6 @@ async def abuild_rl_set(
         RLDataError / FileNotFoundError: a bad pool; ValueError: bad arguments or an impossible
         mix; eva_fast.eval.PreflightError: missing videos (without ``skip_missing``).
     """
-    from eva_fast.eval import output_stem
-    from eva_fast.train.data._teacher import TeacherPrompt, arun_teacher
-
     if not (isinstance(keep_below, (int, float)) and 0.0 < keep_below <= 1.0):
         raise ValueError(f"keep_below must be in (0, 1], got {keep_below!r}")
     if mcq_ratio is not None and not 0.0 <= mcq_ratio <= 1.0:

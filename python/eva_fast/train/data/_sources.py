@@ -46,7 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eva_fast._jsonl import JsonlFormatError, json_lines
 from eva_fast._logging import get_logger
+from eva_fast.eval import video_candidates
 from eva_fast.train._rl_data import RLDataError, RLSample, write_rl_set
 from eva_fast.train.data._common import write_report
 
@@ -143,8 +145,6 @@ def _root(root: str | os.PathLike, source: str) -> Path:
 def _resolve(root: Path, video: str, subdirs: Sequence[str] = ()) -> tuple[str | None, list[str]]:
     """``(path, tried)``: the first existing file among ``root/video`` and ``root/<subdir>/video``
     (an absolute ``video`` is tried by its tails under ``root``, as eval's ``--roots``)."""
-    from eva_fast.eval import video_candidates
-
     tried: list[Path] = []
     for base in [root, *(root / d for d in subdirs if d)]:
         for c in video_candidates(video, base):
@@ -157,17 +157,16 @@ def _resolve(root: Path, video: str, subdirs: Sequence[str] = ()) -> tuple[str |
 
 
 def _load_json_items(path: Path, res: ReadResult) -> list[tuple[str, Any]]:
-    """``(where, item)`` of a JSON list file (or a jsonl file); a file that is neither raises."""
-    from eva_fast.train._jsonl import NotJSON, json_lines
-
+    """``(where, item)`` of a JSON list file (or a jsonl file: a line that is not JSON is counted as
+    ``malformed``); a ``.json`` file that is not a JSON list raises."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl" or not text.lstrip().startswith("["):
         out = []
-        for where, obj in json_lines(path, what="annotation"):
-            if isinstance(obj, NotJSON):
+        for lineno, obj in json_lines(path, what="annotation"):
+            if isinstance(obj, JsonlFormatError):
                 res.skip("malformed", str(obj))
                 continue
-            out.append((where, obj))
+            out.append((f"{path}:{lineno}", obj))
         return out
     try:
         data = json.loads(text)
