@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return data_main(argv[1:])
     if argv and argv[0] == "recipe":
-        from eva_fast.train._recipe_cli import main as recipe_main
+        from eva_fast.train._recipe_cli import main as recipe_main  # eva_fast.train: the optional train extra
 
         return recipe_main(argv[1:])
     args = build_parser().parse_args(argv)
