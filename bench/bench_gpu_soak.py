@@ -39,7 +39,7 @@ import numpy as np
 VIDEOS = ("nasa_13013.mp4", "h265_video.mp4", "nasa_13013_hdr.mp4", "cockatoo_vp9.webm",
           "nasa_13013_vfr.mp4", "test_non_zero_start.mp4", "nasa_13013_rotated.mp4", "bigbuckbunny.mp4")
 #: GPU memory or RSS growing more than this over the run (after the first checkpoint) is not flat;
-#: the same bound as tests/video/test_nvdec.py::test_1000_random_requests_memory_flat.
+#: the same bound as tests/video/test_nvdec.py::test_random_requests_memory_flat.
 FLAT_MIB = 64
 MIB = 1 << 20
 

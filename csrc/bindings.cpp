@@ -377,6 +377,17 @@ PYBIND11_MODULE(_C, m) {
       py::arg("out_w"), py::arg("filter") = "cubic", py::arg("rotation_deg") = 0,
       "Run the CUDA colour-convert + resize kernel's per-thread code serially on the CPU (NV12: uint8 planes; "
       "P016: uint16 planes with samples in the high bits). For tests without a GPU; CUDA builds only.");
+  m.def(
+      "nvdec_matrix_id",
+      [](const std::string& codec, int container_matrix, int signal_matrix) {
+        const AVCodecDescriptor* d = avcodec_descriptor_get_by_name(codec.c_str());
+        if (!d) throw py::value_error("unknown codec name '" + codec + "' (FFmpeg's names: h264, hevc, vp9, ...)");
+        return eva_fast::nvdec_matrix_id(d->id, container_matrix, signal_matrix);
+      },
+      py::arg("codec"), py::arg("container_matrix"), py::arg("signal_matrix"),
+      "The colour matrix (H.273 / AVColorSpace id) the NVDEC path converts with: the container's / "
+      "libavcodec's when specified, else NVDEC's video_signal_description for codecs whose headers carry "
+      "H.273 ids there (h264, hevc, mpeg2video), else unspecified (swscale's default, as the CPU path).");
   m.def("cuda_color_route", &cuda_color_route, py::arg("matrix_id"), py::arg("full_range"), py::arg("bit_depth"),
         py::arg("height"),
         "The CUDA kernel's colour route for pictures of this matrix (H.273 id), range, bit depth and height: "

@@ -21,6 +21,19 @@ extern "C" {
 #include <libswscale/swscale.h>
 }
 
+namespace eva_fast {
+
+bool nvdec_signal_is_h273(int av_codec_id) {
+  return av_codec_id == AV_CODEC_ID_H264 || av_codec_id == AV_CODEC_ID_HEVC || av_codec_id == AV_CODEC_ID_MPEG2VIDEO;
+}
+
+int nvdec_matrix_id(int av_codec_id, int container_matrix, int signal_matrix) {
+  if (container_matrix != AVCOL_SPC_UNSPECIFIED) return container_matrix;
+  return nvdec_signal_is_h273(av_codec_id) ? signal_matrix : container_matrix;
+}
+
+}  // namespace eva_fast
+
 #if EVA_FAST_WITH_CUDA
 
 #include <algorithm>
@@ -401,6 +414,7 @@ class NvdecBackendImpl final : public NvdecBackend {
       // av1C: 4 header bytes, then the configOBUs (sequence header) in low-overhead format.
       seq_header_.assign(par->extradata + 4, par->extradata + par->extradata_size);
     }
+    codec_id_ = par->codec_id;
     matrix_id_ = par->color_space;
     full_range_ = par->color_range == AVCOL_RANGE_JPEG;
     color_from_container_ = par->color_space != AVCOL_SPC_UNSPECIFIED;
@@ -686,8 +700,12 @@ class NvdecBackendImpl final : public NvdecBackend {
     disp_h_ = fmt->display_area.bottom - fmt->display_area.top;
     surface_h_ = fmt->coded_height;
     progressive_ = fmt->progressive_sequence != 0;
-    if (!color_from_container_) matrix_id_ = fmt->video_signal_description.matrix_coefficients;
-    if (!range_from_container_) full_range_ = fmt->video_signal_description.video_full_range_flag != 0;
+    if (!color_from_container_) {
+      matrix_id_ = nvdec_matrix_id(codec_id_, matrix_id_, fmt->video_signal_description.matrix_coefficients);
+    }
+    if (!range_from_container_ && nvdec_signal_is_h273(codec_id_)) {
+      full_range_ = fmt->video_signal_description.video_full_range_flag != 0;
+    }
     if (decoder_ && key == key_) return static_cast<int>(surfaces);
     if (fmt->chroma_format != cudaVideoChromaFormat_420) {
       throw std::runtime_error("chroma format " + std::to_string(static_cast<int>(fmt->chroma_format)) +
@@ -887,6 +905,7 @@ class NvdecBackendImpl final : public NvdecBackend {
   int disp_left_ = 0, disp_top_ = 0, disp_w_ = 0, disp_h_ = 0, surface_h_ = 0;
   bool progressive_ = true;
   int bit_depth_ = 8;
+  int codec_id_ = AV_CODEC_ID_NONE;
   int matrix_id_ = AVCOL_SPC_UNSPECIFIED;
   bool full_range_ = false, color_from_container_ = false, range_from_container_ = false;
   AVBufferPool* pool_ = nullptr;

@@ -95,4 +95,13 @@ void emulate_kernel_on_host(const void* y, const void* uv, int y_pitch, int uv_p
 // failed) or "float_vinterp" (> 8-bit or odd height). CUDA builds; throws otherwise.
 std::string cuda_color_route(int matrix_id, bool full_range, int bit_depth, int height);
 bool cuda_compiled();
+// The colour matrix (AVColorSpace / H.273 id) the NVDEC path converts with, so that it is the one the
+// CPU path's swscale uses for the same frames. libavcodec's reading of the stream (codecpar after
+// avformat_find_stream_info: container colour, else the decoder's own header parse) wins; only when
+// that says unspecified is NVDEC's CUVIDEOFORMAT::video_signal_description consulted, and only for
+// codecs whose headers carry H.273 code points there (H.264 / HEVC VUI, MPEG-2 sequence display
+// extension). For VP9 that field is not an H.273 id: the first H200 run read VP9's "unknown" as
+// BT.709 and cockatoo_vp9.webm came out up to 15 levels off the CPU path (swscale: unspecified = BT.601).
+bool nvdec_signal_is_h273(int av_codec_id);
+int nvdec_matrix_id(int av_codec_id, int container_matrix, int signal_matrix);
 }  // namespace eva_fast

@@ -234,6 +234,22 @@ def _latest(rows: list[dict], run_id: str) -> list[dict]:
     return [r for r in rows if r.get("gpu_check_run") == run_id]
 
 
+def _newest_with_rows(results_dir: Path, name: str, runs: list[dict], lines: list[str]) -> list[dict]:
+    """Rows of ``name`` from the newest run that has any. A run that skipped a step (``--skip``, or cut
+    short by the budget) keeps the table of the run before it, labelled with that run's date and commit,
+    so the README never loses a measurement a later partial run did not repeat."""
+    rows = read_jsonl(results_dir / name)
+    for i, run in enumerate(reversed(runs)):
+        got = _latest(rows, run["run_id"])
+        if got:
+            if i:
+                c = (run.get("commit") or {}).get("sha") or "unknown"
+                lines += ["", f"(The newest run did not measure this; from the GPU check of {run.get('started') or '?'}, "
+                              f"commit {c[:10]}.)"]
+            return got
+    return []
+
+
 def render(results_dir: Path) -> str:
     """Markdown summary of the latest run in ``results_dir`` (a note when there is none)."""
     runs = read_jsonl(results_dir / "gpu_runs.jsonl")
@@ -241,7 +257,6 @@ def render(results_dir: Path) -> str:
         return ("No GPU check has run yet: `bash scripts/gpu_check.sh --out DIR` on a GPU machine, then "
                 "`python scripts/gpu_results.py DIR` (see above).\n")
     run = runs[-1]
-    rid = run["run_id"]
     m, c = run.get("machine") or {}, run.get("commit") or {}
     lines = [f"GPU check {run.get('started') or '?'}, commit {(c.get('sha') or 'unknown')[:10]}"
              f"{' (tree differs from the commit)' if c.get('dirty') else ''}: {m.get('gpu') or 'no GPU'}"
@@ -257,7 +272,7 @@ def render(results_dir: Path) -> str:
                       f"{pt['skipped']} skipped"
                       + (" (cut short: from log.txt, no JUnit XML)." if pt.get("partial") else f" ({pt['time_s']} s).")]
         lines += [f"- FAILED `{x['test']}`: {x['message']}" for x in pt["failed"][:15]]
-    dec = _latest(read_jsonl(results_dir / "gpu_decode.jsonl"), rid)
+    dec = _newest_with_rows(results_dir, "gpu_decode.jsonl", runs, lines)
     if dec:
         systems = ["eva_fast", "eva_fast_cuda", "pynvvideocodec", "torchcodec_cuda"]
         cells: dict[tuple, dict] = {}
@@ -283,7 +298,7 @@ def render(results_dir: Path) -> str:
                     row.append(f"{r['ms_per_call']:.1f}{x}")
             lines.append(f"| {video} | {wl} | " + " | ".join(row) + " |")
         lines += [f"- {s} skipped: {why}" for s, why in skipped.items()]
-    pack = [r for r in _latest(read_jsonl(results_dir / "gpu_pack.jsonl"), rid) if r.get("device") == "cuda"]
+    pack = [r for r in _newest_with_rows(results_dir, "gpu_pack.jsonl", runs, lines) if r.get("device") == "cuda"]
     if pack:
         lines += ["", "Triton packer (`pack_qwen25vl`, GB/s = frames read + pixel_values written; copy = a "
                       "device-to-device copy of the same bytes):", "",
@@ -300,7 +315,7 @@ def render(results_dir: Path) -> str:
             lines.append(f"| {t} | {h}x{w} | {dt} | {tr['gb_per_s']:.0f} | {tr['fraction_of_copy']:.0%} | "
                          f"{_f(tor and tor['median_ms'] / tr['median_ms'], '{:.1f}')} | "
                          f"{_f(hf and hf['median_ms'] / tr['median_ms'], '{:.1f}')} |")
-    roll = _latest(read_jsonl(results_dir / "gpu_rollout.jsonl"), rid)
+    roll = _newest_with_rows(results_dir, "gpu_rollout.jsonl", runs, lines)
     if roll:
         lines += ["", "Rollouts (a GRPO step's episodes on a random Qwen2.5-VL-7B-shaped bf16 model; stage ms summed "
                       "over the episodes; frame-work share = (decoder work + pack) / (generate + decoder work + pack)):",
@@ -312,7 +327,7 @@ def render(results_dir: Path) -> str:
                          f"{_f(st.get('generate', 0) / 1e3)} | {_f(st.get('decoder_work'), '{:.0f}')} | "
                          f"{_f(st.get('pack'), '{:.0f}')} | {_f(r.get('frame_work_share'), '{:.3f}')} | "
                          f"{r.get('frames_decoded')} / {r.get('frames_requested')} |")
-    lim = _latest(read_jsonl(results_dir / "gpu_limits.jsonl"), rid)
+    lim = _newest_with_rows(results_dir, "gpu_limits.jsonl", runs, lines)
     if lim:
         ff = [r for r in lim if r.get("kind") == "ffmpeg"]
         eva = [r for r in lim if r.get("kind") == "eva"]
@@ -335,7 +350,7 @@ def render(results_dir: Path) -> str:
             lines.append(f"| eva_fast `cuda`, {r.get('readers')} reader(s) at once | "
                          f"{_f(r.get('decoded_fps'), '{:,.0f}') if r.get('ok') else 'FAILED: ' + str(r.get('error'))} | "
                          f"{', '.join(fr)} |")
-    soak = _latest(read_jsonl(results_dir / "gpu_soak.jsonl"), rid)
+    soak = _newest_with_rows(results_dir, "gpu_soak.jsonl", runs, lines)
     summ = next((r for r in soak if r.get("kind") == "summary"), None)
     cps = [r for r in soak if r.get("kind") == "checkpoint"]
     if summ or cps:

@@ -379,3 +379,25 @@ def test_results_converter_reads_a_killed_pytest_from_the_log(tmp_path, repo):
     assert pt["partial"] and (pt["tests"], pt["passed"], pt["failures"], pt["skipped"]) == (3, 1, 1, 1)
     assert pt["failed"][0]["test"] == "tests/video/test_nvdec.py::test_b"
     assert "cut short: from log.txt" in gpu_results.render(tmp_path / "results")
+
+
+def test_results_render_keeps_tables_a_partial_run_skipped(tmp_path, repo):
+    """A later run with --skip bench,pack,rollout (a short device lease) must not erase the earlier
+    run's decode/pack/rollout tables from the README: they stay, labelled with their run."""
+    results = tmp_path / "results"
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    first = _returned_dir(tmp_path / "a", gpu_probe.source_digest(repo)[0])
+    gpu_results.convert(first, results, repo)
+    second = _returned_dir(tmp_path / "b", "0" * 64)
+    for f in ("decode.jsonl", "pack.jsonl", "rollout.jsonl"):
+        (second / f).unlink()
+    machine = json.loads((second / "machine.json").read_text())
+    machine["started"] = "2026-12-02T10:00:00+00:00"
+    (second / "machine.json").write_text(json.dumps(machine))
+    gpu_results.convert(second, results, repo, commit=_git(repo, "rev-parse", "HEAD"))
+    text = gpu_results.render(results)
+    assert text.startswith("GPU check 2026-12-02T10:00:00+00:00")
+    assert "| clip | survey | 300.0 (24.00x) | 12.5 | skip | skip |" in text
+    assert "| 2 x 4 | 75.9 | 75.1 | 644 | 768 | 0.018 | 95 / 192 |" in text
+    assert text.count("from the GPU check of 2026-12-01T10:00:00+00:00") == 3  # decode, pack, rollout

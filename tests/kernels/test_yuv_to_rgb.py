@@ -340,3 +340,36 @@ def test_cuda_kernel_p016_matches_reference(ffmpeg):
         got = _kernel(y >> 6, uv >> 6, size, bit_depth=10, bps=2, matrix_id=kw["matrix_id"], full_range=False)
         ref = yuv420_to_rgb_resized(y, uv, size, **kw)
         assert (got.int() - ref.int()).abs().max() <= 1
+
+
+def test_nvdec_matrix_choice_matches_the_cpu_path(ffmpeg):
+    """First H200 run: cockatoo_vp9.webm (VP9 colour space "unknown") came out of NVDEC up to 15 levels
+    off the CPU path, with its YUV bit-identical to FFmpeg's framemd5: NVDEC's video_signal_description
+    for VP9 is not an H.273 id, and reading it as one picked BT.709 where swscale uses its unspecified
+    default (BT.601). The kernel's code, run on the CPU with the matrix the NVDEC path now chooses,
+    equals the CPU decoder's frames exactly; with BT.709 it reproduces the device's difference."""
+    from eva_fast import _C
+    from eva_fast.video import VideoReader
+
+    _needs_cuda_build()
+    unspecified, bt709 = 2, 1
+    assert _C.nvdec_matrix_id("vp9", unspecified, 0) == unspecified
+    assert _C.nvdec_matrix_id("vp9", unspecified, bt709) == unspecified
+    assert _C.nvdec_matrix_id("h264", unspecified, bt709) == bt709  # VUI: H.273 code points
+    assert _C.nvdec_matrix_id("hevc", unspecified, 9) == 9
+    assert _C.nvdec_matrix_id("h264", bt709, 6) == bt709  # libavcodec's reading wins when it has one
+    with pytest.raises(ValueError, match="unknown codec name 'nope'"):
+        _C.nvdec_matrix_id("nope", 2, 2)
+
+    reader = VideoReader(DATA / "cockatoo_vp9.webm")
+    m = reader.metadata
+    assert (m.codec, m.color_space, m.color_range) == ("vp9", "unknown", "tv")
+    y, uv, t, kw = _case(reader, ffmpeg, "cockatoo_vp9.webm", 0, 0)
+    cpu = reader.get_frames_nearest([t]).frames[0].numpy().astype(np.int32)
+
+    def kernel(matrix_id):
+        return _C.cuda_kernel_emulate(y.numpy().astype(np.uint8), uv.numpy().astype(np.uint8), 8, matrix_id,
+                                      False, m.height, m.width, "cubic", 0).astype(np.int32)
+
+    assert np.array_equal(kernel(_C.nvdec_matrix_id("vp9", unspecified, bt709)), cpu)
+    assert np.abs(kernel(bt709) - cpu).max() == 15  # the device's max |d| in the first run

@@ -347,7 +347,10 @@ def _rss_bytes() -> int:
 
 @pytest.mark.cuda
 @pytest.mark.slow
-def test_1000_random_requests_memory_flat():
+def test_random_requests_memory_flat():
+    """300 mixed requests after a 100-request warm-up: GPU memory and host RSS flat, no new NVDEC
+    session. The gpu_check soak step runs 1,000 such requests with the same bound and checkpoints
+    (this test ran 1,000 too and took 67 s of the pytest step's 150 s on the H200)."""
     # h265_video.mp4 (128x128 HEVC) is below NVDEC's minimum size: its requests take the CPU fallback
     videos = [DATA / v for v in ("nasa_13013.mp4", "cockatoo_vp9.webm", "nasa_13013_vfr.mp4", "h265_video.mp4")]
     readers = [_gpu_reader(v) for v in videos]
@@ -370,7 +373,7 @@ def test_1000_random_requests_memory_flat():
     free0, _ = torch.cuda.mem_get_info()
     rss0 = _rss_bytes()
     sessions0 = _C.nvdec_sessions()["created"]
-    run(1000)
+    run(300)
     free1, _ = torch.cuda.mem_get_info()
     rss1 = _rss_bytes()
     assert free0 - free1 < 64 << 20, f"GPU memory grew by {(free0 - free1) / 2**20:.1f} MiB"
@@ -379,7 +382,7 @@ def test_1000_random_requests_memory_flat():
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("video, stream", [("nasa_13013.mp4", 3), ("h265_video.mp4", 0), ("cockatoo_vp9.webm", 0),
+@pytest.mark.parametrize("video, stream", [("nasa_13013.mp4", 3), ("cockatoo_hevc.mp4", 0), ("cockatoo_vp9.webm", 0),
                                            ("test_non_zero_start.mp4", 0), ("bigbuckbunny.mp4", 0)])
 def test_nvdec_resize_equals_cpu_resize_exactly(video, stream):
     """Issue #26: the kernel's fused resize computes what the CPU resizer computes (csrc/resize_math.h),
@@ -387,7 +390,7 @@ def test_nvdec_resize_equals_cpu_resize_exactly(video, stream):
     bit for bit, and for "cubic" equal cv2.resize(INTER_CUBIC) of them (tests/video/test_resize.py)."""
     from tests.video.test_resize import assert_equals_opencv
 
-    gpu = _gpu_reader(DATA / video, stream_index=stream)
+    gpu = _gpu_reader(_media(video), stream_index=stream)  # HEVC: not h265_video.mp4, below NVDEC's minimum
     assert gpu.backend == "nvdec", gpu.fallback_reason
     m = gpu.metadata
     times = [0.0, m.duration_s * 0.5]
