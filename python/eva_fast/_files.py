@@ -1,9 +1,10 @@
-"""Small file readers shared by the CLIs and trainers."""
+"""Small file readers and writers shared by the CLIs, the eval runner and the trainers."""
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -26,3 +27,26 @@ def read_mapping(path: str | os.PathLike, what: str) -> dict[str, str]:
     if not isinstance(data, dict):
         raise ValueError(f"{p}: expected a mapping {what}, got {type(data).__name__}")
     return {str(k): str(v) for k, v in data.items()}
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and a rename,
+    so a reader (or a run killed mid-write) sees the old content or the new, never part of one;
+    the folder is created if needed.
+
+    Raises:
+        OSError: the folder cannot be created or written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

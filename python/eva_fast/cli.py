@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("bench", help="throughput suite against peer decoders (see bench/README.md)", add_help=False)
     sub.add_parser("eval", help="evaluate the agent on EVA's benchmarks (eva-fast eval -h)", add_help=False)
-    sub.add_parser("train", help="train EVA on TRL: sft, kto (eva-fast train -h)", add_help=False)
+    sub.add_parser("train", help="train EVA on TRL: sft, kto, grpo (eva-fast train -h)", add_help=False)
     sub.add_parser("data", help="build training data: import, convert, teacher, kto-label, rl-set, enhance "
                    "(eva-fast data -h)", add_help=False)
     sub.add_parser("recipe", help="EVA's whole training recipe, resumable: run, status (eva-fast recipe -h)",

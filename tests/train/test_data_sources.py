@@ -84,7 +84,7 @@ def test_llava_video_questions(roots):
     assert {m["video"] for m in res.missing} == {"academic_source/Charades/GONE1.mp4", "academic_source/Charades/GONE2.mp4"}
     gone = next(m for m in res.missing if "GONE1" in m["video"])
     assert gone["tried"][0] == os.path.join(roots["llava_video"], "academic_source", "Charades", "GONE1.mp4")
-    assert "E" in res.examples["bad_question"][0] and "mc_v0_1_qa_processed.json:3#0" in res.examples["bad_question"][0]
+    assert "E" in res.examples["bad_question"][0] and "mc_v0_1_qa_processed.json[3]#0" in res.examples["bad_question"][0]
     assert read_llava_video(LLAVA_FILES, roots["llava_video"], max_questions=2).samples == res.samples[:2]
 
 
@@ -107,6 +107,11 @@ def test_llava_mcq_parsing_and_errors(roots, tmp_path):
     bad.write_text('{"id": 1}\nnot json\n')  # a jsonl file: each bad line counted, never dropped silently
     res = read_llava_video(str(bad), roots["llava_video"])
     assert res.skipped == {"malformed": 2} and res.samples == []
+    where = {m.split(": ")[0]: m for m in res.examples["malformed"]}  # each names its file:line
+    assert sorted(where) == [f"{bad}:1", f"{bad}:2"] and "not valid JSON" in where[f"{bad}:2"]
+    bad.write_text('{\n  "id": 1\n}\n')  # one pretty-printed object: not a list, not one item per line
+    with pytest.raises(ValueError, match=r"x_mc_y.json: expected a JSON list of annotation items .* got one dict"):
+        read_llava_video(str(bad), roots["llava_video"])
     with pytest.raises(FileNotFoundError, match="matches no file"):
         read_llava_video(str(tmp_path / "*_mc_*.jsonx"), roots["llava_video"])
 
@@ -139,7 +144,7 @@ def test_hdvila_videos(roots):
                                                 os.path.join(roots["hdvila"], "--0LwtsNa54.webm")]
     assert res.videos[0]["clips"] == 2 and res.videos[0]["url"].endswith("QMi8x8o55Ns")
     assert [m["video"] for m in res.missing] == ["zzMissing00"] and len(res.missing[0]["tried"]) == 3
-    assert "span time '0:61:00' is not HH:MM:SS.mmm" in res.examples["malformed"][0]
+    assert res.examples["malformed"][0].startswith(f"{HDVILA}:4: span time '0:61:00' is not HH:MM:SS.mmm")
     assert parse_span_s(["00:04:52.140", "00:05:03.350"]) == pytest.approx((292.14, 303.35))
     clips = read_hdvila(HDVILA, roots["hdvila"], unit="clip")
     assert clips.videos == [] and len(clips.missing) == 4  # no clip cut in this folder

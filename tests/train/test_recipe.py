@@ -220,7 +220,7 @@ def test_every_recipe_setting_says_where_it_comes_from():
 
 def test_config_errors(tmp_path, capsys, monkeypatch):
     from eva_fast.cli import main
-    from eva_fast.train._recipe import Recipe, RecipeError
+    from eva_fast.train._recipe import Recipe, RecipeError, parse_set
 
     monkeypatch.chdir(REPO)  # the default stage configs are configs/train/*.yaml, relative to the working directory
     base = {"roots": {"cgbench": str(tmp_path)}, "datasets": {"cgbench": CGBENCH},
@@ -238,6 +238,10 @@ def test_config_errors(tmp_path, capsys, monkeypatch):
         Recipe.from_mapping({**base, "stages": {"rl_set": {"backend": "openai"}}})
     with pytest.raises(RecipeError, match="extra_rejections \\['strict'\\] unknown"):
         Recipe.from_mapping({**base, "stages": {"kto_labels": {"extra_rejections": ["strict"]}}})
+    with pytest.raises(RecipeError, match=r"datasets.cgbench_form must be one of \('mcq', 'open', 'both'\), got 'mc'"):
+        Recipe.from_mapping({**base, "datasets": {"cgbench": CGBENCH, "cgbench_form": "mc"}})
+    with pytest.raises(RecipeError, match=r"--set 'stages.sft.a=2': stages.sft was set to a value by an earlier --set"):
+        parse_set(["stages.sft=1", "stages.sft.a=2"])
     cfg = tmp_path / "r.yaml"
     cfg.write_text(yaml.safe_dump(base))
     assert main(["recipe", "run", "--config", str(cfg), "--set", "stages.resample.from=student", "--dry-run"]) == 2
@@ -422,3 +426,21 @@ def test_a_failed_stage_is_recorded_and_named(tmp_path, capsys, monkeypatch):
     assert main(["recipe", "run", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "stage 1 teacher is stale" in err and "did not finish" in err and "--redo-stale" in err
+
+
+def test_a_stage_without_its_outputs_fails(tmp_path, monkeypatch):
+    """A stage that returns without writing its outputs is recorded as failed (not left 'running'),
+    and the error names the missing files."""
+    from eva_fast.train import _recipe
+    from eva_fast.train._recipe import Recipe, RecipeError, plan, run
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setitem(_recipe._DATA_STAGES, "teacher", lambda r, s, d, data: {})  # writes nothing
+    roots = make_roots(tmp_path / "videos")
+    r = Recipe.from_mapping({"out_dir": str(tmp_path / "r"), "roots": roots, "datasets": {"cgbench": CGBENCH},
+                             "models": {"teacher": {"base_url": "http://127.0.0.1:9/v1"}}})
+    with pytest.raises(RecipeError, match=r"stage teacher finished without its outputs \[.*teacher_qa.jsonl"):
+        run(r)
+    prov = json.loads((tmp_path / "r" / "01_teacher" / "provenance.json").read_text())
+    assert prov["status"] == "failed" and "without its outputs" in prov["error"]
+    assert plan(r)[0].state == "partial"

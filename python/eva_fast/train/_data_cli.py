@@ -187,6 +187,26 @@ class _Progress:
             self.bar.close()
 
 
+class _RunProgress:
+    """The eval runner's ``on_start(todo, cached)`` / ``on_record(record)`` callbacks of a run (the
+    teacher's, the RL set's): a line with what is cached and to run, then a bar of the episodes."""
+
+    def __init__(self, name: str, unit: str, enabled: bool) -> None:
+        self.name, self.unit, self.enabled, self.bar = name, unit, enabled, None
+
+    def on_start(self, todo: int, cached: int) -> None:
+        print(f"[{self.name}] {cached} {self.unit} already done, {todo} to run", file=sys.stderr)
+        self.bar = _bar(todo, self.name, self.enabled)
+
+    def on_record(self, record: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def cmd_teacher(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="eva-fast data teacher",
@@ -234,17 +254,7 @@ def cmd_teacher(argv: list[str]) -> int:
     backend, ident = _backend(a)
     config = AgentConfig(max_turns=a.max_turns, max_new_tokens=a.max_new_tokens, temperature=a.temperature)
     loop = AgentLoop(backend, config)
-    bar = None
-
-    def on_start(todo: int, cached: int) -> None:
-        nonlocal bar
-        print(f"[{a.name}] {cached} trajectory(ies) already done, {todo} to run", file=sys.stderr)
-        bar = _bar(todo, a.name, not a.no_progress)
-
-    def on_record(pr: Any) -> None:
-        if bar is not None:
-            bar.update(1)
-
+    progress = _RunProgress(a.name, "trajectory(ies)", not a.no_progress)
     video_root = a.video_root or str(Path(a.qa).resolve().parent)
     try:
         res = asyncio.run(arun_teacher(
@@ -252,13 +262,13 @@ def cmd_teacher(argv: list[str]) -> int:
             shard=shard, concurrency=a.concurrency, rouge_threshold=a.rouge_threshold,
             require_structure=not a.no_require_structure, record_system=a.record_system, retry_errors=a.retry_errors,
             skip_missing=a.skip_missing, allow_config_change=a.allow_config_change,
-            run_info={**ident, "agent_config": config.to_dict()}, stem=a.name, on_start=on_start, on_record=on_record))
+            run_info={**ident, "agent_config": config.to_dict()}, stem=a.name, on_start=progress.on_start,
+            on_record=progress.on_record))
     except PreflightError as e:
         print(f"eva-fast data teacher: {e}", file=sys.stderr)
         return 1
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
     c = res.report["counts"]
     print(f"[{a.name}] {c['trajectories']} trajectories, {c['finished']} finished, {c['right']} right, {c['kept']} kept "
           f"(accept rate {c['accept_rate']}); rejected: {res.report['rejected']}", file=sys.stderr)
@@ -463,17 +473,7 @@ def cmd_rl_set(argv: list[str]) -> int:
             raise ValueError("give the question pool (or --merge shard failure files)")
         backend, ident = _backend(a)
         config = AgentConfig(max_turns=a.max_turns, max_new_tokens=a.max_new_tokens, temperature=a.temperature)
-        bar = None
-
-        def on_start(todo: int, cached: int) -> None:
-            nonlocal bar
-            print(f"[{a.name}] {cached} episode(s) already done, {todo} to run", file=sys.stderr)
-            bar = _bar(todo, a.name, not a.no_progress)
-
-        def on_record(pr: Any) -> None:
-            if bar is not None:
-                bar.update(1)
-
+        progress = _RunProgress(a.name, "episode(s)", not a.no_progress)
         try:
             res = asyncio.run(abuild_rl_set(
                 AgentLoop(backend, config), a.pool, a.video_root or str(Path(a.pool).resolve().parent), a.out,
@@ -481,13 +481,12 @@ def cmd_rl_set(argv: list[str]) -> int:
                 limit=a.limit, shard=parse_shard(a.shard) if a.shard else None, concurrency=a.concurrency,
                 rouge_threshold=a.rouge_threshold, retry_errors=a.retry_errors, skip_missing=a.skip_missing,
                 run_info={**ident, "agent_config": config.to_dict()}, allow_config_change=a.allow_config_change,
-                stem=a.name, on_start=on_start, on_record=on_record))
+                stem=a.name, on_start=progress.on_start, on_record=progress.on_record))
         except PreflightError as e:
             print(f"eva-fast data rl-set: {e}", file=sys.stderr)
             return 1
         finally:
-            if bar is not None:
-                bar.close()
+            progress.close()
     rep = res.report_data
     print(f"[rl-set] {res.counts}; written {rep.get('rl_set', rep.get('failure_cases'))}", file=sys.stderr)
     print(json.dumps({"rl_set": None if res.rl_set is None else str(res.rl_set),

@@ -59,7 +59,7 @@ from typing import Any
 import yaml
 
 import eva_fast
-from eva_fast._files import read_mapping
+from eva_fast._files import read_mapping, write_text_atomic
 from eva_fast._logging import get_logger
 from eva_fast.agent import AgentConfig, AgentLoop
 from eva_fast.eval import load_records
@@ -169,7 +169,7 @@ def parse_set(items: Sequence[str] | None) -> dict[str, Any]:
     """``["stages.sft.overrides.max_steps=2", ...]`` (values parsed as YAML) -> a nested mapping.
 
     Raises:
-        RecipeError: an item without ``=``.
+        RecipeError: an item without ``=``; a key set both to a value and to keys below it.
     """
     out: dict[str, Any] = {}
     for item in items or []:
@@ -178,8 +178,11 @@ def parse_set(items: Sequence[str] | None) -> dict[str, Any]:
             raise RecipeError(f"--set takes KEY=VALUE (dotted key), got {item!r}")
         node = out
         parts = key.split(".")
-        for p in parts[:-1]:
+        for k, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"--set {item!r}: {'.'.join(parts[:k + 1])} was set to a value by an earlier --set, "
+                                  "it cannot also take keys")
         node[parts[-1]] = yaml.safe_load(value)
     return out
 
@@ -256,9 +259,9 @@ class Recipe:
         if not (d["llava_video"] or d["cgbench"]):
             raise RecipeError(f"{where}: datasets needs LLaVA-Video-178K and/or CG-Bench annotation files "
                               "(datasets.llava_video, datasets.cgbench): the teacher's questions")
-        if d["cgbench_form"] not in CGBENCH_FORMS or d["hdvila_unit"] not in HDVILA_UNITS:
-            raise RecipeError(f"{where}: datasets.cgbench_form must be one of {CGBENCH_FORMS} and datasets.hdvila_unit "
-                              f"one of {HDVILA_UNITS}")
+        for key, allowed in (("cgbench_form", CGBENCH_FORMS), ("hdvila_unit", HDVILA_UNITS)):
+            if d[key] not in allowed:
+                raise RecipeError(f"{where}: datasets.{key} must be one of {allowed}, got {d[key]!r}")
         for name in ("llava_video", "cgbench", "hdvila"):
             if d[name] and name not in self.roots:
                 raise RecipeError(f"{where}: roots has no {name!r} entry (the folder of its videos)")
@@ -396,10 +399,7 @@ def read_provenance(stage_dir: Path) -> dict[str, Any] | None:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,7 +460,6 @@ def _io(r: Recipe, stage: str) -> tuple[list[dict[str, Any]], list[dict[str, Any
         return {"name": name, "path": str(path)}
 
     if stage == "teacher":
-
         ins = []
         for name in ("llava_video", "cgbench", "hdvila"):
             pats = r.datasets[name]
@@ -511,25 +510,21 @@ def _settings(r: Recipe, stage: str) -> dict[str, Any]:
     """What decides a stage's result (hashed)."""
     s = {k: v for k, v in r.stages[stage].items() if k not in _UNHASHED}
     if stage == "teacher":
-
         t = r.models["teacher"]
         s = {**s, "datasets": r.datasets, "roots": r.roots,
-             "teacher": backend_identity(t["backend"], t["model"], t["backend_args"])}
+             "teacher": _identity(t)}
     elif stage in TRAINING:
         s = {"train_config": r.train_config(stage, check_files=False)}  # the launcher is deployment, not hashed
     elif stage == "resample" and s["from"] == "teacher":
-
         t = r.models["teacher"]
-        s = {**s, "teacher": backend_identity(t["backend"], t["model"], t["backend_args"]),
+        s = {**s, "teacher": _identity(t),
              "prompts": s["prompts"] if s["prompts"] is not None else r.stages["teacher"]["prompts"]}
     elif stage == "kto_labels":
-
         j = r.models["judge"]
-        s = {**s, "judge": backend_identity(j["backend"], j["model"], j["backend_args"])}
+        s = {**s, "judge": _identity(j)}
     elif stage == "enhance":
-
         t = r.models["teacher"]
-        s = {**s, "teacher": backend_identity(t["backend"], t["model"], t["backend_args"])}
+        s = {**s, "teacher": _identity(t)}
     return r.subst(s)
 
 
@@ -635,14 +630,22 @@ class _Lock:
         self.f.close()
 
 
-def _agent(spec: Mapping[str, Any], settings: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+def _identity(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A model spec's identity (backend, model, result-changing backend arguments)."""
+    return backend_identity(spec["backend"], spec["model"], spec["backend_args"])
 
-    backend = make_backend(spec["backend"], base_url=spec["base_url"], model=spec["model"],
-                           backend_args=spec["backend_args"])
+
+def _backend(spec: Mapping[str, Any]) -> Any:
+    """The agent backend of a model spec (``backend``, ``base_url``, ``model``, ``backend_args``)."""
+    return make_backend(spec["backend"], base_url=spec["base_url"], model=spec["model"],
+                        backend_args=spec["backend_args"])
+
+
+def _agent(spec: Mapping[str, Any], settings: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The agent loop of a model spec with a stage's turn settings, and its identity."""
     config = AgentConfig(max_turns=settings["max_turns"], max_new_tokens=settings["max_new_tokens"],
                          temperature=float(settings["temperature"]), **(settings.get("agent_args") or {}))
-    ident = {**backend_identity(spec["backend"], spec["model"], spec["backend_args"]), "agent_config": config.to_dict()}
-    return AgentLoop(backend, config), ident
+    return AgentLoop(_backend(spec), config), {**_identity(spec), "agent_config": config.to_dict()}
 
 
 async def _closing(loop: Any, coro: Any) -> Any:
@@ -714,7 +717,7 @@ def _stage_resample(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[s
 def _stage_kto_labels(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[str, Any]:
     """Stage 5: KTO labels as the paper builds them."""
     j = r.models["judge"]
-    backend = make_backend(j["backend"], base_url=j["base_url"], model=j["model"], backend_args=j["backend_args"])
+    backend = _backend(j)
     judge = GuessingJudge(backend, s["prompt_dir"])
 
     async def go() -> dict[str, Any]:
@@ -724,7 +727,7 @@ def _stage_kto_labels(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict
                  str(r.stage_dir("resample") / "resample.sft.jsonl")], d / "kto.jsonl", judge=judge,
                 roles=["rejected", "chosen"], chosen_fraction=s["chosen_fraction"], seed=s["seed"],
                 rouge_threshold=s["rouge_threshold"], concurrency=s["concurrency"],
-                judge_identity=backend_identity(j["backend"], j["model"], j["backend_args"]),
+                judge_identity=_identity(j),
                 extra_rejections=s["extra_rejections"])
         finally:
             await backend.aclose()
@@ -764,7 +767,7 @@ def _stage_enhance(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[st
     if not videos.is_file():
         raise RecipeError("stage enhance needs unseen videos: give HD-VILA-100M metadata (datasets.hdvila)")
     t = r.models["teacher"]
-    backend = make_backend(t["backend"], base_url=t["base_url"], model=t["model"], backend_args=t["backend_args"])
+    backend = _backend(t)
     writer = QuestionWriter(backend, prompt_dir=s["prompt_dir"], nframes=s["frames"], resize=s["resize"],
                             questions_per_video=s["questions_per_video"], max_answer_words=s["max_answer_words"],
                             self_check=s["self_check"], self_check_threshold=s["self_check_threshold"],
@@ -775,7 +778,7 @@ def _stage_enhance(r: Recipe, s: dict[str, Any], d: Path, data: Path) -> dict[st
             return await aenhance(dumps, list_videos(videos), rl, d, writer, examples_per_prompt=s["examples"],
                                   limit_videos=s["limit_videos"], concurrency=s["concurrency"], seed=s["seed"],
                                   run_name=f"{r.name}-enhance",
-                                  teacher_identity=backend_identity(t["backend"], t["model"], t["backend_args"]),
+                                  teacher_identity=_identity(t),
                                   rouge_threshold=s["rouge_threshold"])
         finally:
             await backend.aclose()
@@ -803,7 +806,6 @@ _DATA_STAGES: dict[str, Callable[[Recipe, dict[str, Any], Path, Path], dict[str,
 
 
 def _run_training(r: Recipe, stage: str) -> dict[str, Any]:
-
     d = r.stage_dir(stage)
     d.mkdir(parents=True, exist_ok=True)
     cfg = r.train_config(stage)
@@ -912,13 +914,15 @@ def run(r: Recipe, *, until: str | None = None, redo_stale: bool = False,
                 src = x.get("from_stage")
                 inputs.append({**x, **({"run_id": by[src].provenance.get("run_id")} if src else {}),
                                "digest": digest(x["path"]) if Path(x["path"]).exists() else None})
+            missing = [o["path"] for o in p.outputs if not Path(o["path"]).exists()]
+            if missing:
+                error = RecipeError(f"stage {stage} finished without its outputs {missing}")
+                _write_json_atomic(p.dir / PROVENANCE, {**record, "status": "failed", "error": f"RecipeError: {error}"})
+                raise error
             record.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                           seconds=round(time.monotonic() - t0, 1), run_id=uuid.uuid4().hex, inputs=inputs,
                           outputs=[{**o, "digest": digest(o["path"])} for o in p.outputs], summary=summary,
                           eva_fast=_version())
-            missing = [o["path"] for o in p.outputs if not Path(o["path"]).exists()]
-            if missing:
-                raise RecipeError(f"stage {stage} finished without its outputs {missing}")
             _write_json_atomic(p.dir / PROVENANCE, record)
             emit(RunEvent(stage, k + 1, "done", f"{record['seconds']} s", summary))
         return plan(r)
@@ -927,7 +931,6 @@ def run(r: Recipe, *, until: str | None = None, redo_stale: bool = False,
 
 
 def _version() -> dict[str, Any]:
-
     return {"version": getattr(eva_fast, "__version__", None)}
 
 

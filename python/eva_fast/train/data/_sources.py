@@ -83,7 +83,8 @@ class ReadResult:
         missing: ``{"where", "video", "tried"}`` per question (or HD-VILA video) skipped because its
             video is not under the root.
         skipped: reason -> count of items / questions skipped for another reason.
-        examples: reason -> the first few ``file:item: message`` of each skip.
+        examples: reason -> the first few messages of each skip, each starting with where the item
+            is: ``file:line`` (jsonl) or ``file[item]`` (a JSON list, 0-based).
         items: annotation items read (lines / list entries).
     """
 
@@ -156,25 +157,38 @@ def _resolve(root: Path, video: str, subdirs: Sequence[str] = ()) -> tuple[str |
     return None, [str(t) for t in tried]
 
 
-def _load_json_items(path: Path, res: ReadResult) -> list[tuple[str, Any]]:
-    """``(where, item)`` of a JSON list file (or a jsonl file: a line that is not JSON is counted as
-    ``malformed``); a ``.json`` file that is not a JSON list raises."""
+def _load_json_items(path: Path, res: ReadResult) -> list[tuple[str, str, Any]]:
+    """``(where, position, item)`` of every annotation item of a file. A JSON list (the file starts
+    with ``[``; not a ``.jsonl`` file) item by item: ``where`` = ``file[item]`` (0-based); anything
+    else as jsonl, line by line: ``where`` = ``file:line``, and a line that is not JSON is counted as
+    ``malformed`` with its ``file:line``. ``position`` is the item index or the line number.
+
+    Raises:
+        ValueError: a JSON list file that does not parse, or a multi-line ``.json`` file that is one
+        JSON value but not a list (names the file and what it holds).
+    """
     text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl" or not text.lstrip().startswith("["):
-        out = []
-        for lineno, obj in json_lines(path, what="annotation"):
-            if isinstance(obj, JsonlFormatError):
-                res.skip("malformed", str(obj))
-                continue
-            out.append((f"{path}:{lineno}", obj))
-        return out
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not JSON ({e.msg} at line {e.lineno} column {e.colno})") from e
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of annotation items, got {type(data).__name__}")
-    return [(f"{path}:{k}", item) for k, item in enumerate(data)]
+    if path.suffix != ".jsonl" and text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not JSON ({e.msg} at line {e.lineno} column {e.colno})") from e
+        return [(f"{path}[{k}]", str(k), item) for k, item in enumerate(data)]
+    elif path.suffix == ".json" and "\n" in text.strip():
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None  # not one JSON value: one item per line
+        else:
+            raise ValueError(f"{path}: expected a JSON list of annotation items (or one item per line), got one "
+                             f"{type(data).__name__}")
+    out = []
+    for lineno, obj in json_lines(path, what="annotation"):
+        if isinstance(obj, JsonlFormatError):
+            res.skip("malformed", str(obj))
+            continue
+        out.append((f"{path}:{lineno}", str(lineno), obj))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +274,7 @@ def read_llava_video(paths: str | os.PathLike | Sequence[str | os.PathLike], roo
     base = _root(root, "llava_video")
     for path in expand_paths(paths, "LLaVA-Video-178K"):
         fkind = kind or llava_file_kind(path)
-        for where, item in _load_json_items(path, res):
+        for where, pos, item in _load_json_items(path, res):
             if max_questions is not None and len(res.samples) >= max_questions:
                 return res
             res.items += 1
@@ -272,7 +286,7 @@ def read_llava_video(paths: str | os.PathLike | Sequence[str | os.PathLike], roo
                 res.skip("malformed", f"{where}: needs 'video' (string) and 'conversations' (list)")
                 continue
             ds = str(item.get("data_source") or path.parent.name)
-            item_id = str(item.get("id", where.rsplit(":", 1)[-1]))
+            item_id = str(item.get("id", pos))
             video, tried = _resolve(base, item["video"], (ds, path.parent.name))
             conv = item["conversations"]
             pairs = [(conv[i], conv[i + 1]) for i in range(0, len(conv) - 1, 2)]
@@ -344,7 +358,7 @@ def read_cgbench(paths: str | os.PathLike | Sequence[str | os.PathLike], root: s
     base = _root(root, "cgbench")
     forms = ("mcq", "open") if form == "both" else (form,)
     for path in expand_paths(paths, "CG-Bench"):
-        for where, item in _load_json_items(path, res):
+        for where, pos, item in _load_json_items(path, res):
             if max_questions is not None and len(res.samples) >= max_questions:
                 return res
             res.items += 1
@@ -441,7 +455,7 @@ def read_hdvila(paths: str | os.PathLike | Sequence[str | os.PathLike], root: st
     base = _root(root, "hdvila")
     seen: set[str] = set()
     for path in expand_paths(paths, "HD-VILA-100M"):
-        for where, item in _load_json_items(path, res):
+        for where, pos, item in _load_json_items(path, res):
             if max_videos is not None and len(res.videos) >= max_videos:
                 return res
             res.items += 1
