@@ -59,7 +59,7 @@ from typing import Any
 import yaml
 
 import eva_fast
-from eva_fast._files import read_mapping, write_text_atomic
+from eva_fast._files import read_mapping, write_atomic
 from eva_fast._logging import get_logger
 from eva_fast.agent import AgentConfig, AgentLoop
 from eva_fast.eval import load_records
@@ -399,7 +399,7 @@ def read_provenance(stage_dir: Path) -> dict[str, Any] | None:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from eva_fast._checks import positive_int
-from eva_fast._files import write_text_atomic
+from eva_fast._files import write_atomic
 from eva_fast._logging import get_logger
 from eva_fast.agent import SYSTEM_PROMPT
 from eva_fast.eval import BenchmarkSpec, arun_benchmark, output_stem
@@ -283,7 +283,7 @@ def write_questions(qa: Sequence[RLSample], prompt: TeacherPrompt, path: Path, s
     text = "\n".join(lines) + "\n"
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return meta  # e.g. another shard wrote it
-    write_text_atomic(path, text)  # shards write the same content: whichever lands last, the file is whole
+    write_atomic(path, text)  # shards write the same content: whichever lands last, the file is whole
     return meta
 
 
