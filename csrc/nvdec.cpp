@@ -1,5 +1,5 @@
-// NVDEC backend (see nvdec.h). Everything CUDA-specific is inside #if EVA_FAST_WITH_CUDA; a CPU
-// build gets create() returning nullptr with the rebuild hint.
+// NVDEC device (see nvdec.h). Everything CUDA-specific is inside #if EVA_FAST_WITH_CUDA; a CPU
+// build gets create_nvdec_device() returning nullptr with the rebuild hint.
 #include "nvdec.h"
 
 #include <cstdarg>
@@ -9,7 +9,7 @@
 #include <string>
 
 #include "av_ptr.h"
-#include "decoder.h"
+#include "errors.h"
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -266,9 +266,9 @@ struct DeviceResizePlan {
 };
 
 // ---------------------------------------------------------------------------------------------
-class NvdecBackendImpl final : public NvdecBackend {
+class NvdecDevice final : public DeviceInterface {
  public:
-  NvdecBackendImpl(const AVStream* st, int device, cudaVideoCodec codec)
+  NvdecDevice(const AVStream* st, int device, cudaVideoCodec codec)
       : device_(device), codec_(codec), dc_(device_ctx(device)) {
     const AVCodecParameters* par = st->codecpar;
     const char* bsf_name = nullptr;
@@ -302,12 +302,11 @@ class NvdecBackendImpl final : public NvdecBackend {
     make_parser();  // bsf_, pkt_ and work_ are owned members: a throw here frees them
   }
 
-  ~NvdecBackendImpl() override {
+  ~NvdecDevice() override {
     try {
       CtxGuard g(dc_.ctx);
       clear_queue();
       if (parser_) api().cv->cuvidDestroyVideoParser(parser_);
-      if (out_) cuda::free_async(out_, work_->stream);
       plan_.release(work_->stream);
       if (scratch_) cuda::free_async(scratch_, work_->stream);
       if (pool_) av_buffer_pool_uninit(&pool_);  // device buffers go when the last frame is freed
@@ -317,9 +316,10 @@ class NvdecBackendImpl final : public NvdecBackend {
     if (decoder_) pool_give(key_, decoder_, dc_.ctx);
   }
 
-  int device() const override { return device_; }
+  const char* name() const override { return "nvdec"; }
 
-  int send_packet(const AVPacket* pkt) override {
+  int send_packet(const AVPacket* pkt, bool skippable, bool* maybe_dropped) override {
+    if (maybe_dropped) *maybe_dropped = false;
     CtxGuard g(dc_.ctx);
     if (!pkt) {
       if (bsf_) {
@@ -372,30 +372,37 @@ class NvdecBackendImpl final : public NvdecBackend {
     make_parser();
   }
 
-  void begin_batch(int64_t T, int out_w, int out_h, ResizeFilter filter, int rotation_deg, void* stream) override {
+  void allocate_output(FrameOutput* out, void* caller_stream) override {
     CtxGuard g(dc_.ctx);
-    caller_ = stream;  // the output is handed over to this stream in end_batch()
-    if (out_) cuda::free_async(out_, work_->stream);  // left over from a call that threw
-    out_ = nullptr;
-    T_ = T;
-    out_w_ = out_w;
-    out_h_ = out_h;
-    filter_ = filter;
-    rotation_ = rotation_deg;
-    frame_bytes_ = static_cast<size_t>(out_w) * out_h * 3;
     // From the device's output pool: freed later on the caller's stream, and its reuse must never
-    // make this backend's stream wait for the caller's (see pool_create).
-    cuda_rt_check(cuda::alloc_from_pool_async(&out_, std::max<size_t>(1, frame_bytes_ * static_cast<size_t>(T)),
+    // make this device's stream wait for the caller's (see pool_create).
+    void* data = nullptr;
+    cuda_rt_check(cuda::alloc_from_pool_async(&data, std::max<size_t>(1, out->frame_bytes * static_cast<size_t>(out->T)),
                                               dc_.out_pool, work_->stream),
                   "cudaMallocFromPoolAsync (output frames)");
+    out->device = DeviceFrames{data, device_, caller_stream, out->T, out->height, out->width};
+    out->data = static_cast<uint8_t*>(data);
+    // Every writer's stream, and the caller's (which frees the buffer), are ordered after the
+    // allocation.
+    cuda_rt_check(cuda::event_record(work_->ready, work_->stream), "cudaEventRecord (output allocated)");
+    out->ready_event = work_->ready;
+    cuda_rt_check(cuda::stream_wait_event(caller_stream, work_->ready), "cudaStreamWaitEvent (allocation)");
   }
 
-  void convert_slot(const AVFrame* f, int64_t slot) override {
+  void begin_output(FrameOutput& out) override {
     CtxGuard g(dc_.ctx);
-    const bool swap = rotation_ == 90 || rotation_ == 270;
-    const int rw = swap ? out_h_ : out_w_, rh = swap ? out_w_ : out_h_;
+    if (out.ready_event && out.ready_event != work_->ready) {
+      cuda_rt_check(cuda::stream_wait_event(work_->stream, out.ready_event), "cudaStreamWaitEvent (allocation)");
+    }
+  }
+
+  void convert_slot(const AVFrame* f, FrameOutput& out, int64_t slot) override {
+    CtxGuard g(dc_.ctx);
+    const int rotation = out.rotation_deg;
+    const bool swap = rotation == 90 || rotation == 270;
+    const int rw = swap ? out.height : out.width, rh = swap ? out.width : out.height;
     void* ws = work_->stream;
-    if (!plan_.matches(f->width, f->height, rw, rh, filter_)) plan_.build(f->width, f->height, rw, rh, filter_, ws);
+    if (!plan_.matches(f->width, f->height, rw, rh, out.filter)) plan_.build(f->width, f->height, rw, rh, out.filter, ws);
     const size_t need = static_cast<size_t>(f->height) * rw * 3 * sizeof(int32_t);
     if (need > scratch_bytes_) {
       if (scratch_) cuda::free_async(scratch_, ws);
@@ -413,16 +420,22 @@ class NvdecBackendImpl final : public NvdecBackend {
     const int bps = f->format == AV_PIX_FMT_P016LE ? 2 : 1;
     const cuda::YuvParams p = make_yuv_params(matrix_id_, full_range_, bit_depth_, bps);
     int rc = cuda::launch_yuv420_to_rgb_resize(src, p, plan_.h, plan_.v, plan_.hshift, static_cast<int32_t*>(scratch_),
-                                               static_cast<uint8_t*>(out_) + slot * frame_bytes_, rotation_, ws);
+                                               out.data + slot * out.frame_bytes, rotation, ws);
     cuda_rt_check(rc, "colour convert + resize kernel launch");
   }
 
-  void copy_slot(int64_t dst_slot, int64_t src_slot) override {
+  void copy_slot(FrameOutput& out, int64_t dst_slot, int64_t src_slot) override {
     CtxGuard g(dc_.ctx);
-    uint8_t* base = static_cast<uint8_t*>(out_);
-    cuda_rt_check(cuda::copy_async(base + dst_slot * frame_bytes_, base + src_slot * frame_bytes_, frame_bytes_,
-                                   work_->stream),
+    cuda_rt_check(cuda::copy_async(out.data + dst_slot * out.frame_bytes, out.data + src_slot * out.frame_bytes,
+                                   out.frame_bytes, work_->stream),
                   "cudaMemcpyAsync (duplicate frame)");
+  }
+
+  void end_output(FrameOutput& out) override {
+    CtxGuard g(dc_.ctx);
+    // The caller's stream waits on the device for this device's kernels; the host does not wait.
+    cuda_rt_check(cuda::event_record(work_->done, work_->stream), "cudaEventRecord (writes done)");
+    cuda_rt_check(cuda::stream_wait_event(out.device.stream, work_->done), "cudaStreamWaitEvent (hand-over)");
   }
 
   void download_planar(const AVFrame* f, std::string* out) override {
@@ -475,19 +488,9 @@ class NvdecBackendImpl final : public NvdecBackend {
     }
   }
 
-  DeviceFrames end_batch() override {
-    CtxGuard g(dc_.ctx);
-    // The caller's stream waits on the device for the batch's kernels; the host does not wait.
-    cuda_rt_check(cuda::event_record(work_->done, work_->stream), "cudaEventRecord (batch done)");
-    cuda_rt_check(cuda::stream_wait_event(caller_, work_->done), "cudaStreamWaitEvent (hand-over)");
-    DeviceFrames d{out_, device_, caller_, T_, out_h_, out_w_};
-    out_ = nullptr;
-    return d;
-  }
-
  private:
   static int CUDAAPI on_sequence(void* user, CUVIDEOFORMAT* fmt) {
-    auto* self = static_cast<NvdecBackendImpl*>(user);
+    auto* self = static_cast<NvdecDevice*>(user);
     try {
       return self->handle_sequence(fmt);
     } catch (const std::exception& e) {
@@ -496,7 +499,7 @@ class NvdecBackendImpl final : public NvdecBackend {
     }
   }
   static int CUDAAPI on_decode(void* user, CUVIDPICPARAMS* pic) {
-    auto* self = static_cast<NvdecBackendImpl*>(user);
+    auto* self = static_cast<NvdecDevice*>(user);
     if (!self->decoder_) return 0;
     CUresult r = api().cv->cuvidDecodePicture(self->decoder_, pic);
     if (r != CUDA_SUCCESS) {
@@ -506,7 +509,7 @@ class NvdecBackendImpl final : public NvdecBackend {
     return 1;
   }
   static int CUDAAPI on_display(void* user, CUVIDPARSERDISPINFO* disp) {
-    auto* self = static_cast<NvdecBackendImpl*>(user);
+    auto* self = static_cast<NvdecDevice*>(user);
     if (!disp) return 1;  // end of stream
     try {
       self->handle_display(disp);
@@ -622,7 +625,7 @@ class NvdecBackendImpl final : public NvdecBackend {
   }
 
   static AVBufferRef* pool_alloc(void* opaque, size_t size) {
-    auto* self = static_cast<NvdecBackendImpl*>(opaque);
+    auto* self = static_cast<NvdecDevice*>(opaque);
     CtxGuard g(self->dc_.ctx);
     CUdeviceptr p = 0;
     if (api().cu->cuMemAlloc(&p, size) != CUDA_SUCCESS) return nullptr;
@@ -744,11 +747,13 @@ class NvdecBackendImpl final : public NvdecBackend {
   struct WorkStream {
     void* stream = nullptr;
     void* copied = nullptr;  // recorded after each surface copy; the host waits on it
-    void* done = nullptr;    // recorded after a batch; the caller's stream waits on it
+    void* done = nullptr;    // recorded after a run's writes; the caller's stream waits on it
+    void* ready = nullptr;   // recorded after an output allocation; writers and the caller wait on it
     WorkStream() {
       cuda_rt_check(cuda::stream_create_nonblocking(&stream), "cudaStreamCreateWithFlags (NVDEC work stream)");
       int rc = cuda::event_create(&copied);
       if (rc == 0) rc = cuda::event_create(&done);
+      if (rc == 0) rc = cuda::event_create(&ready);
       if (rc != 0) {
         release();
         cuda_rt_check(rc, "cudaEventCreateWithFlags (NVDEC events)");
@@ -758,10 +763,11 @@ class NvdecBackendImpl final : public NvdecBackend {
     WorkStream(const WorkStream&) = delete;
     WorkStream& operator=(const WorkStream&) = delete;
     void release() {
+      if (ready) cuda::event_destroy(ready);
       if (done) cuda::event_destroy(done);
       if (copied) cuda::event_destroy(copied);
       if (stream) cuda::stream_destroy(stream);
-      done = copied = stream = nullptr;
+      ready = done = copied = stream = nullptr;
     }
   };
   std::unique_ptr<WorkStream> work_;
@@ -780,13 +786,7 @@ class NvdecBackendImpl final : public NvdecBackend {
   bool full_range_ = false, color_from_container_ = false, range_from_container_ = false;
   AVBufferPool* pool_ = nullptr;
   size_t pool_bytes_ = 0;
-  // Output batch.
-  void* caller_ = nullptr;  // the stream the batch is handed over to (end_batch)
-  void* out_ = nullptr;
-  int64_t T_ = 0;
-  int out_w_ = 0, out_h_ = 0, rotation_ = 0;
-  ResizeFilter filter_ = ResizeFilter::kCubic;
-  size_t frame_bytes_ = 0;
+  // Output: resize tables and scratch for the current output size.
   DeviceResizePlan plan_;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
@@ -794,7 +794,7 @@ class NvdecBackendImpl final : public NvdecBackend {
 
 }  // namespace
 
-std::unique_ptr<NvdecBackend> NvdecBackend::create(const AVStream* st, int device, std::string* reason) {
+std::unique_ptr<DeviceInterface> create_nvdec_device(const AVStream* st, int device, std::string* reason) {
   const Api& a = api();
   if (!a.error.empty()) {
     *reason = a.error;
@@ -835,7 +835,7 @@ std::unique_ptr<NvdecBackend> NvdecBackend::create(const AVStream* st, int devic
       }
       // The parser may create the decoder session while parsing the sequence header: keep the
       // context current.
-      return std::make_unique<NvdecBackendImpl>(st, device, codec);
+      return std::make_unique<NvdecDevice>(st, device, codec);
     }
   } catch (const std::exception& e) {
     *reason = std::string("NVDEC initialisation failed: ") + e.what();
@@ -927,7 +927,7 @@ bool cuda_compiled() { return true; }
 
 namespace eva_fast {
 
-std::unique_ptr<NvdecBackend> NvdecBackend::create(const AVStream*, int, std::string* reason) {
+std::unique_ptr<DeviceInterface> create_nvdec_device(const AVStream*, int, std::string* reason) {
   *reason = "eva_fast was built without CUDA; rebuild with EVA_FAST_CUDA=ON (needs nvcc)";
   return nullptr;
 }
