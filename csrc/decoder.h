@@ -3,9 +3,12 @@
 // after decoding into one preallocated RGB24 output — host memory on the CPU, device memory with
 // NVDEC. No libtorch, no Python.
 //
-// Layers: VideoDecoder validates a call, allocates its output and runs it on StreamDecoders
+// Layers: VideoDecoder validates a call, allocates its output once and runs it on StreamDecoders
 // (stream_decoder.h: demux, seek plan, frame choice; device-independent), each decoding through a
-// DeviceInterface (device.h: the CPU or the NVDEC device).
+// DeviceInterface (device.h: the CPU or the NVDEC device). A request whose targets span several
+// GOPs is split into contiguous GOP runs of about equal work (gop_runs.h), decoded at the same time
+// by GOP-run decoders (single-threaded libavcodec on the CPU; pooled NVDEC sessions, each on its own
+// CUDA stream, on a GPU), each writing the slots of its own targets into the one output.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +24,9 @@
 
 namespace eva_fast {
 
+// Largest output side, pixels (eva_fast._C.MAX_SIDE; the Python layer's size check uses it).
+constexpr int kMaxSide = 16384;
+
 struct DecodeResult {
   std::unique_ptr<uint8_t[]> frames;  // CPU device: [T, H, W, 3] RGB24, contiguous
   int64_t T = 0;
@@ -29,7 +35,7 @@ struct DecodeResult {
   std::vector<double> pts_s;          // chosen frame pts, seconds from the first frame
   std::vector<uint8_t> corrupt;       // 1 when the frame may hold concealed/damaged data
   std::vector<uint8_t> keyframe;      // 1 when the chosen frame is a keyframe
-  DecodeStats stats;
+  DecodeStats stats;                  // .gop_workers: decoders that shared the call
   DeviceFrames device_frames;         // NVDEC device: the frames live here (frames is unused)
 };
 
@@ -65,8 +71,18 @@ class VideoDecoder {
   // frames (seconds from the first frame) and whether each is a keyframe. Cost: reads the file.
   void scan_frames(std::vector<double>* pts_s, std::vector<uint8_t>* is_key);
 
-  // Cumulative statistics since open. Takes the decoder's lock (waits for a call in progress).
+  // Cumulative statistics since open, summed over the main and the GOP-run decoders (gop_workers:
+  // decoders open; worker_failures: since open). Takes the decoder's lock (waits for a call).
   DecodeStats total_stats() const;
+
+  // GOP-parallel decoding: at most this many decoders share one request (1 = never split; default).
+  // Runs beyond the first request's share of the device's WorkerBudget are not used while other
+  // requests are in flight. A GOP-run decoder is opened on first use and kept: single-threaded
+  // libavcodec on the CPU, an NVDEC decoder on the same GPU (its session returns to the pool after
+  // every request). A run whose decoder fails (e.g. no NVDEC session) is decoded again by the main
+  // decoder, so frames and errors are those of the serial decode. Both take the decoder's lock.
+  void set_workers(int n);
+  int workers() const;
 
   // Keyframes of the index found not to be clean random-access points (seconds from the first
   // frame, sorted): decoding from one concealed frames of its GOP that a decode from an earlier
@@ -84,9 +100,23 @@ class VideoDecoder {
   bool skip_nonref() const;
 
  private:
+  // Decode `runs` (GOP runs of one request) at the same time on GOP-run decoders; a failed run is
+  // redone by the main decoder (counted in stats->worker_failures).
+  void decode_parallel(const std::vector<std::vector<Target>>& runs, SelectMode mode, FrameOutput& out,
+                       SlotInfo& slots, DecodeStats* stats);
+  std::unique_ptr<StreamDecoder> open_worker() const;
+
   std::unique_ptr<StreamDecoder> main_;
+  std::vector<std::unique_ptr<StreamDecoder>> workers_;  // GOP-run decoders (null until first used)
+  int max_workers_ = 1;
+  int cuda_device_ = -1;    // the GPU of an NVDEC decoder, else -1
+  int64_t worker_failures_ = 0;
   mutable std::mutex mu_;  // every public entry that touches decoder state takes it
 };
+
+// Test hook: the next `n` GOP runs fail part-way (after half of their targets), as a lost NVDEC
+// session would; each is redone by its request's main decoder.
+void fail_next_gop_runs(int n);
 
 std::string ffmpeg_version_string();
 int libavcodec_version();

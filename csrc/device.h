@@ -98,6 +98,15 @@ class DeviceInterface {
   virtual void end_output(FrameOutput& out) {}
   // Test hook: a decoded frame's planes in FFmpeg's planar layout (the bytes framemd5 hashes).
   virtual void download_planar(const AVFrame* f, std::string* out) = 0;
+
+  // ---- between calls ------------------------------------------------------------------------
+  // The host waits until every write this device queued has completed (NVDEC: its stream; nothing
+  // to wait for on the CPU). Before another device rewrites slots this one may have written.
+  virtual void wait_idle() {}
+  // The decoder will seek before its next packet (flush() comes first): release what other
+  // decoders of the process can use meanwhile (NVDEC: the decoder session goes back to the pool
+  // and the decoded-frame buffers are freed). No-op on the CPU.
+  virtual void release_session() {}
 };
 
 }  // namespace eva_fast

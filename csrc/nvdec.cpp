@@ -10,6 +10,7 @@
 
 #include "av_ptr.h"
 #include "errors.h"
+#include "nal_ref.h"
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -19,6 +20,30 @@ extern "C" {
 #include <libavutil/frame.h>
 #include <libavutil/pixdesc.h>
 }
+
+namespace eva_fast {
+
+int gpu_workers_for_name(const std::string& name) {
+  static const struct {
+    const char* model;
+    int engines;
+  } kTable[] = {
+      {"GB200", 7}, {"GH200", 7}, {"H100", 7}, {"H200", 7}, {"H800", 7}, {"B100", 7}, {"B200", 7},
+      {"A100", 5},  {"A800", 5},  {"V100", 1}, {"L40", 3},  {"A30", 4},  {"A10", 2},  {"A16", 2},
+      {"A40", 2},   {"H20", 7},   {"L4", 4},   {"T4", 2},
+  };
+  for (const auto& row : kTable) {
+    const std::string model = row.model;
+    for (size_t at = name.find(model); at != std::string::npos; at = name.find(model, at + 1)) {
+      // A whole model token: not followed by a digit (an "A100" is not an "A10"; "L40S" is an L40).
+      const size_t after = at + model.size();
+      if (after >= name.size() || !(name[after] >= '0' && name[after] <= '9')) return row.engines;
+    }
+  }
+  return 2;
+}
+
+}  // namespace eva_fast
 
 #if EVA_FAST_WITH_CUDA
 
@@ -148,8 +173,19 @@ using SessionKey = std::tuple<int, int, int, int, unsigned, unsigned, unsigned>;
 std::mutex g_pool_mu;
 std::map<SessionKey, std::vector<CUvideodecoder>> g_pool;
 std::atomic<int64_t> g_sessions_created{0};
-constexpr int kMaxIdlePerKey = 2;
-constexpr int kMaxIdleTotal = 8;
+// Idle sessions kept: up to kMaxIdlePerKey per key (enough for every GOP run of a request and the
+// readers' own decoders) while a device's idle sessions hold at most kMaxIdleBytesPerDevice of
+// decode surfaces; the first kMinIdlePerKey of a key are kept whatever their size.
+constexpr size_t kMaxIdlePerKey = 16;
+constexpr size_t kMinIdlePerKey = 2;
+constexpr unsigned long long kMaxIdleBytesPerDevice = 1ull << 30;
+
+// Decode surfaces of a session (NV12 / P016 at the coded size), bytes.
+unsigned long long session_bytes(const SessionKey& k) {
+  const unsigned long long w = std::get<4>(k), h = std::get<5>(k), surfaces = std::get<6>(k);
+  const unsigned long long bps = std::get<3>(k) > 8 ? 2 : 1;
+  return w * h * 3 / 2 * bps * surfaces;
+}
 
 CUvideodecoder pool_take(const SessionKey& k) {
   std::lock_guard<std::mutex> g(g_pool_mu);
@@ -161,21 +197,21 @@ CUvideodecoder pool_take(const SessionKey& k) {
 }
 
 void pool_give(const SessionKey& k, CUvideodecoder d, CUcontext ctx) {
-  std::vector<CUvideodecoder> destroy;
+  bool keep = false;
   {
     std::lock_guard<std::mutex> g(g_pool_mu);
-    int total = 0;
-    for (auto& kv : g_pool) total += static_cast<int>(kv.second.size());
-    auto& v = g_pool[k];
-    if (static_cast<int>(v.size()) < kMaxIdlePerKey && total < kMaxIdleTotal) {
-      v.push_back(d);
-    } else {
-      destroy.push_back(d);
+    unsigned long long device_bytes = 0;
+    for (auto& kv : g_pool) {
+      if (std::get<0>(kv.first) == std::get<0>(k)) device_bytes += kv.second.size() * session_bytes(kv.first);
     }
+    auto& v = g_pool[k];
+    keep = v.size() < kMinIdlePerKey ||
+           (v.size() < kMaxIdlePerKey && device_bytes + session_bytes(k) <= kMaxIdleBytesPerDevice);
+    if (keep) v.push_back(d);
   }
-  if (!destroy.empty()) {
+  if (!keep) {
     CtxGuard g(ctx);
-    for (auto x : destroy) api().cv->cuvidDestroyDecoder(x);
+    api().cv->cuvidDestroyDecoder(d);
   }
 }
 
@@ -271,22 +307,14 @@ class NvdecDevice final : public DeviceInterface {
   NvdecDevice(const AVStream* st, int device, cudaVideoCodec codec)
       : device_(device), codec_(codec), dc_(device_ctx(device)) {
     const AVCodecParameters* par = st->codecpar;
-    const char* bsf_name = nullptr;
-    const bool avcc = par->extradata_size > 0 && par->extradata && par->extradata[0] == 1;
-    if (par->codec_id == AV_CODEC_ID_H264 && avcc) bsf_name = "h264_mp4toannexb";
-    if (par->codec_id == AV_CODEC_ID_HEVC && avcc) bsf_name = "hevc_mp4toannexb";
-    if (bsf_name) {
-      const AVBitStreamFilter* f = av_bsf_get_by_name(bsf_name);
-      if (!f) throw std::runtime_error(std::string("FFmpeg lacks the ") + bsf_name + " bitstream filter");
-      AVBSFContext* raw = nullptr;
-      const int ret = av_bsf_alloc(f, &raw);
-      bsf_.reset(raw);  // owned from here: freed if anything below throws
-      if (ret < 0 || !bsf_ || avcodec_parameters_copy(bsf_->par_in, par) < 0) throw std::bad_alloc();
-      bsf_->time_base_in = st->time_base;
-      if (av_bsf_init(bsf_.get()) < 0) throw std::runtime_error(std::string("cannot initialise ") + bsf_name);
-      if (bsf_->par_out->extradata_size > 0)
-        seq_header_.assign(bsf_->par_out->extradata, bsf_->par_out->extradata + bsf_->par_out->extradata_size);
-    } else if (par->codec_id == AV_CODEC_ID_AV1 && par->extradata_size > 4) {
+    bsf_ = make_annexb_filter(par, st->time_base, &seq_header_);
+    if (par->codec_id == AV_CODEC_ID_H264 || par->codec_id == AV_CODEC_ID_HEVC) {
+      skip_codec_ = par->codec_id == AV_CODEC_ID_H264 ? NalCodec::kH264 : NalCodec::kHevc;
+      can_skip_ = true;
+      hevc_sub_layers_ = hevc_max_sub_layers(seq_header_.data(), seq_header_.size());
+    }
+    // With a filter, packets are Annex B from here on and seq_header_ holds its parameter sets.
+    if (!bsf_ && par->codec_id == AV_CODEC_ID_AV1 && par->extradata_size > 4) {
       // av1C: 4 header bytes, then the configOBUs (sequence header) in low-overhead format.
       seq_header_.assign(par->extradata + 4, par->extradata + par->extradata_size);
     }
@@ -337,7 +365,7 @@ class NvdecDevice final : public DeviceInterface {
       if (packet_info_.size() > 4096) packet_info_.erase(packet_info_.begin());
     }
     if (!bsf_) {
-      parse_packet(pkt);
+      if (!leave_out(pkt, skippable, maybe_dropped)) parse_packet(pkt);
       return 0;
     }
     if (av_packet_ref(pkt_.get(), pkt) < 0) throw std::bad_alloc();
@@ -346,8 +374,23 @@ class NvdecDevice final : public DeviceInterface {
       av_packet_unref(pkt_.get());
       return ret;
     }
-    drain_bsf();
+    drain_bsf(skippable, maybe_dropped);
     return 0;
+  }
+
+  // The CPU path's skip_nonref rule on NVDEC: a packet no target needs whose picture nothing
+  // references (nal_ref.h) is not sent to the parser, so NVDEC never decodes it.
+  bool leave_out(const AVPacket* p, bool skippable, bool* dropped) {
+    if (!can_skip_) return false;
+    if (skip_codec_ == NalCodec::kHevc) {
+      const int s = hevc_max_sub_layers(p->data, static_cast<size_t>(p->size));
+      if (s > 0) hevc_sub_layers_ = s;
+    }
+    if (!skippable || !nal_disposable(skip_codec_, p->data, static_cast<size_t>(p->size), hevc_sub_layers_)) {
+      return false;
+    }
+    if (dropped) *dropped = true;
+    return true;
   }
 
   int receive_frame(AVFrame* out) override {
@@ -370,6 +413,24 @@ class NvdecDevice final : public DeviceInterface {
     parser_ = nullptr;
     eos_ = false;
     make_parser();
+  }
+
+  void wait_idle() override {
+    CtxGuard g(dc_.ctx);
+    cuda_rt_check(cuda::stream_synchronize(work_->stream), "cudaStreamSynchronize (NVDEC work stream)");
+  }
+
+  void release_session() override {
+    CtxGuard g(dc_.ctx);
+    clear_queue();
+    if (parser_) api().cv->cuvidDestroyVideoParser(parser_);
+    parser_ = nullptr;  // flush() makes a new one (and takes a session) before the next packet
+    eos_ = false;
+    if (decoder_) pool_give(key_, decoder_, dc_.ctx);
+    decoder_ = nullptr;
+    // Decoded-frame buffers: freed as the last frames using them are released.
+    if (pool_) av_buffer_pool_uninit(&pool_);
+    pool_bytes_ = 0;
   }
 
   void allocate_output(FrameOutput* out, void* caller_stream) override {
@@ -560,9 +621,9 @@ class NvdecDevice final : public DeviceInterface {
     parse(&p);
   }
 
-  void drain_bsf() {
+  void drain_bsf(bool skippable = false, bool* dropped = nullptr) {
     while (av_bsf_receive_packet(bsf_.get(), pkt_.get()) == 0) {
-      parse_packet(pkt_.get());
+      if (!leave_out(pkt_.get(), skippable, dropped)) parse_packet(pkt_.get());
       av_packet_unref(pkt_.get());
     }
   }
@@ -743,6 +804,9 @@ class NvdecDevice final : public DeviceInterface {
   DeviceCtx& dc_;
   BsfPtr bsf_;
   PacketPtr pkt_;
+  bool can_skip_ = false;  // H.264 / HEVC: non-reference pictures can be left out (nal_ref.h)
+  NalCodec skip_codec_ = NalCodec::kH264;
+  int hevc_sub_layers_ = 0;  // from the latest HEVC SPS seen (0 = none yet: nothing is left out)
   // The backend's own stream and events (created non-blocking under the device's context).
   struct WorkStream {
     void* stream = nullptr;
@@ -878,6 +942,28 @@ int64_t device_free_errors(std::string* last) {
   return g_free_errors;
 }
 
+int nvdec_default_workers(int device) {
+  const Api& a = api();
+  if (!a.error.empty()) return 1;
+  CUdevice dev;
+  char name[256] = {0};
+  if (a.cu->cuDeviceGet(&dev, device) != CUDA_SUCCESS || a.cu->cuDeviceGetName(name, sizeof(name) - 1, dev) != CUDA_SUCCESS) {
+    return 1;
+  }
+  return gpu_workers_for_name(name);
+}
+
+std::string cuda_device_name(int device) {
+  const Api& a = api();
+  if (!a.error.empty()) return "";
+  CUdevice dev;
+  char name[256] = {0};
+  if (a.cu->cuDeviceGet(&dev, device) != CUDA_SUCCESS || a.cu->cuDeviceGetName(name, sizeof(name) - 1, dev) != CUDA_SUCCESS) {
+    return "";
+  }
+  return name;
+}
+
 int nvdec_cached_sessions() {
   std::lock_guard<std::mutex> g(g_pool_mu);
   int n = 0;
@@ -940,6 +1026,8 @@ int64_t device_free_errors(std::string* last) {
 }
 int nvdec_cached_sessions() { return 0; }
 int64_t nvdec_sessions_created() { return 0; }
+int nvdec_default_workers(int) { return 1; }
+std::string cuda_device_name(int) { return ""; }
 void convert_yuv420_on_device(const void*, const void*, int, int, int, int, int, int, int, bool, void*, int, int,
                               ResizeFilter, int, void*) {
   throw std::runtime_error("eva_fast was built without CUDA; rebuild with EVA_FAST_CUDA=ON (needs nvcc)");

@@ -37,6 +37,18 @@ namespace eva_fast {
 // depth/size unsupported).
 std::unique_ptr<DeviceInterface> create_nvdec_device(const AVStream* st, int device, std::string* reason);
 
+// NVDEC decoders one request uses by default on a GPU (gpu_workers): its number of NVDEC engines
+// (NVIDIA's datasheets / Video Codec SDK support matrix), by the driver's device name:
+//   H100, H200, H800, H20, GH200, B100, B200, GB200: 7;  A100, A800: 5;  A30, L4: 4;
+//   L40, L40S: 3;  A10, A10G, A40, A16, T4: 2;  V100: 1;  any other GPU: 2.
+// A model matches as a token not followed by a digit (an L40S is an L40, not an L4; an A100 is not
+// an A10).
+int gpu_workers_for_name(const std::string& name);
+// gpu_workers_for_name() of GPU `device`'s name; 1 without NVDEC (no driver, CPU build).
+int nvdec_default_workers(int device);
+// The driver's name of GPU `device` ("" without a driver).
+std::string cuda_device_name(int device);
+
 // Idle NVDEC decoder sessions kept for reuse (per codec, coded size, bit depth, chroma format).
 int nvdec_cached_sessions();
 // Decoder sessions created since the process started (reuse keeps this flat).

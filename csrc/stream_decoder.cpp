@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <cmath>
@@ -124,7 +125,14 @@ struct StreamDecoder::Held {
   }
 };
 
-StreamDecoder::StreamDecoder(const std::string& path, int stream_index, int threads, int cuda_device)
+namespace {
+std::atomic<int64_t> g_live_decoders{0};
+}  // namespace
+
+int64_t StreamDecoder::live() { return g_live_decoders.load(); }
+
+StreamDecoder::StreamDecoder(const std::string& path, int stream_index, int threads, int cuda_device,
+                             bool cpu_fallback)
     : path_(path) {
   install_ffmpeg_log_callback();
   clear_recent_ffmpeg_errors();
@@ -178,14 +186,27 @@ StreamDecoder::StreamDecoder(const std::string& path, int stream_index, int thre
   // The device: NVDEC when asked for and able to decode the stream, else libavcodec (a stream NVDEC
   // decodes never opens libavcodec's decoder).
   if (cuda_device >= 0) device_ = create_nvdec_device(fmt_->streams[info_.stream_index], cuda_device, &fallback_reason_);
+  if (!device_ && cuda_device >= 0 && !cpu_fallback) {
+    throw std::runtime_error("'" + path + "': NVDEC decoder for a GOP run: " + fallback_reason_);
+  }
   if (!device_) device_ = std::make_unique<CpuDevice>(fmt_.get(), info_.stream_index, threads, path_);
   fill_info();
   pkt_ = make_packet();
   prev_ = std::make_unique<Held>();
   cur_ = std::make_unique<Held>();
+  g_live_decoders++;
+}
+
+void StreamDecoder::park() {
+  prev_->clear();
+  cur_->clear();
+  has_position_ = false;
+  skippable_sent_pts_.clear();
+  device_->release_session();
 }
 
 StreamDecoder::~StreamDecoder() {
+  g_live_decoders--;
   prev_.reset();
   cur_.reset();
   device_.reset();  // after the held frames, whose device buffers it owns

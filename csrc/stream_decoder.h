@@ -63,7 +63,12 @@ struct DecodeStats {
                                     // planned one concealed frames of its GOP
   double decode_ms = 0;         // demux + decode wall time
   double convert_ms = 0;        // colour conversion + resize + rotation wall time
+  // Set per call by VideoDecoder (not summed by +=): decoders that shared the call (1: one decoder;
+  // in total_stats: decoders open), and GOP runs whose decoder failed and the main decoder redid.
+  int64_t gop_workers = 1;
+  int64_t worker_failures = 0;
 
+  // Sums the counters and times (not gop_workers / worker_failures).
   DecodeStats& operator+=(const DecodeStats& o);
 };
 
@@ -88,10 +93,15 @@ struct SlotInfo {
 
 class StreamDecoder {
  public:
+  // StreamDecoders alive in the process (each holds an open file and a device); a diagnostic.
+  static int64_t live();
+
   // stream_index < 0 picks FFmpeg's best video stream. threads: libavcodec threads (0 = FFmpeg's
   // choice: all cores). cuda_device >= 0 asks for NVDEC on that GPU; when NVDEC cannot decode the
   // stream the CPU device decodes and fallback_reason() says why.
-  StreamDecoder(const std::string& path, int stream_index, int threads, int cuda_device);
+  // cpu_fallback=false: throw std::runtime_error instead (a GOP-run decoder of an NVDEC decoder must
+  // write into device memory).
+  StreamDecoder(const std::string& path, int stream_index, int threads, int cuda_device, bool cpu_fallback = true);
   ~StreamDecoder();
   StreamDecoder(const StreamDecoder&) = delete;
   StreamDecoder& operator=(const StreamDecoder&) = delete;
@@ -110,6 +120,10 @@ class StreamDecoder {
   // Throws DecodeError (kCorrupt when data ends before a target or no frame can be decoded).
   void decode_run(const std::vector<Target>& targets, SelectMode mode, FrameOutput& out, SlotInfo& slots,
                   DecodeStats* stats);
+
+  // Forget the position (the next run seeks) and release the device's session for other decoders
+  // (DeviceInterface::release_session): a GOP-run decoder between requests.
+  void park();
 
   // Keyframes of the index not marked unclean (stream time base, sorted), after taking what other
   // decoders of this file learnt: where GOP runs may start.

@@ -105,6 +105,12 @@ class DecodeStats:
     def decode_ms(self) -> float: ...
     @property
     def convert_ms(self) -> float: ...
+    @property
+    def gop_workers(self) -> int:
+        """Decoders that shared the call (1: one decoder); in ``total_stats``: decoders open."""
+    @property
+    def worker_failures(self) -> int:
+        """GOP runs whose decoder failed and that the main decoder decoded again."""
 
 class DecodeOutput:
     """Frames decoded for a list of times, in the order given (T = number of times)."""
@@ -176,6 +182,10 @@ class VideoDecoder:
         decoder of the same file (path, size, mtime) and stream in the process."""
     skip_nonref: bool
     """Let the decoder drop non-reference frames far from every target (identical output)."""
+    workers: int
+    """Most decoders that share one request (GOP-parallel decoding, CPU or NVDEC; 1 = never split;
+    1..64, else ValueError). GOP-run decoders: single-threaded libavcodec, or NVDEC sessions on the
+    same GPU, each on its own CUDA stream; concurrent requests share each device's budget fairly."""
 
 def resize_rgb(
     image: npt.NDArray[np.uint8], height: int, width: int, filter: Literal["cubic", "antialias"] = "cubic"
@@ -224,6 +234,40 @@ def device_free_errors() -> tuple[int, str]:
     process started (DLPack deleters cannot raise; each failure is also printed to stderr)."""
 def _free_device_frames(data: int, device: int, stream: int = 0) -> str:
     """Test hook: free a raw device pointer as a frames buffer; ``""`` or the error it reported."""
+def default_gop_workers() -> int:
+    """Default GOP-run decoders of a CPU request: the machine's hardware threads."""
+def default_gpu_workers(cuda_device: int) -> int:
+    """Default NVDEC decoders of one request on that GPU: its NVDEC engines by model (1 without NVDEC)."""
+def _gpu_workers_for_name(name: str) -> int:
+    """The NVDEC-engine table behind ``default_gpu_workers``, by the driver's GPU name."""
+def cuda_device_name(cuda_device: int) -> str:
+    """The driver's name of a GPU (``""`` without a driver)."""
+def open_decoders() -> int:
+    """Stream decoders alive in the process (readers' main decoders and their GOP-run decoders)."""
+def _fail_next_gop_runs(n: int) -> None:
+    """Test hook: the next ``n`` GOP runs fail after half of their targets; each is redone by the
+    request's main decoder."""
+def _split_gop_runs(target_pts: list[int], keyframes: list[int], frame_dur: int, max_runs: int) -> list[list[int]]:
+    """Test hook: the GOP runs a request would be split into (positions in ``target_pts`` per run,
+    in pts order; ``[]`` = one decoder)."""
+
+def _nonref_packets(path: str, stream_index: int = -1) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Test hook: every packet's pts (stream time base, demux order) and whether the NVDEC device may
+    leave it out as a non-reference picture (H.264 / HEVC NAL headers, after the Annex B filter)."""
+
+class _WorkerBudget:
+    """Test hook: the fair-share rule of GOP-run decoders on one device."""
+
+    def __init__(self, budget: int) -> None: ...
+    def acquire(self, want: int) -> int: ...
+    def release(self, granted: int) -> None: ...
+    @property
+    def budget(self) -> int: ...
+    @property
+    def in_use(self) -> int: ...
+    @property
+    def requests(self) -> int: ...
+
 def nvdec_sessions() -> dict[str, int]:
     """``{"cached": idle sessions kept for reuse, "created": sessions ever created}``."""
 def build_info() -> dict[str, Any]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import ast
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -77,17 +76,13 @@ def test_stub_is_shipped_and_matches_the_module():
         assert declared == native, f"{cls}: native only {native - declared}, stub only {declared - native}"
 
 
-def _gop_threads() -> int:
-    return sum(t.name.startswith("eva_fast-gop") for t in threading.enumerate())
-
-
 def test_close_and_context_manager_release_decoders_and_gop_pool():
-    before = _gop_threads()
+    before = _C.open_decoders()
     with VideoReader(DATA / "cockatoo.mp4", gop_workers=2) as r:
         b = select_frames(r, 0, 14, 8, 0.25)  # spans GOPs: uses the GOP workers
-        assert b.stats.gop_workers == 2 and _gop_threads() > before
-        assert r.total_stats.decoded_frames > 0
-    assert r.closed and _gop_threads() == before
+        assert b.stats.gop_workers == 2 and _C.open_decoders() == before + 3  # main + 2 GOP-run decoders
+        assert r.total_stats.decoded_frames > 0 and r.total_stats.gop_workers == 3
+    assert r.closed and _C.open_decoders() == before
     assert r.metadata.width == 1280  # metadata stays readable
     for call in (lambda: r.get_frames_nearest([1.0]), lambda: select_frames(r, 0, 1, 1), r.frame_table,
                  lambda: r.total_stats):
