@@ -10,8 +10,8 @@ NVDEC); a cached ``VideoReader`` per video (70 %) or a path opened per call (30 
 of 0.5-30 s, 1-32 frames, resize 0.1-1.0, cubic or antialias, parity or keyframe_snap policy.
 
 Before timing, one request per video is decoded on ``--device`` and on the CPU and compared
-(same frame indices; max |diff| <= 4 levels at 8 bit, mean <= 1.2 at 10 bit: the bounds of
-``tests/video/test_nvdec.py``). During the run the first request of every ``--every`` block is
+(same frame indices; equal frames at 8 bit, max |diff| <= 5 and p99 <= 4 levels at 10 bit: the
+bounds of ``tests/video/test_nvdec.py``). During the run the first request of every ``--every`` block is
 checked the same way (untimed).
 
 Rows (jsonl, appended and flushed as they are made, so a killed run keeps its checkpoints):
@@ -115,9 +115,13 @@ def compare(batch, ref, bit_depth: int) -> dict:
         return {"ok": False, "indices_match": idx_ok, "shape": [list(a.shape), list(b.shape)]}
     d = np.abs(a - b)
     mx, mean = int(d.max()) if d.size else 0, float(d.mean()) if d.size else 0.0
-    pix_ok = mx <= 4 if bit_depth == 8 else mean <= 1.2
+    p99 = float(np.percentile(d, 99)) if d.size else 0.0
+    # 8-bit: the CUDA kernel reproduces swscale's route and the CPU resizer, so frames are equal
+    # (a CPU fallback copies the CPU's frames); above 8 bits it is float maths with swscale's chroma
+    # interpolation: <= 4 levels at native size, 5 after a resize (tests/kernels/test_yuv_to_rgb.py)
+    pix_ok = mx == 0 if bit_depth == 8 else (mx <= 5 and p99 <= 4)
     return {"ok": bool(idx_ok and pix_ok), "indices_match": idx_ok, "max_abs_diff": mx,
-            "mean_abs_diff": round(mean, 4)}
+            "mean_abs_diff": round(mean, 4), "p99_abs_diff": p99}
 
 
 class Writer:

@@ -117,6 +117,17 @@ def random_7b(device: str):
     return model
 
 
+def _pack_variants() -> int | None:
+    """Compiled variants of the Triton pack kernel in this process (None without Triton or CUDA)."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        from eva_fast.kernels.pack_qwen25vl import compiled_variants
+    except ImportError:
+        return None
+    return compiled_variants()
+
+
 def run_batch(backend, agent_cfg, videos, questions, share: bool):
     from eva_fast.train import RolloutEngine
 
@@ -196,7 +207,10 @@ def main(argv: list[str] | None = None) -> int:
                    "frame_work_share": round((stages["decoder_work"] + stages.get("pack", 0)) / episode_ms, 4)
                    if episode_ms else None,
                    "frames_requested": frames, "frames_decoded": decoded, "decoder_frames": batch.decoder_frames,
-                   "cache_hit_rate": round(batch.cache.hit_rate, 4) if share else 0.0}
+                   "cache_hit_rate": round(batch.cache.hit_rate, 4) if share else 0.0,
+                   # the packer's one-time compile, done when the backend is made (outside "pack"), and
+                   # the compiled variants of the pack kernel after the batch (1 per dtype expected)
+                   "pack_warmup_ms": round(backend.pack_warmup_ms, 1), "pack_kernel_variants": _pack_variants()}
             rows.append(row)
             print(f"rep {rep} share_frames={share!s:5}  wall {row['wall_ms'] / 1e3:7.2f} s  generate "
                   f"{stages.get('generate', 0) / 1e3:7.2f} s  decoder {stages['decoder_work'] / 1e3:6.2f} s  pack "

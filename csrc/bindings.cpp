@@ -383,6 +383,10 @@ PYBIND11_MODULE(_C, m) {
       py::arg("out_w"), py::arg("filter") = "cubic", py::arg("rotation_deg") = 0,
       "Run the CUDA colour-convert + resize kernel's per-thread code serially on the CPU (NV12: uint8 planes; "
       "P016: uint16 planes with samples in the high bits). For tests without a GPU; CUDA builds only.");
+  m.def("cuda_color_route", &cuda_color_route, py::arg("matrix_id"), py::arg("full_range"), py::arg("bit_depth"),
+        py::arg("height"),
+        "The CUDA kernel's colour route for pictures of this matrix (H.273 id), range, bit depth and height: "
+        "'swscale_int' (bit-identical to the CPU path's swscale), 'float_nearest' or 'float_vinterp'. CUDA builds only.");
   m.def(
       "device_free_errors",
       []() {

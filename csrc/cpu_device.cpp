@@ -180,8 +180,7 @@ void CpuDevice::convert_into(const AVFrame* f, uint8_t* dst, int out_h, int out_
   const AVPixelFormat src_fmt = static_cast<AVPixelFormat>(f->format);
 
   // Colour conversion: the frame's matrix and range, as the ffmpeg CLI's scale filter does.
-  int cs = f->colorspace;
-  if (cs == AVCOL_SPC_UNSPECIFIED || cs == AVCOL_SPC_RESERVED || cs > AVCOL_SPC_ICTCP) cs = SWS_CS_DEFAULT;
+  const int cs = swscale_colorspace(f->colorspace);
   const int src_full = f->color_range == AVCOL_RANGE_JPEG ? 1 : 0;
   // 8-bit 4:4:4: swscale's C full-chroma path, reproduced bit for bit with AVX2 (yuv444.h).
   const Yuv444ToRgb* fast444 = Yuv444ToRgb::get(src_fmt, cs, src_full != 0);

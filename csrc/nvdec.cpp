@@ -19,6 +19,7 @@ extern "C" {
 #include <libavutil/buffer.h>
 #include <libavutil/frame.h>
 #include <libavutil/pixdesc.h>
+#include <libswscale/swscale.h>
 }
 
 namespace eva_fast {
@@ -49,6 +50,7 @@ int gpu_workers_for_name(const std::string& name) {
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -57,6 +59,7 @@ int gpu_workers_for_name(const std::string& name) {
 #include <vector>
 
 #include "color_resize.h"
+#include "yuv444.h"
 #include "yuv_coeffs.h"
 
 namespace {
@@ -227,8 +230,69 @@ cudaVideoCodec to_cuvid_codec(AVCodecID id) {
   }
 }
 
-// Fold yuv_coeffs.h into per-launch constants (mirrored by kernels/reference/yuv_to_rgb.py).
-cuda::YuvParams make_yuv_params(int matrix_id, bool full_range, int bit_depth, int bytes_per_sample) {
+// Keys cubic with a = -C, swscale's SWS_BICUBIC (B = 0, C = 0.6: libswscale/utils.c, initFilter).
+double swscale_cubic(double d) {
+  const double a = -0.6;
+  d = std::fabs(d);
+  if (d < 1) return (a + 2) * d * d * d - (a + 3) * d * d + 1;
+  if (d < 2) return a * d * d * d - 5 * a * d * d + 8 * a * d - 4 * a;
+  return 0;
+}
+
+// Whether the loaded swscale converts 8-bit 4:2:0 frames of even height with exactly the kernel's
+// integer route (p) for this matrix and range: swscale against the kernel's own per-pixel code, on
+// planes that hold every (U, V), every (Y, U) and every (Y, V) pair. Checked once per key (~5 ms).
+bool swscale_int_route_matches(int sws_cs, bool full_range, const cuda::YuvParams& p) {
+  static std::mutex mu;
+  static std::map<std::pair<int, bool>, bool> known;
+  std::lock_guard<std::mutex> g(mu);
+  const auto key = std::make_pair(sws_cs, full_range);
+  auto it = known.find(key);
+  if (it != known.end()) return it->second;
+  constexpr int W = 512, H = 512, CW = W / 2, CH = H / 2, kPad = 64;
+  std::vector<uint8_t> y(W * H), u(CW * CH), v(CW * CH), uv(CW * CH * 2), want((W * 3 + kPad) * H + kPad),
+      got(W * 3 * H);
+  bool ok = true;
+  SwsContext* sws = sws_getContext(W, H, AV_PIX_FMT_YUV420P, W, H, AV_PIX_FMT_RGB24, SWS_BICUBIC, nullptr, nullptr,
+                                   nullptr);
+  if (!sws) ok = false;
+  if (ok) {
+    sws_setColorspaceDetails(sws, sws_getCoefficients(sws_cs), full_range ? 1 : 0, sws_getCoefficients(SWS_CS_DEFAULT),
+                             1, 0, 1 << 16, 1 << 16);
+  }
+  for (int pattern = 0; ok && pattern < 3; ++pattern) {
+    for (int r = 0; r < H; ++r)
+      for (int c = 0; c < W; ++c) y[r * W + c] = static_cast<uint8_t>(pattern == 0 ? (c + 3 * r) & 255 : c & 255);
+    for (int r = 0; r < CH; ++r) {
+      for (int c = 0; c < CW; ++c) {
+        // 0: U by column, V by row (every (U, V)); 1: U by row (every (Y, U)); 2: V by row (every (Y, V))
+        const uint8_t uu = static_cast<uint8_t>(pattern == 1 ? r : c), vv = static_cast<uint8_t>(pattern == 1 ? c : r);
+        u[r * CW + c] = uu;
+        v[r * CW + c] = vv;
+        uv[(r * CW + c) * 2] = uu;
+        uv[(r * CW + c) * 2 + 1] = vv;
+      }
+    }
+    const uint8_t* src[4] = {y.data(), u.data(), v.data(), nullptr};
+    const int src_stride[4] = {W, CW, CW, 0};
+    uint8_t* dst[4] = {want.data(), nullptr, nullptr, nullptr};
+    const int dst_stride[4] = {W * 3 + kPad, 0, 0, 0};
+    if (sws_scale(sws, src, src_stride, 0, H, dst, dst_stride) != H) {
+      ok = false;
+      break;
+    }
+    cuda::Nv12Planes planes{y.data(), uv.data(), W, CW * 2, W, H};
+    cuda::yuv420_to_rgb_host(planes, p, got.data());
+    for (int r = 0; ok && r < H; ++r) ok = std::memcmp(want.data() + r * (W * 3 + kPad), got.data() + r * W * 3, W * 3) == 0;
+  }
+  if (sws) sws_freeContext(sws);
+  known[key] = ok;
+  return ok;
+}
+
+// Fold yuv_coeffs.h into per-launch constants (mirrored by kernels/reference/yuv_to_rgb.py); the route
+// is the one swscale takes on the CPU for this picture (color_resize.h).
+cuda::YuvParams make_yuv_params(int matrix_id, bool full_range, int bit_depth, int bytes_per_sample, int height) {
   double kr = EVA_FAST_YUV_DEFAULT_KR, kb = EVA_FAST_YUV_DEFAULT_KB;
 #define EVA_ROW(name, id, r, b) \
   if (matrix_id == (id)) {      \
@@ -257,6 +321,30 @@ cuda::YuvParams make_yuv_params(int matrix_id, bool full_range, int bit_depth, i
   p.b_u = static_cast<float>(2.0 * (1.0 - kb));
   p.bytes_per_sample = bytes_per_sample;
   p.sample_shift = bytes_per_sample == 2 ? 16 - bit_depth : 0;
+  // swscale's unscaled route (8-bit, even height) keeps each block's chroma; its scaled route
+  // interpolates chroma vertically (swscale_cubic at MPEG-2 siting: luma row y <-> chroma row y/2 - 1/4)
+  const bool unscaled = bit_depth == 8 && bytes_per_sample == 1 && height % 2 == 0;
+  p.chroma_vtaps = unscaled ? 1 : 4;
+  const double even_d[4] = {1.75, 0.75, 0.25, 1.25}, odd_d[4] = {1.25, 0.25, 0.75, 1.75};
+  double se = 0, so = 0;
+  for (int t = 0; t < 4; ++t) se += swscale_cubic(even_d[t]), so += swscale_cubic(odd_d[t]);
+  for (int t = 0; t < 4; ++t) {
+    p.cw_even[t] = static_cast<float>(swscale_cubic(even_d[t]) / se);
+    p.cw_odd[t] = static_cast<float>(swscale_cubic(odd_d[t]) / so);
+  }
+  if (unscaled) {
+    const int cs = swscale_colorspace(matrix_id);
+    const Yuv444Coefficients c = yuv444_coefficients(cs, full_range);
+    cuda::YuvParams q = p;
+    q.swscale_int = 1;
+    q.i_y_offset = c.y_offset_simd;
+    q.i_y_coeff = c.y_coeff;
+    q.i_v2r = c.v2r;
+    q.i_v2g = c.v2g;
+    q.i_u2g = c.u2g;
+    q.i_u2b = c.u2b;
+    if (swscale_int_route_matches(cs, full_range, q)) return q;
+  }
   return p;
 }
 
@@ -479,7 +567,7 @@ class NvdecDevice final : public DeviceInterface {
     src.width = f->width;
     src.height = f->height;
     const int bps = f->format == AV_PIX_FMT_P016LE ? 2 : 1;
-    const cuda::YuvParams p = make_yuv_params(matrix_id_, full_range_, bit_depth_, bps);
+    const cuda::YuvParams p = make_yuv_params(matrix_id_, full_range_, bit_depth_, bps, f->height);
     int rc = cuda::launch_yuv420_to_rgb_resize(src, p, plan_.h, plan_.v, plan_.hshift, static_cast<int32_t*>(scratch_),
                                                out.data + slot * out.frame_bytes, rotation, ws);
     cuda_rt_check(rc, "colour convert + resize kernel launch");
@@ -982,7 +1070,7 @@ void convert_yuv420_on_device(const void* y, const void* uv, int y_pitch, int uv
   void* scratch = nullptr;
   cuda_rt_check(cuda::alloc_async(&scratch, static_cast<size_t>(height) * rw * 3 * 4, stream), "cudaMallocAsync");
   cuda::Nv12Planes src{y, uv, y_pitch, uv_pitch, width, height};
-  int rc = cuda::launch_yuv420_to_rgb_resize(src, make_yuv_params(matrix_id, full_range, bit_depth, bytes_per_sample),
+  int rc = cuda::launch_yuv420_to_rgb_resize(src, make_yuv_params(matrix_id, full_range, bit_depth, bytes_per_sample, height),
                                              plan.h, plan.v, plan.hshift, static_cast<int32_t*>(scratch),
                                              static_cast<uint8_t*>(out), rotation_deg, stream);
   cuda::free_async(scratch, stream);
@@ -1000,9 +1088,16 @@ void emulate_kernel_on_host(const void* y, const void* uv, int y_pitch, int uv_p
   cuda::DeviceAxisTable v{tv.index.data(), tv.coef.data(), tv.ksize, tv.coef_bits, rh};
   std::vector<int32_t> scratch(static_cast<size_t>(height) * rw * 3);
   cuda::Nv12Planes src{y, uv, y_pitch, uv_pitch, width, height};
-  cuda::emulate_yuv420_to_rgb_resize_host(src, make_yuv_params(matrix_id, full_range, bit_depth, bytes_per_sample), h, v,
+  cuda::emulate_yuv420_to_rgb_resize_host(src, make_yuv_params(matrix_id, full_range, bit_depth, bytes_per_sample, height), h, v,
                                           filter == ResizeFilter::kAntialias ? 7 : 0, scratch.data(), out,
                                           rotation_deg);
+}
+
+std::string cuda_color_route(int matrix_id, bool full_range, int bit_depth, int height) {
+  if (bit_depth < 8 || bit_depth > 16) throw std::invalid_argument("bit_depth must be in 8..16, got " + std::to_string(bit_depth));
+  if (height <= 0) throw std::invalid_argument("height must be positive, got " + std::to_string(height));
+  const cuda::YuvParams p = make_yuv_params(matrix_id, full_range, bit_depth, bit_depth > 8 ? 2 : 1, height);
+  return p.swscale_int ? "swscale_int" : (p.chroma_vtaps == 4 ? "float_vinterp" : "float_nearest");
 }
 
 bool cuda_compiled() { return true; }
@@ -1034,6 +1129,9 @@ void convert_yuv420_on_device(const void*, const void*, int, int, int, int, int,
 }
 void emulate_kernel_on_host(const void*, const void*, int, int, int, int, int, int, int, bool, uint8_t*, int, int,
                             ResizeFilter, int) {
+  throw std::runtime_error("eva_fast was built without CUDA; rebuild with EVA_FAST_CUDA=ON (needs nvcc)");
+}
+std::string cuda_color_route(int, bool, int, int) {
   throw std::runtime_error("eva_fast was built without CUDA; rebuild with EVA_FAST_CUDA=ON (needs nvcc)");
 }
 bool cuda_compiled() { return false; }

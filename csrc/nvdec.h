@@ -63,6 +63,11 @@ void convert_yuv420_on_device(const void* y, const void* uv, int y_pitch, int uv
 void emulate_kernel_on_host(const void* y, const void* uv, int y_pitch, int uv_pitch, int width, int height,
                             int bit_depth, int bytes_per_sample, int matrix_id, bool full_range, uint8_t* out,
                             int out_w, int out_h, ResizeFilter filter, int rotation_deg);
+// Which colour route the kernel takes for pictures of this matrix (AVColorSpace / H.273 id), range,
+// bit depth and height (color_resize.h): "swscale_int" (8-bit, even height, the loaded swscale
+// checked to match: NVDEC frames equal the CPU path's), "float_nearest" (8-bit where that check
+// failed) or "float_vinterp" (> 8-bit or odd height). CUDA builds; throws otherwise.
+std::string cuda_color_route(int matrix_id, bool full_range, int bit_depth, int height);
 bool cuda_compiled();
 
 }  // namespace eva_fast

@@ -144,6 +144,14 @@ bool matches_swscale(const Yuv444ToRgb& conv, int av_pix_fmt, const int inv_tabl
 
 }  // namespace
 
+int swscale_colorspace(int av_colorspace) {
+  if (av_colorspace == AVCOL_SPC_UNSPECIFIED || av_colorspace == AVCOL_SPC_RESERVED || av_colorspace > AVCOL_SPC_ICTCP ||
+      av_colorspace < 0) {
+    return SWS_CS_DEFAULT;
+  }
+  return av_colorspace;
+}
+
 Yuv444Coefficients yuv444_coefficients(int sws_colorspace, bool src_full_range) {
   const int* inv = sws_getCoefficients(sws_colorspace);
   int64_t crv = inv[0], cbu = inv[1], cgu = -inv[2], cgv = -inv[3];
@@ -166,6 +174,7 @@ Yuv444Coefficients yuv444_coefficients(int sws_colorspace, bool src_full_range) 
   oy -= 256 * brightness;
   Yuv444Coefficients c;
   c.y_offset = static_cast<int16_t>(round_to_int16(oy * (1 << 9)));
+  c.y_offset_simd = static_cast<int16_t>(round_to_int16(oy * (1 << 3)));
   c.y_coeff = static_cast<int16_t>(round_to_int16(cy * (1 << 13)));
   c.v2r = static_cast<int16_t>(round_to_int16(crv * (1 << 13)));
   c.v2g = static_cast<int16_t>(round_to_int16(cgv * (1 << 13)));

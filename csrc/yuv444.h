@@ -21,7 +21,15 @@ namespace eva_fast {
 
 struct Yuv444Coefficients {
   int y_offset = 0, y_coeff = 0, v2r = 0, v2g = 0, u2g = 0, u2b = 0;
+  // The luma offset of swscale's x86 unscaled yuv420p -> rgb24 converter (libswscale/x86/yuv_2_rgb.asm,
+  // c->yOffset = roundToInt16(oy << 3)); its multipliers are the five above (c->yCoeff, vrCoeff,
+  // vgCoeff, ugCoeff, ubCoeff). The CUDA kernel reproduces that converter with them.
+  int y_offset_simd = 0;
 };
+
+// The matrix the CPU path converts a frame with, as given to sws_getCoefficients: the frame's
+// AVColorSpace, with unspecified, reserved and unknown values mapped to SWS_CS_DEFAULT (BT.601).
+int swscale_colorspace(int av_colorspace);
 
 // swscale's coefficients for sws_getCoefficients(colorspace) (the frame's matrix; SWS_CS_* values)
 // and source range (full = JPEG range), with brightness 0, contrast and saturation 1.0.

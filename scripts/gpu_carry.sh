@@ -40,7 +40,8 @@
 # On the GPU machine: `bash scripts/gpu_check.sh --out DIR` (README, "Running the GPU check").
 #
 # Env: FFMPEG_VERSION (default: this machine's libavcodec package version, e.g. 5.1.9),
-#      FFMPEG_TARBALL (use a local .orig.tar.xz instead of downloading), JOBS (make -j, default 2),
+#      FFMPEG_TARBALL (use a local .orig.tar.xz instead of `apt-get source`), FFMPEG_DEB_VERSION (the
+#      Debian source version to fetch, default the installed libavcodec59's), JOBS (make -j, default 2),
 #      SKIP_WHEELS=1, SKIP_MEDIA=1, MEDIA_DIR, FORCE_FFMPEG=1 (rebuild even if BUILD_ID matches),
 #      DRY_RUN=1 (fetch + configure only, no build).
 set -euo pipefail
@@ -91,6 +92,61 @@ config=(--enable-shared --disable-static --enable-pic
   "${extra[@]}")
 build_id="FFmpeg $ver $(printf '%s ' "${config[@]}" | sha256sum | cut -c1-16)"
 
+# The FFmpeg source through the package manager's own client, from the archives this machine's apt
+# is configured with: their binary entries (deb822 *.sources or one-line *.list) for this release,
+# turned into source entries in a private apt state under $WORK (the system's apt is not touched),
+# then `apt-get source --download-only ffmpeg=<version>` (the .orig.tar.xz is what the build uses).
+fetch_ffmpeg_source() {
+  local apt_dir=$WORK/apt codename deb_ver
+  codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+  deb_ver=${FFMPEG_DEB_VERSION:-$(dpkg-query -W -f='${Version}' libavcodec59 2>/dev/null)}
+  [ -n "$codename" ] && [ -n "$deb_ver" ] ||
+    { echo "[carry] cannot tell this machine's release or FFmpeg package version; set FFMPEG_TARBALL" >&2; return 1; }
+  rm -rf "$apt_dir" && mkdir -p "$apt_dir/parts" "$apt_dir/lists/partial" "$apt_dir/archives/partial"
+  python3 - "$codename" > "$apt_dir/parts/eva-fast-src.sources" <<'PY'
+import glob, re, sys
+
+code = sys.argv[1]
+ours = re.compile(rf"^{re.escape(code)}(-|$)")   # bookworm, bookworm-updates, bookworm-security
+out = []
+for f in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+    for stanza in open(f).read().split("\n\n"):
+        fields = {}
+        for line in stanza.splitlines():
+            if line.strip() and not line.startswith("#") and ":" in line:
+                k, v = line.split(":", 1)
+                fields[k.strip()] = v.strip()
+        suites = [x for x in fields.get("Suites", "").split() if ours.match(x)]
+        if "deb" in fields.get("Types", "").split() and fields.get("Enabled", "yes") != "no" and suites:
+            fields.update(Types="deb-src", Suites=" ".join(suites))
+            out.append("\n".join(f"{k}: {v}" for k, v in fields.items()))
+for f in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
+    try:
+        lines = open(f).read().splitlines()
+    except OSError:
+        continue
+    for line in lines:
+        m = re.match(r"\s*deb\s+(\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s+(.+)", line)
+        if m and ours.match(m[3]):
+            opts = {k: v for k, v in re.findall(r"([\w-]+)=(\S+)", m[1] or "")}
+            stanza = {"Types": "deb-src", "URIs": m[2], "Suites": m[3], "Components": m[4].split("#")[0].strip()}
+            if "signed-by" in opts:
+                stanza["Signed-By"] = opts["signed-by"]
+            out.append("\n".join(f"{k}: {v}" for k, v in stanza.items()))
+if not out:
+    sys.exit(f"no apt entries for {code} in /etc/apt")
+print("\n\n".join(out))
+PY
+  [ -s "$apt_dir/parts/eva-fast-src.sources" ] || return 1
+  local apt=(apt-get -q -o Dir::Etc::SourceList="$apt_dir/none.list" -o Dir::Etc::SourceParts="$apt_dir/parts"
+             -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache::Archives="$apt_dir/archives"
+             -o APT::Sandbox::User=root)
+  echo "[carry] fetching the ffmpeg $deb_ver source with apt-get source (this machine's $codename archives)"
+  "${apt[@]}" update >"$WORK/apt.log" 2>&1 || { tail -5 "$WORK/apt.log" >&2; return 1; }
+  (cd "$WORK" && "${apt[@]}" source --download-only "ffmpeg=$deb_ver" >>"$WORK/apt.log" 2>&1) ||
+    { tail -5 "$WORK/apt.log" >&2; return 1; }
+}
+
 build_ffmpeg() {
   echo "[carry] FFmpeg $ver -> $OUT/ffmpeg"
   local need=()
@@ -106,13 +162,7 @@ build_ffmpeg() {
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   fi
   local tarball=${FFMPEG_TARBALL:-$WORK/ffmpeg_${ver}.orig.tar.xz}
-  if [ ! -f "$tarball" ]; then
-    for pool in debian-security/pool/updates/main debian/pool/main; do
-      local url="http://deb.debian.org/$pool/f/ffmpeg/ffmpeg_${ver}.orig.tar.xz"
-      echo "[carry] fetching $url"
-      curl -fsSL --retry 2 -o "$tarball.part" "$url" && mv "$tarball.part" "$tarball" && break || rm -f "$tarball.part"
-    done
-  fi
+  [ -f "$tarball" ] || fetch_ffmpeg_source
   [ -f "$tarball" ] || { echo "[carry] cannot get the FFmpeg $ver source; set FFMPEG_TARBALL" >&2; exit 1; }
   local src=$WORK/ffmpeg-$ver
   [ -d "$src" ] || tar -C "$WORK" -xf "$tarball"

@@ -21,6 +21,8 @@
 #   rollout.jsonl   a GRPO step's rollouts (2 questions x 4 episodes) on a random Qwen2.5-VL-7B-shaped model
 #                   in bf16 with NVDEC frames: time per stage, frame-work share, group-cache saving
 #   soak.jsonl      1,000 mixed select_frames(device="cuda") requests: GPU memory and RSS every 100
+#   limits.jsonl    the decode limits (ffmpeg -hwaccel cuda 1 and 4 sessions, ffmpeg -threads N on the CPU)
+#                   and eva_fast's calls (cuda, cpu) and 1/2/4/8 readers at once as fractions of them
 # Turn DIR into committed rows and the README's GPU table: python scripts/gpu_results.py DIR.
 #
 # Options: --out DIR (default out/gpu_check), --only a,b / --skip a,b (step names), --budget-s N,
@@ -51,6 +53,7 @@ STEPS=(
   "pack     60         build   pack.jsonl"
   "rollout  90         build   rollout.jsonl"
   "soak     100        build   soak.jsonl"
+  "limits   90         build   limits.jsonl"
 )
 MAX_RESULT_FILES=8    # what comes back from the GPU machine
 MAX_CARRY_MIB=56      # gpu_carry/; the working tree travels too (64 MiB in all)
@@ -178,6 +181,20 @@ step_soak() {
   fi
 }
 dry_soak() { need_file bench/bench_gpu_soak.py && need_entry_point eva_fast.bench.bench_gpu_soak; }
+
+step_limits() {
+  # NVDEC engine limit (carried ffmpeg -hwaccel cuda, 1 and 4 sessions), CPU limit (ffmpeg -threads
+  # $(nproc)), eva_fast's dense/survey/snap calls on cuda and cpu as fractions of them, 1-8 readers at once
+  if [ "$MODE" = gpu ]; then
+    local media=()
+    [ -d "$CARRY/shared/media" ] && media=(--media-dir "$CARRY/shared/media")
+    "$PY" -m eva_fast.bench.bench_limits --device cuda "${media[@]}" --cache-dir "$ROOT/build/bench_cache" \
+      --out "$OUT/limits.jsonl"
+  else
+    "$PY" -m eva_fast.bench.bench_limits --device cpu --video tests/data/nasa_13013.mp4 --out "$OUT/limits.jsonl"
+  fi
+}
+dry_limits() { need_file bench/bench_limits.py && need_entry_point eva_fast.bench.bench_limits; }
 
 # ------------------------------------------------------------------------------------------ helpers
 need_file() { [ -e "$1" ] || { echo "missing: $1"; return 1; }; }

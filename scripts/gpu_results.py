@@ -9,7 +9,8 @@ What it writes (``--results-dir``, default ``bench/results``):
 * ``gpu_runs.jsonl``: one row per check run: run id, commit, machine (GPU, driver, CUDA, torch,
   Triton, CPU, glibc, libcuda/libnvcuvid), eva_fast's build info, the carried imports, every step's
   status / wall time / reason, and the pytest summary (counts and each failure's first line);
-* ``gpu_decode.jsonl`` / ``gpu_pack.jsonl`` / ``gpu_soak.jsonl``: the run's bench rows unchanged,
+* ``gpu_decode.jsonl`` / ``gpu_pack.jsonl`` / ``gpu_soak.jsonl`` / ``gpu_rollout.jsonl`` /
+  ``gpu_limits.jsonl``: the run's bench rows unchanged,
   with ``gpu_check_run`` (the run id) and ``commit`` set to the resolved commit (the GPU machine has
   no ``.git``, so the rows it wrote carry none);
 * ``gpu_summary.md``: the short markdown summary of the latest run (also printed), whose tables
@@ -39,7 +40,8 @@ sys.path[:0] = [str(ROOT / "scripts"), str(ROOT)]
 from bench._harness import load_rows  # noqa: E402
 from gpu_probe import DIGEST_ROOTS, _digest_included, digest_of  # noqa: E402
 
-BENCH_FILES = {"decode.jsonl": "gpu_decode.jsonl", "pack.jsonl": "gpu_pack.jsonl", "soak.jsonl": "gpu_soak.jsonl"}
+BENCH_FILES = {"decode.jsonl": "gpu_decode.jsonl", "pack.jsonl": "gpu_pack.jsonl", "soak.jsonl": "gpu_soak.jsonl",
+               "rollout.jsonl": "gpu_rollout.jsonl", "limits.jsonl": "gpu_limits.jsonl"}
 README_START, README_END = "<!-- gpu-results:start -->", "<!-- gpu-results:end -->"
 
 
@@ -298,6 +300,41 @@ def render(results_dir: Path) -> str:
             lines.append(f"| {t} | {h}x{w} | {dt} | {tr['gb_per_s']:.0f} | {tr['fraction_of_copy']:.0%} | "
                          f"{_f(tor and tor['median_ms'] / tr['median_ms'], '{:.1f}')} | "
                          f"{_f(hf and hf['median_ms'] / tr['median_ms'], '{:.1f}')} |")
+    roll = _latest(read_jsonl(results_dir / "gpu_rollout.jsonl"), rid)
+    if roll:
+        lines += ["", "Rollouts (a GRPO step's episodes on a random Qwen2.5-VL-7B-shaped bf16 model; stage ms summed "
+                      "over the episodes; frame-work share = (decoder work + pack) / (generate + decoder work + pack)):",
+                  "", "| questions x episodes | wall s | generate s | decoder work ms | pack ms | frame-work share "
+                      "| frames decoded / requested |", "|---|---|---|---|---|---|---|"]
+        for r in roll:
+            st = r.get("stages_ms") or {}
+            lines.append(f"| {r.get('questions')} x {r.get('generations')} | {_f((r.get('wall_ms') or 0) / 1e3)} | "
+                         f"{_f(st.get('generate', 0) / 1e3)} | {_f(st.get('decoder_work'), '{:.0f}')} | "
+                         f"{_f(st.get('pack'), '{:.0f}')} | {_f(r.get('frame_work_share'), '{:.3f}')} | "
+                         f"{r.get('frames_decoded')} / {r.get('frames_requested')} |")
+    lim = _latest(read_jsonl(results_dir / "gpu_limits.jsonl"), rid)
+    if lim:
+        ff = [r for r in lim if r.get("kind") == "ffmpeg"]
+        eva = [r for r in lim if r.get("kind") == "eva"]
+        rd = [r for r in lim if r.get("kind") == "readers"]
+        v = (ff or eva or rd)[0]
+        lines += ["", f"Decode limits on {v.get('video')} ({v.get('width')}x{v.get('height')} {v.get('codec')}, "
+                      f"{_f(v.get('duration_s'), '{:.0f}')} s; ffmpeg rows decode the first {_f(v.get('window_s'), '{:.0f}')} s):",
+                  "", "| what | decoded frames/s | fraction of its limit |", "|---|---|---|"]
+        for r in ff:
+            what = (f"`ffmpeg -hwaccel cuda`, {r.get('procs')} process{'es' if r.get('procs', 1) > 1 else ''}"
+                    if r.get("label") == "nvdec" else f"`ffmpeg -threads {r.get('threads')}` (CPU)")
+            lines.append(f"| {what} | {_f(r.get('fps'), '{:,.0f}') if r.get('ok') else 'FAILED: ' + str(r.get('error'))} | limit |")
+        for r in eva:
+            lines.append(f"| eva_fast `{r.get('device')}` ({r.get('backend')}), {r.get('call')} "
+                         f"{r.get('nframes')} @ {r.get('resize')}: {_f(r.get('ms'), '{:.0f}')} ms, {r.get('decoded')} decoded"
+                         f"{'' if r.get('check_ok') else ' (WRONG FRAMES)'} | {_f(r.get('decoded_fps'), '{:,.0f}')} | "
+                         f"{_f(r.get('fraction_of_limit'), '{:.2f}')} of {r.get('limit')} |")
+        for r in rd:
+            fr = [f"{_f(r.get(k), '{:.2f}')} of {k[len('fraction_of_'):]}" for k in sorted(r) if k.startswith("fraction_of_")]
+            lines.append(f"| eva_fast `cuda`, {r.get('readers')} reader(s) at once | "
+                         f"{_f(r.get('decoded_fps'), '{:,.0f}') if r.get('ok') else 'FAILED: ' + str(r.get('error'))} | "
+                         f"{', '.join(fr)} |")
     soak = _latest(read_jsonl(results_dir / "gpu_soak.jsonl"), rid)
     summ = next((r for r in soak if r.get("kind") == "summary"), None)
     cps = [r for r in soak if r.get("kind") == "checkpoint"]
@@ -315,6 +352,11 @@ def render(results_dir: Path) -> str:
                          f"{summ.get('block_checks_failed')} failed frame checks.")
         else:
             lines.append(f"Soak: cut short after {cps[-1]['requests']} requests (no summary row).")
+        bad = [r for r in soak if r.get("kind") == "check" and not r.get("ok")]
+        if bad:
+            lines.append("Pre-check (each video's frames on the device vs the CPU) FAILED for: " + "; ".join(
+                f"{r.get('video')} ({r.get('codec')} {r.get('bit_depth')}-bit, {r.get('backend')}): max |d| "
+                f"{r.get('max_abs_diff')}, mean {r.get('mean_abs_diff')}" for r in bad) + ".")
         if cps:
             lines.append("GPU MiB / RSS MiB / p50 ms every checkpoint: "
                          + ", ".join(f"{r['requests']}: {_f(r.get('gpu_used_mib'), '{:.0f}')}/{_f(r.get('rss_mib'), '{:.0f}')}"

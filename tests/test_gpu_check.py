@@ -99,7 +99,7 @@ def test_only_skip_and_bad_arguments(tmp_path):
     assert res.returncode == 2 and "--budget-s must be a whole number" in res.stderr
     res = _check(["--list"])
     assert res.returncode == 0
-    assert [ln.split()[0] for ln in res.stdout.splitlines()[1:]] == ["machine", "build", "pytest", "bench", "pack", "rollout", "soak"]
+    assert [ln.split()[0] for ln in res.stdout.splitlines()[1:]] == ["machine", "build", "pytest", "bench", "pack", "rollout", "soak", "limits"]
 
 
 def test_budget_caps_steps_and_skips_what_does_not_fit(tmp_path):
@@ -182,6 +182,29 @@ def test_real_machine_step_in_cpu_mode(tmp_path):
     assert [s["name"] for s in rec["steps"]] == ["machine"]
 
 
+def test_limits_step_in_cpu_mode(tmp_path, repo):
+    """The real `limits` step in its CPU form: the CPU limit (ffmpeg -threads N), eva_fast's four calls
+    as fractions of it with their frames checked, and the rows rendered by gpu_results.py."""
+    out = tmp_path / "out"
+    res = _check(["--out", str(out), "--cpu", "--only", "limits"], timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = [json.loads(x) for x in (out / "limits.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in rows] == ["env", "ffmpeg", "eva", "eva", "eva", "eva", "summary"]
+    ff = rows[1]
+    assert ff["label"] == "cpu_threads" and ff["ok"] and ff["threads"] == os.cpu_count()
+    assert ff["frames"] == 390 and ff["fps"] == pytest.approx(390 / ff["s"], rel=0.01)  # nasa_13013 stream 3
+    for r in rows[2:6]:
+        assert r["check_ok"] and r["device"] == "cpu" and r["limit"] == "cpu_threads" and r["decoded"] > 0
+        assert r["fraction_of_limit"] == pytest.approx(r["decoded_fps"] / ff["fps"], abs=2e-3)
+    assert [r["call"] for r in rows[2:6]] == ["dense", "survey256", "survey256_snap", "survey64"]
+    assert rows[-1]["checks_failed"] == 0 and rows[-1]["limits"]["cpu_threads"] == ff["fps"]
+    gpu_results.convert(out, tmp_path / "results", repo, commit=_git(repo, "rev-parse", "HEAD"))
+    text = gpu_results.render(tmp_path / "results")
+    assert "Decode limits on nasa_13013.mp4 (480x270 h264" in text
+    assert f"| `ffmpeg -threads {os.cpu_count()}` (CPU) |" in text
+    assert "| eva_fast `cpu` (cpu), survey256 256 @ 0.1:" in text and "of cpu_threads |" in text
+
+
 @pytest.fixture(scope="module")
 def dry_run() -> subprocess.CompletedProcess:
     """One dry run for the tests below: with the carry checks where a gpu_carry/ exists."""
@@ -190,7 +213,7 @@ def dry_run() -> subprocess.CompletedProcess:
 
 def test_dry_run_checks_every_step(dry_run, tmp_path):
     assert dry_run.returncode == 0, dry_run.stdout + dry_run.stderr
-    for name in ("machine", "build", "pytest", "bench", "pack", "rollout", "soak"):
+    for name in ("machine", "build", "pytest", "bench", "pack", "rollout", "soak", "limits"):
         assert f"[ok]   {name} " in dry_run.stdout
     assert "python entry points answer --help" in dry_run.stdout
     assert 'run(command="bash scripts/gpu_check.sh --out $OUT", carry=["gpu_carry"], timeout_s=540)' in dry_run.stdout
@@ -280,6 +303,9 @@ def _returned_dir(tmp_path: Path, digest: str) -> Path:
             for b, ms, g, f in [("d2d-copy", 0.1, 4000.0, None), ("eva-triton", 0.2, 2000.0, 0.5),
                                 ("eva-torch-cuda", 1.0, 400.0, 0.1)]]
     (d / "pack.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pack))
+    (d / "rollout.jsonl").write_text(json.dumps(
+        {"questions": 2, "generations": 4, "wall_ms": 75939.3, "frame_work_share": 0.0184, "frames_decoded": 95,
+         "frames_requested": 192, "stages_ms": {"generate": 75084.4, "decoder_work": 643.5, "pack": 767.8}}) + "\n")
     soak = [{"kind": "checkpoint", "requests": i, "gpu_used_mib": 1000.0 + i / 100, "rss_mib": 900.0, "ms_p50": 9.0}
             for i in (100, 200)]
     (d / "soak.jsonl").write_text("".join(json.dumps(r) + "\n" for r in soak) + '{"kind": "summ')  # killed mid-line
@@ -309,7 +335,8 @@ def test_results_converter_appends_rows_with_commit_and_renders_readme(tmp_path,
     assert run["pytest"]["passed"] == 2 and run["pytest"]["failures"] == 1 and run["pytest"]["skipped"] == 1
     assert run["pytest"]["failed"] == [{"test": "tests.video.test_nvdec::test_bad", "kind": "failure",
                                         "message": "assert 5 <= 4"}]
-    assert run["rows"] == {"decode.jsonl": 3, "pack.jsonl": 3, "soak.jsonl": 2}  # truncated line dropped
+    assert run["rows"] == {"decode.jsonl": 3, "pack.jsonl": 3, "soak.jsonl": 2,  # truncated line dropped
+                           "rollout.jsonl": 1, "limits.jsonl": 0}
     assert run["imports"] == {"trl": "1.16.0", "PyNvVideoCodec": "failed: ImportError: x"}
     dec = [json.loads(x) for x in (results / "gpu_decode.jsonl").read_text().splitlines()]
     assert all(r["commit"]["sha"] == head and r["gpu_check_run"] == run["run_id"] for r in dec)
@@ -319,6 +346,7 @@ def test_results_converter_appends_rows_with_commit_and_renders_readme(tmp_path,
     assert "| 32 | 364x644 | bfloat16 | 2000 | 50% | 5.0 | - |" in text
     assert "FAILED `tests.video.test_nvdec::test_bad`: assert 5 <= 4" in text
     assert "| soak | timeout | 100.0 |" in text and "cut short after 200 requests" in text
+    assert "| 2 x 4 | 75.9 | 75.1 | 644 | 768 | 0.018 | 95 / 192 |" in text
     assert (results / "gpu_summary.md").read_text().startswith("# Latest GPU check")
     with pytest.raises(SystemExit, match="already in"):
         gpu_results.main(args)

@@ -229,6 +229,14 @@ def cuda_kernel_emulate(
     rotation_deg: int = 0,
 ) -> npt.NDArray[np.uint8]:
     """CUDA builds: the kernel's per-thread code run serially on the CPU (tests without a GPU)."""
+def cuda_color_route(matrix_id: int, full_range: bool, bit_depth: int, height: int) -> Literal[
+        "swscale_int", "float_nearest", "float_vinterp"]:
+    """CUDA builds: the colour route the kernel takes for such pictures. ``"swscale_int"`` (8-bit 4:2:0,
+    even height, once the loaded swscale is checked to give the same values): swscale's x86 unscaled
+    converter reproduced exactly, so NVDEC frames equal the CPU path's; ``"float_vinterp"`` (> 8-bit
+    or odd height): float32 matrix with chroma interpolated vertically as swscale's scaled route does;
+    ``"float_nearest"``: 8-bit where the check failed. Raises ValueError for a bit depth outside
+    8..16 or a height <= 0, RuntimeError in builds without CUDA."""
 def device_free_errors() -> tuple[int, str]:
     """``(count, last message)`` of device frame buffers whose stream-ordered free failed since the
     process started (DLPack deleters cannot raise; each failure is also printed to stderr)."""

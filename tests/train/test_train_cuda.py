@@ -40,7 +40,10 @@ def test_grpo_step_on_the_gpu(tiny_qwen_dir, tmp_path):
     orig = trainer._generate_and_score_completions
     trainer._generate_and_score_completions = lambda rows: outputs.append(orig(rows)) or outputs[-1]
     backend = get_backend("transformers", model=trainer.model, tokenizer=trainer._tokenizer)
-    forced = ForcedReplies(backend, [call(0, 12, 3, 0.3), "<answer>A</answer>"] * 4)
+    # episodes run one after another (rollout_concurrency=1), two per question: the first answers
+    # right, the second wrong, so each group's rewards differ and its advantages are not all 0 (the
+    # first GPU run forced the same answer everywhere: every advantage 0, loss 0, nothing learned)
+    forced = ForcedReplies(backend, [call(0, 12, 3, 0.3), "<answer>A</answer>", call(0, 12, 3, 0.3), "<answer>B</answer>"] * 2)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     try:
         trainer.train()
@@ -48,5 +51,7 @@ def test_grpo_step_on_the_gpu(tiny_qwen_dir, tmp_path):
         forced.restore()
     (out,) = outputs
     assert out["pixel_values"].is_cuda and out["image_grid_thw"].shape[0] == 4 * 3
+    adv = out["advantages"].float().cpu()
+    assert (adv != 0).all() and torch.allclose(adv.view(2, 2).sum(1), torch.zeros(2), atol=1e-5), adv
     assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
     assert trainer._eva_last.trajectories[0].turns[0].tool_calls[0].frames is not None

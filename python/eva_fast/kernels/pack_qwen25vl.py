@@ -36,9 +36,15 @@ from eva_fast.kernels.reference.pack_qwen25vl import (
 #: Patch rows per program. 8 rows = 2 merge blocks = 9408 output values; a measured choice is TODO on GPU.
 BLOCK_R = 8
 NUM_WARPS = 4
+#: Integer arguments Triton must not specialise on. By default it compiles a variant per argument
+#: that is 1 or a multiple of 16, so frame sizes that differ that way (EVA's calls choose a new size
+#: per call) compiled anew mid-rollout: the first GPU run's rollout spent 768 ms in ``pack`` for 95
+#: frames, against well under 1 ms per warm call. The sizes only index and mask here (gathers and
+#: masked 196-wide stores gain nothing from a divisibility hint), so one variant per dtype serves all.
+SIZE_ARGS = ("n_rows", "height", "width", "rows_per_frame", "blocks_w")
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SIZE_ARGS)
 def _pack_qwen25vl_fwd_kernel(
     frames_ptr,  # uint8 [T, H, W, 3], contiguous
     table_ptr,  # out dtype [3, 256]
@@ -147,3 +153,19 @@ def pack_qwen25vl_triton(
         row += n
     assert TEMPORAL_PATCH_SIZE == 2 and CHANNELS == 3  # the kernel hard-codes both
     return out, grid.to(device)
+
+
+def compiled_variants() -> int | None:
+    """How many compiled variants of the pack kernel this process holds (all devices and dtypes), or
+    None where this Triton keeps its cache differently. Diagnostics for the GPU check: after a
+    warm-up per dtype, packing frames of any size adds none."""
+    caches = getattr(_pack_qwen25vl_fwd_kernel, "device_caches", None)
+    if caches is None:
+        return None
+    n = 0
+    for entry in caches.values():
+        kernels = entry[0] if isinstance(entry, tuple) else entry
+        if not isinstance(kernels, dict):
+            return None
+        n += len(kernels)
+    return n

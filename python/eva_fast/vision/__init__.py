@@ -12,7 +12,7 @@ transformers') and :class:`MRopePositions` (running counter across agent turns).
 
 from eva_fast.kernels.reference.mrope import MRopePositions, get_rope_index
 from eva_fast.kernels.reference.pack_qwen25vl import CLIP_MEAN, CLIP_STD, PATCH_DIM
-from eva_fast.vision._pack import BACKENDS, PackedVisual, pack_qwen25vl
+from eva_fast.vision._pack import BACKENDS, PackedVisual, pack_qwen25vl, warm_up_pack
 from eva_fast.vision._smart_resize import FACTOR, MAX_PIXELS, MIN_PIXELS, smart_resize, tokens_for_size
 
 
@@ -41,4 +41,5 @@ __all__ = [
     "pack_qwen25vl",
     "smart_resize",
     "tokens_for_size",
+    "warm_up_pack",
 ]

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -207,3 +208,21 @@ def pack_qwen25vl(
         pixel_values, grid = pack_qwen25vl_reference(frames_list, dtype=dtype, mean=mean, std=std)
     tokens = tuple(int(h * w) // 4 for _, h, w in grid.tolist())
     return PackedVisual(pixel_values, grid, tokens, chosen, fallback)
+
+
+def warm_up_pack(device: torch.device | str, dtype: torch.dtype = torch.float32, backend: str | None = None) -> float:
+    """Compile (or load) the packer for ``device`` and ``dtype`` now, outside any timed or latency-bound
+    region: packs one black 28x28 frame. With Triton the first launch per process and dtype compiles
+    the kernel (hundreds of ms); the kernel does not specialise on sizes, so later calls of any size
+    do not compile again. Returns the milliseconds it took (0.0 for CPU devices, where nothing compiles).
+
+    Raises:
+        ValueError, ImportError: as :func:`pack_qwen25vl` for ``backend``.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return 0.0
+    t0 = time.perf_counter()
+    pack_qwen25vl(torch.zeros(1, 28, 28, 3, dtype=torch.uint8, device=device), dtype=dtype, backend=backend)
+    torch.cuda.current_stream(device).synchronize()
+    return (time.perf_counter() - t0) * 1e3

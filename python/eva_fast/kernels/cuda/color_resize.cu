@@ -24,14 +24,51 @@ __host__ __device__ inline int to_u8(float v) {
   return v < 0.f ? 0 : (v > 255.f ? 255 : static_cast<int>(v));
 }
 
+// x86 SIMD 16-bit lane operations of swscale's yuv_2_rgb.asm.
+__host__ __device__ inline int sat16(int v) { return v < -32768 ? -32768 : (v > 32767 ? 32767 : v); }
+__host__ __device__ inline int wrap16(int v) { return static_cast<int16_t>(static_cast<uint16_t>(v & 0xFFFF)); }
+__host__ __device__ inline int pmulhw(int a, int b) { return (a * b) >> 16; }  // arithmetic shift: floor
+__host__ __device__ inline int clamp_u8(int v) { return v < 0 ? 0 : (v > 255 ? 255 : v); }
+
 // RGB8 of source pixel (x, y).
 __host__ __device__ inline void yuv_pixel(const Nv12Planes& s, const YuvParams& p, int x, int y, int* rgb) {
   const uint8_t* yrow = static_cast<const uint8_t*>(s.y) + static_cast<size_t>(y) * s.y_pitch;
-  const uint8_t* crow = static_cast<const uint8_t*>(s.uv) + static_cast<size_t>(y >> 1) * s.uv_pitch;
+  const uint8_t* uv = static_cast<const uint8_t*>(s.uv);
   const int cx = (x >> 1) * 2;
+  if (p.swscale_int) {  // 8-bit: yuv420_rgb24_ssse3's arithmetic, bit for bit
+    const uint8_t* crow = uv + static_cast<size_t>(y >> 1) * s.uv_pitch;
+    const int yy = wrap16((static_cast<int>(yrow[x]) << 3) - p.i_y_offset);
+    const int u = sat16((static_cast<int>(crow[cx]) << 3) - 1024);
+    const int v = sat16((static_cast<int>(crow[cx + 1]) << 3) - 1024);
+    const int Y = pmulhw(yy, p.i_y_coeff);
+    const int g = sat16(pmulhw(u, p.i_u2g) + pmulhw(v, p.i_v2g));
+    rgb[0] = clamp_u8(sat16(Y + pmulhw(v, p.i_v2r)));
+    rgb[1] = clamp_u8(sat16(Y + g));
+    rgb[2] = clamp_u8(sat16(Y + pmulhw(u, p.i_u2b)));
+    return;
+  }
+  float Uc, Vc;
+  if (p.chroma_vtaps == 4) {  // swscale's scaled route: vertical cubic interpolation of chroma
+    const int ch = (s.height + 1) >> 1;
+    const float* w = (y & 1) ? p.cw_odd : p.cw_even;
+    const int k0 = (y & 1) ? ((y - 1) >> 1) - 1 : (y >> 1) - 2;
+    Uc = 0.f;
+    Vc = 0.f;
+    for (int t = 0; t < 4; ++t) {
+      int r = k0 + t;
+      r = r < 0 ? 0 : (r >= ch ? ch - 1 : r);
+      const uint8_t* crow = uv + static_cast<size_t>(r) * s.uv_pitch;
+      Uc = Uc + w[t] * load_sample(crow, cx, p.bytes_per_sample, p.sample_shift);
+      Vc = Vc + w[t] * load_sample(crow, cx + 1, p.bytes_per_sample, p.sample_shift);
+    }
+  } else {
+    const uint8_t* crow = uv + static_cast<size_t>(y >> 1) * s.uv_pitch;
+    Uc = load_sample(crow, cx, p.bytes_per_sample, p.sample_shift);
+    Vc = load_sample(crow, cx + 1, p.bytes_per_sample, p.sample_shift);
+  }
   const float Y = (load_sample(yrow, x, p.bytes_per_sample, p.sample_shift) - p.y_off) * p.y_scale;
-  const float U = (load_sample(crow, cx, p.bytes_per_sample, p.sample_shift) - p.c_off) * p.c_scale;
-  const float V = (load_sample(crow, cx + 1, p.bytes_per_sample, p.sample_shift) - p.c_off) * p.c_scale;
+  const float U = (Uc - p.c_off) * p.c_scale;
+  const float V = (Vc - p.c_off) * p.c_scale;
   rgb[0] = to_u8(255.f * (Y + p.r_v * V));
   rgb[1] = to_u8(255.f * (Y + p.g_u * U + p.g_v * V));
   rgb[2] = to_u8(255.f * (Y + p.b_u * U));
@@ -129,6 +166,19 @@ void emulate_yuv420_to_rgb_resize_host(const Nv12Planes& src, const YuvParams& p
     for (int dx = 0; dx < h.out_size; ++dx) hpass_at(src, p, h, hshift, scratch, dx, sy);
   for (int y = 0; y < v.out_size; ++y)
     for (int x = 0; x < h.out_size; ++x) vpass_at(scratch, h, v, hshift, rotation_deg, out, x, y);
+}
+
+void yuv420_to_rgb_host(const Nv12Planes& src, const YuvParams& p, uint8_t* rgb) {
+  for (int y = 0; y < src.height; ++y) {
+    for (int x = 0; x < src.width; ++x) {
+      int c[3];
+      yuv_pixel(src, p, x, y, c);
+      uint8_t* o = rgb + (static_cast<size_t>(y) * src.width + x) * 3;
+      o[0] = static_cast<uint8_t>(c[0]);
+      o[1] = static_cast<uint8_t>(c[1]);
+      o[2] = static_cast<uint8_t>(c[2]);
+    }
+  }
 }
 
 int alloc_async(void** ptr, size_t bytes, void* stream) {

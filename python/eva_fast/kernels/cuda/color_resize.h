@@ -17,15 +17,35 @@
 namespace eva_fast {
 namespace cuda {
 
-// Per-launch colour conversion, already folded from yuv_coeffs.h (see make_yuv_params in
-// csrc/nvdec.cpp and kernels/reference/yuv_to_rgb.py): with Y, U, V the native n-bit codes,
-//   y = (Y - y_off) * y_scale, u = (U - c_off) * c_scale, v likewise,
-//   R = 255 (y + r_v v), G = 255 (y + g_u u + g_v v), B = 255 (y + b_u u).
+// Per-launch colour conversion (see make_yuv_params in csrc/nvdec.cpp and the torch twin
+// kernels/reference/yuv_to_rgb.py). The CPU path converts with swscale, which takes one of two
+// routes, and the kernel reproduces the one the CPU takes for the picture:
+//
+// * swscale_int (8-bit 4:2:0, even height): swscale's unscaled x86 converter
+//   (libswscale/x86/yuv_2_rgb.asm, yuv420_rgb24_ssse3), integer arithmetic reproduced exactly with
+//   its int16 coefficients (ff_yuv2rgb_c_init_tables): each 2x2 block uses its chroma sample,
+//     y' = int16((Y << 3) - i_y_offset),  u' = sat16((U << 3) - 1024),  v' likewise,
+//     Y = pmulhw(y', i_y_coeff),  R = sat16(Y + pmulhw(v', i_v2r)),
+//     G = sat16(Y + sat16(pmulhw(u', i_u2g) + pmulhw(v', i_v2g))),  B = sat16(Y + pmulhw(u', i_u2b)),
+//   clamped to [0, 255] (pmulhw(a, b) = (a * b) >> 16). Used only where make_yuv_params found the
+//   loaded swscale to give exactly these values (it checks once per matrix and range).
+// * float (otherwise): the matrices of yuv_coeffs.h in float32, with Y, U, V the native n-bit codes,
+//     y = (Y - y_off) * y_scale, u = (U - c_off) * c_scale, v likewise,
+//     R = 255 (y + r_v v), G = 255 (y + g_u u + g_v v), B = 255 (y + b_u u),  round half even.
+//   Chroma: chroma_vtaps = 1 takes each 2x2 block's sample (swscale's unscaled route); 4 (> 8-bit or
+//   odd height, where swscale takes its scaled route) interpolates it vertically as swscale does:
+//   4-tap cubic (B = 0, C = 0.6) at MPEG-2 siting, luma row y at chroma row y/2 - 1/4, weights
+//   cw_even (rows 2k: chroma rows k-2..k+1) and cw_odd (rows 2k+1: k-1..k+2), edge rows repeated;
+//   horizontally each chroma sample serves its 2 columns (swscale without full chroma interpolation).
 struct YuvParams {
   float y_off, y_scale, c_off, c_scale;
   float r_v, g_u, g_v, b_u;
   int sample_shift;      // 16-bit samples are shifted right by this (16 - bit depth); 0 for NV12
   int bytes_per_sample;  // 1 (NV12) or 2 (P016)
+  int swscale_int;       // 1: the integer route above (8-bit only)
+  int i_y_offset, i_y_coeff, i_v2r, i_v2g, i_u2g, i_u2b;
+  int chroma_vtaps;      // 1 or 4 (float route)
+  float cw_even[4], cw_odd[4];
 };
 
 // A decoded picture in device memory: luma plane then interleaved UV plane (half width and height).
@@ -60,6 +80,10 @@ int launch_yuv420_to_rgb_resize(const Nv12Planes& src, const YuvParams& p, const
 void emulate_yuv420_to_rgb_resize_host(const Nv12Planes& src, const YuvParams& p, const DeviceAxisTable& h,
                                        const DeviceAxisTable& v, int hshift, int32_t* scratch, uint8_t* out,
                                        int rotation_deg);
+
+// The kernel's colour conversion alone (no resize), run serially on the CPU: rgb is height rows of
+// 3 * width bytes. make_yuv_params uses it to check the swscale_int route against the loaded swscale.
+void yuv420_to_rgb_host(const Nv12Planes& src, const YuvParams& p, uint8_t* rgb);
 
 // Thin runtime-API helpers (static cudart), so csrc/ needs no CUDA headers. Return 0 or a CUDA
 // error code; error_string() describes one.
