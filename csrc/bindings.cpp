@@ -242,10 +242,10 @@ PYBIND11_MODULE(_C, m) {
             out.stats = r.stats;
             return out;
           },
-          py::arg("times_s"), py::arg("mode") = "nearest", py::arg("height") = 0, py::arg("width") = 0,
+          py::arg("times_s"), py::arg("mode") = "nearest", py::kw_only(), py::arg("height") = 0, py::arg("width") = 0,
           py::arg("filter") = "cubic", py::arg("cuda_stream") = 0,
-          "Decode the frame for each time (seconds from the first frame). height/width: output size as "
-          "displayed (0, 0 = native). Returns a DecodeOutput. NVDEC backend: 'frames' is a DLPack capsule of a "
+          "Decode the frame for each time (seconds from the first frame). height/width (keyword-only): output "
+          "size as displayed (0, 0 = native; each at most MAX_SIDE). Returns a DecodeOutput. NVDEC backend: 'frames' is a DLPack capsule of a "
           "CUDA uint8 [T, H, W, 3] tensor whose work is enqueued on cuda_stream (a CUstream handle, e.g. "
           "torch.cuda.current_stream().cuda_stream; 0 = the legacy default stream); CPU backend: a NumPy array.")
       .def(
@@ -347,11 +347,11 @@ PYBIND11_MODULE(_C, m) {
         ResizeFilter rf = parse_filter(filter);
         py::gil_scoped_release release;
         convert_yuv420_on_device(reinterpret_cast<const void*>(y), reinterpret_cast<const void*>(uv), y_pitch, uv_pitch,
-                                 width, height, bit_depth, bytes_per_sample, matrix_id, full_range,
-                                 reinterpret_cast<void*>(out), out_w, out_h, rf, rotation_deg,
+                                 height, width, bit_depth, bytes_per_sample, matrix_id, full_range,
+                                 reinterpret_cast<void*>(out), out_h, out_w, rf, rotation_deg,
                                  reinterpret_cast<void*>(stream));
       },
-      py::arg("y"), py::arg("uv"), py::arg("y_pitch"), py::arg("uv_pitch"), py::arg("height"), py::arg("width"),
+      py::arg("y"), py::arg("uv"), py::kw_only(), py::arg("y_pitch"), py::arg("uv_pitch"), py::arg("height"), py::arg("width"),
       py::arg("bit_depth"), py::arg("bytes_per_sample"), py::arg("matrix_id"), py::arg("full_range"), py::arg("out"),
       py::arg("out_h"), py::arg("out_w"), py::arg("filter") = "cubic", py::arg("rotation_deg") = 0,
       py::arg("stream") = 0,
@@ -375,11 +375,11 @@ PYBIND11_MODULE(_C, m) {
         }
         ResizeFilter rf = parse_filter(filter);
         py::array_t<uint8_t> out({static_cast<py::ssize_t>(out_h), static_cast<py::ssize_t>(out_w), static_cast<py::ssize_t>(3)});
-        emulate_kernel_on_host(y.data(), uv.data(), w * bps, static_cast<int>(uv.shape(1)) * 2 * bps, w, h, bit_depth, bps,
-                               matrix_id, full_range, out.mutable_data(), out_w, out_h, rf, rotation_deg);
+        emulate_kernel_on_host(y.data(), uv.data(), w * bps, static_cast<int>(uv.shape(1)) * 2 * bps, h, w, bit_depth, bps,
+                               matrix_id, full_range, out.mutable_data(), out_h, out_w, rf, rotation_deg);
         return out;
       },
-      py::arg("y"), py::arg("uv"), py::arg("bit_depth"), py::arg("matrix_id"), py::arg("full_range"), py::arg("out_h"),
+      py::arg("y"), py::arg("uv"), py::kw_only(), py::arg("bit_depth"), py::arg("matrix_id"), py::arg("full_range"), py::arg("out_h"),
       py::arg("out_w"), py::arg("filter") = "cubic", py::arg("rotation_deg") = 0,
       "Run the CUDA colour-convert + resize kernel's per-thread code serially on the CPU (NV12: uint8 planes; "
       "P016: uint16 planes with samples in the high bits). For tests without a GPU; CUDA builds only.");
@@ -409,6 +409,7 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("data"), py::arg("device"), py::arg("stream") = 0,
       "Test hook: free_device_frames on a raw device pointer; returns '' or the error it reported.");
+  m.attr("MAX_SIDE") = kMaxSide;
   m.def("default_gop_workers", []() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); },
         "Default GOP-run decoders of a CPU request: the machine's hardware threads.");
   m.def("default_gpu_workers", &nvdec_default_workers, py::arg("cuda_device"),

@@ -211,7 +211,7 @@ void CpuDevice::convert_into(const AVFrame* f, uint8_t* dst, int out_h, int out_
     rgb = rgb_tmp_.data();
   }
   if (fast444) {
-    fast444->convert(f->data, f->linesize, fw, fh, rgb, rgb_stride);
+    fast444->convert(f->data, f->linesize, fh, fw, rgb, rgb_stride);
   } else {
     uint8_t* dst_planes[4] = {rgb, nullptr, nullptr, nullptr};
     int dst_strides[4] = {rgb_stride, 0, 0, 0};

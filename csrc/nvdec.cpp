@@ -356,14 +356,15 @@ struct DeviceResizePlan {
   cuda::DeviceAxisTable h, v;
   int hshift = 0;
 
-  bool matches(int sw, int sh, int w, int hh, ResizeFilter f) const {
+  // Sizes (height, width): the decoded picture, then the resize output before rotation.
+  bool matches(int sh, int sw, int hh, int w, ResizeFilter f) const {
     return mem && sw == src_w && sh == src_h && w == rw && hh == rh && f == filter;
   }
   void release(void* stream) {
     if (mem) cuda::free_async(mem, stream);
     mem = nullptr;
   }
-  void build(int sw, int sh, int w, int hh, ResizeFilter f, void* stream) {
+  void build(int sh, int sw, int hh, int w, ResizeFilter f, void* stream) {
     release(stream);
     AxisTable th = make_axis_table(sw, w, f), tv = make_axis_table(sh, hh, f);
     const size_t hi = th.index.size() * 4, vi = tv.index.size() * 4, hc = th.coef.size() * 2, vc = tv.coef.size() * 2;
@@ -551,7 +552,7 @@ class NvdecDevice final : public DeviceInterface {
     const bool swap = rotation == 90 || rotation == 270;
     const int rw = swap ? out.height : out.width, rh = swap ? out.width : out.height;
     void* ws = work_->stream;
-    if (!plan_.matches(f->width, f->height, rw, rh, out.filter)) plan_.build(f->width, f->height, rw, rh, out.filter, ws);
+    if (!plan_.matches(f->height, f->width, rh, rw, out.filter)) plan_.build(f->height, f->width, rh, rw, out.filter, ws);
     const size_t need = static_cast<size_t>(f->height) * rw * 3 * sizeof(int32_t);
     if (need > scratch_bytes_) {
       if (scratch_) cuda::free_async(scratch_, ws);
@@ -1060,13 +1061,13 @@ int nvdec_cached_sessions() {
 }
 int64_t nvdec_sessions_created() { return g_sessions_created.load(); }
 
-void convert_yuv420_on_device(const void* y, const void* uv, int y_pitch, int uv_pitch, int width, int height,
+void convert_yuv420_on_device(const void* y, const void* uv, int y_pitch, int uv_pitch, int height, int width,
                               int bit_depth, int bytes_per_sample, int matrix_id, bool full_range, void* out,
-                              int out_w, int out_h, ResizeFilter filter, int rotation_deg, void* stream) {
+                              int out_h, int out_w, ResizeFilter filter, int rotation_deg, void* stream) {
   const bool swap = rotation_deg == 90 || rotation_deg == 270;
   const int rw = swap ? out_h : out_w, rh = swap ? out_w : out_h;
   DeviceResizePlan plan;
-  plan.build(width, height, rw, rh, filter, stream);
+  plan.build(height, width, rh, rw, filter, stream);
   void* scratch = nullptr;
   cuda_rt_check(cuda::alloc_async(&scratch, static_cast<size_t>(height) * rw * 3 * 4, stream), "cudaMallocAsync");
   cuda::Nv12Planes src{y, uv, y_pitch, uv_pitch, width, height};
@@ -1078,9 +1079,9 @@ void convert_yuv420_on_device(const void* y, const void* uv, int y_pitch, int uv
   cuda_rt_check(rc, "colour convert + resize kernel launch");
 }
 
-void emulate_kernel_on_host(const void* y, const void* uv, int y_pitch, int uv_pitch, int width, int height,
+void emulate_kernel_on_host(const void* y, const void* uv, int y_pitch, int uv_pitch, int height, int width,
                             int bit_depth, int bytes_per_sample, int matrix_id, bool full_range, uint8_t* out,
-                            int out_w, int out_h, ResizeFilter filter, int rotation_deg) {
+                            int out_h, int out_w, ResizeFilter filter, int rotation_deg) {
   const bool swap = rotation_deg == 90 || rotation_deg == 270;
   const int rw = swap ? out_h : out_w, rh = swap ? out_w : out_h;
   AxisTable th = make_axis_table(width, rw, filter), tv = make_axis_table(height, rh, filter);

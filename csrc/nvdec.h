@@ -56,13 +56,14 @@ int64_t nvdec_sessions_created();
 
 // Test/diagnostic entry: run the colour-convert + resize kernel on 4:2:0 planes already in device
 // memory (e.g. CPU-decoded YUV uploaded by torch). Enqueued on `stream`; throws without CUDA.
-void convert_yuv420_on_device(const void* y, const void* uv, int y_pitch, int uv_pitch, int width, int height,
+// Sizes (height, width): the planes' picture, then the output as displayed (after rotation).
+void convert_yuv420_on_device(const void* y, const void* uv, int y_pitch, int uv_pitch, int height, int width,
                               int bit_depth, int bytes_per_sample, int matrix_id, bool full_range, void* out,
-                              int out_w, int out_h, ResizeFilter filter, int rotation_deg, void* stream);
+                              int out_h, int out_w, ResizeFilter filter, int rotation_deg, void* stream);
 // The kernel's own per-thread code run serially on host memory (CUDA builds; throws otherwise).
-void emulate_kernel_on_host(const void* y, const void* uv, int y_pitch, int uv_pitch, int width, int height,
+void emulate_kernel_on_host(const void* y, const void* uv, int y_pitch, int uv_pitch, int height, int width,
                             int bit_depth, int bytes_per_sample, int matrix_id, bool full_range, uint8_t* out,
-                            int out_w, int out_h, ResizeFilter filter, int rotation_deg);
+                            int out_h, int out_w, ResizeFilter filter, int rotation_deg);
 // Which colour route the kernel takes for pictures of this matrix (AVColorSpace / H.273 id), range,
 // bit depth and height (color_resize.h): "swscale_int" (8-bit, even height, the loaded swscale
 // checked to match: NVDEC frames equal the CPU path's), "float_nearest" (8-bit where that check

@@ -11,6 +11,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+MAX_SIDE: int
+"""Largest output side, pixels (16384): the decoder's size limit, defined once in C++ (``kMaxSide``)."""
+
 class VideoError(RuntimeError):
     """Base of the decoder's errors."""
 
@@ -157,13 +160,14 @@ class VideoDecoder:
         self,
         times_s: list[float],
         mode: Literal["nearest", "played_at"] = "nearest",
+        *,
         height: int = 0,
         width: int = 0,
         filter: Literal["cubic", "antialias"] = "cubic",
         cuda_stream: int = 0,
     ) -> DecodeOutput:
         """Decode the frame for each time. ``(height, width)``: output size as displayed, ``(0, 0)``
-        = native, else 1..16384 each. ``cuda_stream``: CUstream handle the NVDEC backend enqueues on.
+        = native, else 1..``MAX_SIDE`` each. ``cuda_stream``: CUstream handle the NVDEC backend enqueues on.
 
         Raises:
             ValueError: non-finite times, a bad size, mode or filter, or an output that cannot be
@@ -200,6 +204,7 @@ def _yuv444_mismatches_exhaustive(colorspace: int, full_range: bool) -> int: ...
 def cuda_yuv420_to_rgb(
     y: int,
     uv: int,
+    *,
     y_pitch: int,
     uv_pitch: int,
     height: int,
@@ -220,6 +225,7 @@ def cuda_yuv420_to_rgb(
 def cuda_kernel_emulate(
     y: npt.NDArray[Any],
     uv: npt.NDArray[Any],
+    *,
     bit_depth: int,
     matrix_id: int,
     full_range: bool,

@@ -135,7 +135,7 @@ def test_nvdec_backend_without_driver_records_reason():
     # the first library the loader cannot open is the one named
     missing = "libcuda.so.1" if _loadable("libcuda.so.1") is False else "libnvcuvid"
     assert missing in dec.fallback_reason, dec.fallback_reason
-    out = dec.decode([0.5], "nearest", 0, 0, "cubic", 0)
+    out = dec.decode([0.5], "nearest", height=0, width=0, filter="cubic", cuda_stream=0)
     assert isinstance(out.frames, np.ndarray) and out.frames.shape == (1, 270, 480, 3)
 
 

@@ -25,8 +25,8 @@ CorruptVideoError = _C.CorruptVideoError
 NotAVideoError = _C.NotAVideoError
 NoVideoStreamError = _C.NoVideoStreamError
 
-#: Largest output side, pixels (the native decoder's limit).
-MAX_SIDE = 16384
+#: Largest output side, pixels: the native decoder's limit, defined once in C++ (csrc/decoder.h).
+MAX_SIDE: int = _C.MAX_SIDE
 
 
 @dataclass(frozen=True)
@@ -461,7 +461,7 @@ class VideoReader:
         if self.backend == "nvdec":
             stream = torch.cuda.current_stream(self._cuda_index).cuda_stream
         with self._lock:
-            out = self._native().decode(times, mode, h, w, resample, stream)
+            out = self._native().decode(times, mode, height=h, width=w, filter=resample, cuda_stream=stream)
         corrupt = np.asarray(out.corrupt, dtype=bool)
         if corrupt.any():
             bad = [round(float(t), 3) for t, c in zip(out.pts_s, corrupt) if c]
