@@ -122,6 +122,12 @@ def eva_call(reader, device: str, start_s: float, end_s: float, n: int, resize: 
     return time.perf_counter() - t0, batch
 
 
+def warm_up(reader, device: str, duration_s: float) -> None:
+    """Untimed: a call over the whole video, so the reader's NVDEC sessions, resize tables, buffer
+    pools and every GOP-run decoder it will use are open before anything is timed."""
+    eva_call(reader, device, 0, duration_s, 32, 0.1, "parity")
+
+
 def readers_at_once(video: str, device: str, k: int, duration_s: float) -> dict:
     """``k`` threads, one reader each, two 64-frame calls over 120 s windows: decoded frames/s of all."""
     from eva_fast.video import VideoReader
@@ -134,7 +140,7 @@ def readers_at_once(video: str, device: str, k: int, duration_s: float) -> dict:
     def work(i: int) -> None:
         try:
             with VideoReader(video, device=device) as rd:
-                eva_call(rd, device, 0, min(duration_s, 5), 2, 0.25, "parity")  # session, tables, pool
+                warm_up(rd, device, duration_s)
                 barrier.wait()
                 t0 = time.perf_counter()
                 decoded = 0
@@ -182,7 +188,7 @@ def workers_sweep(rows: Rows, video: str, device: str, counts: list[int], calls:
         kw = {} if n == 0 else ({"gpu_workers": n} if device.startswith("cuda") else {"gop_workers": n})
         with VideoReader(video, device=device, **kw) as rd:
             workers = rd.gpu_workers if rd.backend == "nvdec" else rd.gop_workers
-            eva_call(rd, device, 0, min(duration_s, 5), 4, 0.25, "parity")  # sessions, tables, pool
+            warm_up(rd, device, duration_s)
             for name in calls:
                 _, nframes, resize, policy, whole = spec[name]
                 dt, b = eva_call(rd, device, 0, duration_s if whole else window_s, nframes, resize, policy)
@@ -215,7 +221,7 @@ def anchor_surveys(rows: Rows, devices: list[str], minutes: float, gop: int, med
         with VideoReader(v.path, device=device) as rd:
             open_ms = (time.perf_counter() - t1) * 1e3
             duration_s = float(rd.metadata.duration_s)
-            eva_call(rd, device, 0, 5, 4, 0.25, "parity")  # sessions, tables, pool
+            warm_up(rd, device, duration_s)
             for policy in ("parity", "keyframe_snap"):
                 dt, b = eva_call(rd, device, 0, duration_s, 256, 0.1, policy)
                 st = b.stats
@@ -304,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         for device in devices:
             limit_name = "nvdec_1" if device == "cuda" else "cpu_threads"
             with VideoReader(video, device=device) as rd:
-                eva_call(rd, device, 0, min(duration_s, 5), 4, 0.25, "parity")  # warm-up: session, tables, pool
+                warm_up(rd, device, duration_s)
                 for name, n, resize, policy, whole in CALLS:
                     end_s = duration_s if whole else window_s
                     dt, b = eva_call(rd, device, 0, end_s, n, resize, policy)

@@ -104,8 +104,8 @@ class DeviceInterface {
   // to wait for on the CPU). Before another device rewrites slots this one may have written.
   virtual void wait_idle() {}
   // The decoder will seek before its next packet (flush() comes first): release what other
-  // decoders of the process can use meanwhile (NVDEC: the decoder session goes back to the pool
-  // and the decoded-frame buffers are freed). No-op on the CPU.
+  // decoders of the process can use meanwhile (NVDEC: the decoder session goes back to the pool).
+  // No-op on the CPU.
   virtual void release_session() {}
 };
 

@@ -517,9 +517,8 @@ class NvdecDevice final : public DeviceInterface {
     eos_ = false;
     if (decoder_) pool_give(key_, decoder_, dc_.ctx);
     decoder_ = nullptr;
-    // Decoded-frame buffers: freed as the last frames using them are released.
-    if (pool_) av_buffer_pool_uninit(&pool_);
-    pool_bytes_ = 0;
+    // The decoded-frame buffers stay for the next request: freeing device memory (cuMemFree)
+    // synchronises the whole device, caller's streams included.
   }
 
   void allocate_output(FrameOutput* out, void* caller_stream) override {
