@@ -1,5 +1,6 @@
 #include "nal_ref.h"
 
+#include <cstring>
 #include <stdexcept>
 
 extern "C" {
@@ -12,12 +13,19 @@ namespace eva_fast {
 namespace {
 
 // Calls f(nal, size) for every NAL unit of Annex B data (start codes 00 00 01 or 00 00 00 01).
+// Start codes are found with memchr for their 01 byte (vectorised by libc): NVDEC runs this on
+// every packet of a request, thousands per second per session.
 template <typename F>
 void for_each_nal(const uint8_t* d, size_t n, F&& f) {
   size_t i = 0;
-  auto next_start = [&](size_t from) {
-    for (size_t k = from; k + 2 < n; ++k) {
-      if (d[k] == 0 && d[k + 1] == 0 && d[k + 2] == 1) return k;
+  auto next_start = [&](size_t from) -> size_t {
+    size_t k = from + 2;
+    while (k < n) {
+      const void* one = std::memchr(d + k, 1, n - k);
+      if (!one) return n;
+      k = static_cast<size_t>(static_cast<const uint8_t*>(one) - d);
+      if (d[k - 1] == 0 && d[k - 2] == 0) return k - 2;
+      ++k;
     }
     return n;
   };
