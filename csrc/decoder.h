@@ -93,9 +93,10 @@ class VideoDecoder {
   // Non-reference skipping (default on): packets whose pts is more than two frame durations from
   // every target of the current call are sent with AVDISCARD_NONREF, so the decoder drops
   // disposable frames (H.264 nal_ref_idc 0, HEVC sub-layer non-reference, VP9 frames that refresh
-  // no reference) instead of reconstructing them. Reference frames and every frame near a target
-  // are decoded as before, so the returned frames are identical. Off at variable frame rate.
-  // Both take the decoder's lock.
+  // no reference) instead of reconstructing them; the NVDEC device leaves such H.264 / HEVC
+  // packets out (nal_ref.h). Reference frames and every frame near a target are decoded as
+  // before, so the returned frames are identical. Off at variable frame rate. Both take the
+  // decoder's lock and apply to the GOP-run decoders too.
   void set_skip_nonref(bool enabled);
   bool skip_nonref() const;
 

@@ -57,8 +57,9 @@ struct DecodeStats {
   int64_t packets_sent = 0;
   int64_t seeks = 0;
   int64_t decode_errors = 0;    // packets or frames the decoder reported as damaged
-  int64_t skip_nonref_packets = 0;  // packets sent with non-reference skipping allowed (upper
-                                    // bound on the frames the decoder dropped unseen)
+  int64_t skip_nonref_packets = 0;  // CPU: packets sent with non-reference skipping allowed (upper
+                                    // bound on the frames the decoder dropped unseen); NVDEC:
+                                    // packets of non-reference pictures left out
   int64_t keyframe_backoffs = 0;    // restarts from an earlier keyframe because decoding from the
                                     // planned one concealed frames of its GOP
   double decode_ms = 0;         // demux + decode wall time

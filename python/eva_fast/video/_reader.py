@@ -107,8 +107,9 @@ class DecodeStats:
         packets_sent: compressed packets fed to the decoder.
         seeks: seeks performed.
         decode_errors: damaged packets/frames reported by the decoder.
-        skip_nonref_packets: packets sent with non-reference skipping allowed (an upper bound on
-            the frames the decoder dropped without reconstructing them).
+        skip_nonref_packets: CPU: packets sent with non-reference skipping allowed (an upper bound
+            on the frames the decoder dropped without reconstructing them); NVDEC: packets of
+            non-reference pictures left out (H.264 / HEVC).
         keyframe_backoffs: restarts from an earlier keyframe because decoding from the planned one
             concealed frames of its GOP (a keyframe that is not a clean start; see ``VideoReader``).
         decode_ms: demux + decode wall time, milliseconds.
@@ -268,7 +269,9 @@ class VideoReader:
             durations from every requested time (FFmpeg's ``AVDISCARD_NONREF``: H.264
             ``nal_ref_idc`` 0, HEVC sub-layer non-reference pictures, VP9 frames that refresh no
             reference). Nothing else depends on those frames, so the returned frames are identical;
-            only the work shrinks. Always off at variable frame rate. Default True.
+            only the work shrinks. NVDEC: the same H.264 / HEVC packets (those libavcodec drops
+            with ``-skip_frame noref``, read from NAL headers) are not sent to the decoder; VP9 and
+            AV1 are decoded in full. Always off at variable frame rate. Default True.
         gop_workers: CPU decoding (also a CUDA reader's CPU fallback): at most this many
             single-threaded decoders share one request (GOP-parallel, above; opened on first use,
             kept for the reader's life). 1 = never; default (None) = the machine's hardware threads
