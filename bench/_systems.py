@@ -132,9 +132,9 @@ class EvaFast(System):
         for call in workload.calls:
             b = self._select(r, call.start_time, call.end_time, call.nframes, call.resize, policy=self.policy)
             frames.append(b.frames.numpy())
-            indices.append(list(b.frame_indices))
+            indices.append(list(b.plan.frame_indices))
             decoded += b.stats.decoded_frames
-            snap.extend(b.snap_error_s)
+            snap.extend(b.plan.snap_error_s)
         return Output(frames, indices, decoded, {"snap_error_s": snap})
 
 
@@ -572,7 +572,7 @@ class EvaFastCuda(_CudaSystem):
         for call in workload.calls:
             b = self._select(r, call.start_time, call.end_time, call.nframes, call.resize, device="cuda")
             frames.append(b.frames)
-            indices.append(list(b.frame_indices))
+            indices.append(list(b.plan.frame_indices))
             decoded += b.stats.decoded_frames
         return self._finish(Output(frames, indices, decoded, {"backend": r.backend, "fallback_reason": r.fallback_reason}))
 

@@ -11,14 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eva_fast.video import (
-    DEFAULT_MAX_VISUAL_TOKENS,
-    DEFAULT_MAXP,
-    FramePlan,
-    VideoMetadata,
-    VideoReader,
-    plan_frames,
-)
+from eva_fast.video import FrameOptions, FramePlan, VideoMetadata, VideoReader, plan_frames
 
 
 @dataclass(frozen=True)
@@ -80,11 +73,9 @@ def make_workloads(meta: VideoMetadata, names: tuple[str, ...], quick: bool = Fa
     return [table[n] for n in names]
 
 
-def plan_call(call: Call, reader: VideoReader,
-              max_visual_tokens: int | None = DEFAULT_MAX_VISUAL_TOKENS, maxp: int = DEFAULT_MAXP) -> FramePlan:
-    """Resolve a call with eva_fast's parity policy (:func:`~eva_fast.video.plan_frames`; constant
-    frame rate videos only, so peers can address frames by index)."""
+def plan_call(call: Call, reader: VideoReader, options: FrameOptions | None = None) -> FramePlan:
+    """Resolve a call with eva_fast's parity policy (:func:`~eva_fast.video.plan_frames` with
+    ``options``, default EVA's; constant frame rate videos only, so peers can address frames by index)."""
     if reader.metadata.is_vfr:
         raise ValueError(f"{reader.path}: the bench plans constant-frame-rate videos only")
-    return plan_frames(reader, call.start_time, call.end_time, call.nframes, call.resize,
-                       max_visual_tokens=max_visual_tokens, maxp=maxp)
+    return plan_frames(reader, call.start_time, call.end_time, call.nframes, call.resize, options=options)

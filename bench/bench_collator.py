@@ -74,7 +74,7 @@ class HFPipeline:
         from transformers import AutoTokenizer
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-        from eva_fast.agent._render import ChatRenderer, load_chat_template
+        from eva_fast.agent import ChatRenderer, load_chat_template
 
         self.tok = AutoTokenizer.from_pretrained(model_dir)
         self.template = load_chat_template(model_dir, self.tok)
@@ -97,7 +97,7 @@ class HFPipeline:
         ids = torch.tensor(self.tok(text, add_special_tokens=False)["input_ids"])
         merge = 4
         tokens = (out["image_grid_thw"].prod(-1) // merge).tolist()
-        from eva_fast.agent._render import expand_image_tokens
+        from eva_fast.agent import expand_image_tokens
 
         ids = expand_image_tokens(ids, self.renderer.image_token_id, tokens)
         return {"input_ids": ids, "pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path[:0] = [str(Path.cwd()), str(ROOT)]
     from eva_fast.bench._harness import environment
     from eva_fast.train import EvaCollator
-    from eva_fast.agent._render import ChatRenderer
+    from eva_fast.agent import ChatRenderer
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=3)

@@ -110,7 +110,7 @@ def compare(batch, ref, bit_depth: int) -> dict:
     """Frames of ``batch`` (any device) against the CPU ``ref``: indices, max / mean |diff|, ok."""
     a = batch.frames.cpu().numpy().astype(np.int16) if hasattr(batch.frames, "cpu") else np.asarray(batch.frames)
     b = ref.frames.numpy().astype(np.int16) if hasattr(ref.frames, "numpy") else np.asarray(ref.frames, np.int16)
-    idx_ok = list(batch.frame_indices) == list(ref.frame_indices)
+    idx_ok = list(batch.plan.frame_indices) == list(ref.plan.frame_indices)
     if a.shape != b.shape:
         return {"ok": False, "indices_match": idx_ok, "shape": [list(a.shape), list(b.shape)]}
     d = np.abs(a - b)

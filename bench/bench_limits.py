@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                     dt, b = eva_call(rd, device, 0, end_s, n, resize, policy)
                     # the frames chosen are the ones the CPU reader plans (checked, untimed)
                     ref = plan_frames(cpu_reader, 0, end_s, n, resize, policy=policy)
-                    check = list(b.frame_indices) == list(ref.frame_indices)
+                    check = list(b.plan.frame_indices) == list(ref.frame_indices)
                     st = b.stats
                     fps = st.decoded_frames / dt if dt > 0 else None
                     row = rows.emit(kind="eva", device=device, backend=st.backend, call=name, nframes=n,

@@ -63,21 +63,22 @@ def test_info_prints_build_info():
 
 
 def test_cli_defaults_come_from_the_config_dataclass_and_the_video_literals(monkeypatch):
-    """`ask` takes its agent defaults from AgentConfig, `frames` its choices from eva_fast.video's
-    Literals: change the source and the CLI follows (nothing restated)."""
+    """`ask` takes its agent defaults from AgentConfig and its frame flags from FrameOptions, `frames`
+    its choices from eva_fast.video's Literals: change the source and the CLI follows (nothing restated)."""
     import dataclasses
 
     from eva_fast import cli
     from eva_fast.agent import AgentConfig
-    from eva_fast.video import POLICIES, RESAMPLES, SMART_RESIZE_BY
+    from eva_fast.video import POLICIES, RESAMPLES, SMART_RESIZE_BY, FrameOptions
 
     f = {x.name: x for x in dataclasses.fields(AgentConfig)}
+    g = {x.name: x for x in dataclasses.fields(FrameOptions)}
     monkeypatch.setattr(f["max_turns"], "default", 9)
-    monkeypatch.setattr(f["maxp"], "default", 333)
+    monkeypatch.setattr(g["maxp"], "default", 333)
     args = cli.build_parser().parse_args(["ask", "v.mp4", "q"])
     assert (args.max_turns, args.maxp) == (9, 333)
     assert (args.max_new_tokens, args.temperature, args.max_visual_tokens) == (
-        f["max_new_tokens"].default, f["temperature"].default, f["max_visual_tokens"].default)
+        f["max_new_tokens"].default, f["temperature"].default, g["max_visual_tokens"].default)
     frames = cli.build_parser().parse_args(["frames", "v.mp4", "--start", "0", "--end", "1", "--nframes", "2"])
     assert (frames.resample, frames.policy, frames.smart_resize_by) == (RESAMPLES[0], POLICIES[0], SMART_RESIZE_BY[0])
     actions = {a.dest: a for a in cli.build_parser()._subparsers._group_actions[0].choices["frames"]._actions}

@@ -27,6 +27,6 @@ def build_info() -> dict:
         was compiled against, ``compiler``, ``cuda`` (bool: CUDA code compiled in),
         ``cuda_archs`` and ``hardware_threads``.
     """
-    from eva_fast import _C
+    from eva_fast import _C  # the native module (FFmpeg's libraries): `import eva_fast` stays light
 
     return dict(_C.build_info())

@@ -18,7 +18,7 @@ def read_mapping(path: str | os.PathLike, what: str) -> dict[str, str]:
     p = Path(path)
     text = p.read_text()
     if p.suffix in (".yaml", ".yml"):
-        import yaml
+        import yaml  # optional (the eval/train extras); JSON files need nothing
 
         data = yaml.safe_load(text)
     else:

@@ -42,7 +42,7 @@ def set_log_level(level: int | str) -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
-    from eva_fast import _C
+    from eva_fast import _C  # native module; every module imports _logging, _C may not be loaded yet
 
     ffmpeg_level = -8  # AV_LOG_QUIET
     for py_level in sorted(_FFMPEG_LEVELS):

@@ -11,7 +11,7 @@ import torch
 import eva_fast.agent._loop as loop_mod
 from eva_fast.agent import AgentConfig, AgentLoop, AgentState, ImagePart, TextPart, Trajectory, get_backend
 from eva_fast.agent._protocol import SYSTEM_PROMPT
-from eva_fast.video import VideoReader, select_frames
+from eva_fast.video import FrameOptions, VideoReader, select_frames
 from tests.conftest import DATA
 
 VIDEO = str(DATA / "nasa_13013.mp4")  # 480x270, 13.013 s, 29.97 fps
@@ -57,20 +57,21 @@ def test_tool_turn_content_is_exact():
     for g, r in zip(got, [*ref_a.frames, *ref_b.frames]):
         assert torch.equal(g, r)
     c0, c1 = traj.turns[0].tool_calls
-    assert c0.frames.size == (140, 252) and c1.frames.size == (56, 112)
-    assert c0.frames.frame_indices == list(ref_a.frame_indices) and c1.frames.first_frame == 3
+    assert c0.frames.plan.size == (140, 252) and c1.frames.plan.size == (56, 112)
+    assert c0.frames.plan.frame_indices == ref_a.plan.frame_indices and c1.frames.first_frame == 3
     assert traj.visual_tokens == 3 * 45 + 2 * 8 == traj.estimated_visual_tokens
     assert traj.turns[1].prompt_tokens + traj.turns[1].completion_tokens == traj.total_tokens
 
 
 def test_budget_fallback_applies_and_labels_use_the_call_arguments():
     # 480x270 at resize 1: round(270/28)=10 x round(480/28)=17 = 170 tokens/frame; 64 frames = 10880
-    traj, _ = run([f"<tool_call>{call(0, 12, 64)}</tool_call>", "Answer: B"], max_visual_tokens=1000)
+    traj, _ = run([f"<tool_call>{call(0, 12, 64)}</tool_call>", "Answer: B"],
+                  frame_options=FrameOptions(max_visual_tokens=1000))
     fr = traj.turns[0].tool_calls[0].frames
     k = (1000 / 10880) ** (1 / 3)  # maxp=720 > 270 leaves resize at 1, then the cube-root step
-    assert fr.budget_steps == ["maxp", "cube_root"]
-    assert fr.nframes == int(64 * k) == 28 and fr.resize == pytest.approx(k)
-    assert fr.estimated_visual_tokens_requested == 10880
+    assert fr.plan.budget_steps == ("maxp", "cube_root")
+    assert fr.nframes == int(64 * k) == 28 and fr.plan.resize == pytest.approx(k)
+    assert fr.plan.estimated_visual_tokens == fr.to_dict()["estimated_visual_tokens_requested"] == 10880
     assert fr.label_s == [int(i * 12 / 27) for i in range(28)]
     assert traj.answer == "B"
 
@@ -120,7 +121,7 @@ def test_call_errors_keep_details_and_partial_failure_continues():
 def test_negative_times_are_clamped_and_labelled_like_the_reference():
     traj, backend = run([f"<tool_call>{call(-5, 3, 3, 0.25)}</tool_call>", "<answer>A</answer>"])
     fr = traj.turns[0].tool_calls[0].frames
-    assert fr.window_s == (0.0, 3.0) and fr.label_s == [-5, -1, 3]
+    assert (fr.plan.start_s, fr.plan.end_s) == (0.0, 3.0) and fr.label_s == [-5, -1, 3]
     assert backend.requests[1][-1].content[1].text == "Frame 0 at [-1:55]: "
 
 
@@ -165,10 +166,13 @@ def test_events_json_round_trip_and_config_validation():
     back = Trajectory.from_dict(d)
     assert back.to_dict() == traj.to_dict()
     assert d["timings_ms"]["decode"] > 0 and (traj.duration_s, traj.width, traj.height) == (pytest.approx(13.013), 480, 270)
-    for bad in (dict(max_turns=0), dict(temperature=-1), dict(max_visual_tokens=0), dict(tool_call_blocks="x"),
-                dict(timestamp_fmt="hh"), dict(device="tpu"), dict(maxp=True)):
+    for bad in (dict(max_turns=0), dict(temperature=-1), dict(tool_call_blocks="x"),
+                dict(timestamp_fmt="hh"), dict(decode_device="tpu"), dict(frame_options={"maxp": 360})):
         with pytest.raises(ValueError, match="AgentConfig"):
             AgentConfig(**bad)
+    for bad in (dict(max_visual_tokens=0), dict(maxp=True)):  # frame settings: checked by FrameOptions
+        with pytest.raises(ValueError, match="FrameOptions"):
+            FrameOptions(**bad)
     with pytest.raises(TypeError):
         AgentLoop(backend).run_sync(VIDEO, 42)
     with pytest.raises(ValueError, match="unknown backend"):

@@ -167,7 +167,7 @@ def test_each_frame_is_encoded_once_per_trajectory(scripted_server, monkeypatch)
     assert traj.answer == "A" and traj.num_rounds == 3
     # 10 frames in the conversation, 6 distinct (turn 1 repeats turn 0's call): 6 encodes
     assert len(encoded) == 6
-    assert len({(p.batch.frame_indices[p.index], p.size) for p in encoded}) == 6
+    assert len({(p.batch.plan.frame_indices[p.index], p.size) for p in encoded}) == 6
     reqs = [_received_images(r["body"]) for r in srv.requests()]
     assert [len(u) for u in reqs] == [0, 4, 10]
     assert reqs[2][:4] == reqs[1] and reqs[2][4:8] == reqs[1]  # earlier and repeated frames: the same URLs

@@ -21,6 +21,7 @@ import pytest
 
 from eva_fast.agent import AgentConfig, AgentLoop, get_backend
 from eva_fast.agent._protocol import reference_tool_call
+from eva_fast.video import FrameOptions
 from tests.conftest import DATA
 
 VIDEO = str(DATA / "nasa_13013.mp4")
@@ -51,7 +52,7 @@ def test_float_nframes_over_budget_becomes_an_int_and_is_served():
     fr = traj.turns[0].tool_calls[0].frames
     k = (12000 / 17000) ** (1 / 3)
     assert traj.stop_reason == "answer_found" and fr.nframes == int(100.0 * k) == 89
-    assert fr.resize == pytest.approx(k) and fr.budget_steps == ["maxp", "cube_root"]
+    assert fr.plan.resize == pytest.approx(k) and fr.plan.budget_steps == ("maxp", "cube_root")
 
 
 def test_1500_frames_at_resize_0_1_are_served_not_capped_at_1024():
@@ -62,7 +63,7 @@ def test_1500_frames_at_resize_0_1_are_served_not_capped_at_1024():
     call = traj.turns[0].tool_calls[0]
     assert traj.stop_reason == "answer_found", (traj.stop_reason, call.error_detail)
     assert call.frames.nframes == 1500 and call.estimated_visual_tokens == 3000
-    assert call.frames.size == (56, 84)  # 28x56 as the reference writes it, 56x84 after smart_resize
+    assert call.frames.plan.size == (56, 84)  # 28x56 as the reference writes it, 56x84 after smart_resize
 
 
 def test_resize_above_8_is_served_when_the_budget_brings_it_down():
@@ -70,7 +71,7 @@ def test_resize_above_8_is_served_when_the_budget_brings_it_down():
     min(1, 720/270) = 1: 170 tokens, served (eva_fast's API caps resize at 8)."""
     traj = _run({"start_time": 0, "end_time": 10, "nframes": 1, "resize": 9})
     fr = traj.turns[0].tool_calls[0].frames
-    assert traj.stop_reason == "answer_found" and fr.resize == 1.0 and fr.size == (280, 476)
+    assert traj.stop_reason == "answer_found" and fr.plan.resize == 1.0 and fr.plan.size == (280, 476)
 
 
 @pytest.mark.parametrize("start", ["2", "00:02"])
@@ -128,10 +129,12 @@ def test_arguments_the_reference_cannot_compute_with_end_the_episode(args, error
 
 def test_reference_tool_call_matches_the_reference_arithmetic():
     W, H = 480, 270
-    r = reference_tool_call({"start_time": "01:02", "end_time": 90, "nframes": "8", "resize": None}, W, H, 12000, 720)
+    r = reference_tool_call({"start_time": "01:02", "end_time": 90, "nframes": "8", "resize": None}, FrameOptions(), height=H,
+                            width=W)
     assert (r.start_time, r.end_time, r.nframes, r.resize, r.refusal) == (62.0, 90.0, 8, 1.0, None)
     assert r.estimated_visual_tokens == 8 * 170 and r.request_nframes == 8
-    big = reference_tool_call({"start_time": 0, "end_time": 9, "nframes": 64, "resize": 1.0}, 1920, 1080, 12000, 720)
+    big = reference_tool_call({"start_time": 0, "end_time": 9, "nframes": 64, "resize": 1.0}, FrameOptions(), height=1080,
+                              width=1920)
     # 64 * 39 * 69 = 172 224 > 12 000; maxp: r = 720/1080; 64 * 26 * 46 = 76 544; cube root
     k = (12000 / (64 * 26 * 46)) ** (1 / 3)
     assert big.nframes == int(64 * k) and big.resize == pytest.approx(720 / 1080 * k)

@@ -120,14 +120,14 @@ def test_several_blocks_first_is_parity_all_is_optional():
 
 
 def test_first_user_turn_and_tail():
-    assert first_user_text(13.013, 480, 270, "  What? A. x  ") == (
+    assert first_user_text("  What? A. x  ", duration_s=13.013, height=270, width=480) == (
         "Video Length: 12 seconds. Original video resolution: 270p. What? A. x")
-    assert first_user_text(0.9, 1280, 720, "Q").startswith("Video Length: 1 seconds. Original video resolution: 720p.")
+    assert first_user_text("Q", duration_s=0.9, height=720, width=1280).startswith("Video Length: 1 seconds. Original video resolution: 720p.")
     assert tool_turn_tail(" Q? ") == (
         "\nIf more information is needed, call the frame selection tool again.\n\nQuestion: Q?</tool_response>")
     for bad in (float("nan"), -1.0, float("inf")):
         with pytest.raises(ValueError, match="duration_s"):
-            first_user_text(bad, 10, 10, "Q")
+            first_user_text("Q", duration_s=bad, height=10, width=10)
 
 
 def test_labels_follow_the_reference_formula():

@@ -39,7 +39,7 @@ def test_inputs_equal_transformers_processor(backend, tiny_qwen_dir, monkeypatch
     a = select_frames(VIDEO, 0, 13, 2, 0.5)
     b = select_frames(VIDEO, 3, 5, 1, 0.25)
     tool = lambda batch, first: Message("tool", (TextPart("<tool_response>"),) + tuple(
-        x for i in range(batch.nframes) for x in (TextPart(f"Frame {first + i}: "), ImagePart(batch, i))) + (TextPart("end"),))
+        x for i in range(batch.plan.nframes) for x in (TextPart(f"Frame {first + i}: "), ImagePart(batch, i))) + (TextPart("end"),))
     messages = [Message("system", "sys"), Message("user", "Q"), Message("assistant", "call"), tool(a, 0),
                 Message("assistant", "again"), tool(b, 0)]
     session = backend.session()

@@ -9,6 +9,7 @@ from dataclasses import asdict
 
 from eva_fast.agent import AgentConfig, AgentLoop, Trajectory, get_backend
 from eva_fast.eval import load_records, run_benchmark, write_report
+from eva_fast.video import FrameOptions
 from tests.conftest import DATA
 from tests.eval.conftest import MINI
 
@@ -52,7 +53,7 @@ def test_old_eval_cache_resumes_and_reports(tmp_path):
     cache.write_text("".join(json.dumps(_to_old_format(r)) + "\n" for r in load_records(cache)))
     meta_path = out / "mini_bench.run.json"
     meta = json.loads(meta_path.read_text())
-    del meta["identity"]["agent_config"]["smart_resize_by"]  # a setting older versions did not record
+    del meta["identity"]["agent_config"]["frame_options"]["smart_resize_by"]  # a setting older versions did not record
     meta_path.write_text(json.dumps(meta))
 
     second = run_benchmark(_loop(), MINI, DATA, out, limit=4, run_info=run_info)
@@ -65,10 +66,50 @@ def test_old_eval_cache_resumes_and_reports(tmp_path):
     assert report.exists() and len(list((tmp_path / "report" / "timelines").glob("*.png"))) >= 1
 
     # a real change of settings is still refused
-    other = {**run_info, "agent_config": asdict(AgentConfig(max_turns=3, maxp=360))}
+    other = {**run_info, "agent_config": asdict(AgentConfig(max_turns=3, frame_options=FrameOptions(maxp=360)))}
     try:
         run_benchmark(_loop(), MINI, DATA, out, limit=4, run_info=other)
     except ValueError as e:
         assert "records a different run" in str(e)
     else:
         raise AssertionError("a changed agent setting must be refused")
+
+
+def _flat_agent_config(cfg: AgentConfig) -> dict:
+    """``asdict(AgentConfig)`` as eva_fast wrote it before FrameOptions (issue #25): frame settings
+    flat, ``frame_policy`` for ``policy``, ``device`` for ``decode_device``."""
+    d = asdict(cfg)
+    fo = d.pop("frame_options")
+    d.update(max_visual_tokens=fo["max_visual_tokens"], maxp=fo["maxp"], resample=fo["resample"],
+             frame_policy=fo["policy"], smart_resize_by=fo["smart_resize_by"], device=d.pop("decode_device"))
+    return d
+
+
+def test_run_recorded_with_the_flat_agent_config_resumes(tmp_path):
+    """A run.json and trajectories written with the flat settings layout resume (the layout is not a
+    change of settings); a real change of a frame setting under its old name is still refused."""
+    out = tmp_path / "out"
+    flat = {"backend": "scripted", "model": "", "agent_config": _flat_agent_config(AgentConfig(max_turns=3))}
+    first = run_benchmark(_loop(), MINI, DATA, out, limit=2, run_info=flat)
+    assert first.ran == 2
+    cache = out / "mini_bench.cache.jsonl"
+    old = []
+    for r in load_records(cache):  # trajectories' config in the flat layout, as written then
+        cfg = r["trajectory"]["config"]
+        fo = cfg.pop("frame_options")
+        cfg.update(max_visual_tokens=fo["max_visual_tokens"], maxp=fo["maxp"], resample=fo["resample"],
+                   frame_policy=fo["policy"], smart_resize_by=fo["smart_resize_by"])
+        old.append(r)
+    cache.write_text("".join(json.dumps(r) + "\n" for r in old))
+    assert Trajectory.from_dict(old[0]["trajectory"]).frame_options() == AgentConfig().frame_options
+
+    snap = {**flat, "agent_config": asdict(AgentConfig(max_turns=3, frame_options=FrameOptions(policy="keyframe_snap")))}
+    try:  # against the flat run.json: frame_policy "parity" there, policy "keyframe_snap" here
+        run_benchmark(_loop(), MINI, DATA, out, limit=3, run_info=snap)
+    except ValueError as e:
+        assert "records a different run" in str(e)
+    else:
+        raise AssertionError("a changed frame setting must be refused")
+    now = {**flat, "agent_config": asdict(AgentConfig(max_turns=3))}
+    second = run_benchmark(_loop(), MINI, DATA, out, limit=3, run_info=now)
+    assert (second.ran, second.skipped_cached) == (1, 2)

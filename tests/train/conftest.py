@@ -90,7 +90,7 @@ def eva_records_file(eva_records, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def renderer(tiny_qwen_dir):
-    from eva_fast.agent._render import ChatRenderer
+    from eva_fast.agent import ChatRenderer
 
     return ChatRenderer.from_pretrained(tiny_qwen_dir)
 

@@ -34,7 +34,7 @@ def test_pixel_values_equal_the_packed_recorded_frames(eva_records, renderer):
             for c in calls:
                 a = c.arguments
                 b = select_frames(str(DATA / os.path.basename(rec.video)), a["start_time"], a["end_time"], a["nframes"], a["resize"])
-                assert list(b.frame_indices) == list(c.frame_indices)
+                assert list(b.plan.frame_indices) == list(c.frame_indices)
                 frames.append(b.frames)
     ref = pack_qwen25vl(frames)
     assert torch.equal(batch["pixel_values"], ref.pixel_values)

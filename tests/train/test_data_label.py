@@ -132,7 +132,7 @@ def test_kto_label_end_to_end(inputs, scripted_server, tmp_path, capsys):
     # the output loads in the KTO collator
     from transformers import AutoTokenizer
 
-    from eva_fast.agent._render import ChatRenderer
+    from eva_fast.agent import ChatRenderer
     from eva_fast.train import EvaKTOCollator
     from tests._tiny_qwen import QWEN25VL_CHAT_TEMPLATE, qwen_tokenizer_dir
 

@@ -102,7 +102,7 @@ def test_teacher_prompts_filtering_and_files(scripted_server, tmp_path, capsys):
     assert sft[0].rewards == {"accuracy": 1.0} and sft[1].rewards["rouge"] > 0.5
     assert sft[0].messages[2]["content"] == QA[0][1][0] and sft[0].num_turns == 2
     # they load in the SFT collator: frames decode to the recorded ones, assistant tokens trained
-    from eva_fast.agent._render import ChatRenderer
+    from eva_fast.agent import ChatRenderer
     from tests._tiny_qwen import QWEN25VL_CHAT_TEMPLATE, qwen_tokenizer_dir
     from transformers import AutoTokenizer
 

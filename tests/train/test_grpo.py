@@ -66,7 +66,7 @@ def _config(out, **kw):
     from eva_fast.train import EvaGRPOConfig
 
     base = dict(output_dir=str(out), num_generations=4, per_device_train_batch_size=8, max_steps=2, learning_rate=1e-4,
-                temperature=0.7, beta=0.0, judge="none", max_turns=3, max_turn_tokens=48, use_cpu=True, bf16=False,
+                temperature=0.7, beta=0.0, judge="none", max_turns=3, max_new_tokens=48, use_cpu=True, bf16=False,
                 gradient_checkpointing=False, report_to=[], save_strategy="no", disable_tqdm=True, logging_steps=1,
                 seed=0, dump_every_steps=1, dump_num=2)
     base.update(kw)
@@ -197,9 +197,9 @@ def test_group_frame_cache_decodes_shared_calls_once(policy_dir):
     # (frames 0 and 195 of linspace(0, 12, n)); 3 + 3 new frames are decoded in all
     want = select_frames(str(DATA / VIDEO), 0, 12, 5, 0.2)
     got = batch.trajectories[3].turns[1].tool_calls[0].frames
-    assert got.frame_indices == list(want.frame_indices)
+    assert got.plan.frame_indices == want.plan.frame_indices
     assert c.calls == 5 and c.frames_requested == 17 and c.calls_fully_cached == 3
-    assert c.frames_decoded == 3 + len(set(want.frame_indices) - set(select_frames(str(DATA / VIDEO), 0, 12, 3, 0.2).frame_indices))
+    assert c.frames_decoded == 3 + len(set(want.plan.frame_indices) - set(select_frames(str(DATA / VIDEO), 0, 12, 3, 0.2).plan.frame_indices))
     for t in batch.trajectories:
         assert t.tokens is not None and torch.equal(t.tokens.frames[0], select_frames(str(DATA / VIDEO), 0, 12, 3, 0.2).frames)
     unshared = RolloutEngine(backend, AgentConfig(max_turns=3), share_frames=False, max_concurrency=1)
@@ -352,7 +352,7 @@ def test_two_processes_log_and_dump_every_episode(policy_dir, tmp_path):
     out = tmp_path / "grpo"
     cfg = dict(model_name_or_path=str(policy_dir), train_file=str(rl), output_dir=str(out), num_generations=4,
                per_device_train_batch_size=4, max_steps=2, learning_rate=1e-4, temperature=0.7, beta=0.0, judge="none",
-               max_turns=3, max_turn_tokens=48, use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none",
+               max_turns=3, max_new_tokens=48, use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none",
                save_strategy="steps", save_steps=2, disable_tqdm=True, logging_steps=1, seed=0, dump_every_steps=1,
                dump_num=1)
     (tmp_path / "grpo.yaml").write_text(yaml.safe_dump(cfg))

@@ -182,7 +182,7 @@ def test_collator_masks_exclude_tool_turns(kto_data, tiny_qwen_dir):
     """completion_mask = the assistant turns (content + <|im_end|>) of each sample; KL row i =
     prompt of sample i + completion of sample i-1 with that completion's mask; both checked against
     spans found independently in the chat text."""
-    from eva_fast.agent._render import ChatRenderer
+    from eva_fast.agent import ChatRenderer
     from eva_fast.train import EvaKTOCollator
 
     _, records, _ = kto_data

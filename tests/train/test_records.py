@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from eva_fast.agent import ImagePart, Trajectory
 from eva_fast.train import (
@@ -51,7 +52,7 @@ def test_round_trip_and_file(eva_records, tmp_path):
     assert [r.to_dict() for r in back] == [r.to_dict() for r in eva_records]
     assert back[1].where == f"{path}:2"
     d = eva_records[0].to_dict()
-    assert d["format"] == "eva_fast.trajectory" and d["version"] == 1
+    assert d["format"] == "eva_fast.trajectory" and d["version"] == 2
     tool = d["messages"][3]
     assert tool["role"] == "tool" and tool["calls"][0]["arguments"] == {"start_time": 0, "end_time": 12, "nframes": 3, "resize": 0.2}
     # round(270 * 0.2 / 28) * 28 = 56, round(480 * 0.2 / 28) * 28 = 84
@@ -68,8 +69,10 @@ def test_one_converter_for_trajectory_ask_json_and_eval_records(eva_trajectories
     assert a == b
     assert c.pop("source") == "eval#7" and c == a
     assert a["answer"] == "B" and a["gt"] == "B"
-    assert a["frame_config"] == {"max_visual_tokens": 12000, "maxp": 720, "resample": "cubic",
-                                 "frame_policy": "parity", "smart_resize_by": "processor", "timestamp_fmt": "mmss"}
+    assert a["frame_options"] == {"max_visual_tokens": 12000, "maxp": 720, "resample": "cubic", "policy": "parity",
+                                  "smart_resize_by": "processor", "min_pixels": 3136, "max_pixels": 12845056,
+                                  "snap_tolerance_s": 2.0, "snap_fraction": 0.25}
+    assert a["timestamp_fmt"] == "mmss"
 
 
 def test_max_turns_episode_drops_the_trailing_tool_turn():
@@ -88,10 +91,11 @@ def test_max_turns_episode_drops_the_trailing_tool_turn():
     (lambda d: d["messages"][3].pop("calls"), "need the tool turn's 'calls'"),
     (lambda d: d["messages"][3]["calls"][0]["frames"].__setitem__("size", [50, 112]), "multiples of 28"),
     (lambda d: d.update(label="yes"), "'label' must be true, false"),
-    (lambda d: d["frame_config"].update(speed=2), "unknown frame_config keys"),
+    (lambda d: d["frame_options"].update(speed=2), "unknown frame options"),
+    (lambda d: d["frame_options"].update(policy="nope"), "policy must be one of"),
     (lambda d: d.update(messages=d["messages"][:4]), "must end with an assistant turn"),
     (lambda d: d["messages"][3]["content"].append({"type": "video"}), "part"),
-    (lambda d: d.update(version=2), "unsupported version 2"),
+    (lambda d: d.update(version=3), "unsupported version 3"),
 ])
 def test_malformed_records_name_file_and_line(eva_records, tmp_path, mutate, match):
     good = eva_records[0].to_dict()
@@ -104,6 +108,39 @@ def test_malformed_records_name_file_and_line(eva_records, tmp_path, mutate, mat
     assert f"{path}:3" in str(e.value)
     errors: list[str] = []
     assert len(load_records(path, skip_bad=True, errors=errors)) == 1 and errors and f"{path}:3" in errors[0]
+
+
+def _as_version_1(d: dict, **frame_config) -> dict:
+    """A record as format version 1 wrote it: frame settings and label format in ``frame_config``
+    under the old names (before FrameOptions, issue #25)."""
+    v1 = json.loads(json.dumps(d))
+    fo = v1.pop("frame_options")
+    v1["frame_config"] = {"max_visual_tokens": fo["max_visual_tokens"], "maxp": fo["maxp"], "resample": fo["resample"],
+                          "frame_policy": fo["policy"], "smart_resize_by": fo["smart_resize_by"],
+                          "timestamp_fmt": v1.pop("timestamp_fmt"), **frame_config}
+    v1["version"] = 1
+    return v1
+
+
+def test_version_1_records_still_load_and_decode(eva_records, tmp_path):
+    from eva_fast.train import ReaderCache, record_frames
+    from tests.conftest import DATA
+
+    rec = eva_records[0]
+    path = tmp_path / "v1.jsonl"
+    path.write_text(json.dumps(_as_version_1(rec.to_dict())) + "\n"
+                    + json.dumps(_as_version_1(rec.to_dict(), maxp=360, frame_policy="keyframe_snap")) + "\n")
+    same, other = load_records(path)
+    assert same.frame_options == rec.frame_options and same.timestamp_fmt == "mmss"
+    assert (other.frame_options.maxp, other.frame_options.policy) == (360, "keyframe_snap")
+    assert same.to_dict() == {**rec.to_dict(), "source": rec.source}  # written back as version 2
+    ref = record_frames(rec, ReaderCache(), DATA)
+    got = record_frames(same, ReaderCache(), DATA)
+    assert len(got) == len(ref) and all(torch.equal(a, b) for a, b in zip(got, ref))
+    bad = _as_version_1(rec.to_dict(), speed=2)
+    path.write_text(json.dumps(bad) + "\n")
+    with pytest.raises(RecordError, match="unknown frame_config keys"):
+        load_records(path)
 
 
 def test_not_json_line(tmp_path):

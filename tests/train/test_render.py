@@ -30,7 +30,7 @@ def test_collator_ids_equal_the_backends_model_inputs(tiny_backend, renderer):
     """Two tool turns, several frames: every prompt the backend fed the model is a prefix of the
     collated sample, which is the whole trace plus the template's closing newline."""
     traj, forced = _forced_episode(tiny_backend, EPISODES[0])
-    assert len(forced.prompts) == 3 and sum(len(c.frames.frame_indices) for c in traj.tool_calls) == 5
+    assert len(forced.prompts) == 3 and sum(len(c.frames.plan.frame_indices) for c in traj.tool_calls) == 5
     sample = EvaCollator(renderer).encode(record_from_trajectory(traj))
     ids = sample.input_ids.tolist()
     for prompt in forced.prompts:
@@ -102,7 +102,7 @@ def test_trace_logprobs_equal_a_forward_pass(tiny_backend):
 
 
 def test_renderer_refuses_a_template_that_is_not_prefix_stable(renderer):
-    from eva_fast.agent._render import ChatRenderer
+    from eva_fast.agent import ChatRenderer
 
     bad = ChatRenderer(renderer.tokenizer, "{% for m in messages|reverse %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
     msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"},

@@ -74,7 +74,7 @@ def test_csv_judge_sees_only_the_last_rounds_frames(eva_trajectories):
     images = [p for p in user.content if isinstance(p, ImagePart)]
     texts = [p.text for p in user.content if isinstance(p, TextPart)]
     last = traj.turns[1].tool_calls[0].frames  # the second (last) round: 2 frames of [4, 8] s at 0.3
-    assert [p.batch.frame_indices[p.index] for p in images] == last.frame_indices
+    assert [p.batch.plan.frame_indices[p.index] for p in images] == list(last.plan.frame_indices)
     assert texts[0] == "Frame 0 at [00:04]: " and texts[-1].endswith(
         "Question: What is shown? A. Earth B. Mars\nAnswer with the option's letter from the given choices directly.")
     from eva_fast.video import select_frames

@@ -32,7 +32,7 @@ def test_grpo_step_on_the_gpu(tiny_qwen_dir, tmp_path):
     samples = [RLSample(video=str(DATA / "nasa_13013.mp4"), question=q, answer="A", type="mcq")
                for q in ("Is it Earth? A. yes B. no", "Is it day? A. yes B. no")]
     args = EvaGRPOConfig(output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=4, max_steps=1,
-                         learning_rate=1e-4, temperature=1.0, beta=0.0, judge="none", max_turns=2, max_turn_tokens=64,
+                         learning_rate=1e-4, temperature=1.0, beta=0.0, judge="none", max_turns=2, max_new_tokens=64,
                          bf16=True, gradient_checkpointing=False, report_to=[], save_strategy="no", disable_tqdm=True,
                          logging_steps=1, decode_device="cuda", rollout_concurrency=1)
     trainer = EvaGRPOTrainer(str(tiny_qwen_dir), args, train_dataset=samples)

@@ -189,7 +189,7 @@ def test_vfr_last_frame_lies_after_the_declared_duration_and_is_reachable():
     assert last > r.metadata.duration_s  # 12.9129 > 12.8128
     assert r.stream_end_s == pytest.approx(last + 1 / r.metadata.average_fps)
     b = select_frames(r, 0, 1e9, 4, 0.25)  # window clamped to the real end: the last sample is the last frame
-    assert b.end_s == pytest.approx(r.stream_end_s) and b.frame_indices[-1] == len(rows) - 1
+    assert b.plan.end_s == pytest.approx(r.stream_end_s) and b.plan.frame_indices[-1] == len(rows) - 1
     assert r.get_frames_played_at([last + 0.001]).pts_s.item() == pytest.approx(last, abs=1e-9)
 
 

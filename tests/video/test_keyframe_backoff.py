@@ -47,7 +47,7 @@ def test_cockatoo_default_gop_workers_equals_one_worker_and_is_clean():
     assert par.stats.gop_workers == 2  # the request is split across GOP workers
     assert not any(par.corrupt) and not any(ser.corrupt)
     assert par.stats.decode_errors == 0 and ser.stats.decode_errors == 0
-    assert par.frame_indices == ser.frame_indices
+    assert par.plan.frame_indices == ser.plan.frame_indices
     assert torch.equal(par.frames, ser.frames)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 import eva_fast
 from eva_fast import _C
+from eva_fast.cli import frames_summary
 from eva_fast.video import DecodedFrames, VideoReader, select_frames
 from tests.conftest import DATA
 
@@ -66,7 +67,7 @@ def test_renamed_fields_and_keywords():
     with pytest.raises(TypeError):
         r.get_frames_nearest(seconds=[1.0])  # the old keyword is gone
     b = select_frames(r, 0, 5, 2, 0.5)
-    assert len(b.pts_s) == 2 and "pts_s" in b.summary() and "pts_seconds" not in b.summary()
+    assert len(b.pts_s) == 2 and "pts_s" in frames_summary(b) and "pts_seconds" not in frames_summary(b)
 
 
 def _stub_names() -> dict[str, set[str]]:

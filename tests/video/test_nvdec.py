@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from eva_fast import _C
+from eva_fast.cli import frames_summary
 from eva_fast.video import VideoReader, select_frames
 from tests.conftest import DATA, read_frames_csv
 
@@ -310,7 +311,7 @@ def test_fallback_av1_and_444(video, caplog):
         assert video == "cockatoo_av1.mp4", "4:4:4 must not take the NVDEC path"
         assert (b.frames.cpu().int() - a.frames.int()).abs().max() <= 4
     batch = select_frames(gpu, 0, 3, 4, 0.3, device="cuda")
-    assert batch.summary()["backend"] == gpu.backend and batch.frames.is_cuda
+    assert frames_summary(batch)["backend"] == gpu.backend and batch.frames.is_cuda
 
 
 @pytest.mark.cuda
@@ -319,7 +320,7 @@ def test_select_frames_cuda_matches_cpu():
     a = select_frames(path, 1.0, 9.0, 6, 0.5)
     b = select_frames(path, 1.0, 9.0, 6, 0.5, device="cuda")
     assert b.frames.is_cuda and b.frames.shape == a.frames.shape and b.stats.backend == "nvdec"
-    assert b.frame_indices == a.frame_indices and b.pts_s == a.pts_s
+    assert b.plan.frame_indices == a.plan.frame_indices and b.pts_s == a.pts_s
     assert torch.equal(b.frames.cpu(), a.frames)
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from eva_fast.cli import frames_summary
 from eva_fast.video import (
     FrameBatch,
     FramePlan,
@@ -52,7 +53,7 @@ def test_plan_json_round_trip_decodes_to_the_same_frames(video, args, kwargs):
     assert torch.equal(redone.frames, batch.frames)
     assert redone.pts_s == batch.pts_s and redone.plan is again
     assert batch.frames.shape == (plan.nframes, *plan.size, 3)
-    assert plan.num_visual_tokens == plan.nframes * plan.tokens_per_frame == batch.num_visual_tokens
+    assert plan.num_visual_tokens == plan.nframes * plan.tokens_per_frame == batch.plan.num_visual_tokens
 
 
 def test_plan_fields_and_estimates():
@@ -76,10 +77,10 @@ def test_frame_batch_holds_no_copy_of_the_plan():
     b = select_frames(DATA / "nasa_13013.mp4", 0, 5, 3, 0.5)
     for name in ("frame_indices", "timestamps_s", "size", "nframes", "resize", "budget_steps", "request",
                  "estimated_visual_tokens", "final_estimated_visual_tokens", "tokens_per_frame", "target_pts_s"):
-        assert getattr(b, name) == getattr(b.plan, name)
-    with pytest.raises(AttributeError):
-        b.nframes = 4  # read-only views
-    assert b.summary()["plan"] == b.plan.to_dict()
+        assert not hasattr(b, name)  # one shape: the plan's fields are read on the plan only (issue #25)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        b.plan = None
+    assert frames_summary(b)["plan"] == b.plan.to_dict()
 
 
 def _dict(video="nasa_13013.mp4", **change):
@@ -128,8 +129,8 @@ def test_28px_frames_follow_the_reference_processor_path():
     levels of it, shared/design/qwen25vl-layout.md §2.3)."""
     r = VideoReader(DATA / "bigbuckbunny.mp4")
     b = select_frames(r, 0, 5, 4, 0.05)
-    assert b.plan.aligned_size == (28, 56) and b.size == (56, 84) and b.tokens_per_frame == 6
-    full = r.get_frames_nearest(list(b.target_pts_s)).frames.numpy()
+    assert b.plan.aligned_size == (28, 56) and b.plan.size == (56, 84) and b.plan.tokens_per_frame == 6
+    full = r.get_frames_nearest(list(b.plan.target_pts_s)).frames.numpy()
     ref = np.stack([
         np.asarray(Image.fromarray(cv2.resize(f, (56, 28), interpolation=cv2.INTER_CUBIC)).resize((84, 56), Image.BICUBIC))
         for f in full
@@ -137,7 +138,7 @@ def test_28px_frames_follow_the_reference_processor_path():
     diff = np.abs(b.frames.numpy().astype(int) - ref)
     assert diff.max() <= 3 and diff.mean() < 0.2, (diff.max(), diff.mean())
     direct = select_frames(r, 0, 5, 4, 0.05, smart_resize_by="decoder")
-    assert direct.size == b.size and direct.plan.aligned_size == (28, 56)
+    assert direct.plan.size == b.plan.size and direct.plan.aligned_size == (28, 56)
     assert np.abs(direct.frames.numpy().astype(int) - ref).mean() > 5  # visibly not what the checkpoint saw
 
 

@@ -58,11 +58,11 @@ def test_frame_index_rounding_and_clamp():
 
 
 def test_output_size_is_28_aligned_and_smart_resized():
-    assert output_size(1920, 1080, 0.5) == (532, 952)  # round(540/28)=19 -> 532; round(960/28)=34 -> 952
-    assert output_size(1280, 720, 1.0) == (728, 1288)
+    assert output_size(0.5, height=1080, width=1920) == (532, 952)  # round(540/28)=19 -> 532; round(960/28)=34 -> 952
+    assert output_size(1.0, height=720, width=1280) == (728, 1288)
     # 28x56 (round(36/28)=1, round(64/28)=2) is under min_pixels 3136: beta = sqrt(2), ceil -> 56x84
-    assert output_size(640, 360, 0.1) == (56, 84)
-    h, w = output_size(7680, 4320, 4.0)  # huge: smart_resize caps the pixels
+    assert output_size(0.1, height=360, width=640) == (56, 84)
+    h, w = output_size(4.0, height=4320, width=7680)  # huge: smart_resize caps the pixels
     assert h * w <= 12_845_056 and h % 28 == 0 and w % 28 == 0
 
 
@@ -82,18 +82,18 @@ def test_smart_resize_spec_examples():
 
 def test_token_estimate_formula():
     # 256 frames at 0.1x of 1280x720: round(72/28)=3 (2.57), round(128/28)=5 (4.57)
-    assert estimate_visual_tokens(256, 1280, 720, 0.1) == 256 * 3 * 5
+    assert estimate_visual_tokens(256, 0.1, height=720, width=1280) == 256 * 3 * 5
 
 
 def test_budget_under_limit_is_untouched():
-    b = apply_token_budget(16, 0.5, 1280, 720, 12000, 720)
+    b = apply_token_budget(16, 0.5, height=720, width=1280, max_visual_tokens=12000, maxp=720)
     assert (b.nframes, b.resize, b.steps) == (16, 0.5, ())
 
 
 def test_budget_maxp_step_only():
     # 4K video, 4 frames at 1.0: estimate 4*round(2160/28)*round(3840/28) = 4*77*137 = 42196 > 12000
     # r -> min(1, 720/2160) = 1/3: 4*round(25.71)*round(45.71) = 4*26*46 = 4784 <= 12000
-    b = apply_token_budget(4, 1.0, 3840, 2160, 12000, 720)
+    b = apply_token_budget(4, 1.0, height=2160, width=3840, max_visual_tokens=12000, maxp=720)
     assert b.estimated_tokens == 42196
     assert b.steps == ("maxp",)
     assert b.resize == pytest.approx(1 / 3)
@@ -104,7 +104,7 @@ def test_budget_maxp_step_only():
 def test_budget_cube_root_step():
     # 1080p, 256 frames at 1.0: r -> 720/1080 = 2/3: 256*round(25.71)*round(45.71) = 256*26*46 = 306176
     # k = (12000/306176)^(1/3); nframes = int(256 k); r = 2/3 k
-    b = apply_token_budget(256, 1.0, 1920, 1080, 12000, 720)
+    b = apply_token_budget(256, 1.0, height=1080, width=1920, max_visual_tokens=12000, maxp=720)
     k = (12000 / 306176) ** (1 / 3)
     assert b.steps == ("maxp", "cube_root")
     assert b.nframes == int(256 * k) == 86
@@ -112,7 +112,7 @@ def test_budget_cube_root_step():
 
 
 def test_budget_none_disables():
-    b = apply_token_budget(1024, 8.0, 3840, 2160, None)
+    b = apply_token_budget(1024, 8.0, height=2160, width=3840, max_visual_tokens=None)
     assert b.steps == () and b.nframes == 1024
 
 

@@ -41,20 +41,20 @@ def test_frame_choice_matches_policy(video, stream, request_):
     fps = reader.metadata.average_fps
     ts, idx = _expected_indices(rows, fps, request_)
     b = select_frames(reader, *request_)
-    assert list(b.frame_indices) == idx
-    np.testing.assert_allclose(b.timestamps_s, ts, atol=1e-9)
+    assert list(b.plan.frame_indices) == idx
+    np.testing.assert_allclose(b.plan.timestamps_s, ts, atol=1e-9)
     # the decoded frames really are those frames (pts from ffprobe, relative to the first frame)
     np.testing.assert_allclose(b.pts_s, [rows[i]["pts_time"] - rows[0]["pts_time"] for i in idx], atol=1e-6)
-    assert b.frames.shape == (b.nframes, *b.size, 3) and b.frames.dtype == torch.uint8
-    assert b.size[0] % 28 == 0 and b.size[1] % 28 == 0
-    assert b.tokens_per_frame == (b.size[0] // 28) * (b.size[1] // 28)
+    assert b.frames.shape == (b.plan.nframes, *b.plan.size, 3) and b.frames.dtype == torch.uint8
+    assert b.plan.size[0] % 28 == 0 and b.plan.size[1] % 28 == 0
+    assert b.plan.tokens_per_frame == (b.plan.size[0] // 28) * (b.plan.size[1] // 28)
 
 
 def test_vfr_uses_nearest_pts():
     rows = read_frames_csv("nasa_13013_vfr.mp4")
     pts = [r["pts_time"] - rows[0]["pts_time"] for r in rows]
     b = select_frames(DATA / "nasa_13013_vfr.mp4", 0, 1e9, 16, 0.5)
-    for t, i, p in zip(b.timestamps_s, b.frame_indices, b.pts_s):
+    for t, i, p in zip(b.plan.timestamps_s, b.plan.frame_indices, b.pts_s):
         j = bisect.bisect_left(pts, t)
         cands = [k for k in (j - 1, j) if 0 <= k < len(pts)]
         best = min(cands, key=lambda k: (abs(pts[k] - t), k))
@@ -62,7 +62,7 @@ def test_vfr_uses_nearest_pts():
     # the stream end used for clamping is the last frame's pts + 1/fps (the reference's), not the
     # container duration, which this file's last pts (12.9129 s) lies after (12.8128 s)
     r = VideoReader(DATA / "nasa_13013_vfr.mp4")
-    assert b.end_s == pytest.approx(pts[-1] + 1 / r.metadata.average_fps) == pytest.approx(r.stream_end_s)
+    assert b.plan.end_s == pytest.approx(pts[-1] + 1 / r.metadata.average_fps) == pytest.approx(r.stream_end_s)
 
 
 @pytest.mark.parametrize("index, size", [(0, (140, 252)), (10, (392, 672)), (389, (84, 168)), (10, (280, 476))])
@@ -79,20 +79,20 @@ def test_cubic_within_one_level_of_opencv(index, size):
 def test_select_frames_cubic_matches_opencv_on_the_policy_size():
     b = select_frames(DATA / "nasa_13013.mp4", 0.0, 0.4, 2, 0.5)
     # linspace(0, 0.399, 2) at 29.97 fps: round(0) = 0, round(0.399 * 29.97 = 11.96) = 12
-    assert b.frame_indices == (0, 12)
+    assert b.plan.frame_indices == (0, 12)
     ref = torch.load(REFS / "torchcodec" / "nasa_13013.mp4.stream3.frame000000.pt", weights_only=True).numpy()
-    expected = cv2.resize(ref, (b.size[1], b.size[0]), interpolation=cv2.INTER_CUBIC)
+    expected = cv2.resize(ref, (b.plan.size[1], b.plan.size[0]), interpolation=cv2.INTER_CUBIC)
     assert np.abs(b.frames[0].numpy().astype(int) - expected.astype(int)).max() <= 1
 
 
 def test_token_budget_fallback_applies():
     # 1280x720, 256 frames at 1.0 is far over 12 000 tokens
     b = select_frames(DATA / "bigbuckbunny.mp4", 0, 5, 256, 1.0)
-    assert b.budget_steps == ("maxp", "cube_root")
-    assert b.nframes < 256 and b.frames.shape[0] == b.nframes
-    assert b.estimated_visual_tokens == 256 * round(720 / 28) * round(1280 / 28)
+    assert b.plan.budget_steps == ("maxp", "cube_root")
+    assert b.plan.nframes < 256 and b.frames.shape[0] == b.plan.nframes
+    assert b.plan.estimated_visual_tokens == 256 * round(720 / 28) * round(1280 / 28)
     b2 = select_frames(DATA / "bigbuckbunny.mp4", 0, 5, 256, 1.0, max_visual_tokens=None)
-    assert b2.nframes == 256 and b2.budget_steps == ()
+    assert b2.plan.nframes == 256 and b2.plan.budget_steps == ()
 
 
 def test_antialias_filter_selectable_and_close_to_pil():
@@ -111,7 +111,7 @@ def test_same_reader_reused_across_a_trajectory():
     survey = select_frames(reader, 0, 1e9, 16, 0.25)
     zoom = select_frames(reader, 8.0, 10.0, 8, 1.0)
     detail = select_frames(reader, 9.0, 9.5, 1, 1.0)
-    assert survey.video is reader.metadata and zoom.nframes == 8 and detail.nframes == 1
+    assert survey.video is reader.metadata and zoom.plan.nframes == 8 and detail.plan.nframes == 1
     assert reader.total_stats.decoded_frames == (
         survey.stats.decoded_frames + zoom.stats.decoded_frames + detail.stats.decoded_frames
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from eva_fast.cli import frames_summary
 from eva_fast.video import VideoReader, select_frames
 from eva_fast.video import SNAP_MIN_GOP_RATIO
 
@@ -27,9 +28,9 @@ def reader():
 
 def test_parity_is_default_and_has_zero_snap_error(reader):
     b = select_frames(reader, 0, 1e9, 8, 0.25)  # nasa_13013.mp4
-    assert b.policy == "parity"
-    assert b.snap_error_s == (0.0,) * b.nframes
-    assert b.summary()["snap_error_s"] == [0.0] * b.nframes
+    assert b.plan.policy == "parity"
+    assert b.plan.snap_error_s == (0.0,) * b.plan.nframes
+    assert frames_summary(b)["snap_error_s"] == [0.0] * b.plan.nframes
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +53,18 @@ def test_snap_decodes_only_keyframes_when_all_snap(short_gop_video):
     pts, key = r.frame_table()
     b = select_frames(r, 0, 20, 5, 1.0, policy="keyframe_snap")
     p = select_frames(r, 0, 20, 5, 1.0)
-    spacing = b.timestamps_s[1] - b.timestamps_s[0]
+    spacing = b.plan.timestamps_s[1] - b.plan.timestamps_s[0]
     assert spacing >= SNAP_MIN_GOP_RATIO * 1.0  # GOP is 1 s
     tol = min(0.25 * spacing, 2.0)
-    assert all(key[i] for i in b.frame_indices), "every returned frame must be a keyframe"
-    assert b.stats.decoded_frames == b.nframes == 5
+    assert all(key[i] for i in b.plan.frame_indices), "every returned frame must be a keyframe"
+    assert b.stats.decoded_frames == b.plan.nframes == 5
     assert p.stats.decoded_frames > 5
-    for t, i, e, ip in zip(b.timestamps_s, b.frame_indices, b.snap_error_s, p.frame_indices):
+    for t, i, e, ip in zip(b.plan.timestamps_s, b.plan.frame_indices, b.plan.snap_error_s, p.plan.frame_indices):
         assert abs(pts[i] - t) <= tol + 1e-9
         assert e == pytest.approx(pts[i] - pts[ip], abs=1e-6)
-    assert b.summary()["snap_error_s"] == list(b.snap_error_s)
+    assert frames_summary(b)["snap_error_s"] == list(b.plan.snap_error_s)
     # frames are the real keyframes: same pixels as a parity request for those frames
-    exact = r.get_frames_nearest([float(pts[i]) for i in b.frame_indices], size=b.size)
+    exact = r.get_frames_nearest([float(pts[i]) for i in b.plan.frame_indices], size=b.plan.size)
     assert (exact.frames == b.frames).all()
 
 
@@ -74,8 +75,8 @@ def test_snap_survey_moves_both_samples_to_keyframes(short_gop_video):
     r = VideoReader(short_gop_video)
     b = select_frames(r, 0.3, 20, 2, 1.0, policy="keyframe_snap")
     p = select_frames(r, 0.3, 20, 2, 1.0)
-    assert p.frame_indices == (3, 199) and b.frame_indices == (0, 190)
-    assert b.snap_error_s == pytest.approx((-0.3, -0.9), abs=1e-9)
+    assert p.plan.frame_indices == (3, 199) and b.plan.frame_indices == (0, 190)
+    assert b.plan.snap_error_s == pytest.approx((-0.3, -0.9), abs=1e-9)
     assert b.stats.decoded_frames == 2 and p.stats.decoded_frames > 10
 
 
@@ -85,9 +86,9 @@ def test_snap_only_samples_within_the_tolerance(short_gop_video):
     r = VideoReader(short_gop_video)
     b = select_frames(r, 0.3, 20, 5, 1.0, policy="keyframe_snap", snap_tolerance_s=0.2)
     p = select_frames(r, 0.3, 20, 5, 1.0)
-    assert p.frame_indices == (3, 52, 101, 151, 199)
-    assert b.frame_indices == (3, 52, 100, 150, 199)
-    assert b.snap_error_s == pytest.approx((0.0, 0.0, -0.1, -0.1, 0.0), abs=1e-9)
+    assert p.plan.frame_indices == (3, 52, 101, 151, 199)
+    assert b.plan.frame_indices == (3, 52, 100, 150, 199)
+    assert b.plan.snap_error_s == pytest.approx((0.0, 0.0, -0.1, -0.1, 0.0), abs=1e-9)
     assert torch.equal(b.frames[[0, 1, 4]], p.frames[[0, 1, 4]])
 
 
@@ -97,8 +98,8 @@ def test_no_snap_when_spacing_is_small(short_gop_video):
     r = VideoReader(short_gop_video)
     b = select_frames(r, 0.3, 20, 16, 1.0, policy="keyframe_snap")
     p = select_frames(r, 0.3, 20, 16, 1.0)
-    assert b.frame_indices == p.frame_indices and b.snap_error_s == (0.0,) * 16
-    assert any(i % 10 for i in b.frame_indices) and b.policy == "keyframe_snap"
+    assert b.plan.frame_indices == p.plan.frame_indices and b.plan.snap_error_s == (0.0,) * 16
+    assert any(i % 10 for i in b.plan.frame_indices) and b.plan.policy == "keyframe_snap"
 
 
 def test_tiny_tolerance_keeps_parity_where_the_default_snaps(short_gop_video):
@@ -106,8 +107,8 @@ def test_tiny_tolerance_keeps_parity_where_the_default_snaps(short_gop_video):
     p = select_frames(r, 0.4, 20, 3, 1.0)
     default = select_frames(r, 0.4, 20, 3, 1.0, policy="keyframe_snap")
     tiny = select_frames(r, 0.4, 20, 3, 1.0, policy="keyframe_snap", snap_tolerance_s=1e-9)
-    assert default.frame_indices != p.frame_indices and all(i % 10 == 0 for i in default.frame_indices)
-    assert tiny.frame_indices == p.frame_indices and tiny.snap_error_s == (0.0, 0.0, 0.0)
+    assert default.plan.frame_indices != p.plan.frame_indices and all(i % 10 == 0 for i in default.plan.frame_indices)
+    assert tiny.plan.frame_indices == p.plan.frame_indices and tiny.plan.snap_error_s == (0.0, 0.0, 0.0)
 
 
 @pytest.mark.parametrize("kw", [{"snap_tolerance_s": 0}, {"snap_tolerance_s": float("nan")},

@@ -8,13 +8,21 @@ import dataclasses
 import json
 import sys
 
+import torch
+
+from eva_fast.agent._backend import get_backend
+from eva_fast.agent._config import AgentConfig
+from eva_fast.agent._loop import AgentLoop
+from eva_fast.agent._protocol import STOP_EXCEPTION
+from eva_fast.agent._viz import plot_timeline
+from eva_fast.video import add_frame_option_flags, frame_options_from_flags
+
 # CLI entry point: printing is its job.
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register the ``ask`` subcommand on ``eva-fast``'s subparsers (agent defaults from :class:`AgentConfig`)."""
-    from eva_fast.agent._config import AgentConfig
-
+    """Register the ``ask`` subcommand on ``eva-fast``'s subparsers (agent defaults from
+    :class:`AgentConfig`, frame flags from :class:`~eva_fast.video.FrameOptions`)."""
     d = {f.name: f.default for f in dataclasses.fields(AgentConfig)}
     pa = sub.add_parser("ask", help="ask the EVA agent a question about a video",
                         description="Run EVA's agent loop (plan, fetch frames, answer) on one video.")
@@ -35,9 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     help=f"tokens per turn (default {d['max_new_tokens']})")
     pa.add_argument("--temperature", type=float, default=d["temperature"],
                     help=f"0 = greedy (default {d['temperature']})")
-    pa.add_argument("--max-visual-tokens", type=int, default=d["max_visual_tokens"],
-                    help=f"per-call budget (default {d['max_visual_tokens']}); <= 0 disables")
-    pa.add_argument("--maxp", type=int, default=d["maxp"], help=f"resolution cap of the budget fallback (default {d['maxp']})")
+    pa.add_argument("--decode-device", default=d["decode_device"],
+                    help=f"where frames are decoded: cpu, cuda or cuda:N (default {d['decode_device']})")
     pa.add_argument("--system", default=None, help="system turn (default: the one EVA was trained with)")
     pa.add_argument("--first-turn", default=None,
                     help="use this text as the model's first reply (testing/debugging: e.g. a <tool_call> to "
@@ -45,6 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     pa.add_argument("--json", dest="json_path", default=None, help="write the trajectory here (JSON)")
     pa.add_argument("--viz", default=None, help="draw the timeline of what the agent watched (PNG)")
     pa.add_argument("--quiet", action="store_true", help="print only the answer")
+    add_frame_option_flags(pa)
     return pa
 
 
@@ -63,12 +71,12 @@ def _print_event(event: str, traj, turn) -> None:
                 detail = f" ({c.error_detail})" if c.error_detail else ""
                 print(f"   ✗ frame_select {args}: {c.error}{detail}")
                 continue
-            fr = c.frames
-            budget = f", budget {'+'.join(fr.budget_steps)}" if fr.budget_steps else ""
+            fr, plan = c.frames, c.frames.plan
+            budget = f", budget {'+'.join(plan.budget_steps)}" if plan.budget_steps else ""
             pts = ", ".join(f"{p:.1f}" for p in fr.pts_s[:12]) + (" ..." if fr.nframes > 12 else "")
-            print(f"   ▶ frame_select {args} -> {fr.nframes} frames {fr.size[0]}x{fr.size[1]} "
-                  f"(resize {fr.resize:.3f}{budget}), window [{fr.window_s[0]:.1f}, {fr.window_s[1]:.1f}] s, "
-                  f"{fr.num_visual_tokens} tokens, {c.decode_ms:.0f} ms")
+            print(f"   ▶ frame_select {args} -> {plan.nframes} frames {plan.size[0]}x{plan.size[1]} "
+                  f"(resize {plan.resize:.3f}{budget}), window [{plan.start_s:.1f}, {plan.end_s:.1f}] s, "
+                  f"{plan.num_visual_tokens} tokens, {c.decode_ms:.0f} ms")
             print(f"     at {pts} s")
         sys.stdout.flush()
 
@@ -76,21 +84,16 @@ def _print_event(event: str, traj, turn) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``eva-fast ask``; returns the exit code (0 when the run ended with an answer or a normal
     stop, 1 on an exception stop)."""
-    from eva_fast.agent import AgentConfig, AgentLoop, get_backend
-    from eva_fast.agent._protocol import STOP_EXCEPTION
-
     cfg = AgentConfig(
         max_turns=args.max_turns,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
-        max_visual_tokens=None if args.max_visual_tokens is None or args.max_visual_tokens <= 0 else args.max_visual_tokens,
-        maxp=args.maxp,
+        frame_options=frame_options_from_flags(args),
+        decode_device=args.decode_device,
     )
     if args.backend == "transformers":
         if not args.model:
             raise ValueError("--model PATH (a Qwen2.5-VL checkpoint folder) is required for the transformers backend")
-        import torch
-
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         backend = get_backend("transformers", model_path=args.model, device=device, dtype=args.dtype)
     elif args.backend == "openai":
@@ -117,8 +120,6 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"   trajectory -> {args.json_path}")
     if args.viz:
-        from eva_fast.agent._viz import plot_timeline
-
         plot_timeline(traj, args.viz)
         if not args.quiet:
             print(f"   timeline   -> {args.viz}")

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from eva_fast import _asyncio
 from eva_fast._logging import get_logger
 from eva_fast.agent._backend import BackendBadRequest, ModelBackend, Session
 from eva_fast.agent._config import AgentConfig
@@ -39,7 +40,7 @@ from eva_fast.agent._protocol import (
     tool_turn_layout,
 )
 from eva_fast.agent._types import FramesReturned, ImagePart, Message, TextPart, ToolCall, Trajectory, Turn
-from eva_fast.video import FrameBatch, FramePlan, VideoReader, clamp_window, plan_frames, select_frames
+from eva_fast.video import FrameBatch, FrameOptions, FramePlan, VideoReader, clamp_window, plan_frames, select_frames
 
 logger = get_logger("agent")
 
@@ -70,7 +71,9 @@ class AgentLoop:
         backend: the model (see :func:`eva_fast.agent.get_backend`).
         config: settings (default :class:`AgentConfig()`, the published evaluation's).
         frame_tool: what serves ``frame_select``: a callable with :func:`eva_fast.video.select_frames`'s
-            signature returning a ``FrameBatch`` (default ``select_frames``; GRPO rollouts pass one
+            signature returning a ``FrameBatch``, called as ``frame_tool(reader, start, end, nframes,
+            resize, options=config.frame_options, device=config.decode_device, budget=...,
+            max_nframes=None, max_resize=None)`` (default ``select_frames``; GRPO rollouts pass one
             that shares decoded frames among the episodes of a question).
 
     Example::
@@ -94,9 +97,7 @@ class AgentLoop:
     def run_sync(self, video_path: str | os.PathLike, question: str, system: str | None = None,
                  *, on_event: EventCallback | None = None) -> Trajectory:
         """:meth:`run` from synchronous code (runs its own event loop; in a thread if one is running)."""
-        from eva_fast._asyncio import run_sync
-
-        return run_sync(self.run(video_path, question, system, on_event=on_event))
+        return _asyncio.run_sync(self.run(video_path, question, system, on_event=on_event))
 
     async def run(self, video_path: str | os.PathLike, question: str, system: str | None = None,
                   *, on_event: EventCallback | None = None, reader: VideoReader | None = None) -> Trajectory:
@@ -130,7 +131,7 @@ class AgentLoop:
             system=cfg.system_prompt if system is None else system,
             backend=self.backend.name,
             model=self.backend.model_name,
-            config=self.conversation_config(),
+            config=cfg.conversation_config(),
         )
         state = AgentState.PENDING
         owned: VideoReader | None = None
@@ -147,12 +148,13 @@ class AgentLoop:
             while state is not AgentState.TERMINATED:
                 if state is AgentState.PENDING:
                     if reader is None:
-                        reader = owned = await asyncio.to_thread(VideoReader, traj.video_path, device=cfg.device)
+                        reader = owned = await asyncio.to_thread(VideoReader, traj.video_path, device=cfg.decode_device)
                     meta = reader.metadata
                     traj.duration_s, traj.width, traj.height = meta.duration_s, meta.width, meta.height
                     messages = [
                         Message("system", traj.system),
-                        Message("user", first_user_text(meta.duration_s, meta.width, meta.height, question)),
+                        Message("user", first_user_text(question, duration_s=meta.duration_s, height=meta.height,
+                                                        width=meta.width)),
                     ]
                     session = self.backend.session()
                     state = AgentState.GENERATING
@@ -237,33 +239,12 @@ class AgentLoop:
             on_event("stopped", traj, traj.turns[-1] if traj.turns else None)
         return traj
 
-    def conversation_config(self) -> dict[str, Any]:
-        """The settings recorded in every :class:`Trajectory` (``Trajectory.config``): what shapes the
-        conversation text and the frames, so a stored trajectory can be rendered and its frames
-        decoded again exactly (training)."""
-        cfg = self.config
-        return {
-            "timestamp_fmt": cfg.timestamp_fmt,
-            "max_visual_tokens": cfg.max_visual_tokens,
-            "maxp": cfg.maxp,
-            "resample": cfg.resample,
-            "frame_policy": cfg.frame_policy,
-            "smart_resize_by": cfg.smart_resize_by,
-            "max_turns": cfg.max_turns,
-            "max_new_tokens": cfg.max_new_tokens,
-            "temperature": cfg.temperature,
-            "tool_call_blocks": cfg.tool_call_blocks,
-            "smart_resize_by": cfg.smart_resize_by,
-        }
-
     def _frames(self, reader: VideoReader, ref: ReferenceToolCall) -> FrameBatch:
         """The frames of a call the reference's tool serves, from ``self.frame_tool`` (see
         :func:`tool_call_request`)."""
         cfg = self.config
-        args, kwargs = tool_call_request(reader, ref, max_visual_tokens=cfg.max_visual_tokens, maxp=cfg.maxp,
-                                         resample=cfg.resample, policy=cfg.frame_policy,
-                                         smart_resize_by=cfg.smart_resize_by)
-        return self.frame_tool(*args, device=cfg.device, **kwargs)
+        args, kwargs = tool_call_request(reader, ref)
+        return self.frame_tool(*args, options=cfg.frame_options, device=cfg.decode_device, **kwargs)
 
     async def _run_tools(self, reader: VideoReader, calls: list[ParsedCall], turn: Turn, question: str
                          ) -> tuple[list[TextPart | ImagePart], list[str]]:
@@ -285,7 +266,7 @@ class AgentLoop:
             # (that ends the episode with stop reason "exception", as there), its tool process may
             # refuse them (a call error); the estimate counts either way.
             meta = reader.metadata
-            ref = reference_tool_call(args, meta.width, meta.height, cfg.max_visual_tokens, cfg.maxp)
+            ref = reference_tool_call(args, cfg.frame_options, height=meta.height, width=meta.width)
             call.estimated_visual_tokens = ref.estimated_visual_tokens
             try:
                 if ref.refusal is not None:
@@ -303,51 +284,37 @@ class AgentLoop:
             decode_ms += call.decode_ms
             # the reference labels with its own expression on the raw arguments; where that raises
             # (a string time, an infinite one) its episode ends with "exception": so does this one
-            labels = label_seconds(args["start_time"], args["end_time"], batch.nframes)
-            call.frames = FramesReturned(
-                window_s=(batch.start_s, batch.end_s),
-                timestamps_s=list(batch.timestamps_s),
-                pts_s=list(batch.pts_s),
-                frame_indices=list(batch.frame_indices),
-                label_s=labels,
-                size=tuple(batch.size),
-                nframes=batch.nframes,
-                resize=batch.resize,
-                tokens_per_frame=batch.tokens_per_frame,
-                budget_steps=list(batch.budget_steps),
-                estimated_visual_tokens_requested=batch.estimated_visual_tokens,
-                first_frame=frame_no,
-                plan=batch.plan.to_dict(),
-            )
-            turn.visual_tokens += batch.num_visual_tokens
+            plan = batch.plan
+            labels = label_seconds(args["start_time"], args["end_time"], plan.nframes)
+            call.frames = FramesReturned(plan=plan, pts_s=list(batch.pts_s), label_s=labels, first_frame=frame_no)
+            turn.visual_tokens += plan.num_visual_tokens
             ok.append((batch, labels))
-            frame_no += batch.nframes
+            frame_no += plan.nframes
         turn.timings_ms["decode"] = decode_ms
-        layout = tool_turn_layout([(b.nframes, labels) for b, labels in ok], question, cfg.timestamp_fmt)
+        layout = tool_turn_layout([(b.plan.nframes, labels) for b, labels in ok], question, cfg.timestamp_fmt)
         parts = [TextPart(p) if isinstance(p, str) else ImagePart(ok[p[0]][0], p[1]) for p in layout]
         return parts, errors
 
 
-def tool_call_request(reader: VideoReader, ref: ReferenceToolCall, **settings: Any) -> tuple[tuple, dict[str, Any]]:
-    """``(args, kwargs)`` for :func:`eva_fast.video.plan_frames` / ``select_frames`` that serve a
-    call the reference's tool serves: its window (infinite ends clamped as its tool clamps them,
-    an empty end = the stream end), the budget outcome already computed on the raw arguments
-    (``budget=``), no frame or resize cap (the budget bounds tokens, ``reader.max_output_bytes``
-    the decoded bytes). ``settings``: ``max_visual_tokens``, ``maxp``, ``resample``, ``policy``,
-    ``smart_resize_by``."""
+def tool_call_request(reader: VideoReader, ref: ReferenceToolCall) -> tuple[tuple, dict[str, Any]]:
+    """``(args, kwargs)`` for :func:`eva_fast.video.plan_frames` / ``select_frames`` (add
+    ``options=``) that serve a call the reference's tool serves: its window (infinite ends clamped
+    as its tool clamps them, an empty end = the stream end), the budget outcome already computed on
+    the raw arguments (``budget=``), no frame or resize cap (the budget bounds tokens,
+    ``reader.max_output_bytes`` the decoded bytes)."""
     start, end = ref.start_time, ref.end_time
     if end is None or not (math.isfinite(start) and math.isfinite(end)):
         start, end = clamp_window(start, reader.stream_end_s if end is None else end, reader.stream_end_s)
     args = (reader, start, end, ref.request_nframes, ref.request_resize)
-    return args, {**settings, "budget": ref.budget, "max_nframes": None, "max_resize": None}
+    return args, {"budget": ref.budget, "max_nframes": None, "max_resize": None}
 
 
-def plan_tool_call(reader: VideoReader, arguments: dict[str, Any], *, max_visual_tokens: int | None, maxp: int,
-                   resample: str, policy: str, smart_resize_by: str) -> FramePlan:
+def plan_tool_call(reader: VideoReader, arguments: dict[str, Any], options: FrameOptions) -> FramePlan:
     """The :class:`~eva_fast.video.FramePlan` the agent decodes for a call with these raw arguments
-    (the four tool keys; ``resize`` missing or None = 1.0): :func:`reference_tool_call`, then
-    :func:`tool_call_request` into :func:`~eva_fast.video.plan_frames`. For re-planning recorded
-    calls (training) exactly as the loop planned them.
+    (the four tool keys; ``resize`` missing or None = 1.0) under ``options``:
+    :func:`reference_tool_call`, then :func:`tool_call_request` into
+    :func:`~eva_fast.video.plan_frames`. What training uses to plan recorded calls again exactly as
+    the loop planned them.
 
     Raises:
         ValueError: the reference's tool would refuse the call (``call_frame_select_failed``), or
@@ -356,9 +323,8 @@ def plan_tool_call(reader: VideoReader, arguments: dict[str, Any], *, max_visual
     """
     meta = reader.metadata
     args = {**arguments, "resize": 1.0 if arguments.get("resize") is None else arguments["resize"]}
-    ref = reference_tool_call(args, meta.width, meta.height, max_visual_tokens, maxp)
+    ref = reference_tool_call(args, options, height=meta.height, width=meta.width)
     if ref.refusal is not None:
         raise ValueError(ref.refusal)
-    pargs, kwargs = tool_call_request(reader, ref, max_visual_tokens=max_visual_tokens, maxp=maxp, resample=resample,
-                                      policy=policy, smart_resize_by=smart_resize_by)
-    return plan_frames(*pargs, **kwargs)
+    pargs, kwargs = tool_call_request(reader, ref)
+    return plan_frames(*pargs, options=options, **kwargs)

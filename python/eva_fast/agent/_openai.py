@@ -42,7 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image
 
+from eva_fast._checks import positive_int
 from eva_fast._logging import get_logger
 from eva_fast.agent._backend import BackendBadRequest, ModelBackend, Session, register_backend
 from eva_fast.agent._types import Generation, ImagePart, Message, TextPart
@@ -126,8 +129,6 @@ def encode_frame(frame: ImagePart | Any, image_format: str = "png", jpeg_quality
     Raises:
         ValueError: unknown format, a frame that is not uint8 ``[H, W, 3]``.
     """
-    from PIL import Image
-
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     if image_format in ("png", "file"):
@@ -172,13 +173,12 @@ class _OpenAISession(Session):
     @staticmethod
     def _key(part: ImagePart) -> tuple[int, int, int]:
         h, w = part.size
-        return int(part.batch.frame_indices[part.index]), int(h), int(w)
+        return int(part.batch.plan.frame_indices[part.index]), int(h), int(w)
 
     @staticmethod
     def _same_frame(a: ImagePart, b: ImagePart) -> bool:
         if a.batch is b.batch and a.index == b.index:
             return True
-        import torch
 
         x, y = torch.as_tensor(a.batch.frames[a.index]), torch.as_tensor(b.batch.frames[b.index])
         return x.device == y.device and x.shape == y.shape and bool(torch.equal(x, y))
@@ -247,8 +247,8 @@ class _OpenAISession(Session):
         return out
 
     async def generate(self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float) -> Generation:
-        import openai
-        from openai.types.chat import ChatCompletion
+        import openai  # optional (the agent extra); checked with its install hint in __init__
+        from openai.types.chat import ChatCompletion  # likewise
 
         b = self._b
         messages = list(messages)
@@ -341,7 +341,7 @@ class OpenAIBackend(ModelBackend):
         extra_body: dict[str, Any] | None = None,
         keep_files: bool = False,
     ) -> None:
-        try:
+        try:  # the OpenAI client is optional (the agent extra)
             import openai
         except ImportError as e:
             raise ImportError("the openai backend needs the OpenAI client: pip install 'openai>=1.40'") from e
@@ -356,12 +356,10 @@ class OpenAIBackend(ModelBackend):
             raise ValueError(f"png_compress_level must be an int in [0, 9], got {png_compress_level!r}")
         if encode_workers is None:
             encode_workers = usable_cores()
-        if not (isinstance(encode_workers, int) and encode_workers >= 1):
-            raise ValueError(f"encode_workers must be a positive int or None, got {encode_workers!r}")
+        positive_int("encode_workers", encode_workers, allow_none=True)
         if not (isinstance(jpeg_quality, int) and 1 <= jpeg_quality <= 100):
             raise ValueError(f"jpeg_quality must be an int in [1, 100], got {jpeg_quality!r}")
-        if not (isinstance(max_concurrency, int) and max_concurrency >= 1):
-            raise ValueError(f"max_concurrency must be a positive int, got {max_concurrency!r}")
+        positive_int("max_concurrency", max_concurrency)
         if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
         if not (isinstance(max_retries, int) and max_retries >= 0):

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from eva_fast.video import apply_token_budget
+from eva_fast.video import FrameOptions, apply_token_budget
 
 #: The system turn the model was trained with (verbatim, typo included).
 SYSTEM_PROMPT = "Use Frame Select Tool to Anlysis the video and generate an answer to the question."
@@ -53,14 +53,14 @@ _CALL_HEADER_RE = re.compile(r'{\s*"tool":\s*"frame_select",\s*"(?:arguments|par
 _ARGS_CLOSE_RE = re.compile(r"}(?=(\s*)})")
 
 
-def first_user_text(duration_s: float, width: int, height: int, question: str) -> str:
+def first_user_text(question: str, *, duration_s: float, height: int, width: int) -> str:
     """The first user turn: ``"Video Length: {int(max(duration_s - 0.5, 1))} seconds. Original video
-    resolution: {min(W, H)}p. {question}"`` (the question stripped, as the reference does).
+    resolution: {min(H, W)}p. {question}"`` (the question stripped, as the reference does).
 
     Args:
-        duration_s: stream duration, seconds (finite, >= 0).
-        width, height: frame size in pixels (positive ints).
         question: the question text (options included).
+        duration_s: stream duration, seconds (finite, >= 0).
+        height, width: frame size in pixels (positive ints; keyword-only).
 
     Raises:
         ValueError: non-finite or negative duration, non-positive size.
@@ -288,8 +288,8 @@ def _tool_time(value: Any, name: str) -> tuple[float | None, str | None]:
         return None, f"{name}={str(value)[:80]!r} is not seconds or [[HH:]MM:]SS"
 
 
-def reference_tool_call(arguments: dict[str, Any], width: int, height: int, max_visual_tokens: int | None,
-                        maxp: int) -> ReferenceToolCall:
+def reference_tool_call(arguments: dict[str, Any], options: FrameOptions, *, height: int, width: int
+                        ) -> ReferenceToolCall:
     """The published evaluation's handling of one call's arguments (``eval-eva.py`` and its
     ``select_frame_fallback.py``), so untrusted model output gets the reference's outcome.
 
@@ -307,9 +307,10 @@ def reference_tool_call(arguments: dict[str, Any], width: int, height: int, max_
 
     Args:
         arguments: the parsed call's four keys (:meth:`ParsedCall.tool_arguments`), raw JSON values.
-        width, height: the video's frame size (the reference's ffprobe size; the estimate is
-            symmetric in the two).
-        max_visual_tokens, maxp: the budget (None disables it; the reference always has one).
+        options: the frame settings; their ``max_visual_tokens`` and ``maxp`` are the budget
+            (``max_visual_tokens`` None disables it; the reference always has one).
+        height, width: the video's frame size, pixels (the reference's ffprobe size; the estimate
+            is symmetric in the two; keyword-only).
 
     Raises:
         TypeError, ValueError, OverflowError: where the reference raises (step 1).
@@ -318,7 +319,8 @@ def reference_tool_call(arguments: dict[str, Any], width: int, height: int, max_
     resize = arguments.get("resize", 1.0)
     if resize is None:
         resize = 1.0
-    budget = apply_token_budget(nframes, resize, width, height, max_visual_tokens, maxp)
+    budget = apply_token_budget(nframes, resize, height=height, width=width,
+                                max_visual_tokens=options.max_visual_tokens, maxp=options.maxp)
     estimate = int(budget.final_estimated_tokens)
     out = {"budget": budget, "estimated_visual_tokens": estimate}
     start, why = _tool_time(arguments["start_time"], "start_time")

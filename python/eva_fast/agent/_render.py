@@ -132,7 +132,7 @@ class ChatRenderer:
     @classmethod
     def from_pretrained(cls, model_path: str | os.PathLike, chat_template: str | None = None) -> ChatRenderer:
         """Tokenizer and chat template of a checkpoint folder."""
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # optional heavy dependency, needed only here
 
         tok = AutoTokenizer.from_pretrained(model_path)
         return cls(tok, chat_template or load_chat_template(model_path, tok))

@@ -356,7 +356,7 @@ class TransformersBackend(ModelBackend):
         generation_kwargs: dict[str, Any] | None = None,
     ) -> None:
         try:
-            from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+            from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration  # optional heavy dependency
         except ImportError as e:  # pragma: no cover - transformers is a dependency of the tests
             raise ImportError("the transformers backend needs transformers: pip install 'transformers>=4.50'") from e
         if model is not None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from eva_fast.video import FrameBatch
+from eva_fast.agent._config import recorded_frame_options
+from eva_fast.agent._protocol import first_user_text, tool_turn_layout
+from eva_fast.video import FrameBatch, FrameOptions, FramePlan
 
 # ---------------------------------------------------------------------------------------------
 # chat messages handed to a backend
@@ -36,12 +39,12 @@ class ImagePart:
     @property
     def size(self) -> tuple[int, int]:
         """``(H, W)`` pixels."""
-        return self.batch.size
+        return self.batch.plan.size
 
     @property
     def num_tokens(self) -> int:
         """LLM tokens of this frame, ``(H/28) * (W/28)``."""
-        return self.batch.tokens_per_frame
+        return self.batch.plan.tokens_per_frame
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,45 +156,75 @@ class TokenTrace:
 
 @dataclass
 class FramesReturned:
-    """The frames one successful tool call returned.
+    """The frames one successful tool call returned: the plan they were decoded from, their pts and
+    their labels.
 
     Attributes:
-        window_s: ``(start_s, end_s)`` window actually sampled (clamped), seconds.
-        timestamps_s: sample times, seconds from the first frame.
+        plan: the call's :class:`~eva_fast.video.FramePlan` (window, sample times, frame indices,
+            size, budget steps, estimates; ``decode_plan(reader, plan)`` gives the same frames
+            again). None only for records written before plans were recorded (2026-11-30), whose
+            flat summary is kept in ``recorded``.
         pts_s: pts of the frames returned, seconds from the first frame.
-        frame_indices: frame indices returned (presentation order).
         label_s: the integer seconds in the tool turn's labels (from the call's own arguments).
-        size: ``(H, W)`` of each frame, pixels (multiples of 28).
-        nframes: frames returned (after the budget fallback).
-        resize: resize factor applied (after the budget fallback).
-        tokens_per_frame: LLM tokens per frame.
-        budget_steps: token-budget fallbacks applied (``()``, ``("maxp",)``, ``("maxp", "cube_root")``).
-        estimated_visual_tokens_requested: the budget estimate of the call as the model made it.
         first_frame: number of this call's first frame in the tool turn (frames are numbered
             across all calls of a turn).
-        plan: the call's ``eva_fast.video.FramePlan`` as :meth:`FramePlan.to_dict` (rebuild it with
-            ``FramePlan.from_dict`` and ``decode_plan`` it to get the same frames again); None in
-            records written before it existed.
+        recorded: for a plan-less old record, its other keys as written (``window_s``,
+            ``frame_indices``, ``size``, ``resize``, ``budget_steps``, ...); None otherwise.
+
+    :meth:`to_dict` writes the record layout: the plan's main fields flat (``window_s``,
+    ``timestamps_s``, ``frame_indices``, ``size``, ``nframes``, ``resize``, ``tokens_per_frame``,
+    ``budget_steps``, ``estimated_visual_tokens_requested``) for readers of the JSON, then ``plan``.
     """
 
-    window_s: tuple[float, float]
-    timestamps_s: list[float]
+    plan: FramePlan | None
     pts_s: list[float]
-    frame_indices: list[int]
     label_s: list[int]
-    size: tuple[int, int]
-    nframes: int
-    resize: float
-    tokens_per_frame: int
-    budget_steps: list[str]
-    estimated_visual_tokens_requested: int
     first_frame: int = 0
-    plan: dict[str, Any] | None = None
+    recorded: dict[str, Any] | None = None
 
     @property
-    def num_visual_tokens(self) -> int:
-        """Exact LLM tokens of the call's frames."""
-        return self.nframes * self.tokens_per_frame
+    def nframes(self) -> int:
+        """Frames the call returned."""
+        return len(self.pts_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON layout of a trajectory's ``frames`` (see the class docstring; a plan-less old
+        record is written back as it was read)."""
+        p = self.plan
+        if p is None:
+            return {**copy.deepcopy(self.recorded or {}), "pts_s": list(self.pts_s), "label_s": list(self.label_s),
+                    "first_frame": self.first_frame}
+        return {
+            "window_s": [p.start_s, p.end_s],
+            "timestamps_s": list(p.timestamps_s),
+            "pts_s": list(self.pts_s),
+            "frame_indices": list(p.frame_indices),
+            "label_s": list(self.label_s),
+            "size": list(p.size),
+            "nframes": p.nframes,
+            "resize": p.resize,
+            "tokens_per_frame": p.tokens_per_frame,
+            "budget_steps": list(p.budget_steps),
+            "estimated_visual_tokens_requested": p.estimated_visual_tokens,
+            "first_frame": self.first_frame,
+            "plan": p.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FramesReturned:
+        """Inverse of :meth:`to_dict`; also reads records written before the ``_s`` renames
+        (``pts_seconds``, ``label_seconds``) and before plans were recorded (``plan`` absent or null).
+
+        Raises:
+            KeyError: no ``pts_s`` / ``label_s``; ValueError: a bad ``plan``.
+        """
+        d = {_OLD_FRAMES_KEYS.get(k, k): v for k, v in d.items()}
+        plan = d.get("plan")
+        common = {"pts_s": list(d["pts_s"]), "label_s": list(d["label_s"]), "first_frame": d.get("first_frame", 0)}
+        if plan is not None:
+            return cls(plan=FramePlan.from_dict(plan), **common)
+        rest = {k: v for k, v in d.items() if k not in ("plan", "pts_s", "label_s", "first_frame")}
+        return cls(plan=None, recorded=rest, **common)
 
 
 @dataclass
@@ -216,6 +249,14 @@ class ToolCall:
     frames: FramesReturned | None = None
     estimated_visual_tokens: int = 0
     decode_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``raw`` cut to 4096 characters, ``frames`` as :meth:`FramesReturned.to_dict`)."""
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "frames"}
+        if len(self.raw) > _RAW_MAX_CHARS:
+            d["raw"] = self.raw[:_RAW_MAX_CHARS] + f"...[{len(self.raw)} chars]"
+        d["frames"] = None if self.frames is None else self.frames.to_dict()
+        return {f.name: d[f.name] for f in dataclasses.fields(self)}
 
 
 @dataclass
@@ -247,6 +288,12 @@ class Turn:
     cached_prompt_tokens: int = 0
     completion_token_ids: list[int] | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tool calls as :meth:`ToolCall.to_dict`)."""
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "tool_calls"}
+        d["tool_calls"] = [c.to_dict() for c in self.tool_calls]
+        return {f.name: d[f.name] for f in dataclasses.fields(self)}
+
 
 _RAW_MAX_CHARS = 4096
 #: ``FramesReturned`` keys of records written by earlier versions -> today's names.
@@ -275,9 +322,12 @@ class Trajectory:
         backend, model: which backend and model answered.
         error: exception text for ``exception``/``openai_bad_request`` stops, else None.
         wall_ms: wall time of the whole run, milliseconds.
-        config: the agent settings that shape the conversation and its frames (``timestamp_fmt``,
-            ``max_visual_tokens``, ``maxp``, ``resample``, ``frame_policy``, ``max_turns``,
-            ``temperature``); empty for records written before it existed (defaults apply).
+        config: the agent settings that shape the conversation and its frames
+            (:meth:`AgentConfig.conversation_config`: ``timestamp_fmt``, ``max_turns``,
+            ``max_new_tokens``, ``temperature``, ``tool_call_blocks``, ``frame_options``); records
+            written before ``FrameOptions`` hold the frame settings flat (``max_visual_tokens``,
+            ``maxp``, ``resample``, ``frame_policy``, ``smart_resize_by``), older ones nothing
+            (defaults apply): read them with :meth:`frame_options`.
         tokens: the episode as token ids, mask and sampling logprobs (:class:`TokenTrace`) when the
             backend works on ids (``transformers``), else None. Not written by :meth:`to_dict`
             unless asked (``to_dict(tokens=True)``; frames are never written).
@@ -308,6 +358,11 @@ class Trajectory:
         """Every tool call of every turn, in order."""
         return [c for t in self.turns for c in t.tool_calls]
 
+    def frame_options(self) -> FrameOptions:
+        """The :class:`~eva_fast.video.FrameOptions` the episode's calls were planned with (from
+        :attr:`config`, whatever version wrote it; defaults where it says nothing)."""
+        return recorded_frame_options(self.config)
+
     def timings_ms(self) -> dict[str, float]:
         """Per-stage totals over the turns (``generate``, ``decode``, ``pack``/``encode``), ms."""
         out: dict[str, float] = {}
@@ -328,14 +383,13 @@ class Trajectory:
         Raises:
             ValueError: the trajectory never opened its video (no duration/size).
         """
-        from eva_fast.agent._protocol import first_user_text, tool_turn_layout
-
         if self.width < 1 or self.height < 1:
             raise ValueError(f"trajectory of {self.video_path!r} has no video metadata (it stopped before opening the video)")
         fmt = self.config.get("timestamp_fmt", "mmss")
         out: list[dict[str, Any]] = [
             {"role": "system", "content": self.system},
-            {"role": "user", "content": first_user_text(self.duration_s, self.width, self.height, self.question)},
+            {"role": "user", "content": first_user_text(self.question, duration_s=self.duration_s, height=self.height,
+                                                        width=self.width)},
         ]
         for turn in self.turns:
             out.append({"role": "assistant", "content": turn.text})
@@ -350,33 +404,30 @@ class Trajectory:
         return out
 
     def to_dict(self, tokens: bool = False) -> dict[str, Any]:
-        """Plain JSON-ready dict (tuples become lists; long raw call text truncated).
+        """Plain JSON-ready dict (tuples become lists; long raw call text truncated; each call's
+        frames as :meth:`FramesReturned.to_dict`).
 
         Args:
             tokens: also write :attr:`tokens` (ids, mask, logprobs; never frames). Default False:
                 eval records stay small.
         """
-        trace = self.tokens
-        self.tokens = None
-        try:
-            d = dataclasses.asdict(self)
-        finally:
-            self.tokens = trace
-        d["tokens"] = trace.to_dict() if (tokens and trace is not None) else None
-        for turn in d["turns"]:
-            for call in turn["tool_calls"]:
-                if len(call["raw"]) > _RAW_MAX_CHARS:
-                    call["raw"] = call["raw"][:_RAW_MAX_CHARS] + f"...[{len(call['raw'])} chars]"
-                if call["frames"] is not None:
-                    call["frames"]["window_s"] = list(call["frames"]["window_s"])
-                    call["frames"]["size"] = list(call["frames"]["size"])
+        d: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "turns":
+                d["turns"] = [t.to_dict() for t in v]
+            elif f.name == "tokens":
+                d["tokens"] = v.to_dict() if (tokens and v is not None) else None
+            else:
+                d[f.name] = copy.deepcopy(v)
         d["timings_ms"] = self.timings_ms()
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Trajectory:
         """Inverse of :meth:`to_dict` (extra keys such as ``timings_ms`` are ignored). Records written
-        before the ``_s`` renames (``pts_seconds``, ``label_seconds``) are read too.
+        before the ``_s`` renames (``pts_seconds``, ``label_seconds``) or before plans were recorded
+        are read too (see :meth:`FramesReturned.from_dict`).
 
         Raises:
             KeyError / TypeError: ``d`` is not a trajectory dict.
@@ -390,12 +441,8 @@ class Trajectory:
             calls = []
             for c in t.get("tool_calls", []):
                 c = dict(c)
-                fr = c.get("frames")
-                if fr is not None:
-                    fr = {_OLD_FRAMES_KEYS.get(k, k): v for k, v in fr.items()}
-                    fr["window_s"] = tuple(fr["window_s"])
-                    fr["size"] = tuple(fr["size"])
-                    c["frames"] = FramesReturned(**fr)
+                if c.get("frames") is not None:
+                    c["frames"] = FramesReturned.from_dict(c["frames"])
                 calls.append(ToolCall(**c))
             t = dict(t)
             t["tool_calls"] = calls

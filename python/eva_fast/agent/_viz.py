@@ -22,7 +22,7 @@ def plot_timeline(traj: Trajectory, path: str | os.PathLike, *, dpi: int = 120) 
     Raises:
         ImportError: matplotlib missing (``pip install matplotlib``).
     """
-    try:
+    try:  # matplotlib is optional (the agent/eval extras)
         import matplotlib
 
         matplotlib.use("Agg")
@@ -33,7 +33,8 @@ def plot_timeline(traj: Trajectory, path: str | os.PathLike, *, dpi: int = 120) 
 
     rows = max(1, traj.num_rounds)
     fig, ax = plt.subplots(figsize=(10, 1.2 + 0.6 * rows))
-    sides = [min(c.frames.size) for c in traj.tool_calls if c.frames is not None]
+    # the record layout (FramesReturned.to_dict): also what a plan-less old record holds
+    sides = [min(c.frames.to_dict()["size"]) for c in traj.tool_calls if c.frames is not None]
     norm = colors.Normalize(vmin=min(sides, default=0), vmax=max(max(sides, default=1), min(sides, default=0) + 1))
     cmap = matplotlib.colormaps["viridis"]
     labels = []
@@ -46,13 +47,14 @@ def plot_timeline(traj: Trajectory, path: str | os.PathLike, *, dpi: int = 120) 
         labels.append(label)
         calls = [c for c in turn.tool_calls if c.frames is not None]
         for k, c in enumerate(calls):
-            fr = c.frames
+            fr = c.frames.to_dict()
             off = (k - (len(calls) - 1) / 2) * 0.25 if len(calls) > 1 else 0.0
-            start, end = fr.window_s
-            ax.barh(y + off, end - start, left=start, height=0.22, color=cmap(norm(min(fr.size))), alpha=0.3)
-            ax.scatter(fr.pts_s, [y + off] * len(fr.pts_s), c=[min(fr.size)] * len(fr.pts_s),
+            start, end = fr["window_s"]
+            size = fr["size"]
+            ax.barh(y + off, end - start, left=start, height=0.22, color=cmap(norm(min(size))), alpha=0.3)
+            ax.scatter(fr["pts_s"], [y + off] * len(fr["pts_s"]), c=[min(size)] * len(fr["pts_s"]),
                        cmap=cmap, norm=norm, s=18, marker="|", linewidths=2, zorder=3)
-            ax.text(end, y + off, f" {fr.nframes}x{fr.size[0]}x{fr.size[1]}", va="center", fontsize=7)
+            ax.text(end, y + off, f" {len(fr['pts_s'])}x{size[0]}x{size[1]}", va="center", fontsize=7)
     ax.set_xlim(0, max(traj.duration_s, 1e-3))
     ax.set_ylim(rows - 0.5, -0.5)
     ax.set_yticks(range(len(labels)), labels)

@@ -3,25 +3,31 @@
     from eva_fast.eval import BENCHMARKS, run_benchmark, score_file
     from eva_fast.agent import AgentConfig, AgentLoop, get_backend
 
-    loop = AgentLoop(get_backend("openai", ...), AgentConfig(max_visual_tokens=12000))
+    loop = AgentLoop(get_backend("openai", ...), AgentConfig())   # the published evaluation's settings
     result = run_benchmark(loop, "videomme", "/data/VideoMME/video", "out/eval", concurrency=32)
     print(result.summary.format())
     print(score_file("out/eval/videomme.jsonl").accuracy)   # any results file in EVA's format
 
 The command line is ``eva-fast eval {list,preflight,run,score,merge,report}``.
+
+Modules: ``_datasets`` (benchmark registry ``BENCHMARKS``, annotation loading, video paths,
+preflight), ``_runner`` (the agent over a benchmark: async, resumable from an fsynced cache,
+shardable; a run's settings are its identity, compared across eva_fast versions with
+``AgentConfig.flatten``), ``_records`` (result and cache files), ``_score`` (EVA's
+``accuracy.py``), ``_report`` (report.md, charts, timelines), ``_cli``. jsonl goes through
+``eva_fast._jsonl``, the package's one reader.
 """
 
+from eva_fast._jsonl import JsonlFormatError, read_jsonl
 from eva_fast.eval._datasets import (
     BENCHMARKS,
     BenchmarkSpec,
-    JsonlFormatError,
     PreflightReport,
     Sample,
     get_benchmark,
     load_samples,
     parse_shard,
     preflight,
-    read_jsonl,
     resolve_video,
     select_samples,
     video_candidates,
@@ -35,6 +41,7 @@ from eva_fast.eval._records import (
     should_retry,
     write_records_atomic,
 )
+from eva_fast.eval._report import load_results, write_report
 from eva_fast.eval._runner import (
     PreflightError,
     Progress,
@@ -45,7 +52,6 @@ from eva_fast.eval._runner import (
     run_benchmark,
     run_samples,
 )
-from eva_fast.eval._report import load_results, write_report
 from eva_fast.eval._score import CategoryScore, Summary, is_correct, normalize_answer, score_file, score_records
 
 __all__ = [

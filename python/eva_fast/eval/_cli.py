@@ -15,12 +15,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from typing import Any
 
-from eva_fast.eval._datasets import BENCHMARKS, JsonlFormatError, get_benchmark, load_samples, parse_shard, preflight, \
-    select_samples
+from eva_fast._files import read_mapping
+from eva_fast._jsonl import JsonlFormatError
+from eva_fast.agent import AgentConfig, AgentLoop, get_backend
+from eva_fast.eval._datasets import (
+    BENCHMARKS,
+    get_benchmark,
+    load_samples,
+    parse_shard,
+    preflight,
+    select_samples,
+)
+from eva_fast.eval._records import merge_result_files, write_records_atomic
+from eva_fast.eval._report import write_report
+from eva_fast.eval._runner import PreflightError, arun_benchmark
+from eva_fast.eval._score import score_file
+from eva_fast.video import add_frame_option_flags, frame_options_from_flags
 
 
 def _parse_value(text: str) -> Any:
@@ -44,8 +59,6 @@ def _load_roots(args: argparse.Namespace, benchmarks: list[str]) -> dict[str, st
     """benchmark -> video root, from ``--video-root`` (one benchmark) or ``--roots FILE``."""
     roots: dict[str, str] = {}
     if getattr(args, "roots", None):
-        from eva_fast._files import read_mapping
-
         roots.update({k.lower(): v for k, v in read_mapping(args.roots, "benchmark -> video folder").items()})
     if args.video_root:
         if len(benchmarks) != 1:
@@ -85,19 +98,13 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def _agent_settings(args: argparse.Namespace):
-    """``(AgentConfig, backend kwargs, run_info)`` from the flags; builds nothing heavy."""
-    from dataclasses import asdict
-
-    from eva_fast.agent import AgentConfig
-
-    cfg_kwargs = {k: getattr(args, k) for k in ("max_turns", "max_new_tokens", "temperature", "max_visual_tokens",
-                                               "maxp") if getattr(args, k) is not None}
-    if args.frame_device is not None:
-        cfg_kwargs["device"] = args.frame_device
-    if cfg_kwargs.get("max_visual_tokens") is not None and cfg_kwargs["max_visual_tokens"] <= 0:
-        cfg_kwargs["max_visual_tokens"] = None
+    """``(AgentConfig, backend kwargs, run_info)`` from the flags; builds nothing heavy. Frame flags
+    (``--maxp``, ``--policy``, ...) apply on top of any ``--agent-arg frame_options=...``."""
+    cfg_kwargs = {k: getattr(args, k) for k in ("max_turns", "max_new_tokens", "temperature", "decode_device")
+                  if getattr(args, k) is not None}
     cfg_kwargs.update(_key_values(args.agent_arg, "--agent-arg"))
-    config = AgentConfig(**cfg_kwargs)
+    config = AgentConfig.from_dict(cfg_kwargs)
+    config = dataclasses.replace(config, frame_options=frame_options_from_flags(args, config.frame_options))
     backend_kwargs = _key_values(args.backend_arg, "--backend-arg")
     if args.model is not None:  # the openai backend names the served model, the others a checkpoint path
         backend_kwargs.setdefault("model" if args.backend == "openai" else "model_path", args.model)
@@ -110,7 +117,7 @@ def _agent_settings(args: argparse.Namespace):
     run_info = {"backend": args.backend,
                 "backend_args": {k: str(v) for k, v in backend_kwargs.items()
                                  if not any(w in k.lower() for w in ("url", "key", "timeout", "concurren", "workers"))},
-                "agent_config": asdict(config)}
+                "agent_config": config.to_dict()}
     return config, backend_kwargs, run_info
 
 
@@ -126,8 +133,6 @@ class _LazyAgent:
 
     def ensure(self) -> None:
         if self._loop is None:
-            from eva_fast.agent import AgentLoop, get_backend
-
             try:
                 backend = get_backend(self._name, **self._kwargs)
             except TypeError as e:  # a --backend-arg the backend does not take
@@ -144,8 +149,6 @@ class _LazyAgent:
 
 
 async def _run_all(args: argparse.Namespace, roots: dict[str, str], shard) -> int:
-    from eva_fast.eval._runner import PreflightError, arun_benchmark
-
     config, backend_kwargs, run_info = _agent_settings(args)
     loop = _LazyAgent(args.backend, backend_kwargs, config)
     status = 0
@@ -163,7 +166,7 @@ async def _run_all(args: argparse.Namespace, roots: dict[str, str], shard) -> in
                 if todo:
                     loop.ensure()
                 if not args.no_progress and todo:
-                    from tqdm.auto import tqdm
+                    from tqdm.auto import tqdm  # optional (the eval extra)
 
                     bar = tqdm(total=todo, desc=b, unit="q", dynamic_ncols=True, file=sys.stderr)
 
@@ -211,8 +214,6 @@ def _categories_and_indices(benchmark: str | None):
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from eva_fast.eval._score import score_file
-
     cats, expected = _categories_and_indices(args.benchmark)
     out = {}
     for f in args.files:
@@ -227,8 +228,6 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from eva_fast.eval._records import merge_result_files, write_records_atomic
-
     _, expected = _categories_and_indices(args.benchmark)
     records, missing = merge_result_files(args.files, expected)
     if missing and not args.allow_missing:
@@ -257,8 +256,6 @@ def _parse_timeline_spec(specs: list[str] | None) -> dict[str, list[int]] | None
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from eva_fast.eval._report import write_report
-
     path = write_report(args.files, args.out, timelines=args.timelines,
                         timeline_indices=_parse_timeline_spec(args.timeline))
     print(f"wrote {path}")
@@ -294,11 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--max-turns", type=int, help="model turns per question (AgentConfig default)")
     pr.add_argument("--max-new-tokens", type=int)
     pr.add_argument("--temperature", type=float)
-    pr.add_argument("--max-visual-tokens", type=int, help="per-call visual token budget; <= 0 disables")
-    pr.add_argument("--maxp", type=int)
     pr.add_argument("--device", help="model device of the transformers backend (cpu, cuda, cuda:1)")
-    pr.add_argument("--frame-device", help="frame decoding device (AgentConfig.device, default cpu)")
+    pr.add_argument("--decode-device", "--frame-device", dest="decode_device",
+                    help="frame decoding device (AgentConfig.decode_device, default cpu)")
     pr.add_argument("--agent-arg", action="append", metavar="KEY=VALUE", help="other AgentConfig field; repeatable")
+    add_frame_option_flags(pr, defaults=False)
     pr.add_argument("--concurrency", type=int, default=8, help="questions in flight (default 8)")
     pr.add_argument("--retry-errors", action="store_true", help="run cached error/exception records again")
     pr.add_argument("--skip-missing", action="store_true",

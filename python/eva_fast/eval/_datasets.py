@@ -16,29 +16,21 @@ a line whose ``index`` is not an int gets its 0-based line number; the video is
 from __future__ import annotations
 
 import ast
-import json
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
+from eva_fast._checks import is_int
+from eva_fast._jsonl import JsonlFormatError, read_jsonl
 from eva_fast._logging import get_logger
+from eva_fast.video import VideoReader
 
 log = get_logger("eval")
 
 DATA_DIR = Path(__file__).parent / "data"
-
-
-class JsonlFormatError(ValueError):
-    """A jsonl line that is not a JSON object of the expected shape. Names the file and line."""
-
-    def __init__(self, path: str | os.PathLike, lineno: int, reason: str):
-        self.path = str(path)
-        self.lineno = lineno
-        self.reason = reason
-        super().__init__(f"{self.path}:{lineno}: {reason}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,25 +204,6 @@ class Sample:
     item: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterable[tuple[int, dict[str, Any]]]:
-    """Yield ``(lineno, object)`` for each line of a jsonl file (1-based line numbers).
-
-    Raises:
-        JsonlFormatError: a line that is not valid JSON or not a JSON object (names file and line).
-        FileNotFoundError: no such file.
-    """
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                text = raw[:80].decode("utf-8", "replace").rstrip("\n")
-                raise JsonlFormatError(path, lineno, f"not valid JSON ({e}): {text!r}") from None
-            if not isinstance(obj, dict):
-                raise JsonlFormatError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
-
-
 def _sample_from_item(spec: BenchmarkSpec, path: Path, lineno: int, item: dict[str, Any]) -> Sample:
     videos = item.get("videos")
     if not isinstance(videos, list) or not videos or not isinstance(videos[0], str) or not videos[0]:
@@ -246,7 +219,7 @@ def _sample_from_item(spec: BenchmarkSpec, path: Path, lineno: int, item: dict[s
     if not isinstance(rm, dict) or "ground_truth" not in rm:
         raise JsonlFormatError(path, lineno, "missing 'reward_model.ground_truth'")
     index = item.get("index")
-    if not isinstance(index, int) or isinstance(index, bool):
+    if not is_int(index):
         index = lineno - 1  # eval-eva.py's load_jsonl: 0-based line number
     return Sample(index, videos[0], question, system if isinstance(system, str) else None, rm["ground_truth"],
                   spec.categories(item), lineno, item)
@@ -380,8 +353,6 @@ class PreflightReport:
 
 
 def _open_error(path: Path) -> str | None:
-    from eva_fast.video import VideoReader
-
     try:
         meta = VideoReader(str(path)).metadata
     except Exception as e:  # any failure to open means the agent could not use it

@@ -16,8 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from eva_fast._checks import is_int
+from eva_fast._jsonl import JsonlFormatError, read_jsonl
 from eva_fast._logging import get_logger
-from eva_fast.eval._datasets import JsonlFormatError, read_jsonl
 
 log = get_logger("eval")
 
@@ -37,7 +38,7 @@ def should_retry(record: Mapping[str, Any]) -> bool:
 
 def _record_index(path: str | os.PathLike, lineno: int, record: Mapping[str, Any]) -> int:
     index = record.get("index")
-    if not isinstance(index, int) or isinstance(index, bool):
+    if not is_int(index):
         raise JsonlFormatError(path, lineno, f"record has no integer 'index' (got {index!r})")
     return index
 
@@ -150,7 +151,7 @@ class ResultCache:
             raise
 
     def _lock(self) -> None:
-        try:
+        try:  # POSIX only
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
             return
@@ -190,7 +191,7 @@ class ResultCache:
         if self._fd < 0:
             raise ValueError(f"{self.path}: cache is closed")
         index = record.get("index")
-        if not isinstance(index, int) or isinstance(index, bool):
+        if not is_int(index):
             raise ValueError(f"record needs an integer 'index', got {index!r}")
         data = dumps_record(record)
         view = memoryview(data)

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from eva_fast._logging import get_logger
+from eva_fast.agent import Trajectory
+from eva_fast.agent import plot_timeline as agent_plot_timeline
 from eva_fast.eval._datasets import BENCHMARKS, get_benchmark, load_samples
 from eva_fast.eval._records import latest_by_index, load_records
 from eva_fast.eval._score import Summary, is_correct, score_records
@@ -79,10 +81,10 @@ def load_results(path: str | os.PathLike, benchmark: str | None = None) -> Bench
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # optional (the eval extra), imported only to draw
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after choosing the Agg backend
 
     return plt
 
@@ -183,9 +185,6 @@ def plot_timeline(record: Mapping[str, Any], path: Path) -> Path:
     Raises:
         ValueError: the record has no trajectory.
     """
-    from eva_fast.agent import Trajectory
-    from eva_fast.agent._viz import plot_timeline as agent_plot_timeline
-
     traj = record.get("trajectory")
     if not isinstance(traj, Mapping):
         raise ValueError(f"record {record.get('index')} has no trajectory to draw")

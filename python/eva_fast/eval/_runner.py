@@ -25,8 +25,17 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 from eva_fast._logging import get_logger
-from eva_fast.eval._datasets import BenchmarkSpec, PreflightReport, Sample, get_benchmark, load_samples, preflight, \
-    resolve_video, select_samples
+from eva_fast.agent import AgentConfig
+from eva_fast.eval._datasets import (
+    BenchmarkSpec,
+    PreflightReport,
+    Sample,
+    get_benchmark,
+    load_samples,
+    preflight,
+    resolve_video,
+    select_samples,
+)
 from eva_fast.eval._records import ResultCache, should_retry, write_records_atomic
 from eva_fast.eval._score import Summary, is_correct, score_records
 
@@ -180,6 +189,7 @@ def _same_identity(old: Any, new: dict[str, Any]) -> bool:
     old_cfg, new_cfg = old.get("agent_config"), new.get("agent_config")
     if not isinstance(old_cfg, dict) or not isinstance(new_cfg, dict):
         return False
+    old_cfg, new_cfg = AgentConfig.flatten(old_cfg), AgentConfig.flatten(new_cfg)  # layouts of earlier versions too
     added = sorted(set(new_cfg) - set(old_cfg))
     same = (set(old_cfg) <= set(new_cfg) and all(old_cfg[k] == new_cfg[k] for k in old_cfg)
             and all(old[k] == new[k] for k in old if k != "agent_config"))

@@ -23,7 +23,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from eva_fast.eval._datasets import read_jsonl
+from eva_fast._checks import is_number
+from eva_fast._jsonl import read_jsonl
 
 
 def normalize_answer(value: Any) -> str:
@@ -177,7 +178,7 @@ def score_records(records: Sequence[Mapping[str, Any]], categories_by_index: Map
         tokens.append(_require_number(rec, "total_tokens", where))
         for key, acc in (("estimated_visual_tokens", est), ("visual_tokens", vis)):
             v = rec.get(key)
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if is_number(v):
                 acc.append(v)
         if rec.get("error"):
             errors += 1

@@ -6,23 +6,31 @@ on the fly, EVA's rewards, and the trainers.
     EvaSFTTrainer("Qwen/Qwen2.5-VL-7B-Instruct", args).train()
 
 Data: one JSON line per conversation (``eva_fast.train._records``, format ``eva_fast.trajectory``
-v1): the messages exactly as the agent loop renders them, tool turns holding references to the
+v2): the messages exactly as the agent loop renders them, tool turns holding references to the
 ``frame_select`` calls (never pixels). :func:`record_from_trajectory` converts ``eva-fast ask
 --json`` and eval results. :class:`EvaCollator` turns records into model inputs with the agent's
 own renderer and frame path. The trainers need ``trl==1.16.0`` (imported on first use):
 :class:`EvaSFTTrainer` (SFT) and :class:`EvaKTOTrainer` (KTO on records with ``label``). The RL
 question set (GRPO) is :mod:`eva_fast.train._rl_data` (:func:`load_rl_set`); building the data
 (teacher trajectories, KTO labels, data enhancement) is :mod:`eva_fast.train.data`.
+
+Training builds on the agent's public names only (``eva_fast.agent``: the renderer, the loop's own
+call planning ``plan_tool_call``, the protocol's labels, the token-level backend), so records,
+collator, rollouts and rewards see exactly what the agent sees. Modules: ``_records`` (the format),
+``_frames`` + ``_collator`` (records -> frames -> model inputs), ``_rollout`` + ``_vllm`` (GRPO
+episodes and their shared frame cache), ``rewards`` (EVA's reward functions), ``_common``,
+``_sft``, ``_kto`` (+ ``_kto_weights``), ``_grpo`` (the trainers on TRL), ``_cli``/``_data_cli``
+(``eva-fast train`` / ``eva-fast data``).
 """
 
-from eva_fast.agent._render import ChatRenderer, RenderedChat
+import importlib
+
+from eva_fast.agent import ChatRenderer, RenderedChat
 from eva_fast.train._collator import IGNORE_INDEX, EncodedSample, EvaCollator, SampleTooLongError, records_dataset
 from eva_fast.train._common import QWEN25VL_LORA_TARGETS, load_training_records
 from eva_fast.train._frames import FrameMismatchError, ReaderCache, record_frames
 from eva_fast.train._kto_weights import PAPER_CHOSEN_FRACTION, KTOWeights, recommended_kto_weights
-from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine
 from eva_fast.train._records import (
-    DEFAULT_FRAME_CONFIG,
     FORMAT,
     VERSION,
     RecordedCall,
@@ -35,6 +43,7 @@ from eva_fast.train._records import (
     write_records,
 )
 from eva_fast.train._rl_data import QA_TYPES, RLDataError, RLSample, iter_rl_set, load_rl_set, write_rl_set
+from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine
 
 _LAZY = {
     "EvaGRPOConfig": "eva_fast.train._grpo",
@@ -55,8 +64,6 @@ _LAZY = {
 def __getattr__(name: str):
     # trainers import TRL (and through it accelerate/datasets): load them only when asked for
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'eva_fast.train' has no attribute {name!r}")
 
@@ -70,7 +77,6 @@ __all__ = [
     "RolloutBatch",
     "RolloutEngine",
     "VLLMRolloutBackend",
-    "DEFAULT_FRAME_CONFIG",
     "FORMAT",
     "PAPER_CHOSEN_FRACTION",
     "QA_TYPES",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from eva_fast._logging import get_logger
+from eva_fast.train._common import copy_checkpoint_extras, default_lora_targets
 
 logger = get_logger("train")
 
@@ -39,9 +40,7 @@ def _model_init_kwargs(model_args: Any) -> dict[str, Any]:
 def peft_config_from(model_args: Any) -> Any:
     """TRL's LoRA config from ``ModelConfig`` with eva_fast's default targets (the language model's
     projections, :data:`eva_fast.train.QWEN25VL_LORA_TARGETS`), or None without ``use_peft``."""
-    from trl import get_peft_config
-
-    from eva_fast.train._common import default_lora_targets
+    from trl import get_peft_config  # TRL: the train extra, loaded by the train commands only
 
     if not model_args.use_peft:
         return None
@@ -57,8 +56,6 @@ def save_final(trainer: Any, output_dir: str) -> str:
     of the base checkpoint read from disk: merging the live model would read only this process's
     shard of each weight under ZeRO-3 or FSDP2 (the shipped multi-GPU configs).
     """
-    from eva_fast.train._common import copy_checkpoint_extras
-
     acc = trainer.accelerator
     model = acc.unwrap_model(trainer.model)
     if not hasattr(model, "merge_and_unload"):
@@ -68,7 +65,7 @@ def save_final(trainer: Any, output_dir: str) -> str:
     trainer.save_model(str(adapter))
     acc.wait_for_everyone()
     if acc.is_main_process:
-        from peft import PeftModel
+        from peft import PeftModel  # only for LoRA runs
 
         base_path = getattr(trainer, "base_model_path", None)
         if not base_path or not Path(base_path).is_dir():
@@ -91,9 +88,9 @@ def loss_curve(trainer: Any) -> list[tuple[int, float]]:
 
 
 def run_sft(argv: list[str]) -> int:
-    from trl import ModelConfig, TrlParser
+    from trl import ModelConfig, TrlParser  # TRL: the train extra, loaded by the train commands only
 
-    from eva_fast.train._sft import EvaSFTConfig, EvaSFTTrainer
+    from eva_fast.train._sft import EvaSFTConfig, EvaSFTTrainer  # imports TRL
 
     parser = TrlParser((EvaSFTConfig, ModelConfig), prog="eva-fast train sft")
     cfg, model_args = parser.parse_args_and_config(argv)
@@ -113,9 +110,9 @@ def run_sft(argv: list[str]) -> int:
 
 
 def run_kto(argv: list[str]) -> int:
-    from trl import ModelConfig, TrlParser
+    from trl import ModelConfig, TrlParser  # TRL: the train extra, loaded by the train commands only
 
-    from eva_fast.train._kto import EvaKTOConfig, EvaKTOTrainer
+    from eva_fast.train._kto import EvaKTOConfig, EvaKTOTrainer  # imports TRL
 
     parser = TrlParser((EvaKTOConfig, ModelConfig), prog="eva-fast train kto")
     cfg, model_args = parser.parse_args_and_config(argv)
@@ -137,9 +134,9 @@ def run_kto(argv: list[str]) -> int:
 
 
 def run_grpo(argv: list[str]) -> int:
-    from trl import ModelConfig, TrlParser
+    from trl import ModelConfig, TrlParser  # TRL: the train extra, loaded by the train commands only
 
-    from eva_fast.train._grpo import EvaGRPOConfig, EvaGRPOTrainer
+    from eva_fast.train._grpo import EvaGRPOConfig, EvaGRPOTrainer  # imports TRL
 
     parser = TrlParser((EvaGRPOConfig, ModelConfig), prog="eva-fast train grpo")
     cfg, model_args = parser.parse_args_and_config(argv)

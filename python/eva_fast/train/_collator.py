@@ -20,10 +20,13 @@ from typing import Any
 
 import torch
 
+from eva_fast._checks import positive_int
 from eva_fast._logging import get_logger
-from eva_fast.agent._render import ChatRenderer
+from eva_fast.agent import ChatRenderer
 from eva_fast.train._frames import ReaderCache, record_frames
 from eva_fast.train._records import RecordError, TrajectoryRecord
+from eva_fast.video import VideoError
+from eva_fast.vision import pack_qwen25vl, tokens_for_size
 
 logger = get_logger("train")
 
@@ -74,7 +77,7 @@ def as_record(row: Any) -> TrajectoryRecord:
 def records_dataset(records: Sequence[TrajectoryRecord]) -> Any:
     """A ``datasets.Dataset`` of records (columns ``record`` (JSON text), ``where``, ``base_dir``) for
     TRL's trainers, which take ``datasets`` objects; :class:`EvaCollator` turns its rows back into records."""
-    from datasets import Dataset
+    from datasets import Dataset  # optional (the train extra)
 
     return Dataset.from_dict({
         "record": [r.to_json() for r in records],
@@ -125,8 +128,7 @@ class EvaCollator:
         readers: ReaderCache | None = None,
         pack_backend: str | None = None,
     ) -> None:
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
-            raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
+        positive_int("max_length", max_length, allow_none=True)
         self.renderer = renderer
         self.video_root = None if video_root is None else str(video_root)
         self.max_length = max_length
@@ -147,10 +149,8 @@ class EvaCollator:
         Raises:
             RecordError, FrameMismatchError, SampleTooLongError, FileNotFoundError, VideoError.
         """
-        from eva_fast.vision import pack_qwen25vl
-
         frames = record_frames(record, self.readers, self.video_root)
-        tokens = [(f.shape[1] // 28) * (f.shape[2] // 28) for f in frames for _ in range(f.shape[0])]
+        tokens = [tokens_for_size(f.shape[1], f.shape[2]) for f in frames for _ in range(f.shape[0])]
         try:
             rendered = self.renderer.render(record.template_messages(), tokens)
         except ValueError as e:
@@ -171,8 +171,6 @@ class EvaCollator:
 
     def encode_rows(self, rows: Sequence[Any]) -> tuple[list[EncodedSample], int]:
         """Encode rows, skipping bad ones when ``skip_bad_samples``; returns (samples, skipped)."""
-        from eva_fast.video import VideoError
-
         out, skipped = [], 0
         for row in rows:
             try:

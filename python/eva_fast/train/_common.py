@@ -9,9 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from eva_fast._logging import get_logger
+from eva_fast.agent import load_chat_template
 from eva_fast.train._frames import resolve_video
 from eva_fast.train._records import RecordError, TrajectoryRecord, load_records
+from eva_fast.video import VideoError, VideoReader
 
 logger = get_logger("train")
 
@@ -47,8 +51,6 @@ def load_training_records(
         RecordError: a malformed record (without ``skip_bad_samples``).
         eva_fast.video.VideoError: an unreadable video (without ``skip_bad_samples``).
     """
-    from eva_fast.video import VideoError, VideoReader
-
     skipped: list[str] = []
     records = load_records(path, skip_bad=skip_bad_samples, errors=skipped)
     if check_videos:
@@ -85,9 +87,7 @@ def load_training_records(
 def load_tokenizer(model_path: str | os.PathLike) -> Any:
     """The checkpoint's tokenizer, with its chat template set from the checkpoint's template files
     (so a saved tokenizer carries it) and a pad token (EOS when it has none)."""
-    from transformers import AutoTokenizer
-
-    from eva_fast.agent._render import load_chat_template
+    from transformers import AutoTokenizer  # heavy; eva_fast.train imports this module for data work too
 
     tok = AutoTokenizer.from_pretrained(model_path)
     tok.chat_template = load_chat_template(model_path, tok)
@@ -185,8 +185,6 @@ def log_skipped_samples(trainer: Any, skipped: Any) -> None:
         skipped: the batch's ``eva_num_skipped`` (int or 0-d tensor); None (no collator count)
             logs nothing.
     """
-    import torch
-
     if skipped is None:
         return
     mode = "train" if trainer.model.training else "eval"

@@ -13,11 +13,34 @@ This module is an entry point: printing and progress bars live here, the work in
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from eva_fast._jsonl import JsonlFormatError, json_lines
+from eva_fast.agent import AgentConfig, AgentLoop
+from eva_fast.eval import CacheLockedError, PreflightError, parse_shard
+from eva_fast.train._records import (
+    RecordError,
+    TrajectoryRecord,
+    record_from_image_conversation,
+    record_from_trajectory,
+    write_records,
+)
+from eva_fast.train.data._common import (
+    DEFAULT_ROUGE_THRESHOLD,
+    PROMPT_DIR,
+    backend_identity,
+    make_backend,
+    parse_key_values,
+)
+from eva_fast.train.data._enhance import QuestionWriter, aenhance, list_videos
+from eva_fast.train.data._label import DEFAULT_CHOSEN_FRACTION, FailureRules, GuessingJudge, alabel
+from eva_fast.train.data._teacher import PROMPT_FAMILIES, RECORD_SYSTEMS, TeacherPrompt, arun_teacher, load_experiences
+from eva_fast.train.rewards import mcq_accuracy
 
 USAGE = """usage: eva-fast data {convert,teacher,kto-label,enhance} ...
 
@@ -31,23 +54,6 @@ USAGE = """usage: eva-fast data {convert,teacher,kto-label,enhance} ...
 """
 
 
-def _iter_json_objects(path: Path) -> Any:
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if stripped.startswith("{") and "\n{" not in stripped.strip():
-        try:
-            yield 1, json.loads(stripped)
-            return
-        except json.JSONDecodeError:
-            pass  # maybe jsonl after all
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from e
-
-
 def _label(mode: str, record: Any) -> bool | None:
     if mode == "none":
         return None
@@ -56,20 +62,11 @@ def _label(mode: str, record: Any) -> bool | None:
     # auto: right answer = chosen (needs gt)
     if record.gt is None:
         return None
-    from eva_fast.train.rewards import mcq_accuracy
 
     return mcq_accuracy(record.answer or "", record.gt) == 1.0
 
 
 def cmd_convert(argv: list[str]) -> int:
-    from eva_fast.train._records import (
-        RecordError,
-        TrajectoryRecord,
-        record_from_image_conversation,
-        record_from_trajectory,
-        write_records,
-    )
-
     p = argparse.ArgumentParser(prog="eva-fast data convert", description="convert trajectories into training records")
     p.add_argument("inputs", nargs="+", help="ask --json files, eval result jsonl, trajectory jsonl, or image conversations")
     p.add_argument("--out", required=True, help="output jsonl (eva_fast.trajectory records)")
@@ -87,8 +84,10 @@ def cmd_convert(argv: list[str]) -> int:
         path = Path(name)
         if not path.is_file():
             raise FileNotFoundError(f"input {name!r} does not exist")
-        for n, obj in _iter_json_objects(path):
+        for n, obj in json_lines(path, what="input", single_object=True):
             where = f"{path}:{n}"
+            if isinstance(obj, JsonlFormatError):
+                raise ValueError(f"{where}: not JSON ({obj.detail})")
             try:
                 if isinstance(obj, dict) and obj.get("format") == "eva_fast.trajectory":
                     rec = TrajectoryRecord.from_dict(obj, where, str(path.resolve().parent))
@@ -102,8 +101,6 @@ def cmd_convert(argv: list[str]) -> int:
                 if a.relative_to:
                     rec.video = os.path.relpath(os.path.abspath(rec.video), os.path.abspath(a.relative_to))
                 if a.only_correct:
-                    from eva_fast.train.rewards import mcq_accuracy
-
                     if rec.gt is None or mcq_accuracy(rec.answer or "", rec.gt) != 1.0:
                         continue
                 lab = _label(a.label, rec)
@@ -138,8 +135,6 @@ def _add_backend_args(p: argparse.ArgumentParser, prefix: str = "", what: str = 
 
 
 def _backend(a: argparse.Namespace, prefix: str = "") -> tuple[Any, dict[str, Any]]:
-    from eva_fast.train.data._common import backend_identity, make_backend, parse_key_values
-
     name, url, model = getattr(a, f"{prefix}backend"), getattr(a, f"{prefix}base_url"), getattr(a, f"{prefix}model")
     kw = parse_key_values(getattr(a, f"{prefix}backend_arg"), f"--{prefix.replace('_', '-')}backend-arg")
     if name == "openai" and url is None and "base_url" not in kw:
@@ -150,7 +145,7 @@ def _backend(a: argparse.Namespace, prefix: str = "") -> tuple[Any, dict[str, An
 def _bar(total: int, desc: str, enabled: bool) -> Any:
     if not enabled or not total:
         return None
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # optional progress bars
 
     return tqdm(total=total, desc=desc, unit="it", dynamic_ncols=True, file=sys.stderr)
 
@@ -175,13 +170,6 @@ class _Progress:
 
 
 def cmd_teacher(argv: list[str]) -> int:
-    import asyncio
-
-    from eva_fast.agent import AgentConfig, AgentLoop
-    from eva_fast.eval import PreflightError, parse_shard
-    from eva_fast.train.data._common import DEFAULT_ROUGE_THRESHOLD, PROMPT_DIR
-    from eva_fast.train.data._teacher import PROMPT_FAMILIES, RECORD_SYSTEMS, TeacherPrompt, arun_teacher, load_experiences
-
     p = argparse.ArgumentParser(
         prog="eva-fast data teacher",
         description="Run the agent loop with a teacher model over a source QA set and keep the right trajectories as "
@@ -262,11 +250,6 @@ def cmd_teacher(argv: list[str]) -> int:
 
 
 def cmd_kto_label(argv: list[str]) -> int:
-    import asyncio
-
-    from eva_fast.train.data._common import DEFAULT_ROUGE_THRESHOLD
-    from eva_fast.train.data._label import DEFAULT_CHOSEN_FRACTION, FailureRules, GuessingJudge, alabel
-
     d = FailureRules()
     p = argparse.ArgumentParser(
         prog="eva-fast data kto-label",
@@ -321,11 +304,6 @@ def cmd_kto_label(argv: list[str]) -> int:
 
 
 def cmd_enhance(argv: list[str]) -> int:
-    import asyncio
-
-    from eva_fast.train.data._common import DEFAULT_ROUGE_THRESHOLD
-    from eva_fast.train.data._enhance import QuestionWriter, aenhance, list_videos
-
     p = argparse.ArgumentParser(
         prog="eva-fast data enhance",
         description="Data-enhanced GRPO: the policy's failures (eval results, GRPO rollout dumps) become in-context "
@@ -387,7 +365,6 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in cmds:
         print(f"eva-fast data: unknown command {argv[0]!r}; choose from {sorted(cmds)}\n\n{USAGE}", file=sys.stderr)
         return 2
-    from eva_fast.eval._records import CacheLockedError
 
     try:
         return cmds[argv[0]](argv[1:])

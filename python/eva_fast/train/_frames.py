@@ -10,9 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
+from eva_fast import (
+    video,
+    vision,  # vision.EvaQwen2VLImageProcessor loads transformers on first use
+)
+from eva_fast._checks import positive_int
 from eva_fast._logging import get_logger
+from eva_fast.agent import plan_tool_call
 from eva_fast.train._records import RecordError, TrajectoryRecord
+from eva_fast.video import decode_plan
 
 logger = get_logger("train")
 
@@ -35,9 +43,7 @@ class ReaderCache:
     """
 
     def __init__(self, max_open: int = 8, device: str = "cpu") -> None:
-        if isinstance(max_open, bool) or not isinstance(max_open, int) or max_open < 1:
-            raise ValueError(f"max_open must be a positive int, got {max_open!r}")
-        self.max_open = max_open
+        self.max_open = positive_int("max_open", max_open)
         self.device = device
         self._pid = os.getpid()
         self._readers: OrderedDict[str, Any] = OrderedDict()
@@ -49,15 +55,13 @@ class ReaderCache:
         Raises:
             FileNotFoundError, eva_fast.video.VideoError: see ``VideoReader``.
         """
-        from eva_fast.video import VideoReader
-
         if os.getpid() != self._pid:  # forked: the parent's readers share file offsets with it
             self._pid, self._readers = os.getpid(), OrderedDict()
         r = self._readers.get(path)
         if r is not None:
             self._readers.move_to_end(path)
             return r
-        r = VideoReader(path, device=self.device)
+        r = video.VideoReader(path, device=self.device)
         self.opened += 1
         self._readers[path] = r
         while len(self._readers) > self.max_open:
@@ -82,20 +86,6 @@ def resolve_video(record: TrajectoryRecord, video_root: str | os.PathLike | None
     return str(p)
 
 
-def replan_call(reader: Any, arguments: dict[str, Any], frame_config: dict[str, Any], device: str = "cpu") -> Any:
-    """The :class:`eva_fast.video.FramePlan` of a recorded ``frame_select`` call: its arguments with
-    the frame settings the agent used. No frame-count or resize cap is applied (what the agent
-    served is re-planned as it was; the visual-token budget and the reader's output-byte limit
-    still bound it)."""
-    from eva_fast.agent._loop import plan_tool_call  # the loop's own planning (reference semantics)
-
-    return plan_tool_call(
-        reader, arguments, max_visual_tokens=frame_config["max_visual_tokens"], maxp=frame_config["maxp"],
-        resample=frame_config["resample"], policy=frame_config["frame_policy"],
-        smart_resize_by=frame_config.get("smart_resize_by", "processor"),
-    )
-
-
 def record_frames(
     record: TrajectoryRecord,
     readers: ReaderCache,
@@ -105,8 +95,8 @@ def record_frames(
     """The record's images in conversation order, as runs of uint8 ``[T_i, H_i, W_i, 3]`` CPU (or
     reader-device) tensors: consecutive frames of one call form one run; each image file is a run of 1.
 
-    Frame parts are planned again (:func:`replan_call`: the call's arguments and the record's
-    ``frame_config``, the agent's own call) and checked before anything is decoded: the frame
+    Frame parts are planned again (:func:`eva_fast.agent.plan_tool_call`, the loop's own planning:
+    the call's arguments and the record's ``frame_options``) and checked before anything is decoded: the frame
     indices and the output size must equal the recorded ones, and the video's size and duration
     must equal ``video_meta``; then the plan is decoded (:func:`eva_fast.video.decode_plan`). Image parts are read from their files (relative to the record's file) and
     prepared by ``image_processor`` (:meth:`EvaQwen2VLImageProcessor.prepare_image`).
@@ -116,15 +106,13 @@ def record_frames(
             metadata differs from the record's (the message names the sample and the call).
         FileNotFoundError, eva_fast.video.VideoError: the video or an image cannot be read.
     """
-    from eva_fast.video import decode_plan
-
     runs: list[torch.Tensor] = []
     parts = record.image_parts()
     if not parts:
         return runs
     reader = None
     batches: dict[tuple[int, int], Any] = {}
-    fc = record.frame_config
+    options = record.frame_options
     if any(p["type"] == "frame" for _, p in parts):
         reader = readers.get(resolve_video(record, video_root))
         meta = reader.metadata
@@ -153,7 +141,7 @@ def record_frames(
                 call = record.calls[k][p["call"]]
                 a = call.arguments
                 try:
-                    plan = replan_call(reader, a, fc)
+                    plan = plan_tool_call(reader, a, options)
                 except ValueError as e:
                     raise FrameMismatchError(f"{record.where}: message {k} call {p['call']} ({a}): {e}") from e
                 if tuple(plan.frame_indices) != call.frame_indices or tuple(plan.size) != call.size:
@@ -174,16 +162,12 @@ def record_frames(
                 pending.append((key, i, i))
         else:
             if image_processor is None:
-                from eva_fast.vision import EvaQwen2VLImageProcessor
-
-                image_processor = EvaQwen2VLImageProcessor()
+                image_processor = vision.EvaQwen2VLImageProcessor()
             path = Path(p["path"])
             if not path.is_absolute() and record.base_dir is not None:
                 path = Path(record.base_dir) / path
             if not path.is_file():
                 raise FileNotFoundError(f"{record.where}: image file {str(path)!r} does not exist")
-            from PIL import Image
-
             with Image.open(path) as img:
                 frame = image_processor.prepare_image(img)
             flush()

@@ -49,23 +49,34 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-from eva_fast._logging import get_logger
-from eva_fast.train._common import CheckpointExtrasMixin, ResumeWeightsMixin, base_model_and_tokenizer
-from eva_fast.train._rl_data import RLSample, load_rl_set
-from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine
-
-logger = get_logger("train")
-
 try:
     import trl
     from trl import GRPOConfig, GRPOTrainer
+    from trl.models.utils import disable_gradient_checkpointing, unwrap_model_for_generation
 except ImportError as e:  # pragma: no cover - trl is the train extra
     raise ImportError("eva_fast.train needs TRL: pip install 'trl==1.16.0' peft accelerate rouge-score") from e
+from accelerate.utils import gather_object  # TRL's dependencies
+from datasets import Dataset
+from transformers import Qwen2_5_VLForConditionalGeneration
+
+from eva_fast._files import read_mapping
+from eva_fast._logging import get_logger
+from eva_fast.agent import NORMAL_STOP_REASONS, AgentConfig, TransformersBackend, get_backend, plot_timeline
+from eva_fast.train._common import CheckpointExtrasMixin, ResumeWeightsMixin, base_model_and_tokenizer
+from eva_fast.train._rl_data import RLSample, load_rl_set
+from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine
+from eva_fast.train._vllm import VLLMRolloutBackend
+from eva_fast.train.rewards import CSVJudge, format_reward, mcq_accuracy, rouge_reward
+from eva_fast.video import FrameOptions
+from eva_fast.vision import EvaQwen2VLImageProcessor, EvaQwen25VLProcessor
+
+logger = get_logger("train")
 
 #: TRL releases this trainer's hooks were read from and tested against.
 TESTED_TRL = ("1.16.0",)
 JUDGES = ("reference", "policy", "openai", "none")
+#: The agent's defaults, which the config's agent fields take.
+_AGENT = AgentConfig()
 
 
 def frame_select(start_time: float, end_time: float, nframes: int, resize: float = 1.0) -> str:
@@ -83,7 +94,12 @@ class EvaGRPOConfig(GRPOConfig):
     questions = ``generation_batch_size`` 512). Defaults changed from TRL's: ``beta`` 0.04 (the paper
     keeps a KL term to the SFT+KTO reference; TRL's default is 0), ``max_completion_length`` None
     (an episode is never truncated: cutting image pads breaks the vision/text alignment; it is
-    bounded by ``max_turns`` x ``max_turn_tokens`` + tool turns), ``remove_unused_columns=False``.
+    bounded by ``max_turns`` x ``max_new_tokens`` + tool turns), ``remove_unused_columns=False``.
+
+    The agent fields carry :class:`eva_fast.agent.AgentConfig`'s names (``max_turns``,
+    ``max_new_tokens``, ``decode_device``); ``frame_options`` embeds a
+    :class:`eva_fast.video.FrameOptions` as its dict (YAML ``frame_options: {maxp: 360, policy:
+    keyframe_snap}``, or JSON on the command line; fields left out keep their defaults).
     """
 
     train_file: str | None = field(default=None, metadata={"help": "RL question set (jsonl: video, question, answer, type)"})
@@ -99,13 +115,16 @@ class EvaGRPOConfig(GRPOConfig):
         metadata={"help": "fraction of multiple-choice questions in the training set (paper: 0.1); the other type is "
                   "subsampled to reach it; None keeps the set as is"},
     )
-    max_turns: int = field(default=6, metadata={"help": "model turns per episode"})
-    max_turn_tokens: int = field(default=2048, metadata={"help": "tokens generated per model turn"})
-    max_visual_tokens: int = field(default=12_000, metadata={"help": "per-call visual-token budget"})
-    maxp: int = field(default=720, metadata={"help": "resolution cap of the budget fallback"})
-    resample: str = field(default="cubic", metadata={"help": "frame resize filter (cubic = EVA parity)"})
-    frame_policy: str = field(default="parity", metadata={"help": "frame-choice policy"})
-    decode_device: str = field(default="cpu", metadata={"help": "where frames are decoded: cpu or cuda[:N]"})
+    max_turns: int = field(default=_AGENT.max_turns, metadata={"help": "model turns per episode"})
+    max_new_tokens: int = field(default=_AGENT.max_new_tokens, metadata={"help": "tokens generated per model turn"})
+    frame_options: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "frame tool settings (eva_fast.video.FrameOptions fields: max_visual_tokens, maxp, resample, "
+                  "policy, smart_resize_by, min_pixels, max_pixels, snap_tolerance_s, snap_fraction) as a dict or "
+                  "JSON; left-out fields keep EVA's defaults"},
+    )
+    decode_device: str = field(default=_AGENT.decode_device,
+                               metadata={"help": "where frames are decoded: cpu or cuda[:N]"})
     share_frames: bool = field(default=True, metadata={"help": "share decoded frames among a question's episodes"})
     rollout_concurrency: int | None = field(default=None, metadata={"help": "episodes in flight at once (None: all)"})
     format_reward: float = field(default=0.1, metadata={"help": "reward of a valid tool call with a wrong answer"})
@@ -138,20 +157,22 @@ class EvaGRPOConfig(GRPOConfig):
             raise ValueError(f"EvaGRPOConfig.mcq_ratio must be in [0, 1] or None, got {self.mcq_ratio!r}")
         if not 0.0 <= self.format_reward < 1.0:
             raise ValueError(f"EvaGRPOConfig.format_reward must be in [0, 1), got {self.format_reward!r}")
-        for name in ("max_turns", "max_turn_tokens", "max_visual_tokens", "maxp"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"EvaGRPOConfig.{name} must be a positive int, got {v!r}")
+        options = self.frame_options
+        if isinstance(options, str):
+            try:
+                options = json.loads(options)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"EvaGRPOConfig.frame_options must be a dict or its JSON, got {options!r}") from e
+        # validated here (named errors), kept as the plain dict TRL writes into its logs and checkpoints
+        self.frame_options = FrameOptions.from_dict(options or {}).to_dict()
+        self.agent_config()  # the agent settings' own checks, at config time
         super().__post_init__()
 
-    def agent_config(self) -> Any:
+    def agent_config(self) -> AgentConfig:
         """The :class:`eva_fast.agent.AgentConfig` of the rollouts."""
-        from eva_fast.agent import AgentConfig
-
         return AgentConfig(
-            max_turns=self.max_turns, max_new_tokens=self.max_turn_tokens, temperature=float(self.temperature),
-            max_visual_tokens=self.max_visual_tokens, maxp=self.maxp, resample=self.resample,
-            frame_policy=self.frame_policy, device=self.decode_device,
+            max_turns=self.max_turns, max_new_tokens=self.max_new_tokens, temperature=float(self.temperature),
+            frame_options=FrameOptions.from_dict(self.frame_options), decode_device=self.decode_device,
         )
 
 
@@ -187,8 +208,6 @@ def load_roots(path: str | os.PathLike | None) -> dict[str, str]:
     Raises:
         FileNotFoundError, ValueError: a missing file or not a mapping.
     """
-    from eva_fast._files import read_mapping
-
     return {} if path is None else read_mapping(path, "source name -> video folder")
 
 
@@ -203,8 +222,6 @@ def video_path(sample: RLSample, video_root: str | None, roots: dict[str, str]) 
 
 def rl_dataset(samples: Sequence[RLSample], video_root: str | None, roots: dict[str, str] | None = None) -> Any:
     """A ``datasets.Dataset`` of RL questions for TRL (``prompt`` plus eva_fast's columns)."""
-    from datasets import Dataset
-
     roots = roots or {}
     return Dataset.from_dict({
         "prompt": [[{"role": "user", "content": s.prompt()}] for s in samples],
@@ -242,28 +259,20 @@ class EvaRewards:
 
     @staticmethod
     def _normal(traj: Any) -> bool:
-        from eva_fast.agent import NORMAL_STOP_REASONS
-
         return traj.stop_reason in NORMAL_STOP_REASONS
 
     def correct(self, traj: Any, answer: str, qtype: str) -> bool:
-        from eva_fast.train.rewards import mcq_accuracy, rouge_reward
-
         if qtype == "mcq":
             return mcq_accuracy(traj, answer) == 1.0
         return rouge_reward(traj, answer) >= self.cfg.correct_threshold
 
     def format_one(self, traj: Any, answer: str, qtype: str) -> float:
-        from eva_fast.train.rewards import format_reward
-
         if not self._normal(traj):
             return 0.0
         return format_reward(traj, self.correct(traj, answer, qtype), self.cfg.format_reward)
 
     async def accuracy(self, trajs: Sequence[Any], answers: Sequence[str], types: Sequence[str], log_metric: Any = None
                        ) -> list[float]:
-        from eva_fast.train.rewards import mcq_accuracy, rouge_reward
-
         async def one(t: Any, a: str, ty: str) -> tuple[float, dict[str, float]]:
             if not self._normal(t):
                 return 0.0, {}
@@ -323,8 +332,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
         callbacks: Any = None,
         optimizers: Any = (None, None),
     ) -> None:
-        from eva_fast.vision import EvaQwen25VLProcessor, EvaQwen2VLImageProcessor
-
         if not isinstance(args, EvaGRPOConfig):
             raise TypeError(f"args must be an EvaGRPOConfig, got {type(args).__name__}")
         if trl.__version__ not in TESTED_TRL:
@@ -389,8 +396,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
         return {"top_p": a.top_p, "top_k": a.top_k or 0, "min_p": a.min_p, "repetition_penalty": a.repetition_penalty}
 
     def _policy_backend(self, unwrapped: Any) -> Any:
-        from eva_fast.agent._transformers import TransformersBackend
-
         return TransformersBackend(
             model=unwrapped, tokenizer=self._tokenizer, chat_template=self.processing_class.chat_template,
             generation_kwargs=self._sampling_kwargs(),
@@ -399,10 +404,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
     def _ensure_judge(self) -> None:
         if self.eva_rewards.judge is not None or self.args.judge == "none":
             return
-        from eva_fast.agent import get_backend
-        from eva_fast.agent._transformers import TransformersBackend
-        from eva_fast.train.rewards import CSVJudge
-
         backend = self._judge_backend
         if backend is None and self.args.judge == "openai":
             backend = get_backend("openai", base_url=self.args.judge_base_url, model=self.args.judge_model)
@@ -410,8 +411,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
             judge_model = self.ref_model if self.args.judge == "reference" else None
             if judge_model is None:
                 # no reference model (beta=0 or PEFT): a frozen copy of the initial policy
-                from transformers import Qwen2_5_VLForConditionalGeneration
-
                 if self.base_model_path is None:
                     raise ValueError("the CSV judge needs a reference model, judge_backend= or judge='openai'")
                 judge_model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
@@ -445,8 +444,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
         return output
 
     def _rollouts(self, rows: Sequence[dict[str, Any]]) -> RolloutBatch:
-        from trl.models.utils import disable_gradient_checkpointing, unwrap_model_for_generation
-
         engine_cfg = self.args.agent_config()
         videos = [r["video"] for r in rows]
         questions = [r["question"] for r in rows]
@@ -455,8 +452,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
                                    max_concurrency=self.args.rollout_concurrency)
             return engine.run_sync(videos, questions, keep_open=True)
         if self.use_vllm:
-            from eva_fast.train._vllm import VLLMRolloutBackend
-
             if self.state.global_step != self._last_loaded_step:
                 self.vllm_generation.sync_weights()
                 self._last_loaded_step = self.state.global_step
@@ -537,10 +532,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
         (gathered, like TRL's own completion metrics; TRL logs from the main process only): means
         per episode, stop-reason fractions, frame-cache counters summed over processes, and the
         stage times of the slowest process (``time/*``: the step waits for it)."""
-        from accelerate.utils import gather_object
-
-        from eva_fast.agent import NORMAL_STOP_REASONS
-
         trajs = batch.trajectories
         calls = [c for t in trajs for c in t.tool_calls]
         stops = Counter(t.stop_reason if t.stop_reason in NORMAL_STOP_REASONS else
@@ -589,8 +580,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
         line per episode: the trajectory with the question's ``gt``, ``type`` and ``category`` and
         the ``process`` that ran it, the form ``eva-fast data enhance --failures`` reads) and
         timeline PNGs of the main process's first ``dump_num`` episodes."""
-        from accelerate.utils import gather_object
-
         step = self.state.global_step
         lines = [{"gt": row["answer"], "type": row["type"], "category": row.get("category") or None,
                   "source": f"grpo:step-{step}", "process": self.accelerator.process_index, "answer": t.answer,
@@ -599,8 +588,6 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
         lines = gather_object(lines)  # a collective: every process calls it at the same steps
         if not self.accelerator.is_main_process:
             return
-        from eva_fast.agent._viz import plot_timeline
-
         out = Path(self.args.output_dir) / "rollouts"
         out.mkdir(parents=True, exist_ok=True)
         with open(out / f"step-{step:06d}.jsonl", "w", encoding="utf-8") as f:

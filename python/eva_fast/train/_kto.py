@@ -56,7 +56,6 @@ labels are ``input_ids`` masked by ``completion_mask`` and the KL forward's by
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import random
 from collections.abc import Iterator, Sequence
@@ -65,7 +64,9 @@ from typing import Any
 
 import torch
 
+from eva_fast._checks import positive_number
 from eva_fast._logging import get_logger
+from eva_fast.agent import ChatRenderer
 from eva_fast.train._collator import IGNORE_INDEX, EncodedSample, EvaCollator, records_dataset
 from eva_fast.train._common import (
     CheckpointExtrasMixin,
@@ -265,9 +266,7 @@ class EvaKTOConfig(KTOConfig, EvaDataArguments):
                 "the reference model runs every step"
             )
         for name in ("desirable_weight", "undesirable_weight"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise ValueError(f"EvaKTOConfig.{name} must be a positive number, got {v!r}")
+            positive_number(f"EvaKTOConfig.{name}", getattr(self, name))
         self._check_data()
         super().__post_init__()
         if self.ddp_find_unused_parameters is None and not (self.gradient_checkpointing_kwargs or {}).get("use_reentrant"):
@@ -324,8 +323,6 @@ class EvaKTOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, KTOTrainer):
         peft_config: Any = None,
         **kwargs: Any,
     ) -> None:
-        from eva_fast.agent._render import ChatRenderer
-
         if not isinstance(args, EvaKTOConfig):
             raise TypeError(f"args must be an EvaKTOConfig, got {type(args).__name__}")
         self.base_model_path, processing_class = base_model_and_tokenizer(model, processing_class)
@@ -353,7 +350,7 @@ class EvaKTOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, KTOTrainer):
         if args.shuffle_records:
             random.Random(args.seed).shuffle(train)
         if ref_model is None and args.ref_model_name_or_path:
-            from trl.trainer.utils import create_model_from_path
+            from trl.trainer.utils import create_model_from_path  # only for a separate reference model
 
             ref_model = create_model_from_path(args.ref_model_name_or_path, **dict(args.model_init_kwargs or {}))
         renderer = ChatRenderer(processing_class, processing_class.chat_template)

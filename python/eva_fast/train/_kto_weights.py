@@ -3,8 +3,9 @@ check in ``KTOTrainer._prepare_dataset``). No TRL import: the data tools use it 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from eva_fast._checks import positive_number
 
 #: The paper's EVA-KTO mix (§3.2): 63 % chosen, 37 % rejected.
 PAPER_CHOSEN_FRACTION = 0.63
@@ -48,8 +49,7 @@ def recommended_kto_weights(chosen: float, rejected: float, *, ratio: float = 1.
         ValueError: non-positive or non-finite counts, ``ratio`` outside ``[1, 4/3]``.
     """
     for name, v in (("chosen", chosen), ("rejected", rejected)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ValueError(f"{name} must be a positive number (count or fraction), got {v!r}")
+        positive_number(name, v, what="number (count or fraction)")
     lo, hi = KTO_WEIGHT_RATIO_RANGE
     if not (lo <= ratio <= hi + 1e-12):
         raise ValueError(f"ratio must be in [1, 4/3] (KTO paper Eq. 8), got {ratio!r}")

@@ -1,13 +1,15 @@
-"""The training data format: one EVA conversation per JSON line (format ``eva_fast.trajectory``, version 1).
+"""The training data format: one EVA conversation per JSON line (format ``eva_fast.trajectory``, version 2).
 
 A line holds the messages exactly as the agent loop renders them, with each tool turn's frames as
 *references* to the ``frame_select`` calls that produced them, never pixels or image files::
 
-    {"format": "eva_fast.trajectory", "version": 1,
+    {"format": "eva_fast.trajectory", "version": 2,
      "video": "videos/abc.mp4", "question": "What ... A. ... B. ...",
      "video_meta": {"duration_s": 13.013, "width": 480, "height": 270},
-     "frame_config": {"max_visual_tokens": 12000, "maxp": 720, "resample": "cubic",
-                      "frame_policy": "parity", "smart_resize_by": "processor", "timestamp_fmt": "mmss"},
+     "frame_options": {"max_visual_tokens": 12000, "maxp": 720, "resample": "cubic", "policy": "parity",
+                       "smart_resize_by": "processor", "min_pixels": 3136, "max_pixels": 12845056,
+                       "snap_tolerance_s": 2.0, "snap_fraction": 0.25},
+     "timestamp_fmt": "mmss",
      "messages": [
        {"role": "system", "content": "Use Frame Select Tool ..."},
        {"role": "user", "content": "Video Length: 12 seconds. Original video resolution: 270p. What ..."},
@@ -24,9 +26,15 @@ A line holds the messages exactly as the agent loop renders them, with each tool
      "gt": "B", "answer": "B", "label": true, "source": "eval:videomme#12", "rewards": {"accuracy": 1.0}}
 
 ``{"type": "frame", "call": c, "index": i}`` is frame ``i`` of call ``c`` of that tool turn. The
-collator plans it again with :func:`eva_fast.video.plan_frames` from the call's ``arguments``
-and the record's ``frame_config``, checks that it resolves to the recorded ``frame_indices`` and
-``size``, and decodes that plan (so training sees exactly the agent's pixels, or fails naming the sample).
+collator plans it again with the agent's own planning (:func:`eva_fast.agent.plan_tool_call`) from
+the call's ``arguments`` and the record's ``frame_options`` (:meth:`eva_fast.video.FrameOptions.to_dict`),
+checks that it resolves to the recorded ``frame_indices`` and ``size``, and decodes that plan (so
+training sees exactly the agent's pixels, or fails naming the sample). ``timestamp_fmt`` is the
+tool turns' label format (``AgentConfig.timestamp_fmt``).
+
+Version 1 (still read): the frame settings and the label format together in ``"frame_config"``,
+``{"max_visual_tokens", "maxp", "resample", "frame_policy", "smart_resize_by", "timestamp_fmt"}``
+(settings it lacks take their defaults).
 
 Teacher data made elsewhere may instead hold image files in its tool turns,
 ``{"type": "image", "path": "frames/q1_0.png"}`` (relative to the jsonl file), with no ``calls``;
@@ -49,18 +57,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eva_fast._checks import is_int, is_number
+from eva_fast._jsonl import parse_lines
+from eva_fast.agent import TIMESTAMP_FORMATS, Trajectory, recorded_frame_options
+from eva_fast.video import FrameOptions
+from eva_fast.vision import FACTOR
+
 FORMAT = "eva_fast.trajectory"
-VERSION = 1
+#: Version written; :data:`READ_VERSIONS` are read.
+VERSION = 2
+READ_VERSIONS = (1, 2)
 ROLES = ("system", "user", "assistant", "tool")
-#: Frame settings a record needs to re-decode its calls (defaults: EVA's published evaluation).
-DEFAULT_FRAME_CONFIG: dict[str, Any] = {
-    "max_visual_tokens": 12_000,
-    "maxp": 720,
-    "resample": "cubic",
-    "frame_policy": "parity",
-    "smart_resize_by": "processor",
-    "timestamp_fmt": "mmss",
-}
+#: ``frame_config`` keys of version-1 records (frame settings under their old names + the label format).
+V1_FRAME_CONFIG_KEYS = ("max_visual_tokens", "maxp", "resample", "frame_policy", "smart_resize_by", "timestamp_fmt")
 
 
 class RecordError(ValueError):
@@ -103,8 +112,8 @@ class TrajectoryRecord:
         question: the question as given to the agent.
         messages: chat messages; tool turns hold text parts and ``frame`` (or ``image``) parts.
         calls: for each message index of a tool turn with ``frame`` parts, its recorded calls.
-        frame_config: ``max_visual_tokens``, ``maxp``, ``resample``, ``frame_policy``,
-            ``smart_resize_by``, ``timestamp_fmt`` used when the frames were chosen.
+        frame_options: the :class:`~eva_fast.video.FrameOptions` the calls were planned with.
+        timestamp_fmt: the tool turns' frame label format (``AgentConfig.timestamp_fmt``).
         video_meta: ``duration_s``, ``width``, ``height`` the first user turn was built from (or {}).
         gt, answer, label, source, rewards, id: optional fields (see the module docstring).
         where: ``"file:line"`` the record came from (for error messages; not written).
@@ -115,7 +124,8 @@ class TrajectoryRecord:
     question: str
     messages: list[dict[str, Any]]
     calls: dict[int, list[RecordedCall]] = field(default_factory=dict)
-    frame_config: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_FRAME_CONFIG))
+    frame_options: FrameOptions = field(default_factory=FrameOptions)
+    timestamp_fmt: str = "mmss"
     video_meta: dict[str, Any] = field(default_factory=dict)
     gt: str | None = None
     answer: str | None = None
@@ -169,7 +179,8 @@ class TrajectoryRecord:
         d: dict[str, Any] = {"format": FORMAT, "version": VERSION, "video": self.video, "question": self.question}
         if self.video_meta:
             d["video_meta"] = dict(self.video_meta)
-        d["frame_config"] = dict(self.frame_config)
+        d["frame_options"] = self.frame_options.to_dict()
+        d["timestamp_fmt"] = self.timestamp_fmt
         d["messages"] = messages
         for name in ("gt", "answer", "label", "source", "id"):
             v = getattr(self, name)
@@ -214,22 +225,16 @@ def _parse(d: Any, where: str, base_dir: str | None) -> TrajectoryRecord:
         raise _fail(where, f"a record must be a JSON object, got {type(d).__name__}")
     if d.get("format", FORMAT) != FORMAT:
         raise _fail(where, f"format must be {FORMAT!r}, got {d.get('format')!r}")
-    if d.get("version", VERSION) != VERSION:
-        raise _fail(where, f"unsupported version {d.get('version')!r} (this eva_fast reads version {VERSION})")
+    version = d.get("version", VERSION)
+    if version not in READ_VERSIONS:
+        raise _fail(where, f"unsupported version {version!r} (this eva_fast reads versions {READ_VERSIONS})")
     for key in ("video", "question"):
         if not isinstance(d.get(key), str) or not d[key]:
             raise _fail(where, f"{key!r} must be a non-empty string, got {d.get(key)!r}")
     msgs = d.get("messages")
     if not isinstance(msgs, list) or len(msgs) < 3:
         raise _fail(where, "'messages' must be a list of at least 3 messages (system, user, assistant)")
-    frame_config = dict(DEFAULT_FRAME_CONFIG)
-    fc = d.get("frame_config") or {}
-    if not isinstance(fc, dict):
-        raise _fail(where, f"'frame_config' must be an object, got {type(fc).__name__}")
-    unknown = set(fc) - set(DEFAULT_FRAME_CONFIG)
-    if unknown:
-        raise _fail(where, f"unknown frame_config keys {sorted(unknown)}; allowed: {sorted(DEFAULT_FRAME_CONFIG)}")
-    frame_config.update(fc)
+    frame_options, timestamp_fmt = _frame_settings(d, version, where)
 
     messages: list[dict[str, Any]] = []
     calls: dict[int, list[RecordedCall]] = {}
@@ -280,7 +285,7 @@ def _parse(d: Any, where: str, base_dir: str | None) -> TrajectoryRecord:
     if label is not None and not isinstance(label, bool):
         raise _fail(where, f"'label' must be true, false or absent, got {label!r}")
     rewards = d.get("rewards") or {}
-    if not isinstance(rewards, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rewards.values()):
+    if not isinstance(rewards, dict) or not all(is_number(v) for v in rewards.values()):
         raise _fail(where, f"'rewards' must map names to numbers, got {rewards!r}")
     opt = {}
     for name in ("gt", "answer", "source", "id"):
@@ -289,10 +294,35 @@ def _parse(d: Any, where: str, base_dir: str | None) -> TrajectoryRecord:
             raise _fail(where, f"{name!r} must be a string, got {type(v).__name__}")
         opt[name] = None if v is None else str(v)
     return TrajectoryRecord(
-        video=d["video"], question=d["question"], messages=messages, calls=calls, frame_config=frame_config,
+        video=d["video"], question=d["question"], messages=messages, calls=calls, frame_options=frame_options,
+        timestamp_fmt=timestamp_fmt,
         video_meta=meta, label=label, rewards={k: float(v) for k, v in rewards.items()}, where=where,
         base_dir=base_dir, **opt,
     )
+
+
+def _frame_settings(d: dict[str, Any], version: int, where: str) -> tuple[FrameOptions, str]:
+    """``(frame_options, timestamp_fmt)`` of a record (version 1: both in ``frame_config``)."""
+    if version == 1:
+        fc = d.get("frame_config") or {}
+        if not isinstance(fc, dict):
+            raise _fail(where, f"'frame_config' must be an object, got {type(fc).__name__}")
+        unknown = set(fc) - set(V1_FRAME_CONFIG_KEYS)
+        if unknown:
+            raise _fail(where, f"unknown frame_config keys {sorted(unknown)}; allowed: {sorted(V1_FRAME_CONFIG_KEYS)}")
+        raw, fmt = fc, fc.get("timestamp_fmt", "mmss")
+    else:
+        raw, fmt = d.get("frame_options") or {}, d.get("timestamp_fmt", "mmss")
+        if not isinstance(raw, dict):
+            raise _fail(where, f"'frame_options' must be an object, got {type(raw).__name__}")
+        raw = {"frame_options": raw}
+    try:
+        options = recorded_frame_options(raw)
+    except ValueError as e:
+        raise _fail(where, str(e)) from e
+    if fmt not in TIMESTAMP_FORMATS:
+        raise _fail(where, f"'timestamp_fmt' must be one of {TIMESTAMP_FORMATS}, got {fmt!r}")
+    return options, fmt
 
 
 def _tool_content(content: Any, at: str) -> list[dict[str, Any]]:
@@ -303,7 +333,7 @@ def _tool_content(content: Any, at: str) -> list[dict[str, Any]]:
         t = p.get("type") if isinstance(p, dict) else None
         if t == "text" and isinstance(p.get("text"), str):
             out.append({"type": "text", "text": p["text"]})
-        elif t == "frame" and all(isinstance(p.get(x), int) and not isinstance(p.get(x), bool) for x in ("call", "index")):
+        elif t == "frame" and all(is_int(p.get(x)) for x in ("call", "index")):
             out.append({"type": "frame", "call": p["call"], "index": p["index"]})
         elif t == "image" and isinstance(p.get("path"), str) and p["path"]:
             out.append({"type": "image", "path": p["path"]})
@@ -330,11 +360,11 @@ def _calls(raw: Any, at: str) -> list[RecordedCall]:
         fr.pop("nframes", None)
         if not idx or any(i < 0 for i in idx):
             raise RecordError(f"{at}: call {j}: frame_indices must be non-empty and >= 0")
-        if h <= 0 or w <= 0 or h % 28 or w % 28:
-            raise RecordError(f"{at}: call {j}: size must be positive multiples of 28, got {[h, w]}")
+        if h <= 0 or w <= 0 or h % FACTOR or w % FACTOR:
+            raise RecordError(f"{at}: call {j}: size must be positive multiples of {FACTOR}, got {[h, w]}")
         for key in ("start_time", "end_time", "nframes"):
             v = args.get(key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            if not is_number(v) or not math.isfinite(v):
                 raise RecordError(f"{at}: call {j}: arguments.{key} must be a finite number, got {v!r}")
         out.append(RecordedCall(args, idx, (h, w), fr))
     return out
@@ -358,8 +388,6 @@ def iter_records(path: str | os.PathLike, *, skip_bad: bool = False, errors: lis
         FileNotFoundError: no such file.
         RecordError: a malformed line (``skip_bad=False``); the message names ``file:line``.
     """
-    from eva_fast.train._jsonl import parse_lines
-
     base = str(Path(path).resolve().parent)
     yield from parse_lines(path, lambda d, where: TrajectoryRecord.from_dict(d, where, base), RecordError,
                            what="training data file", skip_bad=skip_bad, errors=errors)
@@ -396,8 +424,8 @@ def record_from_trajectory(traj: Any, *, gt: str | None = None, label: bool | No
     under ``"trajectory"`` and the ground truth under ``"gt"``).
 
     The messages are :meth:`eva_fast.agent.Trajectory.conversation` (the loop's own rendering);
-    each tool turn's calls keep their arguments and resolved frames; ``frame_config`` is the
-    trajectory's agent settings.
+    each tool turn's calls keep their arguments and resolved frames; ``frame_options`` and
+    ``timestamp_fmt`` are the trajectory's agent settings (:meth:`Trajectory.frame_options`).
 
     Args:
         traj: the trajectory or eval record.
@@ -407,8 +435,6 @@ def record_from_trajectory(traj: Any, *, gt: str | None = None, label: bool | No
     Raises:
         RecordError: the trajectory has no assistant turn, ends on a tool turn, or never opened its video.
     """
-    from eva_fast.agent import Trajectory
-
     if isinstance(traj, dict) and "trajectory" in traj and isinstance(traj["trajectory"], dict):
         gt = gt if gt is not None else traj.get("gt")
         source = source or (f"eval#{traj['index']}" if "index" in traj else None)
@@ -432,20 +458,18 @@ def record_from_trajectory(traj: Any, *, gt: str | None = None, label: bool | No
         if ok and k < len(messages) and messages[k]["role"] == "tool":
             recorded = []
             for c in ok:
-                fr = c.frames
+                fr = c.frames.to_dict()  # the record layout (also what a plan-less old record holds)
                 args = {key: (c.arguments or {}).get(key) for key in ("start_time", "end_time", "nframes", "resize")}
                 if args["resize"] is None:
                     args["resize"] = 1.0
-                extra = {"window_s": list(fr.window_s), "label_s": list(fr.label_s), "resize": fr.resize,
-                         "budget_steps": list(fr.budget_steps)}
-                recorded.append(RecordedCall(args, tuple(fr.frame_indices), tuple(fr.size), extra))
+                extra = {"window_s": list(fr["window_s"]), "label_s": list(fr["label_s"]), "resize": fr["resize"],
+                         "budget_steps": list(fr["budget_steps"])}
+                recorded.append(RecordedCall(args, tuple(fr["frame_indices"]), tuple(fr["size"]), extra))
             calls[k] = recorded
             k += 1
-    frame_config = dict(DEFAULT_FRAME_CONFIG)
-    frame_config.update({key: v for key, v in traj.config.items() if key in DEFAULT_FRAME_CONFIG})
     d = TrajectoryRecord(
         video=video or traj.video_path, question=traj.question, messages=messages, calls=calls,
-        frame_config=frame_config,
+        frame_options=traj.frame_options(), timestamp_fmt=traj.config.get("timestamp_fmt", "mmss"),
         video_meta={"duration_s": traj.duration_s, "width": traj.width, "height": traj.height},
         gt=None if gt is None else str(gt), answer=traj.answer, label=label, source=source,
         rewards=dict(rewards or {}),

@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eva_fast._checks import is_number
+from eva_fast._jsonl import parse_lines
+
 QA_TYPES = ("mcq", "open")
 _FIELDS = ("video", "question", "answer", "type", "options", "category", "source", "id", "provenance")
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -122,7 +125,7 @@ class RLSample:
         if not isinstance(prov, Mapping):
             raise RLDataError(f"{where}: 'provenance' must be an object, got {type(prov).__name__}")
         answer = d.get("answer")
-        if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        if is_number(answer):
             answer = str(answer)
         return cls(
             video=d.get("video"), question=d.get("question"), answer=answer, type=qtype, options=options,
@@ -169,8 +172,6 @@ def iter_rl_set(path: str | os.PathLike, *, infer_type: bool = False, skip_bad: 
         FileNotFoundError: no such file.
         RLDataError: a malformed line (``skip_bad=False``); the message names ``file:line``.
     """
-    from eva_fast.train._jsonl import parse_lines
-
     yield from parse_lines(path, lambda d, where: RLSample.from_dict(d, where, infer_type=infer_type), RLDataError,
                            what="question set", skip_bad=skip_bad, errors=errors)
 

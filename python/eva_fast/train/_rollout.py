@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,10 @@ from typing import Any
 
 import torch
 
+from eva_fast import _asyncio
 from eva_fast._logging import get_logger
+from eva_fast.agent import AgentConfig, AgentLoop
+from eva_fast.video import DecodeStats, FrameBatch, FramePlan, VideoReader, decode_plan, plan_frames
 
 logger = get_logger("train")
 
@@ -77,8 +81,6 @@ class GroupFrameCache:
     """
 
     def __init__(self, reader: Any, max_frames: int | None = None) -> None:
-        import threading
-
         self.reader = reader
         self.max_frames = max_frames
         self.stats = CacheStats()
@@ -86,27 +88,22 @@ class GroupFrameCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _key(plan: Any, i: int) -> tuple:
+    def _key(plan: FramePlan, i: int) -> tuple:
         return (plan.frame_indices[i], plan.size, plan.aligned_size, plan.smart_resize_by, plan.resample)
 
     def select_frames(self, reader: Any, start_time: float, end_time: float, nframes: int, resize: float = 1.0,
-                      **kwargs: Any) -> Any:
+                      **kwargs: Any) -> FrameBatch:
         """Drop-in for :func:`eva_fast.video.select_frames` (same arguments and result) that serves
         frames from the cache. ``reader`` must be this cache's reader."""
-        from eva_fast.video import plan_frames
-
         if reader is not self.reader:
             raise ValueError("GroupFrameCache.select_frames: the reader is not the cache's reader")
         kwargs.pop("device", None)
         t0 = time.perf_counter()
         return self.serve(plan_frames(reader, start_time, end_time, nframes, resize, **kwargs), t0)
 
-    def serve(self, plan: Any, t_start: float | None = None) -> Any:
+    def serve(self, plan: FramePlan, t_start: float | None = None) -> FrameBatch:
         """The ``FrameBatch`` of a :class:`FramePlan` of this video: cached frames reused, the rest
         decoded together (:func:`eva_fast.video.decode_plan` on the plan restricted to them)."""
-        from eva_fast.video import FrameBatch, decode_plan
-        from eva_fast.video._reader import DecodeStats
-
         t0 = time.perf_counter() if t_start is None else t_start
         reader = self.reader
         with self._lock:
@@ -205,9 +202,8 @@ class RolloutEngine:
         max_concurrency: episodes in flight at once (None: all).
     """
 
-    def __init__(self, backend: Any, config: Any, *, share_frames: bool = True, max_concurrency: int | None = None) -> None:
-        from eva_fast.agent import AgentConfig
-
+    def __init__(self, backend: Any, config: AgentConfig, *, share_frames: bool = True,
+                 max_concurrency: int | None = None) -> None:
         if not isinstance(config, AgentConfig):
             raise TypeError(f"config must be an AgentConfig, got {type(config).__name__}")
         self.backend = backend
@@ -224,9 +220,6 @@ class RolloutEngine:
         Args:
             keep_open: keep the groups' readers and caches open in ``RolloutBatch.caches`` (the
                 caller closes them with :meth:`RolloutBatch.close`)."""
-        from eva_fast.agent import AgentLoop
-        from eva_fast.video import VideoReader
-
         if len(videos) != len(questions):
             raise ValueError(f"{len(videos)} videos for {len(questions)} questions")
         t0 = time.perf_counter()
@@ -250,7 +243,7 @@ class RolloutEngine:
             video = os.fspath(videos[idx[0]])
             reader = None
             try:
-                reader = await asyncio.to_thread(VideoReader, video, device=self.config.device)
+                reader = await asyncio.to_thread(VideoReader, video, device=self.config.decode_device)
             except Exception as e:  # the episodes report it (each opens the video and stops with the reason)
                 logger.warning("rollout group on %s: %s", video, e)
             if reader is not None and self.share_frames:
@@ -291,6 +284,4 @@ class RolloutEngine:
     def run_sync(self, videos: Sequence[str | os.PathLike], questions: Sequence[str], *, keep_open: bool = False
                  ) -> RolloutBatch:
         """:meth:`run` from synchronous code (in a fresh event loop, or a thread when one is running)."""
-        from eva_fast._asyncio import run_sync
-
-        return run_sync(self.run(videos, questions, keep_open=keep_open))
+        return _asyncio.run_sync(self.run(videos, questions, keep_open=keep_open))

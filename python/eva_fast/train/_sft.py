@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
+from eva_fast._checks import check_choice, positive_int
 from eva_fast._logging import get_logger
+from eva_fast.agent import ChatRenderer
 from eva_fast.train._collator import EvaCollator, records_dataset
 from eva_fast.train._common import (
     CheckpointExtrasMixin,
@@ -58,10 +60,8 @@ class EvaDataArguments:
     pixel_dtype: str = field(default="float32", metadata={"help": "pixel_values dtype: float32, bfloat16 or float16"})
 
     def _check_data(self) -> None:
-        if self.pixel_dtype not in _PIXEL_DTYPES:
-            raise ValueError(f"pixel_dtype must be one of {_PIXEL_DTYPES}, got {self.pixel_dtype!r}")
-        if isinstance(self.reader_cache_size, bool) or not isinstance(self.reader_cache_size, int) or self.reader_cache_size < 1:
-            raise ValueError(f"reader_cache_size must be a positive int, got {self.reader_cache_size!r}")
+        check_choice("pixel_dtype", self.pixel_dtype, _PIXEL_DTYPES)
+        positive_int("reader_cache_size", self.reader_cache_size)
 
 
 @dataclass
@@ -178,8 +178,6 @@ class EvaSFTTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, SFTTrainer):
         peft_config: Any = None,
         **kwargs: Any,
     ) -> None:
-        from eva_fast.agent._render import ChatRenderer
-
         if not isinstance(args, EvaSFTConfig):
             raise TypeError(f"args must be an EvaSFTConfig, got {type(args).__name__}")
         self.base_model_path, processing_class = base_model_and_tokenizer(model, processing_class)

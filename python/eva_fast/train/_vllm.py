@@ -28,12 +28,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from PIL import Image
 
 from eva_fast._logging import get_logger
-from eva_fast.agent._backend import ModelBackend, Session
-from eva_fast.agent._render import ChatRenderer
-from eva_fast.agent._transformers import TokenSession
-from eva_fast.agent._types import Generation, Message
+from eva_fast.agent import ChatRenderer, Generation, Message, ModelBackend, Session, TokenSession
 
 logger = get_logger("train")
 
@@ -155,8 +153,6 @@ class VLLMRolloutBackend(ModelBackend):
         self._task = None
 
     async def _tick(self, batch: list[tuple[_VLLMSession, int, asyncio.Future]]) -> None:
-        from PIL import Image
-
         prompts = [s.ids for s, _, _ in batch]
         images = [[Image.fromarray(f.cpu().numpy()) for f in s.images()] or None for s, _, _ in batch]
         if batch:

@@ -22,11 +22,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eva_fast.agent import Trajectory, extract_answer
+from eva_fast.agent import (
+    ImagePart,
+    Message,
+    ModelBackend,
+    TextPart,
+    Trajectory,
+    extract_answer,
+    frame_label,
+    plan_tool_call,
+)
+from eva_fast.video import VideoReader, decode_plan
 
 #: Default value of :func:`format_reward` (well below chance accuracy of 1/4-1/5).
 DEFAULT_FORMAT_REWARD = 0.1
@@ -58,7 +69,7 @@ def mcq_accuracy(answer: Trajectory | str, gt: str) -> float:
 @functools.lru_cache(maxsize=1)
 def _rouge_scorer() -> Any:
     try:
-        from rouge_score import rouge_scorer
+        from rouge_score import rouge_scorer  # optional (the train extra), only for open-ended rewards
     except ImportError as e:  # pragma: no cover - a dependency of the train extra
         raise ImportError("the open-ended reward needs rouge-score: pip install rouge-score") from e
     return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
@@ -178,8 +189,6 @@ class CSVJudge:
         temperature: float = 0.0,
         system: str | None = None,
     ) -> None:
-        from eva_fast.agent import ModelBackend
-
         if not isinstance(backend, ModelBackend):
             raise TypeError(f"backend must be an eva_fast.agent ModelBackend, got {type(backend).__name__}")
         if "{question}" not in prompt:
@@ -192,15 +201,12 @@ class CSVJudge:
 
     def messages(self, traj: Trajectory, batches: Sequence[Any]) -> list[Any]:
         """The judge conversation for a trajectory and its last round's frame batches."""
-        from eva_fast.agent import ImagePart, Message, TextPart
-        from eva_fast.agent._protocol import frame_label
-
         fmt = traj.config.get("timestamp_fmt", "mmss")
         parts: list[Any] = []
         frame_no = 0
         calls = last_round_calls(traj)
         for call, batch in zip(calls, batches):
-            for i in range(batch.nframes):
+            for i in range(batch.plan.nframes):
                 label = frame_label(frame_no, call.frames.label_s[i], fmt)
                 if label is not None:
                     parts.append(TextPart(label))
@@ -223,22 +229,18 @@ class CSVJudge:
         Raises:
             ValueError: a call resolves to other frames than recorded.
         """
-        from eva_fast.train._frames import replan_call
-        from eva_fast.train._records import DEFAULT_FRAME_CONFIG
-        from eva_fast.video import VideoReader, decode_plan
-
-        fc = {**DEFAULT_FRAME_CONFIG, **{k: v for k, v in traj.config.items() if k in DEFAULT_FRAME_CONFIG}}
+        options = traj.frame_options()
         calls = last_round_calls(traj)
         if not calls:
             return []
         reader = reader or VideoReader(traj.video_path)
         out = []
         for c in calls:
-            plan = replan_call(reader, c.arguments or {}, fc)  # the loop's own planning of the call
-            if list(plan.frame_indices) != list(c.frames.frame_indices):
+            plan = plan_tool_call(reader, c.arguments or {}, options)  # the loop's own planning of the call
+            if list(plan.frame_indices) != list(c.frames.plan.frame_indices):
                 raise ValueError(
                     f"{traj.video_path}: call {c.arguments} resolves to frames {list(plan.frame_indices)} but the "
-                    f"trajectory recorded {list(c.frames.frame_indices)}"
+                    f"trajectory recorded {list(c.frames.plan.frame_indices)}"
                 )
             out.append(frame_tool.serve(plan) if frame_tool is not None else decode_plan(reader, plan))
         return out
@@ -259,8 +261,6 @@ class CSVJudge:
             :class:`JudgeResult`; a judge failure (no frames, backend error) gives reward 0 with
             ``error`` set, never an exception.
         """
-        import time
-
         ok = mcq_accuracy(traj, gt) == 1.0
         if not ok:
             return JudgeResult(0.0, False)
@@ -282,7 +282,7 @@ class CSVJudge:
         ans = judge_answer(gen.text)
         right = mcq_accuracy(ans, gt) == 1.0
         return JudgeResult(
-            1.0 if right else 0.0, True, ans, right, sum(b.nframes for b in batches), None, gen.text,
+            1.0 if right else 0.0, True, ans, right, sum(b.plan.nframes for b in batches), None, gen.text,
             {"judge": (time.perf_counter() - t0) * 1e3},
         )
 

@@ -1,11 +1,21 @@
 """Video API: open videos, read frames by time, and EVA's frame-selection tool.
 
-    from eva_fast.video import VideoReader, select_frames, plan_frames, decode_plan
+    from eva_fast.video import FrameOptions, VideoReader, select_frames, plan_frames, decode_plan
     batch = select_frames("video.mp4", start_time=0, end_time=60, nframes=16, resize=0.5)
     batch.frames  # uint8 [16, H, W, 3], H and W multiples of 28
     batch.plan    # FramePlan: window, times, indices, size, budget; to_dict() / from_dict()
+    batch.stats   # DecodeStats: decoder work
+    select_frames("video.mp4", 0, 60, 16, 0.5, options=FrameOptions(policy="keyframe_snap"))
+
+Modules: ``_reader`` (``VideoReader`` over ``eva_fast._C``: metadata, frames by time, GOP-parallel
+CPU decoding, NVDEC), ``_policy`` (EVA's request validation, clamping, sample times, frame choice,
+sizes, token budget: pure host math), ``_options`` (``FrameOptions``: every frame setting, its
+default, unit and check, and the CLI flags made from it), ``_plan`` (``FramePlan`` = one resolved
+call, ``plan_frames``, ``decode_plan``, ``FrameBatch``), ``_select`` (``select_frames`` = plan +
+decode), ``_gop`` (decode-work accounting).
 """
 
+from eva_fast.video._options import FrameOptions, add_frame_option_flags, frame_options_from_flags
 from eva_fast.video._plan import (
     SNAP_MIN_GOP_RATIO,
     FrameBatch,
@@ -17,8 +27,6 @@ from eva_fast.video._plan import (
 )
 from eva_fast.video._policy import (
     DEFAULT_MAX_OUTPUT_BYTES,
-    DEFAULT_MAX_VISUAL_TOKENS,
-    DEFAULT_MAXP,
     MAX_NFRAMES,
     MAX_RESIZE,
     POLICIES,
@@ -51,9 +59,7 @@ from eva_fast.video._reader import (
 from eva_fast.video._select import select_frames
 
 __all__ = [
-    "DEFAULT_MAXP",
     "DEFAULT_MAX_OUTPUT_BYTES",
-    "DEFAULT_MAX_VISUAL_TOKENS",
     "MAX_NFRAMES",
     "MAX_RESIZE",
     "POLICIES",
@@ -65,6 +71,7 @@ __all__ = [
     "DecodeStats",
     "DecodedFrames",
     "FrameBatch",
+    "FrameOptions",
     "FramePlan",
     "FrameRequest",
     "NoVideoStreamError",
@@ -76,6 +83,7 @@ __all__ = [
     "VideoError",
     "VideoMetadata",
     "VideoReader",
+    "add_frame_option_flags",
     "aligned_size",
     "apply_token_budget",
     "check_plan",
@@ -83,6 +91,7 @@ __all__ = [
     "decode_plan",
     "estimate_visual_tokens",
     "frame_index_for_time",
+    "frame_options_from_flags",
     "output_size",
     "plan_frames",
     "resample_like_processor",

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from eva_fast._checks import check_choice, is_int, positive_int
+from eva_fast.video._options import FrameOptions
 from eva_fast.video._policy import (
-    DEFAULT_MAX_VISUAL_TOKENS,
-    DEFAULT_MAXP,
     MAX_NFRAMES,
     MAX_RESIZE,
     POLICIES,
@@ -32,21 +32,17 @@ from eva_fast.video._policy import (
     SmartResizeBy,
     aligned_size,
     apply_token_budget,
-    check_choice,
     clamp_window,
     frame_index_for_time,
     sample_timestamps,
 )
-from eva_fast.video._reader import MAX_SIDE, DecodeStats, VideoMetadata, VideoReader
-from eva_fast.vision._smart_resize import FACTOR, MAX_PIXELS, MIN_PIXELS, smart_resize, tokens_for_size
+from eva_fast.video._reader import MAX_SIDE, CorruptVideoError, DecodeStats, VideoMetadata, VideoReader
+from eva_fast.vision._smart_resize import FACTOR, smart_resize, tokens_for_size
 
 #: ``policy="keyframe_snap"`` snaps only when the spacing between sample times is at least this many
 #: times the video's median keyframe interval ("much larger than the GOP"): then every sample sits in
 #: its own GOP, an exact decode costs about half a GOP per frame, and a snapped one costs one frame.
 SNAP_MIN_GOP_RATIO = 4.0
-#: Default snap tolerance cap (seconds) and fraction of the sample spacing.
-DEFAULT_SNAP_TOLERANCE_S = 2.0
-DEFAULT_SNAP_FRACTION = 0.25
 #: Version of :meth:`FramePlan.to_dict`'s layout.
 PLAN_SCHEMA = 1
 
@@ -115,9 +111,7 @@ class FramePlan:
     def __post_init__(self) -> None:
         if not isinstance(self.request, FrameRequest):
             raise ValueError(f"FramePlan.request must be a FrameRequest, got {type(self.request).__name__}")
-        n = self.nframes
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"FramePlan.nframes must be a positive int, got {n!r}")
+        n = positive_int("FramePlan.nframes", self.nframes)
         for name in ("timestamps_s", "frame_indices", "target_pts_s", "snap_error_s"):
             v = getattr(self, name)
             if not isinstance(v, tuple) or len(v) != n:
@@ -125,7 +119,7 @@ class FramePlan:
         for name in ("timestamps_s", "target_pts_s", "snap_error_s"):
             if not all(isinstance(x, float) and math.isfinite(x) for x in getattr(self, name)):
                 raise ValueError(f"FramePlan.{name} must hold finite floats (seconds)")
-        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.frame_indices):
+        if not all(is_int(i) and i >= 0 for i in self.frame_indices):
             raise ValueError("FramePlan.frame_indices must hold non-negative ints")
         for name in ("start_s", "end_s", "resize"):
             v = getattr(self, name)
@@ -135,16 +129,15 @@ class FramePlan:
             raise ValueError(f"FramePlan.resize must be > 0, got {self.resize!r}")
         for name in ("size", "aligned_size"):
             hw = getattr(self, name)
-            if (not isinstance(hw, tuple) or len(hw) != 2 or any(isinstance(x, bool) or not isinstance(x, int) for x in hw)
+            if (not isinstance(hw, tuple) or len(hw) != 2 or not all(is_int(x) for x in hw)
                     or any(x < FACTOR or x % FACTOR or x > MAX_SIDE for x in hw)):
                 raise ValueError(
                     f"FramePlan.{name} must be (height, width), positive multiples of {FACTOR} up to {MAX_SIDE}, got {hw!r}"
                 )
         vs = self.video_size
-        if not isinstance(vs, tuple) or len(vs) != 2 or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in vs):
+        if not isinstance(vs, tuple) or len(vs) != 2 or not all(is_int(x) and x >= 1 for x in vs):
             raise ValueError(f"FramePlan.video_size must be (height, width) positive ints, got {vs!r}")
-        if isinstance(self.video_num_frames, bool) or not isinstance(self.video_num_frames, int) or self.video_num_frames < 1:
-            raise ValueError(f"FramePlan.video_num_frames must be a positive int, got {self.video_num_frames!r}")
+        positive_int("FramePlan.video_num_frames", self.video_num_frames)
         check_choice("FramePlan.smart_resize_by", self.smart_resize_by, SMART_RESIZE_BY)
         check_choice("FramePlan.resample", self.resample, RESAMPLES)
         check_choice("FramePlan.policy", self.policy, POLICIES)
@@ -152,7 +145,7 @@ class FramePlan:
             raise ValueError(f"FramePlan.budget_steps must be (), ('maxp',) or ('maxp', 'cube_root'), got {self.budget_steps!r}")
         for name in ("estimated_visual_tokens", "final_estimated_visual_tokens"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            if not is_int(v) or v < 0:
                 raise ValueError(f"FramePlan.{name} must be an int >= 0, got {v!r}")
         if self.tokens_per_frame != tokens_for_size(*self.size):
             raise ValueError(
@@ -206,8 +199,8 @@ class FramePlan:
                     raise ValueError(f"FramePlan dict: request must have start_time, end_time, nframes, resize; got {v!r}")
                 v = FrameRequest(**v)
             elif isinstance(v, list):
-                v = tuple(float(x) if name in _FLOAT_FIELDS and _is_int(x) else x for x in v)
-            elif name in _FLOAT_FIELDS and _is_int(v):
+                v = tuple(float(x) if name in _FLOAT_FIELDS and is_int(x) else x for x in v)
+            elif name in _FLOAT_FIELDS and is_int(v):
                 v = float(v)
             kw[name] = v
         return cls(**kw)
@@ -224,10 +217,6 @@ class FramePlan:
 _FLOAT_FIELDS = ("start_s", "end_s", "resize", "timestamps_s", "target_pts_s", "snap_error_s")
 
 
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 def _describe(v: object) -> str:
     return f"{type(v).__name__} of length {len(v)}" if hasattr(v, "__len__") else repr(v)
 
@@ -239,18 +228,11 @@ def plan_frames(
     nframes: int,
     resize: float = 1.0,
     *,
-    max_visual_tokens: int | None = DEFAULT_MAX_VISUAL_TOKENS,
-    maxp: int = DEFAULT_MAXP,
-    resample: Resample = "cubic",
-    policy: Policy = "parity",
-    min_pixels: int = MIN_PIXELS,
-    max_pixels: int = MAX_PIXELS,
-    smart_resize_by: SmartResizeBy = "processor",
-    snap_tolerance_s: float = DEFAULT_SNAP_TOLERANCE_S,
-    snap_fraction: float = DEFAULT_SNAP_FRACTION,
+    options: FrameOptions | None = None,
     max_nframes: int | None = MAX_NFRAMES,
     max_resize: float | None = MAX_RESIZE,
     budget: BudgetResult | None = None,
+    **settings: Any,
 ) -> FramePlan:
     """Resolve one ``frame_select(start_time, end_time, nframes, resize)`` call into a
     :class:`FramePlan` (nothing is decoded; at variable frame rate the first plan on a reader scans
@@ -291,27 +273,25 @@ def plan_frames(
         start_time, end_time: window, seconds (finite; clamped).
         nframes: frames wanted, a positive integer up to ``max_nframes``.
         resize: factor on the original resolution, in ``(0, max_resize]``.
-        max_visual_tokens: per-call budget (reference default 12 000); None disables it.
-        maxp: resolution cap of the first fallback step (reference default 720).
-        resample: ``"cubic"`` (parity) or ``"antialias"`` (Pillow-style, better for strong downscales).
-        policy: ``"parity"`` (default) or ``"keyframe_snap"`` (see above).
-        min_pixels, max_pixels: smart_resize bounds (Qwen2.5-VL-7B's by default).
-        smart_resize_by: ``"processor"`` (parity) or ``"decoder"`` (see step 5).
-        snap_tolerance_s: ``"keyframe_snap"`` only: largest move of a sample time, seconds (> 0).
-        snap_fraction: ``"keyframe_snap"`` only: largest move as a fraction of the spacing, in ``(0, 0.5)``.
+        options: the frame settings (:class:`FrameOptions`: budget, filter, policy, smart_resize
+            path and bounds, snap tolerances); default ``FrameOptions()``, EVA's.
+        **settings: :class:`FrameOptions` fields replacing those of ``options`` (a convenience:
+            ``plan_frames(r, 0, 60, 16, 0.5, policy="keyframe_snap")``).
         max_nframes: cap on ``nframes`` (default ``MAX_NFRAMES`` = 1024); None: no cap (the token
             budget and the reader's ``max_output_bytes`` still bound the work).
         max_resize: cap on ``resize`` (default ``MAX_RESIZE`` = 8); None: no cap.
         budget: the budget outcome already computed by the caller for this request (the agent
             applies :func:`apply_token_budget` to the model's raw arguments, as the published
             evaluation does before its tool sees them); its ``nframes`` (a positive int) and
-            ``resize`` are sampled and its steps and estimates recorded. ``max_visual_tokens`` and
-            ``maxp`` are then unused.
+            ``resize`` are sampled and its steps and estimates recorded. ``options.max_visual_tokens``
+            and ``options.maxp`` are then unused.
 
     Returns:
         The plan. ``plan.output_bytes`` is within ``reader.max_output_bytes``.
 
     Raises:
+        TypeError: ``reader`` is not a VideoReader, ``options`` not a FrameOptions, or a setting is
+            not a FrameOptions field.
         ValueError: invalid arguments (the message names the value and the allowed range), or an
             output above ``reader.max_output_bytes``.
     """
@@ -322,40 +302,24 @@ def plan_frames(
         raise ValueError(f"nframes must be in [1, {max_nframes}], got {request.nframes}")
     if max_resize is not None and request.resize > max_resize:
         raise ValueError(f"resize must be in (0, {max_resize}], got {request.resize!r}")
-    check_choice("policy", policy, POLICIES)
-    check_choice("resample", resample, RESAMPLES)
-    check_choice("smart_resize_by", smart_resize_by, SMART_RESIZE_BY)
-    if max_visual_tokens is not None and (
-        isinstance(max_visual_tokens, bool) or not isinstance(max_visual_tokens, numbers.Integral) or max_visual_tokens < 1
-    ):
-        raise ValueError(f"max_visual_tokens must be a positive int or None, got {max_visual_tokens!r}")
-    if isinstance(maxp, bool) or not isinstance(maxp, int) or maxp < 1:
-        raise ValueError(f"maxp must be a positive int, got {maxp!r}")
-    if policy == "keyframe_snap":
-        if not (isinstance(snap_tolerance_s, (int, float)) and math.isfinite(snap_tolerance_s) and snap_tolerance_s > 0):
-            raise ValueError(f"snap_tolerance_s must be a positive finite number of seconds, got {snap_tolerance_s!r}")
-        if not (isinstance(snap_fraction, (int, float)) and 0 < snap_fraction < 0.5):
-            raise ValueError(f"snap_fraction must be in (0, 0.5), got {snap_fraction!r}")
+    options = FrameOptions.build(options, **settings)
     meta = reader.metadata
     if budget is None:
-        budget = apply_token_budget(request.nframes, request.resize, meta.width, meta.height, max_visual_tokens, maxp)
-    elif not isinstance(budget, BudgetResult) or isinstance(budget.nframes, bool) or not isinstance(
-            budget.nframes, numbers.Integral) or budget.nframes < 1 or not (
+        budget = apply_token_budget(request.nframes, request.resize, height=meta.height, width=meta.width,
+                                    max_visual_tokens=options.max_visual_tokens, maxp=options.maxp)
+    elif not isinstance(budget, BudgetResult) or not isinstance(budget.nframes, numbers.Integral) or isinstance(
+            budget.nframes, bool) or budget.nframes < 1 or not (
             isinstance(budget.resize, numbers.Real) and math.isfinite(budget.resize) and budget.resize > 0):
         raise ValueError(f"budget must be a BudgetResult with a positive int nframes and a resize > 0, got {budget!r}")
-    return _plan(reader, request, budget, resample=resample, policy=policy, min_pixels=min_pixels,
-                 max_pixels=max_pixels, smart_resize_by=smart_resize_by, snap_tolerance_s=snap_tolerance_s,
-                 snap_fraction=snap_fraction)
+    return _plan(reader, request, budget, options)
 
 
-def _plan(reader: VideoReader, request: FrameRequest, budget: BudgetResult, *, resample: Resample, policy: Policy,
-          min_pixels: int, max_pixels: int, smart_resize_by: SmartResizeBy, snap_tolerance_s: float,
-          snap_fraction: float) -> FramePlan:
+def _plan(reader: VideoReader, request: FrameRequest, budget: BudgetResult, options: FrameOptions) -> FramePlan:
     """Steps 2-5 of :func:`plan_frames` for a validated request and its budget outcome."""
     meta = reader.metadata
     n, r = int(budget.nframes), float(budget.resize)
-    aligned = aligned_size(meta.width, meta.height, r)
-    size = smart_resize(aligned[0], aligned[1], FACTOR, min_pixels, max_pixels)
+    aligned = aligned_size(r, height=meta.height, width=meta.width)
+    size = smart_resize(aligned[0], aligned[1], FACTOR, options.min_pixels, options.max_pixels)
     for side in (*size, *aligned):
         if side > MAX_SIDE:
             raise ValueError(
@@ -363,7 +327,7 @@ def _plan(reader: VideoReader, request: FrameRequest, budget: BudgetResult, *, r
                 f"{size[0]}x{size[1]}); sides are limited to {MAX_SIDE} pixels"
             )
     reader.check_output_bytes(n, size)
-    if smart_resize_by == "processor":
+    if options.smart_resize_by == "processor":
         reader.check_output_bytes(n, aligned)
 
     start_s, end_s = clamp_window(request.start_time, request.end_time, reader.stream_end_s)
@@ -371,16 +335,16 @@ def _plan(reader: VideoReader, request: FrameRequest, budget: BudgetResult, *, r
     if meta.is_vfr:
         pts_table, _ = reader.frame_table()
         if len(pts_table) == 0:
-            raise _corrupt(f"{meta.path}: the container lists no frames for the video stream; cannot choose frames")
+            raise CorruptVideoError(f"{meta.path}: the container lists no frames for the video stream; cannot choose frames")
         indices = [_nearest_index(pts_table, t) for t in timestamps]
         targets = [float(pts_table[i]) for i in indices]
     else:
         indices = [frame_index_for_time(t, meta.average_fps, meta.num_frames) for t in timestamps]
         targets = [i / meta.average_fps for i in indices]
     snap_errors: tuple[float, ...] = (0.0,) * n
-    if policy == "keyframe_snap":
+    if options.policy == "keyframe_snap":
         indices, targets, snap_errors = _snap_to_keyframes(
-            reader, timestamps, indices, targets, start_s, end_s, snap_tolerance_s, snap_fraction
+            reader, timestamps, indices, targets, start_s, end_s, options.snap_tolerance_s, options.snap_fraction
         )
     return FramePlan(
         request=request,
@@ -396,9 +360,9 @@ def _plan(reader: VideoReader, request: FrameRequest, budget: BudgetResult, *, r
         resize=r,
         aligned_size=aligned,
         size=size,
-        smart_resize_by=smart_resize_by,
-        resample=resample,
-        policy=policy,
+        smart_resize_by=options.smart_resize_by,
+        resample=options.resample,
+        policy=options.policy,
         budget_steps=tuple(budget.steps),
         estimated_visual_tokens=int(budget.estimated_tokens),
         final_estimated_visual_tokens=int(budget.final_estimated_tokens),
@@ -420,11 +384,8 @@ class FrameBatch:
         total_ms: wall time of the call (planning + decoding), milliseconds.
         video: metadata of the video.
 
-    The plan's fields are also readable on the batch (``batch.frame_indices`` is
-    ``batch.plan.frame_indices``, likewise ``request``, ``start_s``, ``end_s``, ``timestamps_s``,
-    ``target_pts_s``, ``snap_error_s``, ``nframes``, ``resize``, ``size``, ``aligned_size``,
-    ``tokens_per_frame``, ``estimated_visual_tokens``, ``final_estimated_visual_tokens``,
-    ``budget_steps``, ``resample``, ``policy``, ``num_visual_tokens``; read-only).
+    Everything about *which* frames these are (window, times, indices, size, budget, estimates) is
+    the plan's: ``batch.plan.frame_indices``, ``batch.plan.size``, ``batch.plan.num_visual_tokens``.
     """
 
     frames: torch.Tensor
@@ -434,112 +395,6 @@ class FrameBatch:
     stats: DecodeStats = field(default_factory=DecodeStats)
     total_ms: float = 0.0
     video: VideoMetadata | None = None
-
-    # Read-only views of the plan (one copy of the state: the plan).
-    @property
-    def request(self) -> FrameRequest:
-        return self.plan.request
-
-    @property
-    def start_s(self) -> float:
-        return self.plan.start_s
-
-    @property
-    def end_s(self) -> float:
-        return self.plan.end_s
-
-    @property
-    def timestamps_s(self) -> tuple[float, ...]:
-        return self.plan.timestamps_s
-
-    @property
-    def frame_indices(self) -> tuple[int, ...]:
-        return self.plan.frame_indices
-
-    @property
-    def target_pts_s(self) -> tuple[float, ...]:
-        return self.plan.target_pts_s
-
-    @property
-    def snap_error_s(self) -> tuple[float, ...]:
-        return self.plan.snap_error_s
-
-    @property
-    def nframes(self) -> int:
-        return self.plan.nframes
-
-    @property
-    def resize(self) -> float:
-        return self.plan.resize
-
-    @property
-    def aligned_size(self) -> tuple[int, int]:
-        return self.plan.aligned_size
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.plan.size
-
-    @property
-    def tokens_per_frame(self) -> int:
-        return self.plan.tokens_per_frame
-
-    @property
-    def estimated_visual_tokens(self) -> int:
-        return self.plan.estimated_visual_tokens
-
-    @property
-    def final_estimated_visual_tokens(self) -> int:
-        return self.plan.final_estimated_visual_tokens
-
-    @property
-    def budget_steps(self) -> tuple[str, ...]:
-        return self.plan.budget_steps
-
-    @property
-    def resample(self) -> str:
-        return self.plan.resample
-
-    @property
-    def policy(self) -> str:
-        return self.plan.policy
-
-    @property
-    def num_visual_tokens(self) -> int:
-        return self.plan.num_visual_tokens
-
-    def summary(self) -> dict:
-        """JSON-ready description (no pixels): the plan (``plan``, as :meth:`FramePlan.to_dict`) and
-        flat copies of its main fields, the decoded pts, corrupt flags, decoder work and timings."""
-        p = self.plan
-        return {
-            "video": self.video.path if self.video else None,
-            "request": p.request.to_dict(),
-            "window_s": [p.start_s, p.end_s],
-            "timestamps": list(p.timestamps_s),
-            "frame_indices": list(p.frame_indices),
-            "pts_s": list(self.pts_s),
-            "corrupt": list(self.corrupt),
-            "size": list(p.size),
-            "nframes": p.nframes,
-            "resize": p.resize,
-            "tokens_per_frame": p.tokens_per_frame,
-            "num_visual_tokens": p.num_visual_tokens,
-            "estimated_visual_tokens": p.estimated_visual_tokens,
-            "final_estimated_visual_tokens": p.final_estimated_visual_tokens,
-            "budget_steps": list(p.budget_steps),
-            "resample": p.resample,
-            "policy": p.policy,
-            "snap_error_s": list(p.snap_error_s),
-            "backend": self.stats.backend,
-            "fallback_reason": self.stats.fallback_reason,
-            "decoded_frames": self.stats.decoded_frames,
-            "seeks": self.stats.seeks,
-            "decode_ms": round(self.stats.decode_ms, 3),
-            "convert_ms": round(self.stats.convert_ms, 3),
-            "total_ms": round(self.total_ms, 3),
-            "plan": p.to_dict(),
-        }
 
     def __repr__(self) -> str:
         p = self.plan
@@ -586,12 +441,6 @@ def _decode(reader: VideoReader, plan: FramePlan, t_start: float) -> FrameBatch:
         total_ms=(time.perf_counter() - t_start) * 1e3,
         video=reader.metadata,
     )
-
-
-def _corrupt(msg: str) -> Exception:
-    from eva_fast.video._reader import CorruptVideoError
-
-    return CorruptVideoError(msg)
 
 
 def check_plan(reader: VideoReader, plan: FramePlan) -> None:

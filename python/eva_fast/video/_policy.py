@@ -46,13 +46,6 @@ SmartResizeBy = Literal["processor", "decoder"]
 SMART_RESIZE_BY: tuple[str, ...] = get_args(SmartResizeBy)
 
 
-def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
-    """``value`` if it is one of ``allowed``, else a ValueError naming both."""
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    return value
-
-
 def _as_float(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a finite number of seconds, got {value!r} ({type(value).__name__})")
@@ -153,7 +146,7 @@ def frame_index_for_time(t_s: float, average_fps: float, num_frames: int) -> int
     return min(max(round(t_s * average_fps), 0), num_frames - 1)
 
 
-def estimate_visual_tokens(nframes: int, width: int, height: int, resize: float) -> int:
+def estimate_visual_tokens(nframes: int, resize: float, *, height: int, width: int) -> int:
     """The reference's token estimate: ``int(nframes) * max(1, round(H*r/28)) * max(1, round(W*r/28))``.
 
     Evaluated in the reference's order with Python's arithmetic (the height and width units first,
@@ -187,8 +180,9 @@ class BudgetResult:
 def apply_token_budget(
     nframes: int,
     resize: float,
-    width: int,
+    *,
     height: int,
+    width: int,
     max_visual_tokens: int | None = DEFAULT_MAX_VISUAL_TOKENS,
     maxp: int = DEFAULT_MAXP,
 ) -> BudgetResult:
@@ -202,32 +196,33 @@ def apply_token_budget(
     it the model's raw arguments): a float ``nframes`` stays a float unless the cube-root step
     runs, and values the reference cannot compute with raise its exceptions.
     """
-    estimate = estimate_visual_tokens(nframes, width, height, resize)
+    estimate = estimate_visual_tokens(nframes, resize, height=height, width=width)
     if max_visual_tokens is None or estimate <= max_visual_tokens:
         return BudgetResult(nframes, resize, estimate, estimate, ())
     steps = ["maxp"]
     resize = min(resize, min(1.0, maxp / min(width, height)))
-    current = estimate_visual_tokens(nframes, width, height, resize)
+    current = estimate_visual_tokens(nframes, resize, height=height, width=width)
     if current > max_visual_tokens:
         steps.append("cube_root")
         k = (max_visual_tokens / current) ** (1.0 / 3.0)
         nframes = max(1, int(nframes * k))
         resize = resize * k
-        current = estimate_visual_tokens(nframes, width, height, resize)
+        current = estimate_visual_tokens(nframes, resize, height=height, width=width)
     return BudgetResult(nframes, resize, estimate, current, tuple(steps))
 
 
 def output_size(
-    width: int, height: int, resize: float, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS
+    resize: float, *, height: int, width: int, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS
 ) -> tuple[int, int]:
-    """Output ``(h', w')`` for a frame of ``width x height`` (as displayed) at ``resize``:
-    ``w' = max(1, round(W*r/28))*28`` (likewise ``h'``, :func:`aligned_size`), then Qwen2.5-VL's
-    ``smart_resize`` so the model never resamples again."""
-    h, w = aligned_size(width, height, resize)
+    """Output ``(h', w')`` for a frame of ``height x width`` (as displayed) at ``resize``:
+    ``h' = max(1, round(H*r/28))*28`` (likewise ``w'``, :func:`aligned_size`), then Qwen2.5-VL's
+    ``smart_resize`` so the model never resamples again. Sizes are keyword-only, (height, width)."""
+    h, w = aligned_size(resize, height=height, width=width)
     return smart_resize(h, w, FACTOR, min_pixels, max_pixels)
 
 
-def aligned_size(width: int, height: int, resize: float) -> tuple[int, int]:
+def aligned_size(resize: float, *, height: int, width: int) -> tuple[int, int]:
     """The reference tool's frame size ``(h, w)`` at ``resize``: ``max(1, round(H*r/28))*28`` by
-    ``max(1, round(W*r/28))*28`` (``--factor 28``), before Qwen2.5-VL's smart_resize."""
+    ``max(1, round(W*r/28))*28`` (``--factor 28``), before Qwen2.5-VL's smart_resize. ``height``
+    and ``width`` (pixels, as displayed) are keyword-only so they cannot be swapped."""
     return max(1, round(height * resize / FACTOR)) * FACTOR, max(1, round(width * resize / FACTOR)) * FACTOR

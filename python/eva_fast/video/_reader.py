@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from eva_fast import _C
+from eva_fast._checks import check_choice, int_in_range, is_int, positive_int
 from eva_fast._logging import get_logger
-from eva_fast.video._policy import DEFAULT_MAX_OUTPUT_BYTES, RESAMPLES, Resample, check_choice
+from eva_fast.video._policy import DEFAULT_MAX_OUTPUT_BYTES, RESAMPLES, Resample
 
 log = get_logger("video")
 
@@ -319,12 +320,10 @@ class VideoReader:
         cuda_index = _check_cuda_usable(device) if device != "cpu" else -1
         if on_corrupt not in ("flag", "error"):
             raise ValueError(f"on_corrupt must be 'flag' or 'error', got {on_corrupt!r}")
-        if stream_index is not None and (isinstance(stream_index, bool) or not isinstance(stream_index, int)):
+        if stream_index is not None and not is_int(stream_index):
             raise ValueError(f"stream_index must be an int or None, got {stream_index!r}")
-        if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= 256:
-            raise ValueError(f"threads must be an int in 0..256 (0 = FFmpeg's choice), got {threads!r}")
-        if isinstance(max_output_bytes, bool) or not isinstance(max_output_bytes, int) or max_output_bytes < 1:
-            raise ValueError(f"max_output_bytes must be a positive int, got {max_output_bytes!r}")
+        int_in_range("threads", threads, 0, 256, note=" (0 = FFmpeg's choice)")
+        positive_int("max_output_bytes", max_output_bytes)
         self.path = os.fspath(path)
         self.device = device
         self.on_corrupt = on_corrupt
@@ -333,8 +332,8 @@ class VideoReader:
         if not isinstance(skip_nonref, bool):
             raise ValueError(f"skip_nonref must be a bool, got {skip_nonref!r}")
         for name, value in (("gop_workers", gop_workers), ("gpu_workers", gpu_workers)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64):
-                raise ValueError(f"{name} must be an int in 1..64 or None (auto), got {value!r}")
+            if value is not None:
+                int_in_range(name, value, 1, 64, note=" or None (auto)")
         #: Most CPU decoders that share one request (GOP-parallel decoding).
         self.gop_workers: int = _C.default_gop_workers() if gop_workers is None else gop_workers
         #: Most NVDEC decoders that share one request (1 for a CPU reader).

@@ -5,26 +5,12 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
-from eva_fast.video._plan import (
-    DEFAULT_SNAP_FRACTION,
-    DEFAULT_SNAP_TOLERANCE_S,
-    FrameBatch,
-    _decode,
-    plan_frames,
-)
-from eva_fast.video._policy import (
-    DEFAULT_MAX_VISUAL_TOKENS,
-    DEFAULT_MAXP,
-    MAX_NFRAMES,
-    MAX_RESIZE,
-    BudgetResult,
-    Policy,
-    Resample,
-    SmartResizeBy,
-)
+from eva_fast.video._options import FrameOptions
+from eva_fast.video._plan import FrameBatch, _decode, plan_frames
+from eva_fast.video._policy import MAX_NFRAMES, MAX_RESIZE, BudgetResult
 from eva_fast.video._reader import VideoReader, normalize_device
-from eva_fast.vision._smart_resize import MAX_PIXELS, MIN_PIXELS
 
 
 def select_frames(
@@ -34,25 +20,19 @@ def select_frames(
     nframes: int,
     resize: float = 1.0,
     *,
-    max_visual_tokens: int | None = DEFAULT_MAX_VISUAL_TOKENS,
-    maxp: int = DEFAULT_MAXP,
-    resample: Resample = "cubic",
-    policy: Policy = "parity",
+    options: FrameOptions | None = None,
     device: str = "cpu",
-    min_pixels: int = MIN_PIXELS,
-    max_pixels: int = MAX_PIXELS,
-    smart_resize_by: SmartResizeBy = "processor",
-    snap_tolerance_s: float = DEFAULT_SNAP_TOLERANCE_S,
-    snap_fraction: float = DEFAULT_SNAP_FRACTION,
     max_nframes: int | None = MAX_NFRAMES,
     max_resize: float | None = MAX_RESIZE,
     budget: BudgetResult | None = None,
+    **settings: Any,
 ) -> FrameBatch:
     """EVA's ``frame_select(start_time, end_time, nframes, resize)`` tool:
     ``decode_plan(reader, plan_frames(reader, ...))``.
 
     The policy (budget, clamping, sample times, frame choice, size, ``keyframe_snap``) is
-    :func:`plan_frames`'s; the arguments are its arguments plus:
+    :func:`plan_frames`'s; the arguments are its arguments (``options`` / ``**settings``: the
+    :class:`FrameOptions`; ``max_nframes``, ``max_resize``, ``budget``) plus:
 
     Args:
         video: a path or an open :class:`VideoReader` (reuse one across calls of a trajectory).
@@ -65,6 +45,7 @@ def select_frames(
         FrameBatch with ``frames`` uint8 ``[T, H, W, 3]`` and ``plan``.
 
     Raises:
+        TypeError: ``options`` is not a FrameOptions, or a setting is not one of its fields.
         ValueError: invalid arguments (the message names the value and the allowed range), an
             output above the reader's ``max_output_bytes``, or a closed reader.
         FileNotFoundError, NotAVideoError, NoVideoStreamError, UnsupportedCodecError,
@@ -76,12 +57,8 @@ def select_frames(
     try:
         if reader.device != normalize_device(device):
             raise ValueError(f"device={device!r} but the VideoReader was opened on {reader.device!r}")
-        plan = plan_frames(
-            reader, start_time, end_time, nframes, resize, max_visual_tokens=max_visual_tokens, maxp=maxp,
-            resample=resample, policy=policy, min_pixels=min_pixels, max_pixels=max_pixels,
-            smart_resize_by=smart_resize_by, snap_tolerance_s=snap_tolerance_s, snap_fraction=snap_fraction,
-            max_nframes=max_nframes, max_resize=max_resize, budget=budget,
-        )
+        plan = plan_frames(reader, start_time, end_time, nframes, resize, options=options, max_nframes=max_nframes,
+                           max_resize=max_resize, budget=budget, **settings)
         return _decode(reader, plan, t_start)
     finally:
         if own:

@@ -19,7 +19,7 @@ from eva_fast.vision._smart_resize import FACTOR, MAX_PIXELS, MIN_PIXELS, smart_
 def __getattr__(name: str):
     # the image processor imports transformers; load it only when asked for
     if name in ("EvaQwen2VLImageProcessor", "EvaQwen25VLProcessor"):
-        from eva_fast.vision import _processor
+        from eva_fast.vision import _processor  # imports transformers: only when asked for
 
         return getattr(_processor, name)
     raise AttributeError(f"module 'eva_fast.vision' has no attribute {name!r}")

@@ -201,7 +201,7 @@ def pack_qwen25vl(
     device = frames_list[0].device
     chosen, fallback = _resolve_backend(backend, device)
     if chosen == "triton":
-        from eva_fast.kernels.pack_qwen25vl import pack_qwen25vl_triton
+        from eva_fast.kernels.pack_qwen25vl import pack_qwen25vl_triton  # imports Triton (GPU only)
 
         pixel_values, grid = pack_qwen25vl_triton(frames_list, dtype=dtype, mean=mean, std=std)
     else:

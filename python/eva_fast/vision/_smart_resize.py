@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from eva_fast._checks import is_number, positive_int
+
 #: Patch edge (pixels) x spatial merge size: sizes handed to the model are multiples of this.
 FACTOR = 28
 #: ``min_pixels`` / ``max_pixels`` of the released Qwen2.5-VL-7B ``preprocessor_config.json``.
@@ -36,10 +38,9 @@ def smart_resize(
             positive int, or pixel bounds outside ``0 <= min_pixels <= max_pixels``,
             ``max_pixels >= 1``.
     """
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-        raise ValueError(f"smart_resize: factor must be a positive int, got {factor!r}")
+    positive_int("smart_resize: factor", factor)
     for name, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        if not is_number(v) or not math.isfinite(v) or v < 0:
             raise ValueError(f"smart_resize: {name} must be a finite number >= 0, got {v!r}")
     if max_pixels < 1 or min_pixels > max_pixels:
         raise ValueError(

@@ -292,7 +292,7 @@ def yuv420_to_rgb_resized(
     Raises:
         ValueError: bad rotation, size or filter.
     """
-    from eva_fast import _C
+    from eva_fast import _C  # only this helper needs the native resize; the torch twins import without it
 
     if rotation_deg not in (0, 90, 180, 270):
         raise ValueError(f"rotation_deg must be 0, 90, 180 or 270, got {rotation_deg!r}")

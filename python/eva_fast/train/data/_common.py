@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eva_fast._checks import is_number
+from eva_fast._jsonl import JsonlFormatError, json_lines
 from eva_fast._logging import get_logger
+from eva_fast.agent import get_backend
+from eva_fast.train._records import FORMAT, RecordError, TrajectoryRecord, record_from_trajectory
+from eva_fast.train.rewards import mcq_accuracy, rouge_reward
 
 logger = get_logger("train.data")
 
@@ -96,8 +101,6 @@ def score_answer(answer: str, gt: str, qtype: str, rouge_threshold: float = DEFA
     Raises:
         ValueError: ``qtype`` not ``"mcq"``/``"open"``.
     """
-    from eva_fast.train.rewards import mcq_accuracy, rouge_reward
-
     if qtype == "mcq":
         s = mcq_accuracy(answer or "", gt)
         return s == 1.0, s
@@ -166,7 +169,7 @@ def _reward_correct(obj: Mapping[str, Any]) -> tuple[bool | None, float | None]:
         return obj["correct"], float(obj["correct"])
     rewards = obj.get("rewards") if isinstance(obj.get("rewards"), Mapping) else {}
     for v in (obj.get("accuracy"), rewards.get("accuracy"), obj.get("reward_accuracy")):
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if is_number(v):
             return float(v) >= 0.5, float(v)
     return None, None
 
@@ -182,8 +185,6 @@ def case_from_object(obj: Any, where: str, *, base_dir: str | None = None, qtype
     from ``type``/``qtype`` or :func:`infer_answer_type`); else the reward fields. Never raises for
     a bad line: ``error`` says what is wrong.
     """
-    from eva_fast.train._records import FORMAT, RecordError, TrajectoryRecord, record_from_trajectory
-
     if not isinstance(obj, dict):
         return Case(where, error=f"not a JSON object ({type(obj).__name__})")
     case = Case(where, raw=obj)
@@ -227,13 +228,12 @@ def iter_cases(paths: Sequence[str | os.PathLike], **kwargs: Any) -> Iterator[Ca
     Raises:
         FileNotFoundError: a missing input file.
     """
-    from eva_fast.train._jsonl import NotJSON, json_lines
-
     for name in paths:
         base = str(Path(name).resolve().parent)
-        for where, obj in json_lines(name, what="input", single_object=True):
-            if isinstance(obj, NotJSON):
-                yield Case(where, error=str(obj).split(": ", 1)[1])
+        for lineno, obj in json_lines(name, what="input", single_object=True):
+            where = f"{Path(name)}:{lineno}"
+            if isinstance(obj, JsonlFormatError):
+                yield Case(where, error=f"not JSON ({obj.detail})")
             else:
                 yield case_from_object(obj, where, base_dir=base, **kwargs)
 
@@ -269,8 +269,6 @@ def make_backend(name: str, *, base_url: str | None = None, model: str | None = 
     Raises:
         ValueError: unknown backend or an argument it does not take.
     """
-    from eva_fast.agent import get_backend
-
     kw = dict(backend_args or {})
     if name == "openai":
         if base_url is not None:

@@ -39,7 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eva_fast._checks import is_number, positive_int
 from eva_fast._logging import get_logger
+from eva_fast.agent import ImagePart, Message, TextPart, frame_label
+from eva_fast.eval import ResultCache
 from eva_fast.train._rl_data import RLSample, load_rl_set, write_rl_set
 from eva_fast.train.data._common import (
     DEFAULT_ROUGE_THRESHOLD,
@@ -53,6 +56,8 @@ from eva_fast.train.data._common import (
     render_prompt,
     write_report,
 )
+from eva_fast.train.rewards import rouge_reward
+from eva_fast.video import VideoReader, select_frames
 
 logger = get_logger("train.data")
 
@@ -235,8 +240,7 @@ class QuestionWriter:
                  temperature: float = 0.7) -> None:
         for name, v in (("nframes", nframes), ("questions_per_video", questions_per_video),
                         ("max_answer_words", max_answer_words)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            positive_int(name, v)
         if not 0 < resize <= 1:
             raise ValueError(f"resize must be in (0, 1], got {resize!r}")
         self.backend = backend
@@ -257,29 +261,22 @@ class QuestionWriter:
     def frames(self, video: str) -> Any:
         """The video's frames for the prompt: ``nframes`` evenly over its whole length (EVA's frame
         policy, :func:`eva_fast.video.select_frames`)."""
-        from eva_fast.video import VideoReader, select_frames
-
         reader = VideoReader(video)
         return select_frames(reader, 0, reader.metadata.duration_s, self.nframes, self.resize)
 
     def _frame_parts(self, batch: Any) -> list[Any]:
-        from eva_fast.agent import ImagePart, TextPart
-        from eva_fast.agent._protocol import frame_label
-
         parts: list[Any] = []
-        for i, t in enumerate(batch.timestamps_s):
+        for i, t in enumerate(batch.plan.timestamps_s):
             parts.append(TextPart(frame_label(i, int(t))))
             parts.append(ImagePart(batch, i))
         return parts
 
     def messages(self, examples: Sequence[FailureCase], batch: Any) -> list[Any]:
         """The generation request: examples, the frames, the ask (one user turn)."""
-        from eva_fast.agent import Message, TextPart
-
         ex = "\n".join(f"- [{e.category}] Question: {e.question}\n  Right answer: {e.gt}. The agent answered: "
                        f"{e.answer or '(nothing)'}." for e in examples) or "- (no failure cases given)"
-        head = render_prompt("enhance_generate", self.prompt_dir, examples=ex, nframes=batch.nframes,
-                             duration_s=int(batch.end_s))
+        head = render_prompt("enhance_generate", self.prompt_dir, examples=ex, nframes=batch.plan.nframes,
+                             duration_s=int(batch.plan.end_s))
         ask_text = render_prompt("enhance_request", self.prompt_dir, n=self.questions_per_video,
                                  max_words=self.max_answer_words)
         return [Message("user", (TextPart(head), *self._frame_parts(batch), TextPart(ask_text)))]
@@ -297,9 +294,6 @@ class QuestionWriter:
 
     async def check(self, batch: Any, question: str, answer: str) -> dict[str, Any]:
         """The teacher's self-check of one item: ``{"answer", "rouge", "passed"}``."""
-        from eva_fast.agent import Message, TextPart
-        from eva_fast.train.rewards import rouge_reward
-
         text = render_prompt("enhance_selfcheck", self.prompt_dir, question=question, max_words=self.max_answer_words)
         gen = await ask(self.backend, [Message("user", (*self._frame_parts(batch), TextPart(text)))],
                         max_new_tokens=64)
@@ -334,7 +328,7 @@ class QuestionWriter:
         default_cat = Counter(e.category for e in examples).most_common(1)[0][0] if examples else UNCATEGORIZED
         for it in items:
             q, a = it.get("question"), it.get("answer")
-            if isinstance(a, (int, float)) and not isinstance(a, bool):
+            if is_number(a):
                 a = str(a)
             item = {"question": q.strip() if isinstance(q, str) else q, "answer": a.strip() if isinstance(a, str) else a,
                     "category": str(it.get("category") or default_cat), "status": "ok", "self_check": None}
@@ -406,10 +400,7 @@ async def aenhance(
         FileNotFoundError: missing inputs; RLDataError: a malformed RL set; ValueError: no failure
         cases or bad arguments.
     """
-    from eva_fast.eval import ResultCache
-
-    if isinstance(examples_per_prompt, bool) or not isinstance(examples_per_prompt, int) or examples_per_prompt < 1:
-        raise ValueError(f"examples_per_prompt must be a positive int, got {examples_per_prompt!r}")
+    positive_int("examples_per_prompt", examples_per_prompt)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run_name = run_name or out.resolve().name

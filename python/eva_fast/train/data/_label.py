@@ -39,7 +39,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eva_fast._checks import positive_int
 from eva_fast._logging import get_logger
+from eva_fast.agent import Message
+from eva_fast.eval import ResultCache
+from eva_fast.train._kto_weights import recommended_kto_weights
+from eva_fast.train._records import write_records
 from eva_fast.train.data._common import (
     DEFAULT_ROUGE_THRESHOLD,
     Case,
@@ -84,8 +89,7 @@ class FailureRules:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v > 0):
                 raise ValueError(f"FailureRules.{name} must be > 0, got {v!r}")
-        if not (isinstance(self.dense_min_frames, int) and self.dense_min_frames >= 1):
-            raise ValueError(f"FailureRules.dense_min_frames must be a positive int, got {self.dense_min_frames!r}")
+        positive_int("FailureRules.dense_min_frames", self.dense_min_frames)
 
 
 def call_windows(record: Any) -> list[tuple[float, float, int]]:
@@ -199,8 +203,6 @@ class GuessingJudge:
 
     async def judge(self, record: Any) -> dict[str, Any]:
         """``{"verdict", "reason", "reply"}``; a backend failure gives verdict ``error`` (never raises)."""
-        from eva_fast.agent import Message
-
         try:
             gen = await ask(self.backend, [Message("user", self.prompt(record))], max_new_tokens=self.max_new_tokens)
         except Exception as e:  # one judge failure must not stop the labelling
@@ -273,10 +275,6 @@ async def alabel(
     Raises:
         FileNotFoundError: a missing input; ValueError: bad arguments.
     """
-    from eva_fast.eval import ResultCache
-    from eva_fast.train._kto_weights import recommended_kto_weights
-    from eva_fast.train._records import write_records
-
     rules = rules or FailureRules()
     out = Path(out)
     stem = out.with_suffix("") if out.suffix == ".jsonl" else out

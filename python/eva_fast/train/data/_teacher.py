@@ -48,7 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eva_fast._checks import positive_int
 from eva_fast._logging import get_logger
+from eva_fast.agent import SYSTEM_PROMPT
+from eva_fast.eval import BenchmarkSpec, arun_benchmark, output_stem
+from eva_fast.train._records import RecordError, load_records, record_from_trajectory, write_records
 from eva_fast.train._rl_data import RLSample, load_rl_set
 from eva_fast.train.data._common import (
     DEFAULT_ROUGE_THRESHOLD,
@@ -109,8 +113,6 @@ def load_experiences(path: str | os.PathLike) -> list[str]:
     Raises:
         FileNotFoundError: no such file; ValueError: a file with no experience.
     """
-    from eva_fast.train._records import load_records
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"experiences file {str(path)!r} does not exist")
@@ -170,8 +172,6 @@ class TeacherPrompt:
     def system(self, key: int) -> str:
         """The system prompt for question ``key`` (its experiences depend on ``seed`` and ``key``)."""
         if self.student:
-            from eva_fast.agent import SYSTEM_PROMPT
-
             return SYSTEM_PROMPT
         parts = []
         for f in self.families:
@@ -344,12 +344,7 @@ async def arun_teacher(
         RLDataError / FileNotFoundError: a bad QA set; ValueError: bad arguments;
         eva_fast.eval.PreflightError: missing videos (without ``skip_missing``).
     """
-    from eva_fast.agent import SYSTEM_PROMPT
-    from eva_fast.eval import BenchmarkSpec, arun_benchmark, output_stem
-    from eva_fast.train._records import RecordError, record_from_trajectory, write_records
-
-    if isinstance(samples_per_question, bool) or not isinstance(samples_per_question, int) or samples_per_question < 1:
-        raise ValueError(f"samples_per_question must be a positive int, got {samples_per_question!r}")
+    positive_int("samples_per_question", samples_per_question)
     if record_system not in RECORD_SYSTEMS:
         raise ValueError(f"record_system must be one of {RECORD_SYSTEMS}, got {record_system!r}")
     if not 0.0 <= rouge_threshold <= 1.0:
@@ -357,8 +352,7 @@ async def arun_teacher(
     prompt = prompt or TeacherPrompt()
     qa_path = Path(qa_path)
     qa = load_rl_set(qa_path, infer_type=True)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive int, got {limit!r}")
+    positive_int("limit", limit, allow_none=True)
     out = Path(out_dir)
     qname = qa_path.name[:-len(".jsonl")] if qa_path.name.endswith(".jsonl") else qa_path.stem
     questions = out / f"{stem}.questions.jsonl"
