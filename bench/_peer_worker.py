@@ -130,7 +130,7 @@ class EvaFastPeer:
             b = self.select_frames(reader, c["start_time"], c["end_time"], c["nframes"], c["resize"],
                                    policy=variant["policy"])
             frames.append(b.frames)
-            indices.append(list(b.frame_indices))
+            indices.append(list(b.plan.frame_indices))  # FrameBatch.plan: every build since the plan existed
             call_s.append(time.perf_counter() - t0)
         return frames, None, call_s, indices
 

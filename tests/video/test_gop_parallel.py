@@ -157,7 +157,7 @@ def test_select_frames_survey_equals_serial_and_uses_every_worker(gop_clip):
     ser = VideoReader(gop_clip, gop_workers=1)
     for args in ((0, 24, 48, 0.5), (3.3, 17.1, 16, 0.25), (0, 24, 6, 1.0)):
         a, b = select_frames(par, *args), select_frames(ser, *args)
-        assert a.frame_indices == b.frame_indices and torch.equal(a.frames, b.frames)
+        assert a.plan.frame_indices == b.plan.frame_indices and torch.equal(a.frames, b.frames)
     assert select_frames(par, 0, 24, 48, 0.5).stats.gop_workers == 6
 
 
