@@ -348,7 +348,23 @@ cuda::YuvParams make_yuv_params(int matrix_id, bool full_range, int bit_depth, i
   return p;
 }
 
-// Device copies of a resize plan (tables from make_axis_table: the CPU resizer's own weights).
+// A DeviceAxisTable over `a`'s index and weights at the given (device or host) addresses.
+cuda::DeviceAxisTable device_axis_table(const AxisTable& a, const void* index, const void* weights) {
+  cuda::DeviceAxisTable d;
+  d.index = static_cast<const int32_t*>(index);
+  d.ksize = a.ksize;
+  d.coef_bits = a.coef_bits;
+  d.out_size = a.out_size;
+  d.arith = static_cast<int>(a.arith);
+  if (a.arith == ResizeArith::kIppFloat) {
+    d.weight = static_cast<const float*>(weights);
+  } else {
+    d.coef = static_cast<const int16_t*>(weights);
+  }
+  return d;
+}
+
+// Device copies of a resize plan (tables from make_resize_tables: the CPU resizer's own weights).
 struct DeviceResizePlan {
   int src_w = 0, src_h = 0, rw = 0, rh = 0;
   ResizeFilter filter = ResizeFilter::kCubic;
@@ -366,22 +382,29 @@ struct DeviceResizePlan {
   }
   void build(int sh, int sw, int hh, int w, ResizeFilter f, void* stream) {
     release(stream);
-    AxisTable th = make_axis_table(sw, w, f), tv = make_axis_table(sh, hh, f);
-    const size_t hi = th.index.size() * 4, vi = tv.index.size() * 4, hc = th.coef.size() * 2, vc = tv.coef.size() * 2;
+    ResizeTables t = make_resize_tables(sw, sh, w, hh, f);
+    const AxisTable &th = t.h, &tv = t.v;
+    // The weights travel as int16 (fixed point) or float32 (ResizeArith::kIppFloat): raw bytes.
+    auto weight_bytes = [](const AxisTable& a) {
+      return a.arith == ResizeArith::kIppFloat ? a.weight.size() * 4 : a.coef.size() * 2;
+    };
+    auto weight_data = [](const AxisTable& a) -> const void* {
+      return a.arith == ResizeArith::kIppFloat ? static_cast<const void*>(a.weight.data()) : a.coef.data();
+    };
+    const size_t hi = th.index.size() * 4, vi = tv.index.size() * 4, hc = weight_bytes(th), vc = weight_bytes(tv);
     std::vector<uint8_t> host(hi + vi + hc + vc);
     std::memcpy(host.data(), th.index.data(), hi);
     std::memcpy(host.data() + hi, tv.index.data(), vi);
-    std::memcpy(host.data() + hi + vi, th.coef.data(), hc);
-    std::memcpy(host.data() + hi + vi + hc, tv.coef.data(), vc);
+    std::memcpy(host.data() + hi + vi, weight_data(th), hc);
+    std::memcpy(host.data() + hi + vi + hc, weight_data(tv), vc);
     cuda_rt_check(cuda::alloc_async(&mem, host.size(), stream), "cudaMallocAsync (resize tables)");
     // Pageable source: the copy has read `host` when this returns.
     cuda_rt_check(cuda::copy_async(mem, host.data(), host.size(), stream), "cudaMemcpyAsync (resize tables)");
     cuda_rt_check(cuda::stream_synchronize(stream), "cudaStreamSynchronize (resize tables)");
     uint8_t* b = static_cast<uint8_t*>(mem);
-    h = {reinterpret_cast<const int32_t*>(b), reinterpret_cast<const int16_t*>(b + hi + vi), th.ksize, th.coef_bits, w};
-    v = {reinterpret_cast<const int32_t*>(b + hi), reinterpret_cast<const int16_t*>(b + hi + vi + hc), tv.ksize,
-         tv.coef_bits, hh};
-    hshift = f == ResizeFilter::kAntialias ? 7 : 0;  // as RgbResizer
+    h = device_axis_table(th, b, b + hi + vi);
+    v = device_axis_table(tv, b + hi, b + hi + vi + hc);
+    hshift = t.hshift;
     src_w = sw;
     src_h = sh;
     rw = w;
@@ -1083,14 +1106,16 @@ void emulate_kernel_on_host(const void* y, const void* uv, int y_pitch, int uv_p
                             int out_h, int out_w, ResizeFilter filter, int rotation_deg) {
   const bool swap = rotation_deg == 90 || rotation_deg == 270;
   const int rw = swap ? out_h : out_w, rh = swap ? out_w : out_h;
-  AxisTable th = make_axis_table(width, rw, filter), tv = make_axis_table(height, rh, filter);
-  cuda::DeviceAxisTable h{th.index.data(), th.coef.data(), th.ksize, th.coef_bits, rw};
-  cuda::DeviceAxisTable v{tv.index.data(), tv.coef.data(), tv.ksize, tv.coef_bits, rh};
+  ResizeTables t = make_resize_tables(width, height, rw, rh, filter);
+  auto weights = [](const AxisTable& a) -> const void* {
+    return a.arith == ResizeArith::kIppFloat ? static_cast<const void*>(a.weight.data()) : a.coef.data();
+  };
+  cuda::DeviceAxisTable h = device_axis_table(t.h, t.h.index.data(), weights(t.h));
+  cuda::DeviceAxisTable v = device_axis_table(t.v, t.v.index.data(), weights(t.v));
   std::vector<int32_t> scratch(static_cast<size_t>(height) * rw * 3);
   cuda::Nv12Planes src{y, uv, y_pitch, uv_pitch, width, height};
   cuda::emulate_yuv420_to_rgb_resize_host(src, make_yuv_params(matrix_id, full_range, bit_depth, bytes_per_sample, height), h, v,
-                                          filter == ResizeFilter::kAntialias ? 7 : 0, scratch.data(), out,
-                                          rotation_deg);
+                                          t.hshift, scratch.data(), out, rotation_deg);
 }
 
 std::string cuda_color_route(int matrix_id, bool full_range, int bit_depth, int height) {

@@ -557,3 +557,30 @@ def test_cpu_fallback_of_a_cuda_reader_uses_the_gop_run_split(gop_clip_444):
     a = r.get_frames_nearest(times, size=(90, 160))
     b = VideoReader(gop_clip_444, gop_workers=1).get_frames_nearest(times, size=(90, 160))
     assert a.frames.is_cuda and torch.equal(a.frames.cpu(), b.frames) and a.stats.gop_workers == 3
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("video, stream", [("nasa_13013.mp4", 3), ("h265_video.mp4", 0), ("cockatoo_vp9.webm", 0),
+                                           ("test_non_zero_start.mp4", 0), ("bigbuckbunny.mp4", 0)])
+def test_nvdec_resize_equals_cpu_resize_exactly(video, stream):
+    """Issue #26: the kernel's fused resize computes what the CPU resizer computes (csrc/resize_math.h),
+    so NVDEC frames resized on the GPU equal the same NVDEC frames at native size resized on the CPU,
+    bit for bit, and for "cubic" equal cv2.resize(INTER_CUBIC) of them (tests/video/test_resize.py)."""
+    from tests.video.test_resize import assert_equals_opencv
+
+    gpu = _gpu_reader(DATA / video, stream_index=stream)
+    assert gpu.backend == "nvdec", gpu.fallback_reason
+    m = gpu.metadata
+    times = [0.0, m.duration_s * 0.5]
+    native = gpu.get_frames_nearest(times).frames.cpu().numpy()
+    rng = random.Random(26)
+    sizes = [(max(28, round(m.height * f / 28) * 28), max(28, round(m.width * f / 28) * 28)) for f in (0.1, 0.5, 1.3)]
+    sizes += [(rng.randint(1, 2 * m.height), rng.randint(1, 2 * m.width)) for _ in range(3)]
+    for size in sizes:
+        for resample in ("cubic", "antialias"):
+            got = gpu.get_frames_nearest(times, size=size, resample=resample).frames.cpu().numpy()
+            for k in range(len(times)):
+                want = _C.resize_rgb(native[k], size[0], size[1], resample)
+                assert np.array_equal(got[k], want), (video, size, resample, int((got[k] != want).sum()))
+                if resample == "cubic":
+                    assert_equals_opencv(got[k], native[k], f"{video} -> {size}")

@@ -66,14 +66,16 @@ def test_vfr_uses_nearest_pts():
 
 
 @pytest.mark.parametrize("index, size", [(0, (140, 252)), (10, (392, 672)), (389, (84, 168)), (10, (280, 476))])
-def test_cubic_within_one_level_of_opencv(index, size):
+def test_cubic_equals_opencv(index, size):
     """FFmpeg's decoded frame (refs/torchcodec, made by the ffmpeg CLI) resized by cv2.INTER_CUBIC."""
+    from tests.video.test_resize import assert_equals_opencv
+
     ref = torch.load(REFS / "torchcodec" / f"nasa_13013.mp4.stream3.frame{index:06d}.pt", weights_only=True).numpy()
     expected = cv2.resize(ref, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
     rows = read_frames_csv("nasa_13013.mp4", 3)
     got = VideoReader(DATA / "nasa_13013.mp4").get_frames_played_at([rows[index]["pts_time"]], size=size).frames[0]
-    diff = np.abs(got.numpy().astype(int) - expected.astype(int))
-    assert diff.max() <= 1, f"max abs diff {diff.max()}"
+    assert expected.shape == got.shape
+    assert_equals_opencv(got.numpy(), ref, f"frame {index} -> {size}")
 
 
 def test_select_frames_cubic_matches_opencv_on_the_policy_size():
@@ -81,8 +83,9 @@ def test_select_frames_cubic_matches_opencv_on_the_policy_size():
     # linspace(0, 0.399, 2) at 29.97 fps: round(0) = 0, round(0.399 * 29.97 = 11.96) = 12
     assert b.plan.frame_indices == (0, 12)
     ref = torch.load(REFS / "torchcodec" / "nasa_13013.mp4.stream3.frame000000.pt", weights_only=True).numpy()
-    expected = cv2.resize(ref, (b.plan.size[1], b.plan.size[0]), interpolation=cv2.INTER_CUBIC)
-    assert np.abs(b.frames[0].numpy().astype(int) - expected.astype(int)).max() <= 1
+    from tests.video.test_resize import assert_equals_opencv
+
+    assert_equals_opencv(b.frames[0].numpy(), ref, f"select_frames -> {b.plan.size}")
 
 
 def test_token_budget_fallback_applies():

@@ -205,8 +205,11 @@ class AgentLoop:
                         state = AgentState.PROCESSING_TOOLS
 
                 elif state is AgentState.PROCESSING_TOOLS:
-                    parts, errors = await self._run_tools(reader, pending, turn, question)
-                    traj.estimated_visual_tokens += sum(c.estimated_visual_tokens for c in turn.tool_calls)
+                    try:
+                        parts, errors = await self._run_tools(reader, pending, turn, question)
+                    finally:  # the reference adds each call's estimate before running it: a call
+                        # that then raises (string start_time) is still counted
+                        traj.estimated_visual_tokens += sum(c.estimated_visual_tokens for c in turn.tool_calls)
                     if on_event:
                         on_event("tools", traj, turn)
                     if errors and len(errors) == len(pending):

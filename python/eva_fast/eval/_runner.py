@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 from eva_fast._logging import get_logger
-from eva_fast.agent import AgentConfig
+from eva_fast.agent import STOP_EXCEPTION, AgentConfig
 from eva_fast.eval._datasets import (
     BenchmarkSpec,
     PreflightReport,
@@ -81,6 +81,15 @@ def record_from_trajectory(sample: Sample, benchmark: str, traj: Any, wall_s: fl
     as fed to the model), ``timings`` (``wall_s`` and per-stage sums over turns, ms) and
     ``trajectory`` (``Trajectory.to_dict()``); ``error`` when the trajectory stopped on an
     exception or a refused request (as the reference's records).
+
+    An episode that stopped with ``stop_reason == "exception"`` gets the reference's exception
+    record counts: ``num_rounds``, ``total_tokens`` and ``estimated_visual_tokens`` all 0, because
+    eval-eva.py's ``process_single_item`` catches the exception outside ``single()`` and writes
+    literal zeros (wangruohui/EfficientVideoAgent @ 758ad8d), so EVA's published averages count such
+    questions as 0 rounds and 0 tokens. What the episode really used then lives in
+    ``counts_at_stop`` (the same three keys: the rounds generated, the last round's total tokens,
+    and the estimates charged up to and including the call that raised). A refused request
+    (``openai_bad_request``) keeps its counts, as the reference's in-loop handler does.
     """
     traj_dict = traj.to_dict()
     stage_ms = traj_dict.get("timings_ms")
@@ -108,7 +117,14 @@ def record_from_trajectory(sample: Sample, benchmark: str, traj: Any, wall_s: fl
     error = getattr(traj, "error", None)
     if error:  # exception / bad-request stops carry the text, as the reference's records do
         record["error"] = str(error)
+    if traj.stop_reason == STOP_EXCEPTION:
+        record["counts_at_stop"] = {k: record[k] for k in REFERENCE_ZEROED_ON_EXCEPTION}
+        record.update(dict.fromkeys(REFERENCE_ZEROED_ON_EXCEPTION, 0))
     return record
+
+
+# The counts eval-eva.py's exception handler (process_single_item) writes as literal 0.
+REFERENCE_ZEROED_ON_EXCEPTION = ("num_rounds", "total_tokens", "estimated_visual_tokens")
 
 
 def exception_record(sample: Sample, benchmark: str, exc: BaseException, wall_s: float) -> dict[str, Any]:

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "color_resize.h"
+#include "resize_math.h"
 
 namespace eva_fast {
 namespace cuda {
@@ -74,10 +75,24 @@ __host__ __device__ inline void yuv_pixel(const Nv12Planes& s, const YuvParams& 
   rgb[2] = to_u8(255.f * (Y + p.b_u * U));
 }
 
+constexpr int kArithIppFloat = 1;    // eva_fast::ResizeArith::kIppFloat
+constexpr int kArithOpenCvFixed = 2;  // eva_fast::ResizeArith::kOpenCvFixed
+
 // Pass 1, one output: (output column dx, source row sy): horizontal filter of converted pixels.
 __host__ __device__ inline void hpass_at(const Nv12Planes& s, const YuvParams& p, const DeviceAxisTable& h, int hshift,
                                          int32_t* scratch, int dx, int sy) {
   const int32_t* idx = h.index + static_cast<size_t>(dx) * h.ksize;
+  if (h.arith == kArithIppFloat) {  // 4 taps, float32 (resize_math::ipp_hpass), stored as float bits
+    int px[4][3];
+    for (int k = 0; k < 4; ++k) yuv_pixel(s, p, idx[k], sy, px[k]);
+    float* o = reinterpret_cast<float*>(scratch) + (static_cast<size_t>(sy) * h.out_size + dx) * 3;
+    const float* w = h.weight + static_cast<size_t>(dx) * 4;
+    for (int c = 0; c < 3; ++c)
+      o[c] = resize_math::ipp_hpass(static_cast<float>(px[0][c]), static_cast<float>(px[1][c]),
+                                    static_cast<float>(px[2][c]), static_cast<float>(px[3][c]), w[0], w[1], w[2],
+                                    w[3]);
+    return;
+  }
   const int16_t* cf = h.coef + static_cast<size_t>(dx) * h.ksize;
   const int32_t round = hshift > 0 ? (1 << (hshift - 1)) : 0;
   int32_t r = round, g = round, b = round;
@@ -106,17 +121,39 @@ __global__ void hpass_kernel(Nv12Planes s, YuvParams p, DeviceAxisTable h, int h
 __host__ __device__ inline void vpass_at(const int32_t* scratch, const DeviceAxisTable& h, const DeviceAxisTable& v,
                                          int hshift, int rotation, uint8_t* out, int x, int y) {
   const int rw = h.out_size, rh = v.out_size;
-  const int shift = h.coef_bits + v.coef_bits - hshift;
-  const int32_t round = 1 << (shift - 1);
   const int32_t* vidx = v.index + static_cast<size_t>(y) * v.ksize;
-  const int16_t* vcf = v.coef + static_cast<size_t>(y) * v.ksize;
-  int32_t acc[3] = {0, 0, 0};
-  for (int k = 0; k < v.ksize; ++k) {
-    const int32_t* row = scratch + (static_cast<size_t>(vidx[k]) * rw + x) * 3;
-    const int32_t b = vcf[k];
-    acc[0] += row[0] * b;
-    acc[1] += row[1] * b;
-    acc[2] += row[2] * b;
+  uint8_t px[3];
+  if (v.arith == kArithIppFloat) {
+    const float* f = reinterpret_cast<const float*>(scratch);
+    const float* r[4];
+    for (int k = 0; k < 4; ++k) r[k] = f + (static_cast<size_t>(vidx[k]) * rw + x) * 3;
+    const float* b = v.weight + static_cast<size_t>(y) * 4;
+    for (int c = 0; c < 3; ++c) px[c] = resize_math::ipp_vpass(r[0][c], r[1][c], r[2][c], r[3][c], b);
+  } else if (v.arith == kArithOpenCvFixed) {
+    const int32_t* r[4];
+    for (int k = 0; k < 4; ++k) r[k] = scratch + (static_cast<size_t>(vidx[k]) * rw + x) * 3;
+    const int16_t* b = v.coef + static_cast<size_t>(y) * 4;
+    // OpenCV's SIMD loop covers the row's first 8 * floor(3 rw / 8) values (resize_math.h).
+    const int nv = 3 * rw / resize_math::kOpenCvVecLanes * resize_math::kOpenCvVecLanes;
+    for (int c = 0; c < 3; ++c)
+      px[c] = 3 * x + c < nv ? resize_math::opencv_vpass_float(r[0][c], r[1][c], r[2][c], r[3][c], b)
+                             : resize_math::opencv_vpass_int(r[0][c], r[1][c], r[2][c], r[3][c], b);
+  } else {
+    const int shift = h.coef_bits + v.coef_bits - hshift;
+    const int32_t round = 1 << (shift - 1);
+    const int16_t* vcf = v.coef + static_cast<size_t>(y) * v.ksize;
+    int32_t acc[3] = {0, 0, 0};
+    for (int k = 0; k < v.ksize; ++k) {
+      const int32_t* row = scratch + (static_cast<size_t>(vidx[k]) * rw + x) * 3;
+      const int32_t b = vcf[k];
+      acc[0] += row[0] * b;
+      acc[1] += row[1] * b;
+      acc[2] += row[2] * b;
+    }
+    for (int c = 0; c < 3; ++c) {
+      const int32_t a = (acc[c] + round) >> shift;
+      px[c] = static_cast<uint8_t>(a < 0 ? 0 : (a > 255 ? 255 : a));
+    }
   }
   int ox = x, oy = y, ow = rw;
   if (rotation == 90) {  // clockwise: (x, y) -> (rh - 1 - y, x), output rh wide
@@ -132,10 +169,7 @@ __host__ __device__ inline void vpass_at(const int32_t* scratch, const DeviceAxi
     ow = rh;
   }
   uint8_t* o = out + (static_cast<size_t>(oy) * ow + ox) * 3;
-  for (int c = 0; c < 3; ++c) {
-    int32_t a = (acc[c] + round) >> shift;
-    o[c] = static_cast<uint8_t>(a < 0 ? 0 : (a > 255 ? 255 : a));
-  }
+  for (int c = 0; c < 3; ++c) o[c] = px[c];
 }
 
 __global__ void vpass_kernel(const int32_t* scratch, DeviceAxisTable h, DeviceAxisTable v, int hshift, int rotation,

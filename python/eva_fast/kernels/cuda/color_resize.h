@@ -3,9 +3,11 @@
 //
 // One launch turns one decoded 4:2:0 picture (NV12: 8-bit, or P016: 16-bit containers holding
 // 10/12-bit samples in the high bits) into RGB24 at the output size, fused with the separable
-// resize of the CPU path (csrc/resize.h): the same fixed-point AxisTable weights and integer
-// rounding, so the GPU output equals "convert on GPU, then the CPU resizer" bit for bit.
+// resize of the CPU path (csrc/resize.h): the same AxisTable weights and the same per-pixel
+// arithmetic (csrc/resize_math.h: float32 FMA passes for cubic, integers for antialias), so the GPU
+// output equals "convert on GPU, then the CPU resizer" bit for bit.
 //   pass 1 (per source row, per output column): YUV -> RGB8 of each tap, horizontal filter, int32
+//           (float32 bits for the float arithmetic)
 //   pass 2 (per output row, column, channel): vertical filter, round, clamp, rotate, store uint8.
 // All work is enqueued on `stream` (a cudaStream_t / CUstream passed as void*); nothing blocks.
 #pragma once
@@ -58,16 +60,20 @@ struct Nv12Planes {
   int height = 0;
 };
 
-// Device copies of the resize tables (index int32 [out * ksize], coef int16 [out * ksize]).
+// Device copies of the resize tables (index int32 [out * ksize], coef int16 [out * ksize] or, for
+// arith 1, weight float32 [out * ksize]). arith: eva_fast::ResizeArith as an int (0 fixed point,
+// 1 IPP float, 2 OpenCV fixed point with its float vertical pass); both tables of a launch agree.
 struct DeviceAxisTable {
   const int32_t* index = nullptr;
   const int16_t* coef = nullptr;
   int ksize = 0;
   int coef_bits = 0;
   int out_size = 0;
+  const float* weight = nullptr;
+  int arith = 0;
 };
 
-// Launch pass 1 + pass 2. scratch: device int32 buffer of at least src_h * h.out_size * 3
+// Launch pass 1 + pass 2. scratch: device buffer of at least src_h * h.out_size * 3 int32 (or float)
 // elements. out: device uint8, the displayed frame [out_h, out_w, 3] (out_w/out_h after
 // rotation). rotation_deg: 0/90/180/270 clockwise. hshift: bits dropped after the horizontal
 // pass (0 for cubic, 7 for antialias; as RgbResizer). Returns 0 or a CUDA error code.

@@ -1,8 +1,10 @@
 """Plain-torch reference twin of the CUDA colour-convert + resize kernel (``eva_fast/kernels/cuda/color_resize.cu``).
 
 Converts decoded 4:2:0 planes (NV12 with 8-bit samples, or P016-style 16-bit containers / native
-10-bit codes) to RGB24, then resizes with the CPU decoder's resampler (``eva_fast._C.resize_rgb``),
-which is exactly what the CUDA kernel's resize reproduces from the same tables.
+10-bit codes) to RGB24, then resizes with the CPU decoder's resampler (``eva_fast._C.resize_rgb``:
+cv2.resize INTER_CUBIC's arithmetic, or the Pillow-style antialias filter in fixed point;
+csrc/resize.h), which is exactly what the CUDA kernel's resize reproduces from the same tables and
+csrc/resize_math.h.
 
 The CPU path converts with swscale, and so does the ``ffmpeg`` CLI; swscale takes one of two routes,
 and the kernel (and this twin) takes the same one for each picture (``route``):
