@@ -50,11 +50,13 @@ STEPS=(
   "build    200        -       -"
   "pytest   150        build   pytest.xml"
   "bench    150        build   decode.jsonl"
-  "pack     60         build   pack.jsonl"
   "rollout  90         build   rollout.jsonl"
-  "soak     100        build   soak.jsonl"
   "limits   150        build   limits.jsonl"
+  "pack     60         build   pack.jsonl"
+  "soak     100        build   soak.jsonl"
 )
+# Order: what the open issues measure first (rollout: #22, limits: #24), then what earlier runs
+# measured already (pack once, soak twice), so a run the budget cuts short loses the repeats.
 MAX_RESULT_FILES=8    # what comes back from the GPU machine
 MAX_CARRY_MIB=56      # gpu_carry/; the working tree travels too (64 MiB in all)
 MAX_TRAVEL_MIB=64

@@ -99,7 +99,7 @@ def test_only_skip_and_bad_arguments(tmp_path):
     assert res.returncode == 2 and "--budget-s must be a whole number" in res.stderr
     res = _check(["--list"])
     assert res.returncode == 0
-    assert [ln.split()[0] for ln in res.stdout.splitlines()[1:]] == ["machine", "build", "pytest", "bench", "pack", "rollout", "soak", "limits"]
+    assert [ln.split()[0] for ln in res.stdout.splitlines()[1:]] == ["machine", "build", "pytest", "bench", "rollout", "limits", "pack", "soak"]
 
 
 def test_budget_caps_steps_and_skips_what_does_not_fit(tmp_path):
@@ -218,7 +218,7 @@ def dry_run() -> subprocess.CompletedProcess:
 
 def test_dry_run_checks_every_step(dry_run, tmp_path):
     assert dry_run.returncode == 0, dry_run.stdout + dry_run.stderr
-    for name in ("machine", "build", "pytest", "bench", "pack", "rollout", "soak", "limits"):
+    for name in ("machine", "build", "pytest", "bench", "rollout", "limits", "pack", "soak"):
         assert f"[ok]   {name} " in dry_run.stdout
     assert "python entry points answer --help" in dry_run.stdout
     assert 'run(command="bash scripts/gpu_check.sh --out $OUT", carry=["gpu_carry"], timeout_s=540)' in dry_run.stdout
