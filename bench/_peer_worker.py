@@ -3,13 +3,14 @@
     PATH/bin/python bench/_peer_worker.py torchcodec
 
 The peer's environment holds only the peer and what it needs (for torchcodec: torch, torchvision,
-numpy), not eva_fast, so this file imports nothing else. Protocol: one JSON object per line on
+numpy), not eva_fast, so this file imports nothing else (the eva_fast_baseline peer imports the
+eva_fast of its own interpreter: the other build). Protocol: one JSON object per line on
 stdin, one JSON reply per line on stdout (the library's own prints go to stderr).
 
     {"op": "hello"}
         -> {"ok": true, "versions": {...}, "pid": N}
     {"op": "run", "variant": {...}, "video": {...}, "plans": [{"indices": [...], "size": [h, w]}, ...],
-     "out_dir": PATH or null}
+     "calls": [{"start_time": s, "end_time": s, "nframes": n, "resize": r}, ...], "out_dir": PATH or null}
         -> {"ok": true, "wall_s": ..., "cpu_s": ..., "call_s": [...], "peak_rss_mb": ..., "indices": [[...]],
             "frames": [PATH.npy, ...] or null}
     {"op": "quit"}
@@ -101,7 +102,40 @@ class TorchCodecPeer:
         return frames, pts, call_s
 
 
-PEERS = {"torchcodec": TorchCodecPeer}
+class EvaFastPeer:
+    """eva_fast from another build (``eva-fast bench --baseline PYTHON``): the in-process ``eva_fast``
+    system's work (one ``VideoReader``, ``select_frames`` per call, parity policy), run by an
+    interpreter whose ``eva_fast`` is the build to compare with, so old and new builds are measured in
+    one run. ``variant``: ``policy``."""
+
+    def __init__(self) -> None:
+        import numpy as np
+        import torch
+
+        import eva_fast
+        from eva_fast.video import VideoReader, select_frames
+
+        self.np, self.torch = np, torch
+        self.VideoReader, self.select_frames = VideoReader, select_frames
+        info = eva_fast.build_info()
+        self.versions = {"python": sys.version.split()[0], "eva_fast": info.get("version"),
+                         "eva_fast_path": os.path.dirname(eva_fast.__file__), "ffmpeg": info.get("ffmpeg_version"),
+                         "torch": torch.__version__, "numpy": np.__version__}
+
+    def run(self, variant: dict, video: dict, plans: list[dict], calls: list[dict]):
+        reader = self.VideoReader(video["path"], stream_index=video["stream_index"])
+        frames, indices, call_s = [], [], []
+        for c in calls:
+            t0 = time.perf_counter()
+            b = self.select_frames(reader, c["start_time"], c["end_time"], c["nframes"], c["resize"],
+                                   policy=variant["policy"])
+            frames.append(b.frames)
+            indices.append(list(b.plan.frame_indices))  # FrameBatch.plan: every build since the plan existed
+            call_s.append(time.perf_counter() - t0)
+        return frames, None, call_s, indices
+
+
+PEERS = {"torchcodec": TorchCodecPeer, "eva_fast_baseline": EvaFastPeer}
 
 
 def main() -> int:
@@ -126,11 +160,16 @@ def main() -> int:
             elif op == "run":
                 _reset_peak_rss()
                 c0, t0 = time.process_time(), time.perf_counter()
-                frames, pts, call_s = peer.run(req["variant"], req["video"], req["plans"])
+                if isinstance(peer, EvaFastPeer):  # plans its own calls, reports frame indices
+                    frames, _, call_s, indices = peer.run(req["variant"], req["video"], req["plans"], req["calls"])
+                else:
+                    frames, pts, call_s = peer.run(req["variant"], req["video"], req["plans"])
                 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
                 reply = {"ok": True, "wall_s": wall, "cpu_s": cpu, "call_s": call_s, "peak_rss_mb": _peak_rss_mb()}
                 v = req["video"]
-                reply["indices"] = [[round((t - v["start_pts_s"]) * v["fps"]) for t in p] for p in pts]
+                if not isinstance(peer, EvaFastPeer):
+                    indices = [[round((t - v["start_pts_s"]) * v["fps"]) for t in p] for p in pts]
+                reply["indices"] = indices
                 reply["frames"] = None
                 if req.get("out_dir"):
                     paths = []

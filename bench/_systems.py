@@ -399,6 +399,8 @@ class PeerSystem(System):
                 "video": {"path": ctx.path, "stream_index": ctx.stream_index, "fps": ctx.fps,
                           "start_pts_s": ctx.start_pts_s},
                 "plans": [{"indices": list(p.frame_indices), "size": list(p.size)} for p in plans],
+                "calls": [{"start_time": c.start_time, "end_time": c.end_time, "nframes": c.nframes,
+                           "resize": c.resize} for c in workload.calls],
                 "out_dir": out_dir})
             frames = [np.load(f) for f in reply["frames"]] if reply["frames"] else []
         finally:
@@ -431,6 +433,18 @@ class TorchCodec(PeerSystem):
 
     def variant(self):
         return {"seek_mode": self.seek_mode, "resize": self.resize_kind}
+
+
+class EvaFastBaseline(PeerSystem):
+    """eva_fast from another build, for old-vs-new comparisons in one run (``--baseline PYTHON``)."""
+
+    name = "eva_fast_baseline"
+    peer = "eva_fast_baseline"
+    description = ("eva_fast select_frames, parity policy, from the --baseline interpreter's eva_fast build "
+                   "(another commit); worker process (its own timings)")
+
+    def variant(self):
+        return {"policy": "parity"}
 
 
 class EvaReference(System):
@@ -620,8 +634,10 @@ def all_systems() -> dict[str, System]:
     systems: list[System] = [EvaFast(), EvaFastSnap(), EvaFastPack(), Decord(), PyAV(),
                              TorchCodec("exact", "torchvision"), TorchCodec("approximate", "torchvision"),
                              TorchCodec("exact", "decoder"), TorchCodec("approximate", "decoder"),
-                             OpenCV(), EvaReference(), EvaFastCuda(), PyNvVideoCodecSimple(), TorchCodecCuda()]
+                             OpenCV(), EvaReference(), EvaFastCuda(), PyNvVideoCodecSimple(), TorchCodecCuda(),
+                             EvaFastBaseline()]
     return {s.name: s for s in systems}
 
 
-DEFAULT_SYSTEMS = tuple(all_systems())
+#: Every system but the baseline build (asked for with ``--baseline``).
+DEFAULT_SYSTEMS = tuple(n for n in all_systems() if n != "eva_fast_baseline")

@@ -15,15 +15,27 @@ The GPU check's ``limits`` step (``scripts/gpu_check.sh``). On the bench's long 
 * **readers at once** (``--readers``, default 1 2 4 8; ``cuda``): K threads, each with its own reader,
   two 64-frame calls over 120 s windows each; decoded frames/s of all together, as a fraction of
   the one-session and the ``--procs``-session NVDEC limits.
+* **decoders per request** (GOP-parallel decoding, issue #24): the ``--sweep-calls`` (default
+  ``survey256``) with ``gpu_workers`` in ``--gpu-workers`` (``cuda``; 0 = the GPU's default) and
+  ``gop_workers`` in ``--gop-workers`` (CPU), each checked to return the frames of the first count
+  in its list (bit for bit);
+* **the paper's long video** (``--anchor-minutes``, 0 = skipped): EVA's 256 @ 0.1 survey, exact and
+  ``keyframe_snap``, on a ``--anchor-minutes``-long 720p video with ``--anchor-gop``-frame GOPs,
+  per device.
+
+The summary row's ``goals`` hold issue #24's targets as measured: one request's decoded frames/s
+(``survey256`` and ``dense`` on ``cuda``) against 5,000, against the 8-reader aggregate and against
+``ffmpeg -hwaccel cuda`` (1 and ``--procs`` sessions); the long video's survey on ``cuda`` against
+3 s exact and 1 s snapped.
 
 Frame counts of the ffmpeg rows come from eva_fast's demux-only frame table (frames with pts inside
 the window), so both sides count the same frames. Every eva_fast call is checked before it is
 timed: its frame indices equal those of the same call on the CPU reader.
 
 Rows (jsonl, appended and flushed as they are made): ``kind=env``, ``kind=ffmpeg``, ``kind=eva``,
-``kind=readers``, ``kind=summary``.
+``kind=readers``, ``kind=workers``, ``kind=anchor``, ``kind=summary``.
 
-    python -m eva_fast.bench.bench_limits --device cuda --out DIR/limits.jsonl      # GPU check
+    python -m eva_fast.bench.bench_limits --device cuda --anchor-minutes 110 --out DIR/limits.jsonl   # GPU check
     python -m eva_fast.bench.bench_limits --device cpu --video tests/data/nasa_13013.mp4 --out /tmp/l.jsonl
 """
 
@@ -110,6 +122,12 @@ def eva_call(reader, device: str, start_s: float, end_s: float, n: int, resize: 
     return time.perf_counter() - t0, batch
 
 
+def warm_up(reader, device: str, duration_s: float) -> None:
+    """Untimed: a call over the whole video, so the reader's NVDEC sessions, resize tables, buffer
+    pools and every GOP-run decoder it will use are open before anything is timed."""
+    eva_call(reader, device, 0, duration_s, 32, 0.1, "parity")
+
+
 def readers_at_once(video: str, device: str, k: int, duration_s: float) -> dict:
     """``k`` threads, one reader each, two 64-frame calls over 120 s windows: decoded frames/s of all."""
     from eva_fast.video import VideoReader
@@ -122,7 +140,7 @@ def readers_at_once(video: str, device: str, k: int, duration_s: float) -> dict:
     def work(i: int) -> None:
         try:
             with VideoReader(video, device=device) as rd:
-                eva_call(rd, device, 0, min(duration_s, 5), 2, 0.25, "parity")  # session, tables, pool
+                warm_up(rd, device, duration_s)
                 barrier.wait()
                 t0 = time.perf_counter()
                 decoded = 0
@@ -151,6 +169,72 @@ def _fraction(x: float | None, limit: float | None) -> float | None:
     return round(x / limit, 3) if x and limit else None
 
 
+#: Issue #24's goals: one request's decoded frames/s on NVDEC, the long video's survey on cuda (s).
+GOAL_ONE_REQUEST_FPS = 5000.0
+GOAL_ANCHOR_S = {"parity": 3.0, "keyframe_snap": 1.0}
+
+
+def workers_sweep(rows: Rows, video: str, device: str, counts: list[int], calls: list[str], duration_s: float,
+                  window_s: float, base: dict) -> list[dict]:
+    """The calls with each decoder count per request (``gpu_workers`` on cuda, ``gop_workers`` on the
+    CPU; 0 = the reader's default); frames checked equal to those of the first count."""
+    import torch
+
+    from eva_fast.video import VideoReader
+
+    spec = {c[0]: c for c in CALLS}
+    out, ref = [], {}
+    for n in counts:
+        kw = {} if n == 0 else ({"gpu_workers": n} if device.startswith("cuda") else {"gop_workers": n})
+        with VideoReader(video, device=device, **kw) as rd:
+            workers = rd.gpu_workers if rd.backend == "nvdec" else rd.gop_workers
+            warm_up(rd, device, duration_s)
+            for name in calls:
+                _, nframes, resize, policy, whole = spec[name]
+                dt, b = eva_call(rd, device, 0, duration_s if whole else window_s, nframes, resize, policy)
+                st = b.stats
+                same = bool(torch.equal(b.frames, ref[name])) if name in ref else True
+                ref.setdefault(name, b.frames)
+                out.append(rows.emit(kind="workers", device=device, backend=st.backend, call=name, nframes=nframes,
+                                     resize=resize, policy=policy, workers=workers, workers_arg=n,
+                                     gop_workers_used=st.gop_workers, worker_failures=st.worker_failures,
+                                     ms=round(dt * 1e3, 1), decoded=st.decoded_frames,
+                                     decoded_fps=round(st.decoded_frames / dt, 1) if dt > 0 else None,
+                                     frames_equal_first=same, **base))
+    return out
+
+
+def anchor_surveys(rows: Rows, devices: list[str], minutes: float, gop: int, media_dir, cache_dir: str) -> list[dict]:
+    """EVA's 256 @ 0.1 survey (exact, then keyframe_snap) on a long 720p video, per device."""
+    from eva_fast.bench._videos import find_media_dir, make_long_video
+    from eva_fast.video import VideoReader
+
+    media = find_media_dir(media_dir)
+    if media is None:
+        return [rows.emit(kind="anchor", ok=False, error="no media folder for the long video")]
+    t0 = time.perf_counter()
+    v = make_long_video(720, minutes, media, cache_dir=Path(cache_dir), gop=gop)
+    made_s = time.perf_counter() - t0
+    out = []
+    for device in devices:
+        t1 = time.perf_counter()
+        with VideoReader(v.path, device=device) as rd:
+            open_ms = (time.perf_counter() - t1) * 1e3
+            duration_s = float(rd.metadata.duration_s)
+            warm_up(rd, device, duration_s)
+            for policy in ("parity", "keyframe_snap"):
+                dt, b = eva_call(rd, device, 0, duration_s, 256, 0.1, policy)
+                st = b.stats
+                goal = GOAL_ANCHOR_S[policy] if device.startswith("cuda") else None
+                out.append(rows.emit(kind="anchor", ok=True, video=Path(v.path).name, duration_s=round(duration_s, 1),
+                                     gop=gop, made_s=round(made_s, 1), device=device, backend=st.backend, policy=policy,
+                                     open_ms=round(open_ms, 1), s=round(dt, 3), frames=int(b.frames.shape[0]),
+                                     decoded=st.decoded_frames, decoded_fps=round(st.decoded_frames / dt, 1),
+                                     gop_workers_used=st.gop_workers, goal_s=goal,
+                                     meets_goal=None if goal is None else dt <= goal))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda", help="cuda: NVDEC limits + eva_fast on cuda and cpu; cpu: the CPU half")
@@ -159,6 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window-s", type=float, default=120, help="seconds the ffmpeg rows and the dense call decode")
     p.add_argument("--procs", type=int, default=4, help="ffmpeg processes at once for the NVDEC engine limit")
     p.add_argument("--readers", type=int, nargs="*", default=[1, 2, 4, 8], help="readers at once (cuda)")
+    p.add_argument("--gpu-workers", type=int, nargs="*", default=[1, 2, 4, 0],
+                   help="NVDEC decoders per request to sweep (cuda; 0 = the GPU's default); frames checked equal "
+                        "to the first count's")
+    p.add_argument("--gop-workers", type=int, nargs="*", default=[4, 8, 16],
+                   help="CPU decoders per request to sweep (0 = the default: every hardware thread)")
+    p.add_argument("--sweep-calls", nargs="*", default=["survey256"], choices=[c[0] for c in CALLS],
+                   help="calls of the decoder sweeps")
+    p.add_argument("--anchor-minutes", type=float, default=0,
+                   help="length of the paper's long video for the 256 @ 0.1 survey rows (0 = skip; GPU check: 110)")
+    p.add_argument("--anchor-gop", type=int, default=125, help="GOP of that video, frames at 25 fps (5 s)")
     p.add_argument("--media-dir", help="real clips the long video is made from (default: shared/media)")
     p.add_argument("--cache-dir", default=str(Path("build") / "bench_cache"))
     p.add_argument("--out", default=str(Path("bench") / "results" / "limits.jsonl"))
@@ -216,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         for device in devices:
             limit_name = "nvdec_1" if device == "cuda" else "cpu_threads"
             with VideoReader(video, device=device) as rd:
-                eva_call(rd, device, 0, min(duration_s, 5), 4, 0.25, "parity")  # warm-up: session, tables, pool
+                warm_up(rd, device, duration_s)
                 for name, n, resize, policy, whole in CALLS:
                     end_s = duration_s if whole else window_s
                     dt, b = eva_call(rd, device, 0, end_s, n, resize, policy)
@@ -234,15 +328,42 @@ def main(argv: list[str] | None = None) -> int:
                     results[(device, name)] = row
 
     # -- readers at once (NVDEC sessions in parallel)
+    readers = {}
     if cuda:
         for k in a.readers:
             r = readers_at_once(video, "cuda", k, duration_s)
+            readers[k] = r.get("decoded_fps")
             rows.emit(kind="readers", device="cuda", **base, **r,
                       fraction_of_nvdec_1=_fraction(r.get("decoded_fps"), limits["nvdec_1"]),
                       **{f"fraction_of_nvdec_{a.procs}": _fraction(r.get("decoded_fps"), limits[f"nvdec_{a.procs}"])})
 
+    # -- decoders per request, then the paper's long video
+    sweeps: list[dict] = []
+    if cuda and a.gpu_workers:
+        sweeps += workers_sweep(rows, video, "cuda", a.gpu_workers, a.sweep_calls, duration_s, window_s, base)
+    anchors = anchor_surveys(rows, devices, a.anchor_minutes, a.anchor_gop, a.media_dir, a.cache_dir) \
+        if a.anchor_minutes > 0 else []
+    if a.gop_workers:
+        sweeps += workers_sweep(rows, video, "cpu", a.gop_workers, a.sweep_calls, duration_s, window_s, base)
+
+    goals = {}
+    if cuda:
+        top = max(readers) if readers else None
+        for name in ("survey256", "dense"):
+            fps = (results.get(("cuda", name)) or {}).get("decoded_fps")
+            goals[f"one_request_{name}_fps"] = fps
+            goals[f"one_request_{name}_meets_{GOAL_ONE_REQUEST_FPS:.0f}"] = None if fps is None else fps >= GOAL_ONE_REQUEST_FPS
+            if top is not None:
+                goals[f"one_request_{name}_vs_readers_{top}"] = _fraction(fps, readers[top])
+            for lim in ("nvdec_1", f"nvdec_{a.procs}"):
+                goals[f"one_request_{name}_vs_{lim}"] = _fraction(fps, limits[lim])
+        for r in anchors:
+            if r.get("ok") and r["device"] == "cuda":
+                goals[f"long_video_survey_{r['policy']}_s"] = r["s"]
+                goals[f"long_video_survey_{r['policy']}_meets_{r['goal_s']:g}_s"] = r["meets_goal"]
     rows.emit(kind="summary", wall_s=round(time.perf_counter() - t_start, 1), limits=limits,
-              checks_failed=sum(not r["check_ok"] for r in results.values()), **base)
+              checks_failed=sum(not r["check_ok"] for r in results.values())
+              + sum(not r["frames_equal_first"] for r in sweeps), goals=goals, **base)
     return 0
 
 

@@ -81,6 +81,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--peer-env", action="append", default=[], metavar="NAME=PYTHON",
                    help=f"interpreter of a peer's own environment, e.g. torchcodec=PATH/bin/python (default: "
                         f"{DEFAULT_PEER_ENVS}/NAME/bin/python, made by scripts/peer_env.sh NAME); repeatable")
+    p.add_argument("--baseline", default=None, metavar="PYTHON",
+                   help="also time eva_fast from another build: an interpreter whose `import eva_fast` is that "
+                        "build (e.g. a wrapper setting PYTHONPATH to a `pip install --target` of another commit); "
+                        "its rows are system eva_fast_baseline, with ratio_vs_eva_fast = baseline / this build")
     return p
 
 
@@ -131,6 +135,10 @@ def run_bench(args) -> list[dict]:
     # systems ---------------------------------------------------------------
     registry = all_systems()
     wanted = [x.strip() for x in args.systems.split(",") if x.strip()]
+    if args.baseline:
+        set_peer_python("eva_fast_baseline", args.baseline)
+        if "eva_fast_baseline" not in wanted:
+            wanted.append("eva_fast_baseline")
     unknown = [x for x in wanted if x not in registry]
     if unknown:
         raise SystemExit(f"unknown system(s) {unknown}; choose from {list(registry)}")

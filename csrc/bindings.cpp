@@ -10,6 +10,8 @@
 
 #include "decoder.h"
 #include "dlpack_export.h"
+#include "gop_runs.h"
+#include "nal_ref.h"
 #include "nvdec.h"
 #include "ffmpeg_log.h"
 #include "resize.h"
@@ -194,6 +196,8 @@ PYBIND11_MODULE(_C, m) {
       .def_readonly("keyframe_backoffs", &DecodeStats::keyframe_backoffs)
       .def_readonly("decode_ms", &DecodeStats::decode_ms)
       .def_readonly("convert_ms", &DecodeStats::convert_ms)
+      .def_readonly("gop_workers", &DecodeStats::gop_workers)
+      .def_readonly("worker_failures", &DecodeStats::worker_failures)
       .def("__repr__", [](const DecodeStats& s) {
         return "DecodeStats(decoded_frames=" + std::to_string(s.decoded_frames) + ", seeks=" +
                std::to_string(s.seeks) + ", decode_errors=" + std::to_string(s.decode_errors) + ")";
@@ -238,10 +242,10 @@ PYBIND11_MODULE(_C, m) {
             out.stats = r.stats;
             return out;
           },
-          py::arg("times_s"), py::arg("mode") = "nearest", py::arg("height") = 0, py::arg("width") = 0,
+          py::arg("times_s"), py::arg("mode") = "nearest", py::kw_only(), py::arg("height") = 0, py::arg("width") = 0,
           py::arg("filter") = "cubic", py::arg("cuda_stream") = 0,
-          "Decode the frame for each time (seconds from the first frame). height/width: output size as "
-          "displayed (0, 0 = native). Returns a DecodeOutput. NVDEC backend: 'frames' is a DLPack capsule of a "
+          "Decode the frame for each time (seconds from the first frame). height/width (keyword-only): output "
+          "size as displayed (0, 0 = native; each at most MAX_SIDE). Returns a DecodeOutput. NVDEC backend: 'frames' is a DLPack capsule of a "
           "CUDA uint8 [T, H, W, 3] tensor whose work is enqueued on cuda_stream (a CUstream handle, e.g. "
           "torch.cuda.current_stream().cuda_stream; 0 = the legacy default stream); CPU backend: a NumPy array.")
       .def(
@@ -276,7 +280,9 @@ PYBIND11_MODULE(_C, m) {
                              "from one concealed frames that a decode from an earlier keyframe reconstructed. "
                              "Shared by every decoder of the same file in this process.")
       .def_property("skip_nonref", &VideoDecoder::skip_nonref, &VideoDecoder::set_skip_nonref,
-                    "Let the decoder drop non-reference frames far from every target (identical output).");
+                    "Let the decoder drop non-reference frames far from every target (identical output).")
+      .def_property("workers", &VideoDecoder::workers, &VideoDecoder::set_workers,
+                    "Most decoders that share one request (GOP-parallel decoding; 1 = never split; 1..64).");
 
   m.def(
       "resize_rgb",
@@ -341,11 +347,11 @@ PYBIND11_MODULE(_C, m) {
         ResizeFilter rf = parse_filter(filter);
         py::gil_scoped_release release;
         convert_yuv420_on_device(reinterpret_cast<const void*>(y), reinterpret_cast<const void*>(uv), y_pitch, uv_pitch,
-                                 width, height, bit_depth, bytes_per_sample, matrix_id, full_range,
-                                 reinterpret_cast<void*>(out), out_w, out_h, rf, rotation_deg,
+                                 height, width, bit_depth, bytes_per_sample, matrix_id, full_range,
+                                 reinterpret_cast<void*>(out), out_h, out_w, rf, rotation_deg,
                                  reinterpret_cast<void*>(stream));
       },
-      py::arg("y"), py::arg("uv"), py::arg("y_pitch"), py::arg("uv_pitch"), py::arg("height"), py::arg("width"),
+      py::arg("y"), py::arg("uv"), py::kw_only(), py::arg("y_pitch"), py::arg("uv_pitch"), py::arg("height"), py::arg("width"),
       py::arg("bit_depth"), py::arg("bytes_per_sample"), py::arg("matrix_id"), py::arg("full_range"), py::arg("out"),
       py::arg("out_h"), py::arg("out_w"), py::arg("filter") = "cubic", py::arg("rotation_deg") = 0,
       py::arg("stream") = 0,
@@ -369,11 +375,11 @@ PYBIND11_MODULE(_C, m) {
         }
         ResizeFilter rf = parse_filter(filter);
         py::array_t<uint8_t> out({static_cast<py::ssize_t>(out_h), static_cast<py::ssize_t>(out_w), static_cast<py::ssize_t>(3)});
-        emulate_kernel_on_host(y.data(), uv.data(), w * bps, static_cast<int>(uv.shape(1)) * 2 * bps, w, h, bit_depth, bps,
-                               matrix_id, full_range, out.mutable_data(), out_w, out_h, rf, rotation_deg);
+        emulate_kernel_on_host(y.data(), uv.data(), w * bps, static_cast<int>(uv.shape(1)) * 2 * bps, h, w, bit_depth, bps,
+                               matrix_id, full_range, out.mutable_data(), out_h, out_w, rf, rotation_deg);
         return out;
       },
-      py::arg("y"), py::arg("uv"), py::arg("bit_depth"), py::arg("matrix_id"), py::arg("full_range"), py::arg("out_h"),
+      py::arg("y"), py::arg("uv"), py::kw_only(), py::arg("bit_depth"), py::arg("matrix_id"), py::arg("full_range"), py::arg("out_h"),
       py::arg("out_w"), py::arg("filter") = "cubic", py::arg("rotation_deg") = 0,
       "Run the CUDA colour-convert + resize kernel's per-thread code serially on the CPU (NV12: uint8 planes; "
       "P016: uint16 planes with samples in the high bits). For tests without a GPU; CUDA builds only.");
@@ -414,6 +420,67 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("data"), py::arg("device"), py::arg("stream") = 0,
       "Test hook: free_device_frames on a raw device pointer; returns '' or the error it reported.");
+  m.attr("MAX_SIDE") = kMaxSide;
+  m.def("default_gop_workers", []() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); },
+        "Default GOP-run decoders of a CPU request: the machine's hardware threads.");
+  m.def("default_gpu_workers", &nvdec_default_workers, py::arg("cuda_device"),
+        "Default NVDEC decoders of one request on that GPU: its NVDEC engines by model (1 without NVDEC).");
+  m.def("_gpu_workers_for_name", &gpu_workers_for_name, py::arg("name"),
+        "The NVDEC-engine table behind default_gpu_workers, by the driver's GPU name.");
+  m.def("cuda_device_name", &cuda_device_name, py::arg("cuda_device"), "The driver's name of a GPU ('' without one).");
+  m.def("open_decoders", &StreamDecoder::live,
+        "Stream decoders alive in the process (readers' main decoders and their GOP-run decoders).");
+  m.def("_fail_next_gop_runs", &fail_next_gop_runs, py::arg("n"),
+        "Test hook: the next n GOP runs fail after half of their targets (as a lost NVDEC session); the "
+        "request's main decoder redoes each.");
+  m.def(
+      "_split_gop_runs",
+      [](const std::vector<int64_t>& target_pts, const std::vector<int64_t>& keyframes, int64_t frame_dur,
+         int max_runs) {
+        std::vector<Target> t(target_pts.size());
+        for (size_t i = 0; i < t.size(); ++i) t[i] = Target{target_pts[i], static_cast<int64_t>(i)};
+        std::sort(t.begin(), t.end());
+        std::vector<int64_t> keys(keyframes);
+        std::sort(keys.begin(), keys.end());
+        const GopWork w = gop_work(t, keys, frame_dur);
+        py::list runs;
+        for (const auto& run : split_gop_runs(t, w, max_runs)) {
+          py::list slots;
+          for (const Target& x : run) slots.append(x.slot);
+          runs.append(slots);
+        }
+        return runs;
+      },
+      py::arg("target_pts"), py::arg("keyframes"), py::arg("frame_dur"), py::arg("max_runs"),
+      "Test hook: the GOP runs VideoDecoder would decode in parallel for these target pts (positions in "
+      "target_pts, per run, in pts order); [] = one decoder.");
+  m.def(
+      "_nonref_packets",
+      [](const std::string& path, int stream_index) {
+        std::vector<std::pair<int64_t, bool>> r;
+        {
+          py::gil_scoped_release release;
+          r = classify_packets(path, stream_index);
+        }
+        std::vector<int64_t> pts;
+        std::vector<uint8_t> disposable;
+        for (auto& x : r) {
+          pts.push_back(x.first);
+          disposable.push_back(x.second ? 1 : 0);
+        }
+        return py::make_tuple(to_array(pts), bool_array(disposable));
+      },
+      py::arg("path"), py::arg("stream_index") = -1,
+      "Test hook: every packet's pts (stream time base, demux order) and whether the NVDEC device may leave "
+      "it out as a non-reference picture (H.264 / HEVC, after the Annex B filter; nal_ref.h).");
+  py::class_<WorkerBudget>(m, "_WorkerBudget", "Test hook: the fair-share rule of GOP-run decoders per device.")
+      .def(py::init<int>(), py::arg("budget"))
+      .def("acquire", &WorkerBudget::acquire, py::arg("want"))
+      .def("release", &WorkerBudget::release, py::arg("granted"))
+      .def_property_readonly("budget", &WorkerBudget::budget)
+      .def_property_readonly("in_use", &WorkerBudget::in_use)
+      .def_property_readonly("requests", &WorkerBudget::requests);
+
   m.def("nvdec_sessions", []() {
     py::dict d;
     d["cached"] = nvdec_cached_sessions();

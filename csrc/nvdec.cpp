@@ -1,5 +1,5 @@
-// NVDEC backend (see nvdec.h). Everything CUDA-specific is inside #if EVA_FAST_WITH_CUDA; a CPU
-// build gets create() returning nullptr with the rebuild hint.
+// NVDEC device (see nvdec.h). Everything CUDA-specific is inside #if EVA_FAST_WITH_CUDA; a CPU
+// build gets create_nvdec_device() returning nullptr with the rebuild hint.
 #include "nvdec.h"
 
 #include <cstdarg>
@@ -9,7 +9,8 @@
 #include <string>
 
 #include "av_ptr.h"
-#include "decoder.h"
+#include "errors.h"
+#include "nal_ref.h"
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -30,6 +31,26 @@ bool nvdec_signal_is_h273(int av_codec_id) {
 int nvdec_matrix_id(int av_codec_id, int container_matrix, int signal_matrix) {
   if (container_matrix != AVCOL_SPC_UNSPECIFIED) return container_matrix;
   return nvdec_signal_is_h273(av_codec_id) ? signal_matrix : container_matrix;
+}
+
+int gpu_workers_for_name(const std::string& name) {
+  static const struct {
+    const char* model;
+    int engines;
+  } kTable[] = {
+      {"GB200", 7}, {"GH200", 7}, {"H100", 7}, {"H200", 7}, {"H800", 7}, {"B100", 7}, {"B200", 7},
+      {"A100", 5},  {"A800", 5},  {"V100", 1}, {"L40", 3},  {"A30", 4},  {"A10", 2},  {"A16", 2},
+      {"A40", 2},   {"H20", 7},   {"L4", 4},   {"T4", 2},
+  };
+  for (const auto& row : kTable) {
+    const std::string model = row.model;
+    for (size_t at = name.find(model); at != std::string::npos; at = name.find(model, at + 1)) {
+      // A whole model token: not followed by a digit (an "A100" is not an "A10"; "L40S" is an L40).
+      const size_t after = at + model.size();
+      if (after >= name.size() || !(name[after] >= '0' && name[after] <= '9')) return row.engines;
+    }
+  }
+  return 2;
 }
 
 }  // namespace eva_fast
@@ -164,8 +185,19 @@ using SessionKey = std::tuple<int, int, int, int, unsigned, unsigned, unsigned>;
 std::mutex g_pool_mu;
 std::map<SessionKey, std::vector<CUvideodecoder>> g_pool;
 std::atomic<int64_t> g_sessions_created{0};
-constexpr int kMaxIdlePerKey = 2;
-constexpr int kMaxIdleTotal = 8;
+// Idle sessions kept: up to kMaxIdlePerKey per key (enough for every GOP run of a request and the
+// readers' own decoders) while a device's idle sessions hold at most kMaxIdleBytesPerDevice of
+// decode surfaces; the first kMinIdlePerKey of a key are kept whatever their size.
+constexpr size_t kMaxIdlePerKey = 16;
+constexpr size_t kMinIdlePerKey = 2;
+constexpr unsigned long long kMaxIdleBytesPerDevice = 1ull << 30;
+
+// Decode surfaces of a session (NV12 / P016 at the coded size), bytes.
+unsigned long long session_bytes(const SessionKey& k) {
+  const unsigned long long w = std::get<4>(k), h = std::get<5>(k), surfaces = std::get<6>(k);
+  const unsigned long long bps = std::get<3>(k) > 8 ? 2 : 1;
+  return w * h * 3 / 2 * bps * surfaces;
+}
 
 CUvideodecoder pool_take(const SessionKey& k) {
   std::lock_guard<std::mutex> g(g_pool_mu);
@@ -177,21 +209,21 @@ CUvideodecoder pool_take(const SessionKey& k) {
 }
 
 void pool_give(const SessionKey& k, CUvideodecoder d, CUcontext ctx) {
-  std::vector<CUvideodecoder> destroy;
+  bool keep = false;
   {
     std::lock_guard<std::mutex> g(g_pool_mu);
-    int total = 0;
-    for (auto& kv : g_pool) total += static_cast<int>(kv.second.size());
-    auto& v = g_pool[k];
-    if (static_cast<int>(v.size()) < kMaxIdlePerKey && total < kMaxIdleTotal) {
-      v.push_back(d);
-    } else {
-      destroy.push_back(d);
+    unsigned long long device_bytes = 0;
+    for (auto& kv : g_pool) {
+      if (std::get<0>(kv.first) == std::get<0>(k)) device_bytes += kv.second.size() * session_bytes(kv.first);
     }
+    auto& v = g_pool[k];
+    keep = v.size() < kMinIdlePerKey ||
+           (v.size() < kMaxIdlePerKey && device_bytes + session_bytes(k) <= kMaxIdleBytesPerDevice);
+    if (keep) v.push_back(d);
   }
-  if (!destroy.empty()) {
+  if (!keep) {
     CtxGuard g(ctx);
-    for (auto x : destroy) api().cv->cuvidDestroyDecoder(x);
+    api().cv->cuvidDestroyDecoder(d);
   }
 }
 
@@ -349,14 +381,15 @@ struct DeviceResizePlan {
   cuda::DeviceAxisTable h, v;
   int hshift = 0;
 
-  bool matches(int sw, int sh, int w, int hh, ResizeFilter f) const {
+  // Sizes (height, width): the decoded picture, then the resize output before rotation.
+  bool matches(int sh, int sw, int hh, int w, ResizeFilter f) const {
     return mem && sw == src_w && sh == src_h && w == rw && hh == rh && f == filter;
   }
   void release(void* stream) {
     if (mem) cuda::free_async(mem, stream);
     mem = nullptr;
   }
-  void build(int sw, int sh, int w, int hh, ResizeFilter f, void* stream) {
+  void build(int sh, int sw, int hh, int w, ResizeFilter f, void* stream) {
     release(stream);
     ResizeTables t = make_resize_tables(sw, sh, w, hh, f);
     const AxisTable &th = t.h, &tv = t.v;
@@ -390,27 +423,19 @@ struct DeviceResizePlan {
 };
 
 // ---------------------------------------------------------------------------------------------
-class NvdecBackendImpl final : public NvdecBackend {
+class NvdecDevice final : public DeviceInterface {
  public:
-  NvdecBackendImpl(const AVStream* st, int device, cudaVideoCodec codec)
+  NvdecDevice(const AVStream* st, int device, cudaVideoCodec codec)
       : device_(device), codec_(codec), dc_(device_ctx(device)) {
     const AVCodecParameters* par = st->codecpar;
-    const char* bsf_name = nullptr;
-    const bool avcc = par->extradata_size > 0 && par->extradata && par->extradata[0] == 1;
-    if (par->codec_id == AV_CODEC_ID_H264 && avcc) bsf_name = "h264_mp4toannexb";
-    if (par->codec_id == AV_CODEC_ID_HEVC && avcc) bsf_name = "hevc_mp4toannexb";
-    if (bsf_name) {
-      const AVBitStreamFilter* f = av_bsf_get_by_name(bsf_name);
-      if (!f) throw std::runtime_error(std::string("FFmpeg lacks the ") + bsf_name + " bitstream filter");
-      AVBSFContext* raw = nullptr;
-      const int ret = av_bsf_alloc(f, &raw);
-      bsf_.reset(raw);  // owned from here: freed if anything below throws
-      if (ret < 0 || !bsf_ || avcodec_parameters_copy(bsf_->par_in, par) < 0) throw std::bad_alloc();
-      bsf_->time_base_in = st->time_base;
-      if (av_bsf_init(bsf_.get()) < 0) throw std::runtime_error(std::string("cannot initialise ") + bsf_name);
-      if (bsf_->par_out->extradata_size > 0)
-        seq_header_.assign(bsf_->par_out->extradata, bsf_->par_out->extradata + bsf_->par_out->extradata_size);
-    } else if (par->codec_id == AV_CODEC_ID_AV1 && par->extradata_size > 4) {
+    bsf_ = make_annexb_filter(par, st->time_base, &seq_header_);
+    if (par->codec_id == AV_CODEC_ID_H264 || par->codec_id == AV_CODEC_ID_HEVC) {
+      skip_codec_ = par->codec_id == AV_CODEC_ID_H264 ? NalCodec::kH264 : NalCodec::kHevc;
+      can_skip_ = true;
+      hevc_sub_layers_ = hevc_max_sub_layers(seq_header_.data(), seq_header_.size());
+    }
+    // With a filter, packets are Annex B from here on and seq_header_ holds its parameter sets.
+    if (!bsf_ && par->codec_id == AV_CODEC_ID_AV1 && par->extradata_size > 4) {
       // av1C: 4 header bytes, then the configOBUs (sequence header) in low-overhead format.
       seq_header_.assign(par->extradata + 4, par->extradata + par->extradata_size);
     }
@@ -427,12 +452,11 @@ class NvdecBackendImpl final : public NvdecBackend {
     make_parser();  // bsf_, pkt_ and work_ are owned members: a throw here frees them
   }
 
-  ~NvdecBackendImpl() override {
+  ~NvdecDevice() override {
     try {
       CtxGuard g(dc_.ctx);
       clear_queue();
       if (parser_) api().cv->cuvidDestroyVideoParser(parser_);
-      if (out_) cuda::free_async(out_, work_->stream);
       plan_.release(work_->stream);
       if (scratch_) cuda::free_async(scratch_, work_->stream);
       if (pool_) av_buffer_pool_uninit(&pool_);  // device buffers go when the last frame is freed
@@ -442,9 +466,10 @@ class NvdecBackendImpl final : public NvdecBackend {
     if (decoder_) pool_give(key_, decoder_, dc_.ctx);
   }
 
-  int device() const override { return device_; }
+  const char* name() const override { return "nvdec"; }
 
-  int send_packet(const AVPacket* pkt) override {
+  int send_packet(const AVPacket* pkt, bool skippable, bool* maybe_dropped) override {
+    if (maybe_dropped) *maybe_dropped = false;
     CtxGuard g(dc_.ctx);
     if (!pkt) {
       if (bsf_) {
@@ -462,7 +487,7 @@ class NvdecBackendImpl final : public NvdecBackend {
       if (packet_info_.size() > 4096) packet_info_.erase(packet_info_.begin());
     }
     if (!bsf_) {
-      parse_packet(pkt);
+      if (!leave_out(pkt, skippable, maybe_dropped)) parse_packet(pkt);
       return 0;
     }
     if (av_packet_ref(pkt_.get(), pkt) < 0) throw std::bad_alloc();
@@ -471,8 +496,23 @@ class NvdecBackendImpl final : public NvdecBackend {
       av_packet_unref(pkt_.get());
       return ret;
     }
-    drain_bsf();
+    drain_bsf(skippable, maybe_dropped);
     return 0;
+  }
+
+  // The CPU path's skip_nonref rule on NVDEC: a packet no target needs whose picture nothing
+  // references (nal_ref.h) is not sent to the parser, so NVDEC never decodes it.
+  bool leave_out(const AVPacket* p, bool skippable, bool* dropped) {
+    if (!can_skip_) return false;
+    if (skip_codec_ == NalCodec::kHevc) {
+      const int s = hevc_max_sub_layers(p->data, static_cast<size_t>(p->size));
+      if (s > 0) hevc_sub_layers_ = s;
+    }
+    if (!skippable || !nal_disposable(skip_codec_, p->data, static_cast<size_t>(p->size), hevc_sub_layers_)) {
+      return false;
+    }
+    if (dropped) *dropped = true;
+    return true;
   }
 
   int receive_frame(AVFrame* out) override {
@@ -497,30 +537,54 @@ class NvdecBackendImpl final : public NvdecBackend {
     make_parser();
   }
 
-  void begin_batch(int64_t T, int out_w, int out_h, ResizeFilter filter, int rotation_deg, void* stream) override {
+  void wait_idle() override {
     CtxGuard g(dc_.ctx);
-    caller_ = stream;  // the output is handed over to this stream in end_batch()
-    if (out_) cuda::free_async(out_, work_->stream);  // left over from a call that threw
-    out_ = nullptr;
-    T_ = T;
-    out_w_ = out_w;
-    out_h_ = out_h;
-    filter_ = filter;
-    rotation_ = rotation_deg;
-    frame_bytes_ = static_cast<size_t>(out_w) * out_h * 3;
-    // From the device's output pool: freed later on the caller's stream, and its reuse must never
-    // make this backend's stream wait for the caller's (see pool_create).
-    cuda_rt_check(cuda::alloc_from_pool_async(&out_, std::max<size_t>(1, frame_bytes_ * static_cast<size_t>(T)),
-                                              dc_.out_pool, work_->stream),
-                  "cudaMallocFromPoolAsync (output frames)");
+    cuda_rt_check(cuda::stream_synchronize(work_->stream), "cudaStreamSynchronize (NVDEC work stream)");
   }
 
-  void convert_slot(const AVFrame* f, int64_t slot) override {
+  void release_session() override {
     CtxGuard g(dc_.ctx);
-    const bool swap = rotation_ == 90 || rotation_ == 270;
-    const int rw = swap ? out_h_ : out_w_, rh = swap ? out_w_ : out_h_;
+    clear_queue();
+    if (parser_) api().cv->cuvidDestroyVideoParser(parser_);
+    parser_ = nullptr;  // flush() makes a new one (and takes a session) before the next packet
+    eos_ = false;
+    if (decoder_) pool_give(key_, decoder_, dc_.ctx);
+    decoder_ = nullptr;
+    // The decoded-frame buffers stay for the next request: freeing device memory (cuMemFree)
+    // synchronises the whole device, caller's streams included.
+  }
+
+  void allocate_output(FrameOutput* out, void* caller_stream) override {
+    CtxGuard g(dc_.ctx);
+    // From the device's output pool: freed later on the caller's stream, and its reuse must never
+    // make this device's stream wait for the caller's (see pool_create).
+    void* data = nullptr;
+    cuda_rt_check(cuda::alloc_from_pool_async(&data, std::max<size_t>(1, out->frame_bytes * static_cast<size_t>(out->T)),
+                                              dc_.out_pool, work_->stream),
+                  "cudaMallocFromPoolAsync (output frames)");
+    out->device = DeviceFrames{data, device_, caller_stream, out->T, out->height, out->width};
+    out->data = static_cast<uint8_t*>(data);
+    // Every writer's stream, and the caller's (which frees the buffer), are ordered after the
+    // allocation.
+    cuda_rt_check(cuda::event_record(work_->ready, work_->stream), "cudaEventRecord (output allocated)");
+    out->ready_event = work_->ready;
+    cuda_rt_check(cuda::stream_wait_event(caller_stream, work_->ready), "cudaStreamWaitEvent (allocation)");
+  }
+
+  void begin_output(FrameOutput& out) override {
+    CtxGuard g(dc_.ctx);
+    if (out.ready_event && out.ready_event != work_->ready) {
+      cuda_rt_check(cuda::stream_wait_event(work_->stream, out.ready_event), "cudaStreamWaitEvent (allocation)");
+    }
+  }
+
+  void convert_slot(const AVFrame* f, FrameOutput& out, int64_t slot) override {
+    CtxGuard g(dc_.ctx);
+    const int rotation = out.rotation_deg;
+    const bool swap = rotation == 90 || rotation == 270;
+    const int rw = swap ? out.height : out.width, rh = swap ? out.width : out.height;
     void* ws = work_->stream;
-    if (!plan_.matches(f->width, f->height, rw, rh, filter_)) plan_.build(f->width, f->height, rw, rh, filter_, ws);
+    if (!plan_.matches(f->height, f->width, rh, rw, out.filter)) plan_.build(f->height, f->width, rh, rw, out.filter, ws);
     const size_t need = static_cast<size_t>(f->height) * rw * 3 * sizeof(int32_t);
     if (need > scratch_bytes_) {
       if (scratch_) cuda::free_async(scratch_, ws);
@@ -538,16 +602,22 @@ class NvdecBackendImpl final : public NvdecBackend {
     const int bps = f->format == AV_PIX_FMT_P016LE ? 2 : 1;
     const cuda::YuvParams p = make_yuv_params(matrix_id_, full_range_, bit_depth_, bps, f->height);
     int rc = cuda::launch_yuv420_to_rgb_resize(src, p, plan_.h, plan_.v, plan_.hshift, static_cast<int32_t*>(scratch_),
-                                               static_cast<uint8_t*>(out_) + slot * frame_bytes_, rotation_, ws);
+                                               out.data + slot * out.frame_bytes, rotation, ws);
     cuda_rt_check(rc, "colour convert + resize kernel launch");
   }
 
-  void copy_slot(int64_t dst_slot, int64_t src_slot) override {
+  void copy_slot(FrameOutput& out, int64_t dst_slot, int64_t src_slot) override {
     CtxGuard g(dc_.ctx);
-    uint8_t* base = static_cast<uint8_t*>(out_);
-    cuda_rt_check(cuda::copy_async(base + dst_slot * frame_bytes_, base + src_slot * frame_bytes_, frame_bytes_,
-                                   work_->stream),
+    cuda_rt_check(cuda::copy_async(out.data + dst_slot * out.frame_bytes, out.data + src_slot * out.frame_bytes,
+                                   out.frame_bytes, work_->stream),
                   "cudaMemcpyAsync (duplicate frame)");
+  }
+
+  void end_output(FrameOutput& out) override {
+    CtxGuard g(dc_.ctx);
+    // The caller's stream waits on the device for this device's kernels; the host does not wait.
+    cuda_rt_check(cuda::event_record(work_->done, work_->stream), "cudaEventRecord (writes done)");
+    cuda_rt_check(cuda::stream_wait_event(out.device.stream, work_->done), "cudaStreamWaitEvent (hand-over)");
   }
 
   void download_planar(const AVFrame* f, std::string* out) override {
@@ -600,19 +670,9 @@ class NvdecBackendImpl final : public NvdecBackend {
     }
   }
 
-  DeviceFrames end_batch() override {
-    CtxGuard g(dc_.ctx);
-    // The caller's stream waits on the device for the batch's kernels; the host does not wait.
-    cuda_rt_check(cuda::event_record(work_->done, work_->stream), "cudaEventRecord (batch done)");
-    cuda_rt_check(cuda::stream_wait_event(caller_, work_->done), "cudaStreamWaitEvent (hand-over)");
-    DeviceFrames d{out_, device_, caller_, T_, out_h_, out_w_};
-    out_ = nullptr;
-    return d;
-  }
-
  private:
   static int CUDAAPI on_sequence(void* user, CUVIDEOFORMAT* fmt) {
-    auto* self = static_cast<NvdecBackendImpl*>(user);
+    auto* self = static_cast<NvdecDevice*>(user);
     try {
       return self->handle_sequence(fmt);
     } catch (const std::exception& e) {
@@ -621,7 +681,7 @@ class NvdecBackendImpl final : public NvdecBackend {
     }
   }
   static int CUDAAPI on_decode(void* user, CUVIDPICPARAMS* pic) {
-    auto* self = static_cast<NvdecBackendImpl*>(user);
+    auto* self = static_cast<NvdecDevice*>(user);
     if (!self->decoder_) return 0;
     CUresult r = api().cv->cuvidDecodePicture(self->decoder_, pic);
     if (r != CUDA_SUCCESS) {
@@ -631,7 +691,7 @@ class NvdecBackendImpl final : public NvdecBackend {
     return 1;
   }
   static int CUDAAPI on_display(void* user, CUVIDPARSERDISPINFO* disp) {
-    auto* self = static_cast<NvdecBackendImpl*>(user);
+    auto* self = static_cast<NvdecDevice*>(user);
     if (!disp) return 1;  // end of stream
     try {
       self->handle_display(disp);
@@ -682,9 +742,9 @@ class NvdecBackendImpl final : public NvdecBackend {
     parse(&p);
   }
 
-  void drain_bsf() {
+  void drain_bsf(bool skippable = false, bool* dropped = nullptr) {
     while (av_bsf_receive_packet(bsf_.get(), pkt_.get()) == 0) {
-      parse_packet(pkt_.get());
+      if (!leave_out(pkt_.get(), skippable, dropped)) parse_packet(pkt_.get());
       av_packet_unref(pkt_.get());
     }
   }
@@ -751,7 +811,7 @@ class NvdecBackendImpl final : public NvdecBackend {
   }
 
   static AVBufferRef* pool_alloc(void* opaque, size_t size) {
-    auto* self = static_cast<NvdecBackendImpl*>(opaque);
+    auto* self = static_cast<NvdecDevice*>(opaque);
     CtxGuard g(self->dc_.ctx);
     CUdeviceptr p = 0;
     if (api().cu->cuMemAlloc(&p, size) != CUDA_SUCCESS) return nullptr;
@@ -869,15 +929,20 @@ class NvdecBackendImpl final : public NvdecBackend {
   DeviceCtx& dc_;
   BsfPtr bsf_;
   PacketPtr pkt_;
+  bool can_skip_ = false;  // H.264 / HEVC: non-reference pictures can be left out (nal_ref.h)
+  NalCodec skip_codec_ = NalCodec::kH264;
+  int hevc_sub_layers_ = 0;  // from the latest HEVC SPS seen (0 = none yet: nothing is left out)
   // The backend's own stream and events (created non-blocking under the device's context).
   struct WorkStream {
     void* stream = nullptr;
     void* copied = nullptr;  // recorded after each surface copy; the host waits on it
-    void* done = nullptr;    // recorded after a batch; the caller's stream waits on it
+    void* done = nullptr;    // recorded after a run's writes; the caller's stream waits on it
+    void* ready = nullptr;   // recorded after an output allocation; writers and the caller wait on it
     WorkStream() {
       cuda_rt_check(cuda::stream_create_nonblocking(&stream), "cudaStreamCreateWithFlags (NVDEC work stream)");
       int rc = cuda::event_create(&copied);
       if (rc == 0) rc = cuda::event_create(&done);
+      if (rc == 0) rc = cuda::event_create(&ready);
       if (rc != 0) {
         release();
         cuda_rt_check(rc, "cudaEventCreateWithFlags (NVDEC events)");
@@ -887,10 +952,11 @@ class NvdecBackendImpl final : public NvdecBackend {
     WorkStream(const WorkStream&) = delete;
     WorkStream& operator=(const WorkStream&) = delete;
     void release() {
+      if (ready) cuda::event_destroy(ready);
       if (done) cuda::event_destroy(done);
       if (copied) cuda::event_destroy(copied);
       if (stream) cuda::stream_destroy(stream);
-      done = copied = stream = nullptr;
+      ready = done = copied = stream = nullptr;
     }
   };
   std::unique_ptr<WorkStream> work_;
@@ -910,13 +976,7 @@ class NvdecBackendImpl final : public NvdecBackend {
   bool full_range_ = false, color_from_container_ = false, range_from_container_ = false;
   AVBufferPool* pool_ = nullptr;
   size_t pool_bytes_ = 0;
-  // Output batch.
-  void* caller_ = nullptr;  // the stream the batch is handed over to (end_batch)
-  void* out_ = nullptr;
-  int64_t T_ = 0;
-  int out_w_ = 0, out_h_ = 0, rotation_ = 0;
-  ResizeFilter filter_ = ResizeFilter::kCubic;
-  size_t frame_bytes_ = 0;
+  // Output: resize tables and scratch for the current output size.
   DeviceResizePlan plan_;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
@@ -924,7 +984,7 @@ class NvdecBackendImpl final : public NvdecBackend {
 
 }  // namespace
 
-std::unique_ptr<NvdecBackend> NvdecBackend::create(const AVStream* st, int device, std::string* reason) {
+std::unique_ptr<DeviceInterface> create_nvdec_device(const AVStream* st, int device, std::string* reason) {
   const Api& a = api();
   if (!a.error.empty()) {
     *reason = a.error;
@@ -965,7 +1025,7 @@ std::unique_ptr<NvdecBackend> NvdecBackend::create(const AVStream* st, int devic
       }
       // The parser may create the decoder session while parsing the sequence header: keep the
       // context current.
-      return std::make_unique<NvdecBackendImpl>(st, device, codec);
+      return std::make_unique<NvdecDevice>(st, device, codec);
     }
   } catch (const std::exception& e) {
     *reason = std::string("NVDEC initialisation failed: ") + e.what();
@@ -1008,6 +1068,28 @@ int64_t device_free_errors(std::string* last) {
   return g_free_errors;
 }
 
+int nvdec_default_workers(int device) {
+  const Api& a = api();
+  if (!a.error.empty()) return 1;
+  CUdevice dev;
+  char name[256] = {0};
+  if (a.cu->cuDeviceGet(&dev, device) != CUDA_SUCCESS || a.cu->cuDeviceGetName(name, sizeof(name) - 1, dev) != CUDA_SUCCESS) {
+    return 1;
+  }
+  return gpu_workers_for_name(name);
+}
+
+std::string cuda_device_name(int device) {
+  const Api& a = api();
+  if (!a.error.empty()) return "";
+  CUdevice dev;
+  char name[256] = {0};
+  if (a.cu->cuDeviceGet(&dev, device) != CUDA_SUCCESS || a.cu->cuDeviceGetName(name, sizeof(name) - 1, dev) != CUDA_SUCCESS) {
+    return "";
+  }
+  return name;
+}
+
 int nvdec_cached_sessions() {
   std::lock_guard<std::mutex> g(g_pool_mu);
   int n = 0;
@@ -1016,13 +1098,13 @@ int nvdec_cached_sessions() {
 }
 int64_t nvdec_sessions_created() { return g_sessions_created.load(); }
 
-void convert_yuv420_on_device(const void* y, const void* uv, int y_pitch, int uv_pitch, int width, int height,
+void convert_yuv420_on_device(const void* y, const void* uv, int y_pitch, int uv_pitch, int height, int width,
                               int bit_depth, int bytes_per_sample, int matrix_id, bool full_range, void* out,
-                              int out_w, int out_h, ResizeFilter filter, int rotation_deg, void* stream) {
+                              int out_h, int out_w, ResizeFilter filter, int rotation_deg, void* stream) {
   const bool swap = rotation_deg == 90 || rotation_deg == 270;
   const int rw = swap ? out_h : out_w, rh = swap ? out_w : out_h;
   DeviceResizePlan plan;
-  plan.build(width, height, rw, rh, filter, stream);
+  plan.build(height, width, rh, rw, filter, stream);
   void* scratch = nullptr;
   cuda_rt_check(cuda::alloc_async(&scratch, static_cast<size_t>(height) * rw * 3 * 4, stream), "cudaMallocAsync");
   cuda::Nv12Planes src{y, uv, y_pitch, uv_pitch, width, height};
@@ -1034,9 +1116,9 @@ void convert_yuv420_on_device(const void* y, const void* uv, int y_pitch, int uv
   cuda_rt_check(rc, "colour convert + resize kernel launch");
 }
 
-void emulate_kernel_on_host(const void* y, const void* uv, int y_pitch, int uv_pitch, int width, int height,
+void emulate_kernel_on_host(const void* y, const void* uv, int y_pitch, int uv_pitch, int height, int width,
                             int bit_depth, int bytes_per_sample, int matrix_id, bool full_range, uint8_t* out,
-                            int out_w, int out_h, ResizeFilter filter, int rotation_deg) {
+                            int out_h, int out_w, ResizeFilter filter, int rotation_deg) {
   const bool swap = rotation_deg == 90 || rotation_deg == 270;
   const int rw = swap ? out_h : out_w, rh = swap ? out_w : out_h;
   ResizeTables t = make_resize_tables(width, height, rw, rh, filter);
@@ -1066,7 +1148,7 @@ bool cuda_compiled() { return true; }
 
 namespace eva_fast {
 
-std::unique_ptr<NvdecBackend> NvdecBackend::create(const AVStream*, int, std::string* reason) {
+std::unique_ptr<DeviceInterface> create_nvdec_device(const AVStream*, int, std::string* reason) {
   *reason = "eva_fast was built without CUDA; rebuild with EVA_FAST_CUDA=ON (needs nvcc)";
   return nullptr;
 }
@@ -1079,6 +1161,8 @@ int64_t device_free_errors(std::string* last) {
 }
 int nvdec_cached_sessions() { return 0; }
 int64_t nvdec_sessions_created() { return 0; }
+int nvdec_default_workers(int) { return 1; }
+std::string cuda_device_name(int) { return ""; }
 void convert_yuv420_on_device(const void*, const void*, int, int, int, int, int, int, int, bool, void*, int, int,
                               ResizeFilter, int, void*) {
   throw std::runtime_error("eva_fast was built without CUDA; rebuild with EVA_FAST_CUDA=ON (needs nvcc)");

@@ -1,94 +1,69 @@
-// NVDEC decode backend of VideoDecoder (GPU path). VideoDecoder keeps demuxing, the seek plan and
-// frame choice; this backend stands in for libavcodec's send/receive/flush and, on output, for
-// the CPU colour conversion + resize: decoded surfaces are copied out of NVDEC into pooled device
-// buffers (wrapped in AVFrames so the decode loop's candidate logic is unchanged), and the chosen
-// ones are converted + resized by the CUDA kernel straight into one device [T, H, W, 3] buffer.
+// The NVDEC device (device.h; GPU path). The device-independent StreamDecoder keeps demuxing, the
+// seek plan and frame choice; this device stands in for libavcodec's send/receive/flush and, on
+// output, for the CPU colour conversion + resize: decoded surfaces are copied out of NVDEC into
+// pooled device buffers (wrapped in AVFrames so the decode loop's candidate logic is unchanged), and
+// the chosen ones are converted + resized by the CUDA kernel straight into one device [T, H, W, 3]
+// buffer.
 //
 // The NVIDIA driver API and NVDEC (libcuda.so.1, libnvcuvid.so.1) are loaded at run time through
 // the MIT-licensed ffnvcodec loader headers, so the module imports and the CPU path works on
-// machines without a GPU or driver. Built only with EVA_FAST_WITH_CUDA=1; otherwise create()
-// reports that the build has no CUDA.
+// machines without a GPU or driver. Built only with EVA_FAST_WITH_CUDA=1; otherwise
+// create_nvdec_device() reports that the build has no CUDA.
 //
-// Streams: the backend's device work (surface copies, kernels, output allocation) runs on a stream
-// of its own, so decoding never waits for work the caller queued on its stream (model forward
-// passes); the host waits only for its own surface copies (an event after each copy, before the
-// surface is unmapped). end_batch() makes the caller's stream (given to begin_batch(); Python
-// passes torch's current stream) wait for the output on the device (cuStreamWaitEvent), so the
-// output is ready in that stream's order; the buffer is freed stream-ordered on that same stream
-// when its owner (the DLPack capsule / torch tensor) releases it.
+// Streams: each device's work (surface copies, kernels, output allocation) runs on a stream of its
+// own, so decoding never waits for work the caller queued on its stream (model forward passes); the
+// host waits only for its own surface copies (an event after each copy, before the surface is
+// unmapped). The output is allocated on the main device's stream and the caller's stream (Python
+// passes torch's current stream) waits for the allocation; every device that writes slots waits for
+// it too (begin_output), and end_output() makes the caller's stream wait for that device's writes on
+// the device (cuStreamWaitEvent), so the output is ready in the caller's stream order; the buffer is
+// freed stream-ordered on that same stream when its owner (the DLPack capsule / torch tensor)
+// releases it.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
 
+#include "device.h"
 #include "resize.h"
 
 struct AVStream;
-struct AVPacket;
-struct AVFrame;
 
 namespace eva_fast {
 
-// A device buffer holding uint8 [T, H, W, 3] RGB, freed stream-ordered on `stream` by the deleter.
-struct DeviceFrames {
-  void* data = nullptr;
-  int device = 0;
-  void* stream = nullptr;
-  int64_t T = 0;
-  int H = 0, W = 0;
-};
-// Stream-ordered free (no-op on null data). Returns "" or what failed; failures are also counted
-// (device_free_errors()) because the usual caller, a DLPack deleter, cannot raise.
-std::string free_device_frames(const DeviceFrames& f);
-// Failed free_device_frames calls since the process started, and the last failure's message.
-int64_t device_free_errors(std::string* last);
+// The NVDEC device for stream `st` on GPU `device`, or nullptr with *reason set when NVDEC cannot
+// decode this stream there (build without CUDA, no driver, no libnvcuvid, codec/profile/chroma/bit
+// depth/size unsupported).
+std::unique_ptr<DeviceInterface> create_nvdec_device(const AVStream* st, int device, std::string* reason);
 
-class NvdecBackend {
- public:
-  // Returns nullptr and sets *reason when NVDEC cannot decode this stream on `device` (build
-  // without CUDA, no driver, no libnvcuvid, codec/profile/chroma/bit depth/size unsupported).
-  static std::unique_ptr<NvdecBackend> create(const AVStream* st, int device, std::string* reason);
-  virtual ~NvdecBackend() = default;
-
-  // libavcodec-like decode interface. send_packet(nullptr) signals end of stream. Return 0, or a
-  // negative AVERROR (AVERROR(EAGAIN) / AVERROR_EOF from receive_frame as libavcodec).
-  virtual int send_packet(const AVPacket* pkt) = 0;
-  virtual int receive_frame(AVFrame* out) = 0;
-  virtual void flush() = 0;
-
-  // Output of one decode call: begin (allocates [T, out_h, out_w, 3] on `stream`), then per slot
-  // either convert a received frame into it or copy an earlier slot, then end (hands it over).
-  virtual void begin_batch(int64_t T, int out_w, int out_h, ResizeFilter filter, int rotation_deg,
-                           void* stream) = 0;
-  virtual void convert_slot(const AVFrame* f, int64_t slot) = 0;
-  virtual void copy_slot(int64_t dst_slot, int64_t src_slot) = 0;
-  virtual DeviceFrames end_batch() = 0;
-
-  // Copy a received frame back to the host as planar yuv420p / yuv420p10le-style bytes (16-bit
-  // samples shifted down to their bit depth), for bit-exact checks against FFmpeg's framemd5.
-  virtual void download_planar(const AVFrame* f, std::string* out) = 0;
-
-  virtual int device() const = 0;
-};
+// NVDEC decoders one request uses by default on a GPU (gpu_workers): its number of NVDEC engines
+// (NVIDIA's datasheets / Video Codec SDK support matrix), by the driver's device name:
+//   H100, H200, H800, H20, GH200, B100, B200, GB200: 7;  A100, A800: 5;  A30, L4: 4;
+//   L40, L40S: 3;  A10, A10G, A40, A16, T4: 2;  V100: 1;  any other GPU: 2.
+// A model matches as a token not followed by a digit (an L40S is an L40, not an L4; an A100 is not
+// an A10).
+int gpu_workers_for_name(const std::string& name);
+// gpu_workers_for_name() of GPU `device`'s name; 1 without NVDEC (no driver, CPU build).
+int nvdec_default_workers(int device);
+// The driver's name of GPU `device` ("" without a driver).
+std::string cuda_device_name(int device);
 
 // Idle NVDEC decoder sessions kept for reuse (per codec, coded size, bit depth, chroma format).
 int nvdec_cached_sessions();
 // Decoder sessions created since the process started (reuse keeps this flat).
 int64_t nvdec_sessions_created();
 
-}  // namespace eva_fast
-
-namespace eva_fast {
 // Test/diagnostic entry: run the colour-convert + resize kernel on 4:2:0 planes already in device
 // memory (e.g. CPU-decoded YUV uploaded by torch). Enqueued on `stream`; throws without CUDA.
-void convert_yuv420_on_device(const void* y, const void* uv, int y_pitch, int uv_pitch, int width, int height,
+// Sizes (height, width): the planes' picture, then the output as displayed (after rotation).
+void convert_yuv420_on_device(const void* y, const void* uv, int y_pitch, int uv_pitch, int height, int width,
                               int bit_depth, int bytes_per_sample, int matrix_id, bool full_range, void* out,
-                              int out_w, int out_h, ResizeFilter filter, int rotation_deg, void* stream);
+                              int out_h, int out_w, ResizeFilter filter, int rotation_deg, void* stream);
 // The kernel's own per-thread code run serially on host memory (CUDA builds; throws otherwise).
-void emulate_kernel_on_host(const void* y, const void* uv, int y_pitch, int uv_pitch, int width, int height,
+void emulate_kernel_on_host(const void* y, const void* uv, int y_pitch, int uv_pitch, int height, int width,
                             int bit_depth, int bytes_per_sample, int matrix_id, bool full_range, uint8_t* out,
-                            int out_w, int out_h, ResizeFilter filter, int rotation_deg);
+                            int out_h, int out_w, ResizeFilter filter, int rotation_deg);
 // Which colour route the kernel takes for pictures of this matrix (AVColorSpace / H.273 id), range,
 // bit depth and height (color_resize.h): "swscale_int" (8-bit, even height, the loaded swscale
 // checked to match: NVDEC frames equal the CPU path's), "float_nearest" (8-bit where that check

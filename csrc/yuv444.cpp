@@ -99,8 +99,8 @@ __attribute__((target("avx2"))) void row_avx2(const Yuv444Coefficients& c, const
 }
 #endif
 
-// The swscale conversion the decoder runs (decoder.cpp convert_into), for one w x h image.
-bool swscale_convert(int av_pix_fmt, const int inv_table[4], bool full, const uint8_t* const planes[3], int w, int h,
+// The swscale conversion the decoder runs (cpu_device.cpp convert_into), for one h x w image.
+bool swscale_convert(int av_pix_fmt, const int inv_table[4], bool full, const uint8_t* const planes[3], int h, int w,
                      std::vector<uint8_t>* rgb) {
   SwsContext* sws = sws_getContext(w, h, static_cast<AVPixelFormat>(av_pix_fmt), w, h, AV_PIX_FMT_RGB24, SWS_BICUBIC,
                                    nullptr, nullptr, nullptr);
@@ -135,10 +135,10 @@ bool matches_swscale(const Yuv444ToRgb& conv, int av_pix_fmt, const int inv_tabl
   }
   const uint8_t* planes[3] = {y.data(), u.data(), v.data()};
   std::vector<uint8_t> want;
-  if (!swscale_convert(av_pix_fmt, inv_table, full, planes, kW, kH, &want)) return false;
+  if (!swscale_convert(av_pix_fmt, inv_table, full, planes, kH, kW, &want)) return false;
   std::vector<uint8_t> got(static_cast<size_t>(kW) * kH * 3 + 64);
   const int lines[3] = {kW, kW, kW};
-  conv.convert(planes, lines, kW, kH, got.data(), kW * 3);
+  conv.convert(planes, lines, kH, kW, got.data(), kW * 3);
   return std::memcmp(got.data(), want.data(), static_cast<size_t>(kW) * kH * 3) == 0;
 }
 
@@ -201,7 +201,7 @@ void yuv444_to_rgb_scalar(const Yuv444Coefficients& c, const uint8_t* y, const u
   }
 }
 
-void Yuv444ToRgb::convert(const uint8_t* const planes[3], const int linesizes[3], int w, int h, uint8_t* rgb,
+void Yuv444ToRgb::convert(const uint8_t* const planes[3], const int linesizes[3], int h, int w, uint8_t* rgb,
                           int rgb_stride) const {
   for (int r = 0; r < h; ++r) {
     const uint8_t* y = planes[0] + static_cast<ptrdiff_t>(r) * linesizes[0];
@@ -249,14 +249,14 @@ int64_t yuv444_mismatches_exhaustive(int sws_colorspace, bool src_full_range) {
   }
   const uint8_t* planes[3] = {y.data(), u.data(), v.data()};
   std::vector<uint8_t> want;
-  if (!swscale_convert(AV_PIX_FMT_YUV444P, sws_getCoefficients(sws_colorspace), src_full_range, planes, kW, kH,
+  if (!swscale_convert(AV_PIX_FMT_YUV444P, sws_getCoefficients(sws_colorspace), src_full_range, planes, kH, kW,
                        &want)) {
     return -1;
   }
   Yuv444ToRgb conv(yuv444_coefficients(sws_colorspace, src_full_range));
   std::vector<uint8_t> got(static_cast<size_t>(kW) * kH * 3 + 64);
   const int lines[3] = {kW, kW, kW};
-  conv.convert(planes, lines, kW, kH, got.data(), kW * 3);
+  conv.convert(planes, lines, kH, kW, got.data(), kW * 3);
   int64_t bad = 0;
   for (size_t i = 0; i < static_cast<size_t>(kW) * kH * 3; ++i) bad += got[i] != want[i];
   return bad;

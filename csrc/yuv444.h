@@ -44,7 +44,7 @@ class Yuv444ToRgb {
 
   // planes: Y, U, V (each `h` rows of their linesize); rgb: `h` rows of `rgb_stride` bytes, each
   // written for 3 * w bytes exactly.
-  void convert(const uint8_t* const planes[3], const int linesizes[3], int w, int h, uint8_t* rgb,
+  void convert(const uint8_t* const planes[3], const int linesizes[3], int h, int w, uint8_t* rgb,
                int rgb_stride) const;
 
   explicit Yuv444ToRgb(const Yuv444Coefficients& c) : c_(c) {}

@@ -51,11 +51,13 @@ STEPS=(
   "build    200        -       -"
   "pytest   150        build   pytest.xml"
   "bench    150        build   decode.jsonl"
-  "pack     60         build   pack.jsonl"
   "rollout  90         build   rollout.jsonl"
+  "limits   150        build   limits.jsonl"
+  "pack     60         build   pack.jsonl"
   "soak     100        build   soak.jsonl"
-  "limits   90         build   limits.jsonl"
 )
+# Order: what the open issues measure first (rollout: #22, limits: #24), then what earlier runs
+# measured already (pack once, soak twice), so a run the budget cuts short loses the repeats.
 MAX_RESULT_FILES=8    # what comes back from the GPU machine
 MAX_CARRY_MIB=56      # gpu_carry/; the working tree travels too (64 MiB in all)
 MAX_TRAVEL_MIB=64
@@ -192,14 +194,18 @@ dry_soak() { need_file bench/bench_gpu_soak.py && need_entry_point eva_fast.benc
 
 step_limits() {
   # NVDEC engine limit (carried ffmpeg -hwaccel cuda, 1 and 4 sessions), CPU limit (ffmpeg -threads
-  # $(nproc)), eva_fast's dense/survey/snap calls on cuda and cpu as fractions of them, 1-8 readers at once
+  # $(nproc)), eva_fast's dense/survey/snap calls on cuda and cpu as fractions of them, 1-8 readers at
+  # once; then (#24) survey256 with 1/2/4/default NVDEC decoders per request, the paper's survey on a
+  # 110-minute 720p video (5 s GOPs; exact and keyframe_snap, cuda and cpu), survey256 with 4/8/16 CPU
+  # decoders per request; the summary row's goals. Rows are flushed as made: a cut keeps what ran.
   if [ "$MODE" = gpu ]; then
     local media=()
     [ -d "$CARRY/shared/media" ] && media=(--media-dir "$CARRY/shared/media")
     "$PY" -m eva_fast.bench.bench_limits --device cuda "${media[@]}" --cache-dir "$ROOT/build/bench_cache" \
-      --out "$OUT/limits.jsonl"
+      --gpu-workers 1 2 4 0 --gop-workers 4 8 16 --anchor-minutes 110 --out "$OUT/limits.jsonl"
   else
-    "$PY" -m eva_fast.bench.bench_limits --device cpu --video tests/data/nasa_13013.mp4 --out "$OUT/limits.jsonl"
+    "$PY" -m eva_fast.bench.bench_limits --device cpu --video tests/data/nasa_13013.mp4 --gop-workers 1 2 \
+      --out "$OUT/limits.jsonl"
   fi
 }
 dry_limits() { need_file bench/bench_limits.py && need_entry_point eva_fast.bench.bench_limits; }

@@ -370,6 +370,23 @@ def render(results_dir: Path) -> str:
             lines.append(f"| eva_fast `cuda`, {r.get('readers')} reader(s) at once | "
                          f"{_f(r.get('decoded_fps'), '{:,.0f}') if r.get('ok') else 'FAILED: ' + str(r.get('error'))} | "
                          f"{', '.join(fr)} |")
+        for r in (x for x in lim if x.get("kind") == "workers"):
+            lines.append(f"| eva_fast `{r.get('device')}`, {r.get('call')} with {r.get('workers')} decoders per request "
+                         f"({r.get('gop_workers_used')} used): {_f(r.get('ms'), '{:.0f}')} ms, {r.get('decoded')} decoded"
+                         f"{'' if r.get('frames_equal_first') else ' (FRAMES DIFFER)'} | "
+                         f"{_f(r.get('decoded_fps'), '{:,.0f}')} | |")
+        anchors = [x for x in lim if x.get("kind") == "anchor" and x.get("ok")]
+        if anchors:
+            a0 = anchors[0]
+            lines += ["", f"The paper's survey (256 frames @ 0.1) on {a0.get('video')} ({_f(a0.get('duration_s'), '{:.0f}')} s, "
+                          f"GOP {a0.get('gop')} frames):", "", "| device | policy | s | decoded | goal |", "|---|---|---|---|---|"]
+            for r in anchors:
+                goal = "" if r.get("goal_s") is None else f"<= {r['goal_s']:g} s: {'met' if r.get('meets_goal') else 'NOT met'}"
+                lines.append(f"| {r.get('device')} ({r.get('backend')}, {r.get('gop_workers_used')} decoders) | "
+                             f"{r.get('policy')} | {_f(r.get('s'), '{:.2f}')} | {r.get('decoded')} | {goal} |")
+        summ = next((x for x in lim if x.get("kind") == "summary"), None)
+        if summ and summ.get("goals"):
+            lines += ["", "Goals (issue #24): " + ", ".join(f"{k} = {v}" for k, v in summ["goals"].items()) + "."]
     soak = _newest_with_rows(results_dir, "gpu_soak.jsonl", runs, lines)
     summ = next((r for r in soak if r.get("kind") == "summary"), None)
     cps = [r for r in soak if r.get("kind") == "checkpoint"]

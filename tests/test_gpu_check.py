@@ -99,7 +99,7 @@ def test_only_skip_and_bad_arguments(tmp_path):
     assert res.returncode == 2 and "--budget-s must be a whole number" in res.stderr
     res = _check(["--list"])
     assert res.returncode == 0
-    assert [ln.split()[0] for ln in res.stdout.splitlines()[1:]] == ["machine", "build", "pytest", "bench", "pack", "rollout", "soak", "limits"]
+    assert [ln.split()[0] for ln in res.stdout.splitlines()[1:]] == ["machine", "build", "pytest", "bench", "rollout", "limits", "pack", "soak"]
 
 
 def test_budget_caps_steps_and_skips_what_does_not_fit(tmp_path):
@@ -189,7 +189,7 @@ def test_limits_step_in_cpu_mode(tmp_path, repo):
     res = _check(["--out", str(out), "--cpu", "--only", "limits"], timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     rows = [json.loads(x) for x in (out / "limits.jsonl").read_text().splitlines()]
-    assert [r["kind"] for r in rows] == ["env", "ffmpeg", "eva", "eva", "eva", "eva", "summary"]
+    assert [r["kind"] for r in rows] == ["env", "ffmpeg", "eva", "eva", "eva", "eva", "workers", "workers", "summary"]
     ff = rows[1]
     assert ff["label"] == "cpu_threads" and ff["ok"] and ff["threads"] == os.cpu_count()
     assert ff["frames"] == 390 and ff["fps"] == pytest.approx(390 / ff["s"], rel=0.01)  # nasa_13013 stream 3
@@ -198,11 +198,16 @@ def test_limits_step_in_cpu_mode(tmp_path, repo):
         assert r["fraction_of_limit"] == pytest.approx(r["decoded_fps"] / ff["fps"], abs=2e-3)
     assert [r["call"] for r in rows[2:6]] == ["dense", "survey256", "survey256_snap", "survey64"]
     assert rows[-1]["checks_failed"] == 0 and rows[-1]["limits"]["cpu_threads"] == ff["fps"]
+    # decoders per request (#24): survey256 with 1 and 2 CPU decoders, the same frames
+    sweep = rows[6:8]
+    assert [(r["call"], r["workers"], r["gop_workers_used"]) for r in sweep] == [("survey256", 1, 1), ("survey256", 2, 2)]
+    assert all(r["frames_equal_first"] and r["device"] == "cpu" and r["decoded"] > 0 for r in sweep)
     gpu_results.convert(out, tmp_path / "results", repo, commit=_git(repo, "rev-parse", "HEAD"))
     text = gpu_results.render(tmp_path / "results")
     assert "Decode limits on nasa_13013.mp4 (480x270 h264" in text
     assert f"| `ffmpeg -threads {os.cpu_count()}` (CPU) |" in text
     assert "| eva_fast `cpu` (cpu), survey256 256 @ 0.1:" in text and "of cpu_threads |" in text
+    assert "| eva_fast `cpu`, survey256 with 2 decoders per request (2 used)" in text
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +218,7 @@ def dry_run() -> subprocess.CompletedProcess:
 
 def test_dry_run_checks_every_step(dry_run, tmp_path):
     assert dry_run.returncode == 0, dry_run.stdout + dry_run.stderr
-    for name in ("machine", "build", "pytest", "bench", "pack", "rollout", "soak", "limits"):
+    for name in ("machine", "build", "pytest", "bench", "rollout", "limits", "pack", "soak"):
         assert f"[ok]   {name} " in dry_run.stdout
     assert "python entry points answer --help" in dry_run.stdout
     assert 'run(command="bash scripts/gpu_check.sh --out $OUT", carry=["gpu_carry"], timeout_s=540)' in dry_run.stdout

@@ -11,6 +11,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+MAX_SIDE: int
+"""Largest output side, pixels (16384): the decoder's size limit, defined once in C++ (``kMaxSide``)."""
+
 class VideoError(RuntimeError):
     """Base of the decoder's errors."""
 
@@ -105,6 +108,12 @@ class DecodeStats:
     def decode_ms(self) -> float: ...
     @property
     def convert_ms(self) -> float: ...
+    @property
+    def gop_workers(self) -> int:
+        """Decoders that shared the call (1: one decoder); in ``total_stats``: decoders open."""
+    @property
+    def worker_failures(self) -> int:
+        """GOP runs whose decoder failed and that the main decoder decoded again."""
 
 class DecodeOutput:
     """Frames decoded for a list of times, in the order given (T = number of times)."""
@@ -151,13 +160,14 @@ class VideoDecoder:
         self,
         times_s: list[float],
         mode: Literal["nearest", "played_at"] = "nearest",
+        *,
         height: int = 0,
         width: int = 0,
         filter: Literal["cubic", "antialias"] = "cubic",
         cuda_stream: int = 0,
     ) -> DecodeOutput:
         """Decode the frame for each time. ``(height, width)``: output size as displayed, ``(0, 0)``
-        = native, else 1..16384 each. ``cuda_stream``: CUstream handle the NVDEC backend enqueues on.
+        = native, else 1..``MAX_SIDE`` each. ``cuda_stream``: CUstream handle the NVDEC backend enqueues on.
 
         Raises:
             ValueError: non-finite times, a bad size, mode or filter, or an output that cannot be
@@ -176,6 +186,10 @@ class VideoDecoder:
         decoder of the same file (path, size, mtime) and stream in the process."""
     skip_nonref: bool
     """Let the decoder drop non-reference frames far from every target (identical output)."""
+    workers: int
+    """Most decoders that share one request (GOP-parallel decoding, CPU or NVDEC; 1 = never split;
+    1..64, else ValueError). GOP-run decoders: single-threaded libavcodec, or NVDEC sessions on the
+    same GPU, each on its own CUDA stream; concurrent requests share each device's budget fairly."""
 
 def resize_rgb(
     image: npt.NDArray[np.uint8], height: int, width: int, filter: Literal["cubic", "antialias"] = "cubic"
@@ -190,6 +204,7 @@ def _yuv444_mismatches_exhaustive(colorspace: int, full_range: bool) -> int: ...
 def cuda_yuv420_to_rgb(
     y: int,
     uv: int,
+    *,
     y_pitch: int,
     uv_pitch: int,
     height: int,
@@ -210,6 +225,7 @@ def cuda_yuv420_to_rgb(
 def cuda_kernel_emulate(
     y: npt.NDArray[Any],
     uv: npt.NDArray[Any],
+    *,
     bit_depth: int,
     matrix_id: int,
     full_range: bool,
@@ -227,11 +243,51 @@ def cuda_color_route(matrix_id: int, full_range: bool, bit_depth: int, height: i
     or odd height): float32 matrix with chroma interpolated vertically as swscale's scaled route does;
     ``"float_nearest"``: 8-bit where the check failed. Raises ValueError for a bit depth outside
     8..16 or a height <= 0, RuntimeError in builds without CUDA."""
+def nvdec_matrix_id(codec: str, container_matrix: int, signal_matrix: int) -> int:
+    """The colour matrix (H.273 / AVColorSpace id, e.g. 1 = BT.709, 2 = unspecified) the NVDEC path
+    converts with: ``container_matrix`` (libavcodec's reading of the stream) when specified, else NVDEC's
+    ``video_signal_description.matrix_coefficients`` for codecs whose headers carry H.273 ids there
+    (``"h264"``, ``"hevc"``, ``"mpeg2video"``), else unspecified (swscale's default, as on the CPU path).
+    Raises ValueError for a codec name FFmpeg does not know. Any build."""
 def device_free_errors() -> tuple[int, str]:
     """``(count, last message)`` of device frame buffers whose stream-ordered free failed since the
     process started (DLPack deleters cannot raise; each failure is also printed to stderr)."""
 def _free_device_frames(data: int, device: int, stream: int = 0) -> str:
     """Test hook: free a raw device pointer as a frames buffer; ``""`` or the error it reported."""
+def default_gop_workers() -> int:
+    """Default GOP-run decoders of a CPU request: the machine's hardware threads."""
+def default_gpu_workers(cuda_device: int) -> int:
+    """Default NVDEC decoders of one request on that GPU: its NVDEC engines by model (1 without NVDEC)."""
+def _gpu_workers_for_name(name: str) -> int:
+    """The NVDEC-engine table behind ``default_gpu_workers``, by the driver's GPU name."""
+def cuda_device_name(cuda_device: int) -> str:
+    """The driver's name of a GPU (``""`` without a driver)."""
+def open_decoders() -> int:
+    """Stream decoders alive in the process (readers' main decoders and their GOP-run decoders)."""
+def _fail_next_gop_runs(n: int) -> None:
+    """Test hook: the next ``n`` GOP runs fail after half of their targets; each is redone by the
+    request's main decoder."""
+def _split_gop_runs(target_pts: list[int], keyframes: list[int], frame_dur: int, max_runs: int) -> list[list[int]]:
+    """Test hook: the GOP runs a request would be split into (positions in ``target_pts`` per run,
+    in pts order; ``[]`` = one decoder)."""
+
+def _nonref_packets(path: str, stream_index: int = -1) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Test hook: every packet's pts (stream time base, demux order) and whether the NVDEC device may
+    leave it out as a non-reference picture (H.264 / HEVC NAL headers, after the Annex B filter)."""
+
+class _WorkerBudget:
+    """Test hook: the fair-share rule of GOP-run decoders on one device."""
+
+    def __init__(self, budget: int) -> None: ...
+    def acquire(self, want: int) -> int: ...
+    def release(self, granted: int) -> None: ...
+    @property
+    def budget(self) -> int: ...
+    @property
+    def in_use(self) -> int: ...
+    @property
+    def requests(self) -> int: ...
+
 def nvdec_sessions() -> dict[str, int]:
     """``{"cached": idle sessions kept for reuse, "created": sessions ever created}``."""
 def build_info() -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """``eva-fast`` command line: ``info``, ``frames`` and ``ask`` here; ``eval`` (:mod:`eva_fast.eval._cli`),
-``train`` and ``data`` (:mod:`eva_fast.train`, the optional train extra) and ``bench``
+``train``, ``data`` and ``recipe`` (:mod:`eva_fast.train`, the optional train extra) and ``bench``
 (:mod:`eva_fast.bench`) dispatch to their packages."""
 
 from __future__ import annotations
@@ -159,8 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("bench", help="throughput suite against peer decoders (see bench/README.md)", add_help=False)
     sub.add_parser("eval", help="evaluate the agent on EVA's benchmarks (eva-fast eval -h)", add_help=False)
-    sub.add_parser("train", help="train EVA on TRL: sft, kto (eva-fast train -h)", add_help=False)
-    sub.add_parser("data", help="build training data: convert, teacher, kto-label, enhance (eva-fast data -h)", add_help=False)
+    sub.add_parser("train", help="train EVA on TRL: sft, kto, grpo (eva-fast train -h)", add_help=False)
+    sub.add_parser("data", help="build training data: import, convert, teacher, kto-label, rl-set, enhance "
+                   "(eva-fast data -h)", add_help=False)
+    sub.add_parser("recipe", help="EVA's whole training recipe, resumable: run, status (eva-fast recipe -h)",
+                   add_help=False)
 
     ask_cli.add_parser(sub)
     return p
@@ -180,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         from eva_fast.train._data_cli import main as data_main  # eva_fast.train: the optional train extra
 
         return data_main(argv[1:])
+    if argv and argv[0] == "recipe":
+        from eva_fast.train._recipe_cli import main as recipe_main  # eva_fast.train: the optional train extra
+
+        return recipe_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "info":

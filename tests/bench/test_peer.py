@@ -89,3 +89,23 @@ def test_torchcodec_worker_returns_the_planned_frames_and_its_own_times(video, t
         assert sum(r["call_ms"]) <= r["ms"]["median"] * 1.5
         assert r["peer"]["versions"]["torchcodec"] and r["peak_rss_mb"] > 50
         assert r["ratio_vs_eva_fast"] > 0
+
+
+def test_baseline_build_runs_in_a_worker_with_the_same_frames(video, tmp_path):
+    """--baseline: eva_fast from another interpreter's build as a system (here this very build, so its
+    frames must equal eva_fast's exactly and both must be timed)."""
+    rc = main(["--quick", "--videos", "", "--video", str(video), "--workloads", "survey,trajectory",
+               "--systems", "eva_fast", "--baseline", sys.executable, "--results-dir", str(tmp_path)])
+    assert rc == 0
+    rows = H.load_rows(tmp_path)
+    base = [r for r in rows if r["system"] == "eva_fast_baseline"]
+    assert {r["workload"]["name"] for r in base} == {"survey", "trajectory"}
+    for r in base:
+        assert r["status"] == "ok", r["reason"]
+        assert r["check"]["indices_match"] is True and r["check"]["max_abs_diff"] == 0
+        assert len(r["call_ms"]) == len(r["workload"]["calls"]) and r["ratio_vs_eva_fast"] > 0
+        assert r["peer"]["versions"]["eva_fast"]
+
+
+def test_baseline_is_not_a_default_system():
+    assert "eva_fast_baseline" in _systems.all_systems() and "eva_fast_baseline" not in _systems.DEFAULT_SYSTEMS

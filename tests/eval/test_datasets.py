@@ -79,6 +79,11 @@ def test_mlvu_absolute_path_resolves_by_tail(tmp_path):
         assert resolve_video(name, root) == target
     # a relative name is simply joined
     assert resolve_video("a/b.mp4", tmp_path) == tmp_path / "a" / "b.mp4"
+    # an absolute path with no tail under the root is used as written (question sets made here)
+    elsewhere = tmp_path / "elsewhere" / "clip.mp4"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"x")
+    assert resolve_video(str(elsewhere), tmp_path / "1_plotQA") == elsewhere
 
 
 def test_mini_bench_preflight_ok():

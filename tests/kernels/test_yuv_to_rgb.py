@@ -256,8 +256,9 @@ def test_kernel_code_emulated_on_cpu_matches_reference(ffmpeg, resample, rotatio
     y, uv, _, kw = _case(reader, ffmpeg, "nasa_13013.mp4", 100, 3)
     h, w = y.shape
     oh, ow = size if size is not None else ((w, h) if rotation_deg in (90, 270) else (h, w))
-    got = _C.cuda_kernel_emulate(y.numpy().astype(np.uint8), uv.numpy().astype(np.uint8), 8, kw["matrix_id"],
-                                 kw["full_range"], oh, ow, resample, rotation_deg)
+    got = _C.cuda_kernel_emulate(y.numpy().astype(np.uint8), uv.numpy().astype(np.uint8), bit_depth=8,
+                                 matrix_id=kw["matrix_id"], full_range=kw["full_range"], out_h=oh, out_w=ow,
+                                 filter=resample, rotation_deg=rotation_deg)
     ref = yuv420_to_rgb_resized(y, uv, size, resample=resample, rotation_deg=rotation_deg, **kw)
     assert got.shape == tuple(ref.shape)
     assert np.array_equal(got, ref.numpy())
@@ -290,8 +291,9 @@ def test_kernel_code_emulated_p016_and_odd_sizes(ffmpeg, video, index):
     dt = np.uint16 if ten else np.uint8
     for size in (None, (61, 97)):
         oh, ow = size or tuple(y.shape)
-        got = _C.cuda_kernel_emulate(y.numpy().astype(dt), uv.numpy().astype(dt), kw["bit_depth"], kw["matrix_id"],
-                                     kw["full_range"], oh, ow, "antialias")
+        got = _C.cuda_kernel_emulate(y.numpy().astype(dt), uv.numpy().astype(dt), bit_depth=kw["bit_depth"],
+                                     matrix_id=kw["matrix_id"], full_range=kw["full_range"], out_h=oh, out_w=ow,
+                                     filter="antialias")
         ref = yuv420_to_rgb_resized(y, uv, size, resample="antialias", **kw)
         assert np.array_equal(got, ref.numpy()), (video, size)
 
@@ -307,9 +309,10 @@ def _kernel(y, uv, size, *, bit_depth, bps, matrix_id, full_range, resample="cub
     h, w = y.shape
     oh, ow = size if size is not None else ((w, h) if rotation_deg in (90, 270) else (h, w))
     out = torch.full((oh, ow, 3), 7, dtype=torch.uint8, device="cuda")
-    _C.cuda_yuv420_to_rgb(yd.data_ptr(), uvd.data_ptr(), w * bps, uv.shape[1] * 2 * bps, h, w, bit_depth, bps,
-                          matrix_id, full_range, out.data_ptr(), oh, ow, resample, rotation_deg,
-                          torch.cuda.current_stream().cuda_stream)
+    _C.cuda_yuv420_to_rgb(yd.data_ptr(), uvd.data_ptr(), y_pitch=w * bps, uv_pitch=uv.shape[1] * 2 * bps, height=h,
+                          width=w, bit_depth=bit_depth, bytes_per_sample=bps, matrix_id=matrix_id,
+                          full_range=full_range, out=out.data_ptr(), out_h=oh, out_w=ow, filter=resample,
+                          rotation_deg=rotation_deg, stream=torch.cuda.current_stream().cuda_stream)
     torch.cuda.current_stream().synchronize()
     return out.cpu()
 
@@ -368,8 +371,9 @@ def test_nvdec_matrix_choice_matches_the_cpu_path(ffmpeg):
     cpu = reader.get_frames_nearest([t]).frames[0].numpy().astype(np.int32)
 
     def kernel(matrix_id):
-        return _C.cuda_kernel_emulate(y.numpy().astype(np.uint8), uv.numpy().astype(np.uint8), 8, matrix_id,
-                                      False, m.height, m.width, "cubic", 0).astype(np.int32)
+        return _C.cuda_kernel_emulate(y.numpy().astype(np.uint8), uv.numpy().astype(np.uint8), bit_depth=8,
+                                      matrix_id=matrix_id, full_range=False, out_h=m.height, out_w=m.width,
+                                      filter="cubic", rotation_deg=0).astype(np.int32)
 
     assert np.array_equal(kernel(_C.nvdec_matrix_id("vp9", unspecified, bt709)), cpu)
     assert np.abs(kernel(bt709) - cpu).max() == 15  # the device's max |d| in the first run

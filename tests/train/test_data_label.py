@@ -26,6 +26,8 @@ CASES = [
     ("unparsed", [tool_call(0, 12, 4, 0.25), "Probably <answer>A</answer>"]),
 ]
 RULES = ["--dense-max-fps", "2", "--dense-min-frames", "8", "--sparse-min-window-s", "10", "--sparse-max-spacing-s", "5"]
+#: The project's earlier labelling (every wrong answer, the rules, the judge on right answers), now opt-in.
+STRICT = ["--extra-rejections", "wrong_answer,no_visual_evidence,dense_short_window,sparse_long_window,judge_correct"]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,7 @@ def test_kto_label_end_to_end(inputs, scripted_server, tmp_path, capsys):
     ]})
     out = tmp_path / "kto.jsonl"
     args = ["data", "kto-label", str(d / "records.jsonl"), str(d / "eval.jsonl"), str(d / "rollouts.jsonl"),
-            "--out", str(out), "--judge-base-url", srv.base_url, "--no-progress", *RULES]
+            "--out", str(out), "--judge-base-url", srv.base_url, "--no-progress", *RULES, *STRICT]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["inputs"], summary["unusable"], summary["chosen"], summary["rejected"]) == (10, 2, 3, 2)
@@ -118,7 +120,7 @@ def test_kto_label_end_to_end(inputs, scripted_server, tmp_path, capsys):
     assert report["label_mix"]["written"] == {"chosen": 3, "rejected": 2, "chosen_fraction": 0.6}
     assert report["rejected_by_reason"] == {"dense_short_window": 1, "judge_guessing": 1, "no_visual_evidence": 1,
                                             "sparse_long_window": 1, "wrong_answer": 1}
-    assert report["judge_verdicts"] == {"grounded": 2, "guessing": 1, "unparsed": 1}
+    assert report["judge_verdicts"] == {"chosen:grounded": 2, "chosen:guessing": 1, "chosen:unparsed": 1}
     assert report["unusable"] == {"no_ground_truth": 1, "not_finished": 1}
     assert report["recommended_kto_weights"] == {"desirable_weight": 1.0, "undesirable_weight": 1.5}
     written = load_records(out)
@@ -147,10 +149,99 @@ def test_no_judge_and_no_balance(inputs, tmp_path, capsys):
     d, _ = inputs
     out = tmp_path / "kto.jsonl"
     assert main(["data", "kto-label", str(d / "records.jsonl"), "--out", str(out), "--no-judge", "--no-balance",
-                 "--type", "mcq"]) == 0
+                 "--type", "mcq", "--extra-rejections", "wrong_answer,no_visual_evidence,dense_short_window,"
+                 "sparse_long_window"]) == 0
     report = json.loads((tmp_path / "kto.report.json").read_text())
     # default rules: "dense" and "no_frames" are rejected; without a judge "guess" stays chosen
     assert report["label_mix"]["written"] == {"chosen": 4, "rejected": 2, "chosen_fraction": 0.6667}
     assert report["judge_verdicts"] == {}
     assert main(["data", "kto-label", str(d / "records.jsonl"), "--out", str(out)]) == 2
     assert "--judge-base-url URL, or pass --no-judge" in capsys.readouterr().err
+    # the paper's rejected samples come from the judge: without one, only the opt-in rule can reject
+    assert main(["data", "kto-label", str(d / "records.jsonl"), "--out", str(out), "--no-judge"]) == 2
+    assert "extra rejection 'wrong_answer'" in capsys.readouterr().err
+    assert main(["data", "kto-label", str(d / "records.jsonl"), "--out", str(out), "--no-judge",
+                 "--extra-rejections", "wrong_answer,too_many"]) == 2
+    assert "unknown extra rejection ['too_many']" in capsys.readouterr().err
+
+
+def test_paper_labels_by_default(scripted_server, tmp_path, capsys):
+    """Paper §3.2: rejected = the teacher's wrong trajectories the judge calls guessing (the judge reads
+    only those; its prompt, reply and verdict are stored per sample); chosen = the right trajectories of
+    a resampling run (the threshold rules do not reject them unless asked); 63/37; records trained
+    with the student's system turn."""
+    from eva_fast.agent import SYSTEM_PROMPT
+    from eva_fast.cli import main
+
+    teacher_runs = {  # the SFT-data construction run: wrong ones are the rejected candidates (gt "A")
+        "w_unsure": [tool_call(0, 12, 4, 0.25), "I am not sure, maybe B. <answer>B</answer>"],
+        "w_blind": ["Probably B. <answer>B</answer>"],
+        "w_looked": [tool_call(0, 12, 4, 0.25), "The frames show B. <answer>B</answer>"],
+        "r_teacher": [tool_call(0, 12, 4, 0.25), "<answer>A</answer>"],
+    }
+    resample_runs = {  # the resampling run: its right ones are chosen
+        "c_ok": [tool_call(0, 12, 4, 0.25), "<answer>A</answer>"],
+        "c_dense": [tool_call(4, 6, 8, 0.25), "<answer>A</answer>"],
+        "c_blind": ["<answer>A</answer>"],
+        "c_zoom": [tool_call(0, 12, 2, 0.25), tool_call(6, 8, 2, 0.5), "<answer>A</answer>"],
+        "c_wrong": [tool_call(0, 12, 4, 0.25), "<answer>B</answer>"],
+    }
+
+    def write(path, runs, system=None):
+        with open(path, "w") as f:
+            for name, replies in runs.items():
+                rec = record_from_trajectory(run_scripted(replies)[0], gt="A", source=f"x:{name}")
+                if system:
+                    rec.messages[0] = {"role": "system", "content": system}
+                f.write(rec.to_json() + "\n")
+        return path
+
+    rejected_from = write(tmp_path / "teacher.trajectories.jsonl", teacher_runs, system="TEACHER PROMPT")
+    chosen_from = write(tmp_path / "resample.sft.jsonl", resample_runs)
+    srv = scripted_server({"replies": ['{"verdict": "grounded"}'], "routes": [
+        {"match": "I am not sure", "replies": ['{"verdict": "guessing", "reason": "unsure"}']},
+        {"match": "Probably B", "replies": ['{"verdict": "guessing", "reason": "no frames"}']},
+    ]})
+    out = tmp_path / "kto.jsonl"
+    args = ["data", "kto-label", "--rejected-from", str(rejected_from), "--chosen-from", str(chosen_from),
+            "--out", str(out), "--judge-base-url", srv.base_url, "--no-progress", *RULES]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["chosen"], summary["rejected"], summary["judged"], summary["unused"]) == (3, 2, 3, 3)
+
+    # the judge read exactly the three wrong teacher trajectories
+    prompts = [r["body"]["messages"][0]["content"] for r in srv.requests()]
+    assert len(prompts) == 3 and sorted(p.rsplit("Final answer: ", 1)[1][0] for p in prompts) == ["B", "B", "B"]
+    labels = {json.loads(line)["source"].split(":")[1]: json.loads(line) for line in open(tmp_path / "kto.labels.jsonl")}
+    for name in ("w_unsure", "w_blind", "w_looked"):
+        lab = labels[name]
+        assert lab["judge_for"] == "rejected" and lab["judge_prompt"] in prompts  # the prompt it got, stored
+        assert lab["judge_reply"] and lab["role"] == "rejected"
+    assert (labels["w_unsure"]["label"], labels["w_unsure"]["judge"], labels["w_unsure"]["judge_reason"]) == \
+        (False, "guessing", "unsure")
+    assert labels["w_blind"]["reasons"] == ["judge_guessing"]
+    assert (labels["w_looked"]["label"], labels["w_looked"]["reasons"]) == (None, ["unused: wrong_not_guessing"])
+    assert labels["r_teacher"]["label"] is None and labels["r_teacher"]["judge"] is None  # SFT data, not KTO's
+    assert labels["c_wrong"]["label"] is None and labels["c_wrong"]["judge"] is None
+    # the threshold rules are reported but reject nothing by default
+    assert labels["c_dense"]["flags"] == ["dense_short_window"] and labels["c_dense"]["label"] is True
+    assert labels["c_blind"]["flags"] == ["no_visual_evidence"] and labels["c_blind"]["label"] is True
+
+    report = json.loads((tmp_path / "kto.report.json").read_text())
+    assert report["label_mix"]["before_balancing"] == {"chosen": 4, "rejected": 2, "chosen_fraction": 0.6667}
+    # round(0.63 / 0.37 * 2) = 3 chosen kept next to the 2 rejected
+    assert report["label_mix"]["written"] == {"chosen": 3, "rejected": 2, "chosen_fraction": 0.6}
+    assert report["judge_verdicts"] == {"rejected:grounded": 1, "rejected:guessing": 2}
+    assert report["unused"] == {"right_in_rejected_input": 1, "wrong_in_chosen_input": 1, "wrong_not_guessing": 1}
+    assert report["run"]["labelling"] == "paper"
+    written = load_records(out)
+    assert sorted(r.label for r in written) == [False, False, True, True, True]
+    assert all(r.messages[0]["content"] == SYSTEM_PROMPT for r in written)  # the teacher prompt replaced
+    kto_lines = {lab["kto_line"] for lab in labels.values() if lab["kept"]}
+    assert kto_lines == {1, 2, 3, 4, 5}
+
+    # --record-system keep leaves the teacher prompt; the verdicts come from the cache
+    n = len(srv.requests())
+    assert main([*args, "--record-system", "keep"]) == 0
+    assert len(srv.requests()) == n
+    assert {r.messages[0]["content"] for r in load_records(out) if r.label is False} == {"TEACHER PROMPT"}

@@ -23,14 +23,14 @@ from eva_fast import _C
 VIDEO = sys.argv[1]
 dec = _C.VideoDecoder(VIDEO, -1, 1)
 times_rgb, times_yuv = [1.0, 7.0, 3.0], [5.0, 11.0]
-ref_rgb = _C.VideoDecoder(VIDEO, -1, 1).decode(times_rgb, "nearest", 56, 112).frames.copy()
+ref_rgb = _C.VideoDecoder(VIDEO, -1, 1).decode(times_rgb, "nearest", height=56, width=112).frames.copy()
 ref_yuv = _C.VideoDecoder(VIDEO, -1, 1).decode_yuv(times_yuv, "nearest")
 errors = []
 stop = threading.Event()
 
 def rgb():
     for _ in range(25):
-        if not np.array_equal(dec.decode(times_rgb, "nearest", 56, 112).frames, ref_rgb):
+        if not np.array_equal(dec.decode(times_rgb, "nearest", height=56, width=112).frames, ref_rgb):
             errors.append("rgb frames differ")
 
 def yuv():
@@ -76,7 +76,7 @@ def rounds(n):
         for p in paths:
             try:
                 d = _C.VideoDecoder(p, -1, 1)
-                d.decode([0.5], "nearest", 28, 28)
+                d.decode([0.5], "nearest", height=28, width=28)
             except Exception:
                 pass
 rounds(30)
@@ -114,10 +114,10 @@ def test_a_failed_device_free_is_reported_not_swallowed():
 def test_native_decode_rejects_non_finite_times_before_allocating(times):
     dec = _C.VideoDecoder(VIDEO)
     with pytest.raises(ValueError, match="finite"):
-        dec.decode(times, "nearest", 16384, 16384)
+        dec.decode(times, "nearest", height=16384, width=16384)
 
 
 def test_native_output_allocation_failure_is_a_value_error():
     dec = _C.VideoDecoder(VIDEO)
     with pytest.raises(ValueError, match="too large to allocate"):
-        dec.decode([0.0] * 100_000, "nearest", 16384, 16384)  # 80 TB
+        dec.decode([0.0] * 100_000, "nearest", height=16384, width=16384)  # 80 TB

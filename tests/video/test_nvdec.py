@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import random
+import shutil
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -133,8 +136,43 @@ def test_nvdec_backend_without_driver_records_reason():
     # the first library the loader cannot open is the one named
     missing = "libcuda.so.1" if _loadable("libcuda.so.1") is False else "libnvcuvid"
     assert missing in dec.fallback_reason, dec.fallback_reason
-    out = dec.decode([0.5], "nearest", 0, 0, "cubic", 0)
+    out = dec.decode([0.5], "nearest", height=0, width=0, filter="cubic", cuda_stream=0)
     assert isinstance(out.frames, np.ndarray) and out.frames.shape == (1, 270, 480, 3)
+
+
+def _probe_frame_pts(ffprobe: str, path, stream: int, skip_noref: bool) -> set[int]:
+    args = [ffprobe, "-v", "error", *(["-skip_frame", "noref"] if skip_noref else []), "-select_streams", str(stream),
+            "-show_entries", "frame=pts", "-of", "csv=p=0", str(path)]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return {int(x.split(",")[0]) for x in out.split() if x.split(",")[0] not in ("", "N/A")}
+
+
+@pytest.fixture(scope="module")
+def ffprobe() -> str:
+    exe = shutil.which("ffprobe")
+    if exe is None:
+        pytest.fail("the ffprobe command line is required for the reference tests (scripts/setup.sh installs it)")
+    return exe
+
+
+@pytest.mark.parametrize("clip, stream", [("nasa_13013.mp4", 3), ("nasa_13013.mp4", 0), ("nasa_13013_hdr.mp4", 0),
+                                          ("nasa_13013_vfr.mp4", 0), ("h265_video.mp4", 0), ("cockatoo.mp4", 0),
+                                          ("bigbuckbunny.mp4", 0), ("gop_clip", 0), ("gop_clip_hevc", 0)])
+def test_nvdec_nonref_packets_are_the_frames_ffmpeg_drops_with_skip_frame_noref(clip, stream, ffprobe, request):
+    """The packets the NVDEC device may leave out (NAL headers after the Annex B filter, nal_ref.h)
+    are exactly the frames libavcodec drops under AVDISCARD_NONREF (ffprobe -skip_frame noref), the
+    CPU path's skip_nonref rule: the pts of every packet minus the pts of the frames still decoded."""
+    path = request.getfixturevalue(clip) if clip.startswith("gop_clip") else DATA / clip
+    pts, disposable = _C._nonref_packets(str(path), stream)
+    every = _probe_frame_pts(ffprobe, path, stream, False)
+    kept = _probe_frame_pts(ffprobe, path, stream, True)
+    assert set(pts.tolist()) == every
+    assert {int(p) for p, d in zip(pts, disposable) if d} == every - kept
+
+
+def test_nonref_classifier_refuses_other_codecs():
+    with pytest.raises(RuntimeError, match="not H.264 or HEVC"):
+        _C._nonref_packets(str(DATA / "cockatoo_vp9.webm"))
 
 
 # --------------------------------------------------------------------------------------------- GPU
@@ -379,6 +417,149 @@ def test_random_requests_memory_flat():
     assert free0 - free1 < 64 << 20, f"GPU memory grew by {(free0 - free1) / 2**20:.1f} MiB"
     assert rss1 - rss0 < 64 << 20, f"host RSS grew by {(rss1 - rss0) / 2**20:.1f} MiB"
     assert _C.nvdec_sessions()["created"] == sessions0
+
+
+# ------------------------------------------------------------------------- GOP-parallel NVDEC (#24)
+def _equal(a, b) -> None:
+    assert torch.equal(a.pts_s, b.pts_s) and torch.equal(a.keyframe, b.keyframe) and torch.equal(a.corrupt, b.corrupt)
+    assert a.frames.is_cuda and torch.equal(a.frames, b.frames)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("workers", [2, 4, 7])
+def test_nvdec_gop_runs_equal_serial_nvdec(gop_clip, workers):
+    """Each GOP run on its own NVDEC session and stream, writing its slots of one device tensor: bit
+    for bit the frames of one NVDEC decoder, in any order, repeated, native size and resized."""
+    par = _gpu_reader(gop_clip, gpu_workers=workers)
+    ser = _gpu_reader(gop_clip, gpu_workers=1)
+    assert par.backend == "nvdec", par.fallback_reason
+    rng = np.random.default_rng(workers)
+    times = list(rng.uniform(0, 23.9, 40)) + [0.0, 23.95, 12.0, 12.0]
+    rng.shuffle(times)
+    for size in (None, (90, 160)):
+        for mode in ("get_frames_nearest", "get_frames_played_at"):
+            a, b = getattr(par, mode)(times, size=size), getattr(ser, mode)(times, size=size)
+            _equal(a, b)
+            assert a.stats.gop_workers == workers and b.stats.gop_workers == 1 and a.stats.backend == "nvdec"
+
+
+@pytest.mark.cuda
+def test_nvdec_gop_runs_equal_serial_on_hevc_and_the_cpu_frames_close():
+    path = _media("cockatoo_hevc.mp4")  # 2 GOPs
+    par, ser = _gpu_reader(path, gpu_workers=2), _gpu_reader(path, gpu_workers=1)
+    times = list(np.linspace(0, 13.9, 30))
+    a, b = par.get_frames_nearest(times, size=(224, 392)), ser.get_frames_nearest(times, size=(224, 392))
+    _equal(a, b)
+    assert a.stats.gop_workers == 2
+    cpu = VideoReader(path).get_frames_nearest(times, size=(224, 392))
+    assert (a.frames.cpu().int() - cpu.frames.int()).abs().max() <= 4
+
+
+@pytest.mark.cuda
+def test_nvdec_skips_nonref_pictures_with_the_same_frames(gop_clip):
+    fast = _gpu_reader(gop_clip, gpu_workers=1)
+    slow = _gpu_reader(gop_clip, gpu_workers=1, skip_nonref=False)
+    times = list(np.linspace(0.5, 23.5, 24))
+    a, b = fast.get_frames_nearest(times), slow.get_frames_nearest(times)
+    _equal(a, b)
+    assert a.stats.skip_nonref_packets > 0 and b.stats.skip_nonref_packets == 0
+    assert a.stats.decoded_frames < b.stats.decoded_frames
+    # across calls too: a left-out packet that becomes a target forces a re-seek
+    for t in ([3.08], [3.12], [3.16], [10.0, 3.2]):
+        _equal(fast.get_frames_nearest(t), slow.get_frames_nearest(t))
+
+
+@pytest.mark.cuda
+def test_nvdec_sessions_pooled_across_requests_and_readers(gop_clip):
+    times = list(np.linspace(0, 23.9, 48))
+    r = _gpu_reader(gop_clip, gpu_workers=4)
+    r.get_frames_nearest(times)  # warm: the main session + 4 run sessions
+    torch.cuda.synchronize()
+    created = _C.nvdec_sessions()["created"]
+    assert _C.nvdec_sessions()["cached"] >= 4  # run sessions go back to the pool after the request
+    for _ in range(3):
+        r.get_frames_nearest(times)
+    r.close()
+    for _ in range(3):
+        with _gpu_reader(gop_clip, gpu_workers=4) as r2:
+            assert r2.get_frames_nearest(times).stats.gop_workers == 4
+    assert _C.nvdec_sessions()["created"] == created
+
+
+@pytest.mark.cuda
+def test_nvdec_concurrent_readers_get_the_serial_frames(gop_clip):
+    ser = _gpu_reader(gop_clip, gpu_workers=1)
+    calls = [list(np.random.default_rng(s).uniform(0, 23.9, 24)) for s in range(6)]
+    refs = [ser.get_frames_nearest(t, size=(90, 160)).frames.cpu() for t in calls]
+    errors: list = []
+
+    def work(k: int) -> None:
+        try:
+            r = _gpu_reader(gop_clip, gpu_workers=4)
+            for i in range(len(calls)):
+                j = (i + k) % len(calls)
+                got = r.get_frames_nearest(calls[j], size=(90, 160)).frames
+                torch.cuda.current_stream().synchronize()
+                assert torch.equal(got.cpu(), refs[j]), (k, j)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+@pytest.mark.cuda
+def test_nvdec_failed_run_falls_back_to_the_main_decoder(gop_clip):
+    """A run's session fails after writing half of its slots: the main decoder redoes the run after
+    that session's pending writes, and the output is the serial one."""
+    par, ser = _gpu_reader(gop_clip, gpu_workers=4), _gpu_reader(gop_clip, gpu_workers=1)
+    times = list(np.linspace(0.2, 23.8, 36))
+    ref = ser.get_frames_nearest(times)
+    try:
+        _C._fail_next_gop_runs(3)
+        got = par.get_frames_nearest(times)
+    finally:
+        _C._fail_next_gop_runs(0)
+    _equal(got, ref)
+    assert got.stats.worker_failures == 3
+    _equal(par.get_frames_nearest(times), ref)
+
+
+@pytest.mark.cuda
+def test_nvdec_gop_runs_ready_on_the_callers_stream(gop_clip):
+    """Every run's writes are ordered before the caller's stream (not only the main session's)."""
+    ref = _gpu_reader(gop_clip, gpu_workers=1).get_frames_nearest(list(np.linspace(0, 23.9, 24))).frames.cpu()
+    side = torch.cuda.Stream()
+    r = _gpu_reader(gop_clip, gpu_workers=6)
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(int(2e8))  # the caller's stream is busy; the runs must not be read early
+        out = r.get_frames_nearest(list(np.linspace(0, 23.9, 24))).frames
+        checksum = out.to(torch.int64).sum()
+    side.synchronize()
+    assert int(checksum) == int(ref.to(torch.int64).sum()) and torch.equal(out.cpu(), ref)
+
+
+@pytest.mark.cuda
+def test_gpu_workers_default_is_the_gpus_nvdec_engines():
+    r = _gpu_reader(DATA / "nasa_13013.mp4")
+    name = _C.cuda_device_name(r._cuda_index)
+    assert name and r.gpu_workers == _C.default_gpu_workers(r._cuda_index) == _C._gpu_workers_for_name(name)
+    assert r._dec.workers == r.gpu_workers
+
+
+@pytest.mark.cuda
+def test_cpu_fallback_of_a_cuda_reader_uses_the_gop_run_split(gop_clip_444):
+    """H.264 4:4:4 (NVDEC cannot decode it) falls back to the CPU decoder and its GOP runs."""
+    r = _gpu_reader(gop_clip_444, gop_workers=3)
+    assert r.backend == "cpu" and r._dec.workers == 3 and "4:2:0" in r.fallback_reason
+    times = list(np.linspace(0, 23.9, 24))
+    a = r.get_frames_nearest(times, size=(90, 160))
+    b = VideoReader(gop_clip_444, gop_workers=1).get_frames_nearest(times, size=(90, 160))
+    assert a.frames.is_cuda and torch.equal(a.frames.cpu(), b.frames) and a.stats.gop_workers == 3
 
 
 @pytest.mark.cuda

@@ -294,14 +294,16 @@ def video_candidates(video: str, root: str | os.PathLike) -> list[Path]:
     A relative name is ``root / name``. An absolute path (MLVU's entries carry the authors'
     ``/mnt/afs/.../MLVU/video/1_plotQA/x.mp4``) is tried by its relative tails under the root,
     longest first: ``root/mnt/.../x.mp4``, ..., ``root/video/1_plotQA/x.mp4``,
-    ``root/1_plotQA/x.mp4``, ``root/x.mp4``; so the user's root may be any ancestor folder.
+    ``root/1_plotQA/x.mp4``, ``root/x.mp4``; so the user's root may be any ancestor folder. Last,
+    the absolute path as written (question sets made on this machine, e.g. ``eva-fast data
+    import``'s, name their videos by absolute path).
     """
     root = Path(root)
     p = Path(video)
     if not p.is_absolute():
         return [root / p]
     parts = p.parts[1:]
-    return [root.joinpath(*parts[k:]) for k in range(len(parts))]
+    return [root.joinpath(*parts[k:]) for k in range(len(parts))] + [p]
 
 
 def resolve_video(video: str, root: str | os.PathLike) -> Path:
@@ -311,7 +313,7 @@ def resolve_video(video: str, root: str | os.PathLike) -> Path:
     for c in cands:
         if c.is_file():
             return c
-    return cands[-1] if Path(video).is_absolute() else cands[0]
+    return cands[-2] if Path(video).is_absolute() and len(cands) > 1 else cands[0]  # root/<file name>
 
 
 @dataclass

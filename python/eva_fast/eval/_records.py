@@ -12,11 +12,11 @@ from __future__ import annotations
 import errno
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from eva_fast._checks import is_int
+from eva_fast._files import fsync_dir, write_atomic
 from eva_fast._jsonl import JsonlFormatError, read_jsonl
 from eva_fast._logging import get_logger
 
@@ -78,41 +78,11 @@ def latest_by_index(records: Iterable[Mapping[str, Any]]) -> dict[int, dict[str,
     return out
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_records_atomic(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> Path:
     """Write records sorted by ``index`` to ``path`` through a temporary file + rename, so the
     file is either the old or the new content, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     recs = sorted(records, key=lambda r: int(r["index"]))
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for r in recs:
-                f.write(dumps_record(r))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
+    return write_atomic(path, b"".join(dumps_record(r) for r in recs))
 
 
 class CacheLockedError(RuntimeError):
@@ -142,7 +112,7 @@ class ResultCache:
         try:
             self._lock()
             if created:
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
             self.repaired_bytes = self._repair_tail()
             self.records: dict[int, dict[str, Any]] = latest_by_index(load_records(self.path))
         except BaseException:

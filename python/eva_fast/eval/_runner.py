@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
+from eva_fast._files import write_atomic
 from eva_fast._logging import get_logger
 from eva_fast.agent import STOP_EXCEPTION, AgentConfig
 from eva_fast.eval._datasets import (
@@ -225,9 +226,7 @@ def _check_run_meta(path: Path, meta: dict[str, Any], allow_change: bool) -> Non
             raise ValueError(
                 f"{path} records a different run ({old.get('identity')}) than this one ({meta['identity']}); "
                 "resuming would mix results: use another --out folder, or pass --allow-config-change")
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(meta, indent=2, default=str))
 
 
 async def run_samples(agent: AgentRunner, samples: Sequence[Sample], video_paths: Mapping[str, str], cache: ResultCache,
@@ -352,9 +351,8 @@ async def arun_benchmark(agent: AgentRunner, benchmark: str | BenchmarkSpec, vid
     if records:
         summary = score_records(records, {s.index: s.categories for s in samples},
                                 expected_indices=sorted(selected), source=str(results_path))
-        tmp = summary_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"benchmark": spec.name, "title": spec.title, "shard": meta["shard"],
-                                   "published": spec.published, **summary.to_dict()}, indent=2, default=str))
-        os.replace(tmp, summary_path)
+        write_atomic(summary_path, json.dumps({"benchmark": spec.name, "title": spec.title, "shard": meta["shard"],
+                                                    "published": spec.published, **summary.to_dict()}, indent=2,
+                                                   default=str))
     return RunResult(results_path, cache_path, summary_path, summary, report, ran, skipped_cached, retried,
                      len(samples) - len(runnable), records)

@@ -12,15 +12,17 @@ v2): the messages exactly as the agent loop renders them, tool turns holding ref
 own renderer and frame path. The trainers need ``trl==1.16.0`` (imported on first use):
 :class:`EvaSFTTrainer` (SFT) and :class:`EvaKTOTrainer` (KTO on records with ``label``). The RL
 question set (GRPO) is :mod:`eva_fast.train._rl_data` (:func:`load_rl_set`); building the data
-(teacher trajectories, KTO labels, data enhancement) is :mod:`eva_fast.train.data`.
+(public-dataset readers, teacher trajectories, KTO labels, the RL set, data enhancement) is
+:mod:`eva_fast.train.data`; the whole recipe, stage after stage with provenance, is
+:mod:`eva_fast.train._recipe` (``eva-fast recipe``, ``configs/recipe/eva.yaml``).
 
 Training builds on the agent's public names only (``eva_fast.agent``: the renderer, the loop's own
 call planning ``plan_tool_call``, the protocol's labels, the token-level backend), so records,
 collator, rollouts and rewards see exactly what the agent sees. Modules: ``_records`` (the format),
 ``_frames`` + ``_collator`` (records -> frames -> model inputs), ``_rollout`` + ``_vllm`` (GRPO
 episodes and their shared frame cache), ``rewards`` (EVA's reward functions), ``_common``,
-``_sft``, ``_kto`` (+ ``_kto_weights``), ``_grpo`` (the trainers on TRL), ``_cli``/``_data_cli``
-(``eva-fast train`` / ``eva-fast data``).
+``_sft``, ``_kto`` (+ ``_kto_weights``), ``_grpo`` (the trainers on TRL), ``_cli``/``_data_cli``/
+``_recipe_cli`` (``eva-fast train`` / ``eva-fast data`` / ``eva-fast recipe``), ``_recipe`` (the runner).
 """
 
 import importlib

@@ -5,6 +5,9 @@
     eva-fast data kto-label out/teacher/teacher.trajectories.jsonl --out kto.jsonl --judge-base-url URL
     eva-fast data enhance --failures out/eval/*.jsonl --videos new_videos/ --rl-set rl.jsonl --out out/enhance \
         --base-url URL
+    eva-fast data import --llava-video 'LLaVA-Video-178K/*/*_mc_*.json' --cgbench cgbench.json \
+        --hdvila 'hdvila100m/hdvila_part*.jsonl' --roots roots.yaml --out out/data
+    eva-fast data rl-set out/data/rl_pool.jsonl --backend transformers --model out/kto --out out/rl
 
 This module is an entry point: printing and progress bars live here, the work in
 :mod:`eva_fast.train.data`.
@@ -20,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from eva_fast._files import read_mapping
 from eva_fast._jsonl import JsonlFormatError, json_lines
 from eva_fast.agent import AgentConfig, AgentLoop
 from eva_fast.eval import CacheLockedError, PreflightError, parse_shard
@@ -38,18 +42,32 @@ from eva_fast.train.data._common import (
     parse_key_values,
 )
 from eva_fast.train.data._enhance import QuestionWriter, aenhance, list_videos
-from eva_fast.train.data._label import DEFAULT_CHOSEN_FRACTION, FailureRules, GuessingJudge, alabel
+from eva_fast.train.data._label import (
+    DEFAULT_CHOSEN_FRACTION,
+    EXTRA_REJECTIONS,
+    LABEL_RECORD_SYSTEMS,
+    FailureRules,
+    GuessingJudge,
+    alabel,
+)
+from eva_fast.train.data._rl_set import PAPER_MCQ_RATIO, abuild_rl_set, merge_rl_set
+from eva_fast.train.data._sources import CGBENCH_FORMS, HDVILA_UNITS, import_sources
 from eva_fast.train.data._teacher import PROMPT_FAMILIES, RECORD_SYSTEMS, TeacherPrompt, arun_teacher, load_experiences
 from eva_fast.train.rewards import mcq_accuracy
 
-USAGE = """usage: eva-fast data {convert,teacher,kto-label,enhance} ...
+USAGE = """usage: eva-fast data {import,convert,teacher,kto-label,rl-set,enhance} ...
 
+  import     public datasets (LLaVA-Video-178K, CG-Bench, HD-VILA-100M annotation files) -> the
+             teacher's QA set, the RL question pool and the enhance video list, videos resolved
+             under --roots (missing ones reported and skipped)
   convert    trajectories (eva-fast ask --json, eval result files, jsonl of trajectories) or
              conversations with image files -> training records (eva_fast.trajectory jsonl)
   teacher    the agent loop with a teacher model over a QA set -> SFT records of the right
              trajectories (resumable, --shard i/n)
-  kto-label  trajectories -> KTO records labelled chosen/rejected (failure rules, LLM judge,
-             target chosen fraction)
+  kto-label  trajectories -> KTO records labelled chosen/rejected (paper: the teacher's wrong
+             trajectories an LLM judge calls guessing vs resampled right ones, 63/37)
+  rl-set     a model over a question pool -> its failure cases as the RL set (90 % open / 10 %
+             multiple choice; resumable, --shard i/n, --merge)
   enhance    failure cases + unseen videos -> new open-ended questions appended to the RL set
 """
 
@@ -169,6 +187,26 @@ class _Progress:
             self.bar.close()
 
 
+class _RunProgress:
+    """The eval runner's ``on_start(todo, cached)`` / ``on_record(record)`` callbacks of a run (the
+    teacher's, the RL set's): a line with what is cached and to run, then a bar of the episodes."""
+
+    def __init__(self, name: str, unit: str, enabled: bool) -> None:
+        self.name, self.unit, self.enabled, self.bar = name, unit, enabled, None
+
+    def on_start(self, todo: int, cached: int) -> None:
+        print(f"[{self.name}] {cached} {self.unit} already done, {todo} to run", file=sys.stderr)
+        self.bar = _bar(todo, self.name, self.enabled)
+
+    def on_record(self, record: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def cmd_teacher(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="eva-fast data teacher",
@@ -216,17 +254,7 @@ def cmd_teacher(argv: list[str]) -> int:
     backend, ident = _backend(a)
     config = AgentConfig(max_turns=a.max_turns, max_new_tokens=a.max_new_tokens, temperature=a.temperature)
     loop = AgentLoop(backend, config)
-    bar = None
-
-    def on_start(todo: int, cached: int) -> None:
-        nonlocal bar
-        print(f"[{a.name}] {cached} trajectory(ies) already done, {todo} to run", file=sys.stderr)
-        bar = _bar(todo, a.name, not a.no_progress)
-
-    def on_record(pr: Any) -> None:
-        if bar is not None:
-            bar.update(1)
-
+    progress = _RunProgress(a.name, "trajectory(ies)", not a.no_progress)
     video_root = a.video_root or str(Path(a.qa).resolve().parent)
     try:
         res = asyncio.run(arun_teacher(
@@ -234,13 +262,13 @@ def cmd_teacher(argv: list[str]) -> int:
             shard=shard, concurrency=a.concurrency, rouge_threshold=a.rouge_threshold,
             require_structure=not a.no_require_structure, record_system=a.record_system, retry_errors=a.retry_errors,
             skip_missing=a.skip_missing, allow_config_change=a.allow_config_change,
-            run_info={**ident, "agent_config": config.to_dict()}, stem=a.name, on_start=on_start, on_record=on_record))
+            run_info={**ident, "agent_config": config.to_dict()}, stem=a.name, on_start=progress.on_start,
+            on_record=progress.on_record))
     except PreflightError as e:
         print(f"eva-fast data teacher: {e}", file=sys.stderr)
         return 1
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
     c = res.report["counts"]
     print(f"[{a.name}] {c['trajectories']} trajectories, {c['finished']} finished, {c['right']} right, {c['kept']} kept "
           f"(accept rate {c['accept_rate']}); rejected: {res.report['rejected']}", file=sys.stderr)
@@ -253,35 +281,47 @@ def cmd_kto_label(argv: list[str]) -> int:
     d = FailureRules()
     p = argparse.ArgumentParser(
         prog="eva-fast data kto-label",
-        description="Label trajectories chosen/rejected for KTO: wrong answers, measurable failures (too many frames "
-                    "in a short window, too few across a long one, no frames) and an LLM judge's 'guessing' verdicts "
-                    "are rejected; the mix is brought to the target chosen fraction.")
-    p.add_argument("inputs", nargs="+", help="teacher *.trajectories.jsonl, training records, eval result files, "
-                   "or trajectory jsonl (GRPO rollout dumps)")
+        description="Label trajectories chosen/rejected for KTO as the paper does (§3.2): rejected = the teacher's "
+                    "wrong trajectories an LLM judge calls guessing; chosen = re-sampled successful trajectories; the "
+                    "mix brought to the target chosen fraction (0.63). Stricter rules are opt-in "
+                    f"(--extra-rejections {','.join(EXTRA_REJECTIONS)}).")
+    p.add_argument("inputs", nargs="*", help="files giving both chosen and rejected samples: teacher *.trajectories.jsonl, "
+                   "training records, eval result files, or trajectory jsonl (GRPO rollout dumps)")
+    p.add_argument("--rejected-from", nargs="+", default=[], metavar="FILE",
+                   help="files whose wrong trajectories are the rejected candidates (the teacher's *.trajectories.jsonl)")
+    p.add_argument("--chosen-from", nargs="+", default=[], metavar="FILE",
+                   help="files whose right trajectories are chosen (a resampling run's *.sft.jsonl)")
     p.add_argument("--out", required=True, help="output jsonl of labelled records")
+    p.add_argument("--extra-rejections", default="none",
+                   help=f"comma-separated opt-in rejections beyond the paper's: {', '.join(EXTRA_REJECTIONS)} "
+                        "(default none)")
     p.add_argument("--chosen-fraction", type=float, default=DEFAULT_CHOSEN_FRACTION,
                    help="target share of chosen samples in the output (paper: 0.63)")
     p.add_argument("--no-balance", action="store_true", help="keep every labelled sample (report the mix only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rouge-threshold", type=float, default=DEFAULT_ROUGE_THRESHOLD)
     p.add_argument("--type", choices=["mcq", "open"], help="question type of inputs that do not say (default: inferred)")
+    p.add_argument("--record-system", choices=LABEL_RECORD_SYSTEMS, default="student",
+                   help="system turn of the written records: the student's (default) or as in the input")
     p.add_argument("--dense-max-fps", type=float, default=d.dense_max_fps,
-                   help="a call is 'dense' above this many frames per second of its window ...")
+                   help="dense_short_window: a call is 'dense' above this many frames per second of its window ...")
     p.add_argument("--dense-min-frames", type=int, default=d.dense_min_frames, help="... with at least this many frames")
     p.add_argument("--sparse-min-window-s", type=float, default=d.sparse_min_window_s,
-                   help="'sparse': every call covers at least this many seconds ...")
+                   help="sparse_long_window: every call covers at least this many seconds ...")
     p.add_argument("--sparse-max-spacing-s", type=float, default=d.sparse_max_spacing_s,
                    help="... with more than this many seconds between frames")
-    p.add_argument("--allow-no-frames", action="store_true", help="do not reject right answers given without frames")
     _add_backend_args(p, "judge-", "judge")
-    p.add_argument("--no-judge", action="store_true", help="no LLM judge (rules only)")
+    p.add_argument("--no-judge", action="store_true", help="no LLM judge (needs --extra-rejections wrong_answer)")
     p.add_argument("--prompt-dir", help="folder with an edited judge_guessing.txt")
     p.add_argument("--concurrency", type=int, default=16, help="judge requests in flight")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
 
-    rules = FailureRules(a.dense_max_fps, a.dense_min_frames, a.sparse_min_window_s, a.sparse_max_spacing_s,
-                         not a.allow_no_frames)
+    inputs = [*a.inputs, *a.rejected_from, *a.chosen_from]
+    roles = ["both"] * len(a.inputs) + ["rejected"] * len(a.rejected_from) + ["chosen"] * len(a.chosen_from)
+    if not inputs:
+        raise ValueError("no inputs: give trajectory files, --rejected-from FILE and/or --chosen-from FILE")
+    rules = FailureRules(a.dense_max_fps, a.dense_min_frames, a.sparse_min_window_s, a.sparse_max_spacing_s)
     judge, ident = None, None
     if not a.no_judge:
         if a.judge_backend == "openai" and a.judge_base_url is None:
@@ -290,15 +330,17 @@ def cmd_kto_label(argv: list[str]) -> int:
         judge = GuessingJudge(backend, a.prompt_dir)
     on_judged = _Progress("judge", not a.no_progress)
     try:
-        report = asyncio.run(alabel(a.inputs, a.out, judge=judge, rules=rules, chosen_fraction=a.chosen_fraction,
+        report = asyncio.run(alabel(inputs, a.out, judge=judge, rules=rules, chosen_fraction=a.chosen_fraction,
                                     balance=not a.no_balance, seed=a.seed, rouge_threshold=a.rouge_threshold,
-                                    qtype=a.type, concurrency=a.concurrency, judge_identity=ident, on_judged=on_judged))
+                                    qtype=a.type, concurrency=a.concurrency, judge_identity=ident, on_judged=on_judged,
+                                    roles=roles, extra_rejections=a.extra_rejections, record_system=a.record_system))
     finally:
         on_judged.close()
     mix = report["label_mix"]["written"]
-    print(f"[kto-label] {report['counts']['inputs']} inputs, {report['counts']['unusable']} unusable; written "
-          f"{mix['chosen']} chosen / {mix['rejected']} rejected; rejected by reason {report['rejected_by_reason']}; "
-          f"recommended weights {report['recommended_kto_weights']}", file=sys.stderr)
+    print(f"[kto-label] {report['counts']['inputs']} inputs, {report['counts']['unusable']} unusable, "
+          f"{report['counts']['unused']} unused; written {mix['chosen']} chosen / {mix['rejected']} rejected; rejected "
+          f"by reason {report['rejected_by_reason']}; recommended weights {report['recommended_kto_weights']}",
+          file=sys.stderr)
     print(json.dumps({"out": a.out, **report["counts"], **mix}))
     return 0
 
@@ -356,12 +398,109 @@ def cmd_enhance(argv: list[str]) -> int:
     return 0
 
 
+def cmd_import(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="eva-fast data import",
+        description="Read the public datasets of EVA's training (LLaVA-Video-178K and CG-Bench questions, HD-VILA-100M "
+                    "videos) into the teacher's QA set (teacher_qa.jsonl), the RL question pool (rl_pool.jsonl) and "
+                    "the enhance video list (enhance_videos.txt). Videos resolve under --roots; missing ones are "
+                    "reported (import.missing.jsonl) and skipped with counts.")
+    p.add_argument("--llava-video", nargs="+", metavar="FILE", help="LLaVA-Video-178K *_mc_*/*_oe_* json files (globs)")
+    p.add_argument("--cgbench", nargs="+", metavar="FILE", help="CG-Bench cgbench.json (or _mini/_hard)")
+    p.add_argument("--hdvila", nargs="+", metavar="FILE", help="HD-VILA-100M hdvila_part*.jsonl")
+    p.add_argument("--roots", required=True,
+                   help="YAML/JSON mapping llava_video / cgbench / hdvila -> that dataset's video folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--rl-pool-fraction", type=float, default=0.5,
+                   help="share of annotation items (by video) for the RL pool instead of the teacher (default 0.5)")
+    p.add_argument("--cgbench-form", choices=CGBENCH_FORMS, default="both",
+                   help="CG-Bench questions as multiple choice, open-ended, or both (default)")
+    p.add_argument("--hdvila-unit", choices=HDVILA_UNITS, default="video", help="whole videos (default) or cut clips")
+    p.add_argument("--max-questions", type=int, help="at most this many questions per dataset")
+    p.add_argument("--max-videos", type=int, help="at most this many HD-VILA-100M videos")
+    p.add_argument("--seed", type=int, default=0, help="seed of the teacher / RL pool split")
+    a = p.parse_args(argv)
+    res = import_sources(a.out, read_mapping(a.roots, "dataset name -> video folder"), llava_video=a.llava_video,
+                         cgbench=a.cgbench, hdvila=a.hdvila, rl_pool_fraction=a.rl_pool_fraction, seed=a.seed,
+                         cgbench_form=a.cgbench_form, hdvila_unit=a.hdvila_unit, max_questions=a.max_questions,
+                         max_videos=a.max_videos)
+    for name, c in res.counts.items():
+        print(f"[import] {name}: {c['items']} items, {c['questions']} questions ({c['mcq']} mcq, {c['open']} open), "
+              f"{c['missing_videos']} skipped for a missing video ({c['missing_video_files']} files), other skips "
+              f"{c['skipped']}" + (f", {c['videos']} videos" if "videos" in c else ""), file=sys.stderr)
+    print(json.dumps({"teacher_qa": str(res.teacher_qa), "rl_pool": str(res.rl_pool),
+                      "enhance_videos": None if res.enhance_videos is None else str(res.enhance_videos),
+                      **res.report_data["written"],
+                      "missing_videos": sum(c["missing_videos"] for c in res.counts.values())}))
+    return 0
+
+
+def cmd_rl_set(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="eva-fast data rl-set",
+        description="The initial RL set (paper §3.3): run a model (the KTO checkpoint, any backend) over a question "
+                    "pool with the agent loop, keep its failure cases, and write them with the paper's 90 %% open / "
+                    "10 %% multiple-choice mix and provenance per line. Rerun the same command to resume.")
+    p.add_argument("pool", nargs="?", help="question pool (RL-set jsonl, e.g. eva-fast data import's rl_pool.jsonl)")
+    p.add_argument("--out", required=True, help="output folder (rl.jsonl, the run's files, reports)")
+    p.add_argument("--merge", nargs="+", metavar="FILE", help="instead of running: mix these shards' *.failures.jsonl")
+    p.add_argument("--video-root", help="folder the pool's relative video paths are under (default: the pool's folder)")
+    _add_backend_args(p, what="model")
+    p.add_argument("--mcq-ratio", type=float, default=PAPER_MCQ_RATIO, help="multiple-choice share (paper: 0.1)")
+    p.add_argument("--no-mix", action="store_true", help="keep every failure case")
+    p.add_argument("--samples-per-question", type=int, default=1, help="episodes per question")
+    p.add_argument("--keep-below", type=float, default=1.0,
+                   help="a failure case: its share of right episodes is below this (default 1.0: any wrong episode)")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--max-turns", type=int, default=6)
+    p.add_argument("--max-new-tokens", type=int, default=2048)
+    p.add_argument("--rouge-threshold", type=float, default=DEFAULT_ROUGE_THRESHOLD)
+    p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--shard", help="i/n: this process's share (writes its failures; mix them with --merge)")
+    p.add_argument("--concurrency", type=int, default=8, help="episodes in flight")
+    p.add_argument("--seed", type=int, default=0, help="seed of the mix")
+    p.add_argument("--retry-errors", action="store_true")
+    p.add_argument("--skip-missing", action="store_true")
+    p.add_argument("--allow-config-change", action="store_true")
+    p.add_argument("--name", default="policy", help="file stem of the run (default policy)")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    mcq_ratio = None if a.no_mix else a.mcq_ratio
+    if a.merge:
+        res = merge_rl_set(a.merge, a.out, mcq_ratio=mcq_ratio, seed=a.seed)
+    else:
+        if a.pool is None:
+            raise ValueError("give the question pool (or --merge shard failure files)")
+        backend, ident = _backend(a)
+        config = AgentConfig(max_turns=a.max_turns, max_new_tokens=a.max_new_tokens, temperature=a.temperature)
+        progress = _RunProgress(a.name, "episode(s)", not a.no_progress)
+        try:
+            res = asyncio.run(abuild_rl_set(
+                AgentLoop(backend, config), a.pool, a.video_root or str(Path(a.pool).resolve().parent), a.out,
+                samples_per_question=a.samples_per_question, keep_below=a.keep_below, mcq_ratio=mcq_ratio, seed=a.seed,
+                limit=a.limit, shard=parse_shard(a.shard) if a.shard else None, concurrency=a.concurrency,
+                rouge_threshold=a.rouge_threshold, retry_errors=a.retry_errors, skip_missing=a.skip_missing,
+                run_info={**ident, "agent_config": config.to_dict()}, allow_config_change=a.allow_config_change,
+                stem=a.name, on_start=progress.on_start, on_record=progress.on_record))
+        except PreflightError as e:
+            print(f"eva-fast data rl-set: {e}", file=sys.stderr)
+            return 1
+        finally:
+            progress.close()
+    rep = res.report_data
+    print(f"[rl-set] {res.counts}; written {rep.get('rl_set', rep.get('failure_cases'))}", file=sys.stderr)
+    print(json.dumps({"rl_set": None if res.rl_set is None else str(res.rl_set),
+                      "failures": None if res.failures is None else str(res.failures), **res.counts}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
-    cmds = {"convert": cmd_convert, "teacher": cmd_teacher, "kto-label": cmd_kto_label, "enhance": cmd_enhance}
+    cmds = {"import": cmd_import, "convert": cmd_convert, "teacher": cmd_teacher, "kto-label": cmd_kto_label,
+            "rl-set": cmd_rl_set, "enhance": cmd_enhance}
     if argv[0] not in cmds:
         print(f"eva-fast data: unknown command {argv[0]!r}; choose from {sorted(cmds)}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -76,7 +75,7 @@ from eva_fast._files import read_mapping
 from eva_fast._logging import get_logger
 from eva_fast.agent import NORMAL_STOP_REASONS, AgentConfig, TransformersBackend, get_backend, plot_timeline
 from eva_fast.train._common import CheckpointExtrasMixin, ResumeWeightsMixin, base_model_and_tokenizer
-from eva_fast.train._rl_data import RLSample, load_rl_set
+from eva_fast.train._rl_data import RLSample, balance_types, load_rl_set  # noqa: F401  (balance_types: was defined here)
 from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine, cross_process_max
 from eva_fast.train._vllm import VLLMRolloutBackend
 from eva_fast.train.rewards import CSVJudge, RewardContext, bind_rewards
@@ -208,32 +207,6 @@ class EvaGRPOConfig(GRPOConfig):
             max_turns=self.max_turns, max_new_tokens=self.max_new_tokens, temperature=float(self.temperature),
             frame_options=FrameOptions.from_dict(self.frame_options), decode_device=self.decode_device,
         )
-
-
-def balance_types(samples: Sequence[RLSample], mcq_ratio: float | None, seed: int = 0) -> list[RLSample]:
-    """Subsample one question type so multiple-choice questions make ``mcq_ratio`` of the set
-    (paper: 90 % open-ended, 10 % multiple-choice); nothing is duplicated.
-
-    Raises:
-        ValueError: the ratio needs a type the set lacks.
-    """
-    if mcq_ratio is None:
-        return list(samples)
-    mcq = [s for s in samples if s.type == "mcq"]
-    opn = [s for s in samples if s.type == "open"]
-    if (mcq_ratio > 0 and not mcq) or (mcq_ratio < 1 and not opn):
-        raise ValueError(f"mcq_ratio={mcq_ratio} but the set has {len(mcq)} multiple-choice and {len(opn)} open questions")
-    rng = random.Random(seed)
-    if mcq_ratio in (0.0, 1.0):
-        keep = mcq if mcq_ratio == 1.0 else opn
-    elif len(mcq) / (len(mcq) + len(opn)) > mcq_ratio:
-        n = int(round(len(opn) * mcq_ratio / (1 - mcq_ratio)))
-        keep = rng.sample(mcq, max(1, n)) + opn
-    else:
-        n = int(round(len(mcq) * (1 - mcq_ratio) / mcq_ratio))
-        keep = mcq + rng.sample(opn, max(1, n))
-    order = {id(s): k for k, s in enumerate(samples)}
-    return sorted(keep, key=lambda s: order[id(s)])
 
 
 def load_roots(path: str | os.PathLike | None) -> dict[str, str]:

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,4 +224,30 @@ def write_rl_set(path: str | os.PathLike, samples: Iterable[RLSample], append: b
     return n
 
 
-__all__ = ["QA_TYPES", "RLDataError", "RLSample", "iter_rl_set", "load_rl_set", "write_rl_set"]
+def balance_types(samples: Sequence[RLSample], mcq_ratio: float | None, seed: int = 0) -> list[RLSample]:
+    """Subsample one question type so multiple-choice questions make ``mcq_ratio`` of the set
+    (paper: 90 % open-ended, 10 % multiple-choice); nothing is duplicated.
+
+    Raises:
+        ValueError: the ratio needs a type the set lacks.
+    """
+    if mcq_ratio is None:
+        return list(samples)
+    mcq = [s for s in samples if s.type == "mcq"]
+    opn = [s for s in samples if s.type == "open"]
+    if (mcq_ratio > 0 and not mcq) or (mcq_ratio < 1 and not opn):
+        raise ValueError(f"mcq_ratio={mcq_ratio} but the set has {len(mcq)} multiple-choice and {len(opn)} open questions")
+    rng = random.Random(seed)
+    if mcq_ratio in (0.0, 1.0):
+        keep = mcq if mcq_ratio == 1.0 else opn
+    elif len(mcq) / (len(mcq) + len(opn)) > mcq_ratio:
+        n = int(round(len(opn) * mcq_ratio / (1 - mcq_ratio)))
+        keep = rng.sample(mcq, max(1, n)) + opn
+    else:
+        n = int(round(len(mcq) * (1 - mcq_ratio) / mcq_ratio))
+        keep = mcq + rng.sample(opn, max(1, n))
+    order = {id(s): k for k, s in enumerate(samples)}
+    return sorted(keep, key=lambda s: order[id(s)])
+
+
+__all__ = ["QA_TYPES", "RLDataError", "RLSample", "balance_types", "iter_rl_set", "load_rl_set", "write_rl_set"]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -28,12 +26,8 @@ CorruptVideoError = _C.CorruptVideoError
 NotAVideoError = _C.NotAVideoError
 NoVideoStreamError = _C.NoVideoStreamError
 
-#: Largest output side, pixels (the native decoder's limit).
-MAX_SIDE = 16384
-#: Default cap on GOP workers (``VideoReader(gop_workers=None)`` = min(cores, this)).
-_MAX_AUTO_GOP_WORKERS = 4
-#: Requests with less estimated decode work (frames) than this stay on one decoder.
-_MIN_PARALLEL_FRAMES = 24
+#: Largest output side, pixels: the native decoder's limit, defined once in C++ (csrc/decoder.h).
+MAX_SIDE: int = _C.MAX_SIDE
 
 
 @dataclass(frozen=True)
@@ -114,17 +108,20 @@ class DecodeStats:
         packets_sent: compressed packets fed to the decoder.
         seeks: seeks performed.
         decode_errors: damaged packets/frames reported by the decoder.
-        skip_nonref_packets: packets sent with non-reference skipping allowed (an upper bound on
-            the frames the decoder dropped without reconstructing them).
+        skip_nonref_packets: CPU: packets sent with non-reference skipping allowed (an upper bound
+            on the frames the decoder dropped without reconstructing them); NVDEC: packets of
+            non-reference pictures left out (H.264 / HEVC).
         keyframe_backoffs: restarts from an earlier keyframe because decoding from the planned one
             concealed frames of its GOP (a keyframe that is not a clean start; see ``VideoReader``).
         decode_ms: demux + decode wall time, milliseconds.
         convert_ms: colour conversion + resize + rotation wall time, milliseconds (NVDEC backend: the
             time to enqueue the CUDA kernels; they finish asynchronously on the call's stream).
         backend: ``"cpu"`` (libavcodec + swscale + CPU resize) or ``"nvdec"`` (NVDEC + CUDA kernel).
-        gop_workers: decoders that shared the call (GOP-parallel CPU decoding; 1 = the main decoder
-            alone). With several, ``decode_ms``/``convert_ms`` are summed over them (CPU-side work,
-            not wall time).
+        gop_workers: decoders that shared the call (GOP-parallel decoding, CPU or NVDEC; 1 = the
+            main decoder alone; in ``VideoReader.total_stats``: decoders open). With several,
+            ``decode_ms``/``convert_ms`` are summed over them (host-side work, not wall time).
+        worker_failures: GOP runs whose decoder failed (e.g. no NVDEC session could be had) and that
+            the main decoder decoded again, so the frames are the serial decode's.
         fallback_reason: why a ``device="cuda"`` reader decodes on the CPU (then moves the frames to
             the GPU); empty when no fallback happened.
     """
@@ -140,21 +137,17 @@ class DecodeStats:
     backend: str = "cpu"
     fallback_reason: str = ""
     gop_workers: int = 1
+    worker_failures: int = 0
 
     @classmethod
     def from_native(cls, native: "_C.DecodeStats", **extra) -> "DecodeStats":
         """From the native decoder's counters (``_C.DecodeStats``) plus the Python-side fields."""
         return cls(**{k: getattr(native, k) for k in _NATIVE_STATS}, **extra)
 
-    @classmethod
-    def total(cls, parts: Sequence["_C.DecodeStats"], **extra) -> "DecodeStats":
-        """Field-wise sum of several native counters (GOP workers of one call, or a reader's decoders)."""
-        return cls(**{k: sum(getattr(p, k) for p in parts) for k in _NATIVE_STATS}, **extra)
 
-
-#: Counters the native decoder reports (``_C.DecodeStats`` attributes).
+#: Fields the native decoder reports (``_C.DecodeStats`` attributes).
 _NATIVE_STATS = ("decoded_frames", "packets_sent", "seeks", "decode_errors", "skip_nonref_packets",
-                 "keyframe_backoffs", "decode_ms", "convert_ms")
+                 "keyframe_backoffs", "decode_ms", "convert_ms", "gop_workers", "worker_failures")
 
 
 @dataclass(frozen=True)
@@ -179,17 +172,6 @@ class DecodedFrames:
 
     def __repr__(self) -> str:
         return f"DecodedFrames(frames={tuple(self.frames.shape)} {self.frames.dtype}, pts_s={self.pts_s.tolist()})"
-
-
-@dataclass(frozen=True)
-class _Native:
-    """One decode call's native outputs (one decoder's ``_C.DecodeOutput``, or GOP workers' merged)."""
-
-    frames: object  # NumPy uint8 [N, H, W, 3], or a DLPack capsule (NVDEC)
-    pts_s: np.ndarray
-    corrupt: np.ndarray
-    keyframe: np.ndarray
-    stats: DecodeStats
 
 
 def normalize_device(device: str | torch.device) -> str:
@@ -263,6 +245,21 @@ class VideoReader:
     libnvcuvid) fall back to CPU decoding plus a host-to-device copy; ``backend`` and
     ``fallback_reason`` (also in every call's :class:`DecodeStats`) say so and a warning is logged.
 
+    GOP-parallel decoding: a request whose times span several GOPs is split into contiguous runs of
+    GOPs of about equal decode work (frames from each GOP's keyframe to its last requested frame),
+    decoded at the same time by extra decoders, each writing its frames into its slots of the one
+    output. Each time is still decoded from its own keyframe, so frames, pts and flags are identical
+    to one decoder's (bit for bit, NVDEC as well as CPU). On the CPU the extra decoders are
+    single-threaded libavcodec decoders (``gop_workers``); with NVDEC each is an NVDEC session (from
+    a per-GPU pool of idle sessions, created once: creation costs tens of ms) on a CUDA stream of its
+    own (``gpu_workers``); streams that fall back to the CPU use ``gop_workers``. Requests in one
+    GOP or with under ~24 frames of work stay on one decoder. Requests of all readers of the process
+    share each device fairly: alone, a request gets the decoders it asks for; with ``k`` requests in
+    flight on the device, at most its budget (CPU: hardware threads; GPU: ``default_gpu_workers``)
+    divided by ``k`` and what the others leave, and always at least its own decoder. A run whose
+    extra decoder fails (e.g. no NVDEC session can be created) is decoded again by the reader's own
+    decoder (``DecodeStats.worker_failures``), so the result is the serial one.
+
     Args:
         path: video file path.
         device: ``"cpu"``, ``"cuda"`` (torch's current device) or ``"cuda:N"``.
@@ -273,14 +270,18 @@ class VideoReader:
             durations from every requested time (FFmpeg's ``AVDISCARD_NONREF``: H.264
             ``nal_ref_idc`` 0, HEVC sub-layer non-reference pictures, VP9 frames that refresh no
             reference). Nothing else depends on those frames, so the returned frames are identical;
-            only the work shrinks. Always off at variable frame rate. Default True.
-        gop_workers: CPU requests whose targets span several GOPs are split into contiguous runs
-            of GOPs of about equal decode work, decoded at the same time by up to this many extra
-            single-threaded decoders (opened on first use, kept for the reader's life). Each target
-            is still decoded from its own keyframe, so frames are identical to the serial path; a
-            flush of a frame-threaded decoder at every seek is what this avoids. 1 = never; default
-            (None) = min(CPU cores, 4). Requests in one GOP, or under ~24 frames of work, use the
-            main decoder.
+            only the work shrinks. NVDEC: the same H.264 / HEVC packets (those libavcodec drops
+            with ``-skip_frame noref``, read from NAL headers) are not sent to the decoder; VP9 and
+            AV1 are decoded in full. Always off at variable frame rate. Default True.
+        gop_workers: CPU decoding (also a CUDA reader's CPU fallback): at most this many
+            single-threaded decoders share one request (GOP-parallel, above; opened on first use,
+            kept for the reader's life). 1 = never; default (None) = the machine's hardware threads
+            (``eva_fast._C.default_gop_workers()``). 1..64.
+        gpu_workers: NVDEC decoding: at most this many NVDEC decoders share one request (sessions
+            taken from the GPU's pool per request and returned after it). 1 = never; default
+            (None) = the GPU's NVDEC engines by model (``eva_fast._C.default_gpu_workers(i)``:
+            7 on H100/H200/B200, 5 on A100, 4 on L4/A30, 3 on L40S, 2 on A10/T4 and unknown GPUs).
+            1..64; ignored on the CPU.
 
         max_output_bytes: largest output one call may produce, ``T * H * W * 3`` bytes, checked
             before anything is allocated (default ``DEFAULT_MAX_OUTPUT_BYTES``, 4 GiB).
@@ -292,13 +293,13 @@ class VideoReader:
         UnsupportedCodecError: this FFmpeg build cannot decode the codec.
         CorruptVideoError: the container opens but its index is unusable (e.g. no frames).
         ValueError: bad ``device``, ``stream_index``, ``threads``, ``on_corrupt``, ``skip_nonref``,
-            ``gop_workers`` or ``max_output_bytes``.
+            ``gop_workers``, ``gpu_workers`` or ``max_output_bytes``.
         RuntimeError: ``device="cuda"`` with a build without CUDA (rebuild with ``EVA_FAST_CUDA=ON``)
             or without a usable GPU.
 
     The reader is safe to share between threads (calls are serialised); use one reader per
     thread for parallel decoding. :meth:`close` (or ``with VideoReader(...) as r:``) releases the
-    decoders and the GOP worker threads at once instead of at garbage collection; metadata stays
+    decoders (GOP-run decoders included) at once instead of at garbage collection; metadata stays
     readable, decoding afterwards raises ``ValueError``.
     """
 
@@ -312,6 +313,7 @@ class VideoReader:
         on_corrupt: str = "flag",
         skip_nonref: bool = True,
         gop_workers: int | None = None,
+        gpu_workers: int | None = None,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> None:
         device = normalize_device(device)
@@ -329,14 +331,15 @@ class VideoReader:
         self.max_output_bytes = max_output_bytes
         if not isinstance(skip_nonref, bool):
             raise ValueError(f"skip_nonref must be a bool, got {skip_nonref!r}")
-        if gop_workers is None:
-            gop_workers = min(os.cpu_count() or 1, _MAX_AUTO_GOP_WORKERS)
-        int_in_range("gop_workers", gop_workers, 1, 64, note=" or None (auto)")
-        self._skip_nonref = skip_nonref
-        self._stream_arg = -1 if stream_index is None else stream_index
-        self.gop_workers = gop_workers
-        self._workers: list = []  # extra single-threaded decoders for GOP-parallel calls (lazy)
-        self._pool: ThreadPoolExecutor | None = None
+        for name, value in (("gop_workers", gop_workers), ("gpu_workers", gpu_workers)):
+            if value is not None:
+                int_in_range(name, value, 1, 64, note=" or None (auto)")
+        #: Most CPU decoders that share one request (GOP-parallel decoding).
+        self.gop_workers: int = _C.default_gop_workers() if gop_workers is None else gop_workers
+        #: Most NVDEC decoders that share one request (1 for a CPU reader).
+        self.gpu_workers: int = 1
+        if cuda_index >= 0:
+            self.gpu_workers = _C.default_gpu_workers(cuda_index) if gpu_workers is None else gpu_workers
         self._cuda_index = cuda_index
         self._lock = threading.Lock()
         self._frame_table: tuple[np.ndarray, np.ndarray] | None = None
@@ -344,6 +347,7 @@ class VideoReader:
         self._dec.skip_nonref = skip_nonref
         #: ``"nvdec"`` or ``"cpu"``: what decodes this reader's frames.
         self.backend: str = self._dec.backend
+        self._dec.workers = self.gpu_workers if self.backend == "nvdec" else self.gop_workers
         #: why a CUDA reader decodes on the CPU ("" when it does not).
         self.fallback_reason: str = self._dec.fallback_reason
         if cuda_index >= 0 and self.backend != "nvdec":
@@ -392,13 +396,9 @@ class VideoReader:
         return self._dec is None
 
     def close(self) -> None:
-        """Release the native decoders (FFmpeg contexts, NVDEC sessions back to their cache) and
-        stop the GOP worker threads. Idempotent; waits for a call in progress to finish."""
+        """Release the native decoders (FFmpeg contexts, GOP-run decoders, NVDEC sessions back to
+        their pool). Idempotent; waits for a call in progress to finish."""
         with self._lock:
-            pool, self._pool = self._pool, None
-            if pool is not None:
-                pool.shutdown(wait=True)
-            self._workers = []
             self._dec = None
 
     def _native(self) -> _C.VideoDecoder:
@@ -463,14 +463,7 @@ class VideoReader:
         if self.backend == "nvdec":
             stream = torch.cuda.current_stream(self._cuda_index).cuda_stream
         with self._lock:
-            dec = self._native()
-            chunks = self._gop_chunks(times)
-            if chunks is None:
-                native = dec.decode(times, mode, h, w, resample, stream)
-                out = _Native(native.frames, native.pts_s, native.corrupt, native.keyframe,
-                              DecodeStats.from_native(native.stats))
-            else:
-                out = self._decode_gop_parallel(times, chunks, mode, h, w, resample)
+            out = self._native().decode(times, mode, height=h, width=w, filter=resample, cuda_stream=stream)
         corrupt = np.asarray(out.corrupt, dtype=bool)
         if corrupt.any():
             bad = [round(float(t), 3) for t, c in zip(out.pts_s, corrupt) if c]
@@ -489,7 +482,7 @@ class VideoReader:
             pts_s=torch.from_numpy(np.asarray(out.pts_s, dtype=np.float64)),
             corrupt=torch.from_numpy(corrupt),
             keyframe=torch.from_numpy(np.asarray(out.keyframe, dtype=bool)),
-            stats=dataclasses.replace(out.stats, backend=self.backend, fallback_reason=self.fallback_reason),
+            stats=DecodeStats.from_native(out.stats, backend=self.backend, fallback_reason=self.fallback_reason),
         )
 
     def _check_played_range(self, times: list[float]) -> None:
@@ -504,68 +497,6 @@ class VideoReader:
                 f"{self.path}: no frame is played at t={bad!r} s: played-at times must be >= 0 and < {end!r} s "
                 "(the end of the last frame; seconds from the first frame). get_frames_nearest clamps instead."
             )
-
-    def _gop_chunks(self, times: list[float]) -> list[list[int]] | None:
-        """Split a CPU request into contiguous runs of GOPs of about equal decode work, one per GOP
-        worker, or None to decode it on the main decoder (one GOP, no keyframe index, NVDEC, one
-        worker, or too little work to share)."""
-        keys = self.metadata.keyframe_pts_s
-        if self.gop_workers < 2 or self.backend != "cpu" or len(keys) < 2 or len(times) < 2:
-            return None
-        unclean = set(self._native().unclean_keyframes_s)
-        if unclean:  # GOPs that start at an unclean keyframe are decoded with the GOP before them
-            keys = tuple(k for k in keys if k not in unclean)
-            if len(keys) < 2:
-                return None
-        if not all(math.isfinite(t) for t in times):
-            return None  # the native decoder raises the error with its message
-        key_s = np.asarray(keys, dtype=np.float64)
-        t = np.asarray(times, dtype=np.float64)
-        gop = np.clip(np.searchsorted(key_s, t + 1e-6, side="right") - 1, 0, len(key_s) - 1)
-        fps = self.metadata.average_fps or 25.0
-        gops = np.unique(gop)
-        if len(gops) < 2:
-            return None
-        # Work of a GOP: frames from its keyframe to its last target.
-        work = np.array([(t[gop == g].max() - key_s[g]) * fps + 1 for g in gops])
-        n = min(self.gop_workers, len(gops))
-        if work.sum() < _MIN_PARALLEL_FRAMES:
-            return None
-        # Cut after the GOP where the cumulative work first reaches each 1/n share.
-        cum = np.cumsum(work)
-        cuts = np.searchsorted(cum, work.sum() * np.arange(1, n) / n, side="left") + 1
-        groups = [g for g in np.split(gops, np.unique(np.clip(cuts, 1, len(gops) - 1))) if len(g)]
-        if len(groups) < 2:
-            return None
-        return [np.flatnonzero(np.isin(gop, g)).tolist() for g in groups]
-
-    def _decode_gop_parallel(self, times, chunks, mode, h, w, resample) -> _Native:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.gop_workers, thread_name_prefix="eva_fast-gop")
-        self._workers.extend([None] * (len(chunks) - len(self._workers)))
-
-        def run(slot: int, idx: list[int]) -> _C.DecodeOutput:
-            dec = self._workers[slot]
-            if dec is None:  # opened on first use, in the worker thread: opens overlap with decoding
-                dec = _C.VideoDecoder(self.path, self._stream_arg, 1, -1)
-                dec.skip_nonref = self._skip_nonref
-                self._workers[slot] = dec
-            return dec.decode([times[i] for i in idx], mode, h, w, resample, 0)
-
-        futures = [self._pool.submit(run, slot, idx) for slot, idx in enumerate(chunks)]
-        parts = [f.result() for f in futures]  # re-raises a worker's exception
-        first = parts[0].frames
-        frames = np.empty((len(times), *first.shape[1:]), dtype=first.dtype)
-        pts_s = np.empty(len(times), dtype=np.float64)
-        corrupt = np.empty(len(times), dtype=bool)
-        keyframe = np.empty(len(times), dtype=bool)
-        for idx, part in zip(chunks, parts):
-            frames[idx] = part.frames
-            pts_s[idx] = part.pts_s
-            corrupt[idx] = part.corrupt
-            keyframe[idx] = part.keyframe
-        stats = DecodeStats.total([p.stats for p in parts], gop_workers=len(parts))
-        return _Native(frames, pts_s, corrupt, keyframe, stats)
 
     def get_frames_played_at(
         self, times_s: Sequence[float], *, size: tuple[int, int] | None = None, resample: Resample = "cubic"
@@ -604,11 +535,11 @@ class VideoReader:
 
     @property
     def total_stats(self) -> DecodeStats:
-        """Decode work summed over every call on this reader (its GOP workers included)."""
+        """Decode work summed over every call on this reader (its GOP-run decoders included;
+        ``gop_workers``: decoders open)."""
         with self._lock:
-            decoders = [self._native(), *(d for d in self._workers if d is not None)]
-            return DecodeStats.total([d.total_stats for d in decoders], backend=self.backend,
-                                     fallback_reason=self.fallback_reason, gop_workers=len(decoders))
+            return DecodeStats.from_native(self._native().total_stats, backend=self.backend,
+                                           fallback_reason=self.fallback_reason)
 
 
 def _as_sequence(times_s: object) -> Sequence:

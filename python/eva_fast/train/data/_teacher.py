@@ -41,7 +41,6 @@ import json
 import os
 import random
 import re
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from eva_fast._checks import positive_int
+from eva_fast._files import write_atomic
 from eva_fast._logging import get_logger
 from eva_fast.agent import SYSTEM_PROMPT
 from eva_fast.eval import BenchmarkSpec, arun_benchmark, output_stem
@@ -230,7 +230,10 @@ class TeacherResult:
         sft_path, trajectories_path, results_path, report_path: files written.
         kept, finished, total: trajectories kept as SFT data, finished, run in all (this shard).
         report: the report dict.
-        eval_result: the underlying :class:`eva_fast.eval.RunResult`.
+        eval_result: the underlying :class:`eva_fast.eval.RunResult` (None when only the selection ran).
+        outcomes: per episode, in index order: its :func:`teacher_meta` fields plus ``index``,
+            ``right`` (None: an infrastructure error), ``score``, ``reason`` (why not kept, None when
+            kept), ``stop_reason``, ``answer``, ``gt``.
     """
 
     sft_path: Path
@@ -242,37 +245,45 @@ class TeacherResult:
     total: int
     report: dict[str, Any] = field(repr=False)
     eval_result: Any = field(repr=False, default=None)
+    outcomes: list[dict[str, Any]] = field(repr=False, default_factory=list)
+
+
+def teacher_meta(qa: Sequence[RLSample], samples_per_question: int, qa_name: str) -> dict[int, dict[str, Any]]:
+    """Per question-file index (question ``q`` sample ``k`` has index ``q * samples_per_question +
+    k``): ``qa_index``, ``sample``, ``type``, ``video``, ``category``, ``source`` (the QA line's, else
+    ``<qa_name>#<q>``), ``id``."""
+    meta: dict[int, dict[str, Any]] = {}
+    for q, s in enumerate(qa):
+        for k in range(samples_per_question):
+            meta[q * samples_per_question + k] = {
+                "qa_index": q, "sample": k, "type": s.type, "video": s.video, "category": s.category,
+                "source": s.source or f"{qa_name}#{q}", "id": s.id}
+    return meta
 
 
 def write_questions(qa: Sequence[RLSample], prompt: TeacherPrompt, path: Path, samples_per_question: int,
                     qa_name: str) -> dict[int, dict[str, Any]]:
     """Write the eval-format question file of a teacher run (EVA's normalized jsonl: ``videos``,
     ``prompt`` with the teacher's system turn, ``reward_model.ground_truth``, ``index``): question
-    ``q`` sample ``k`` has index ``q * samples_per_question + k``. Returns index -> metadata."""
-    meta: dict[int, dict[str, Any]] = {}
+    ``q`` sample ``k`` has index ``q * samples_per_question + k``. Returns :func:`teacher_meta`."""
+    meta = teacher_meta(qa, samples_per_question, qa_name)
     lines = []
     for q, s in enumerate(qa):
         system = prompt.system(q)
         for k in range(samples_per_question):
-            index = q * samples_per_question + k
             item = {
                 "videos": [s.video],
                 "prompt": [{"role": "system", "content": system}, {"role": "user", "content": s.prompt()}],
                 "reward_model": {"style": "rule", "ground_truth": s.answer},
-                "index": index,
+                "index": q * samples_per_question + k,
                 "category": s.category or "",
             }
-            meta[index] = {"qa_index": q, "sample": k, "type": s.type, "video": s.video, "category": s.category,
-                           "source": s.source or f"{qa_name}#{q}"}
             lines.append(json.dumps(item, ensure_ascii=False))
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines) + "\n"
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return meta  # e.g. another shard wrote it
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)  # shards write the same content: whichever lands last, the file is whole
+    write_atomic(path, text)  # shards write the same content: whichever lands last, the file is whole
     return meta
 
 
@@ -349,12 +360,74 @@ async def arun_teacher(
         raise ValueError(f"record_system must be one of {RECORD_SYSTEMS}, got {record_system!r}")
     if not 0.0 <= rouge_threshold <= 1.0:
         raise ValueError(f"rouge_threshold must be in [0, 1], got {rouge_threshold!r}")
+    ep = await arun_teacher_episodes(
+        agent, qa_path, video_root, out_dir, prompt=prompt, samples_per_question=samples_per_question, limit=limit,
+        shard=shard, concurrency=concurrency, retry_errors=retry_errors, skip_missing=skip_missing, run_info=run_info,
+        allow_config_change=allow_config_change, stem=stem, on_start=on_start, on_record=on_record)
+    return select_teacher_data(
+        ep.result.records, ep.meta, out_dir, ep.est, stem=stem, qa_name=ep.qa_name, rouge_threshold=rouge_threshold,
+        require_structure=require_structure, record_system=record_system, run=ep.run,
+        missing_videos=ep.result.skipped_missing, eval_result=ep.result)
+
+
+@dataclass
+class TeacherEpisodes:
+    """The episodes of a teacher run, before the SFT-data selection (:func:`select_teacher_data`).
+
+    Attributes:
+        result: the eval run's :class:`eva_fast.eval.RunResult` (``records``: every episode of this run).
+        meta: :func:`teacher_meta` of the QA set.
+        est: output stem (``<stem>`` or ``<stem>.shard-i-of-n``); qa_name: the QA file's name.
+        run: run facts for reports (QA set, questions, samples, shard, prompt families, ran / cached).
+    """
+
+    result: Any
+    meta: dict[int, dict[str, Any]]
+    est: str
+    qa_name: str
+    run: dict[str, Any]
+
+
+def qa_set_name(path: str | os.PathLike) -> str:
+    """A QA file's name without ``.jsonl`` (the ``<qa_name>`` of record sources)."""
+    p = Path(path)
+    return p.name[:-len(".jsonl")] if p.name.endswith(".jsonl") else p.stem
+
+
+async def arun_teacher_episodes(
+    agent: Any,
+    qa_path: str | os.PathLike,
+    video_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    prompt: TeacherPrompt | None = None,
+    samples_per_question: int = 1,
+    limit: int | None = None,
+    shard: tuple[int, int] | None = None,
+    concurrency: int = 8,
+    retry_errors: bool = False,
+    skip_missing: bool = False,
+    run_info: Mapping[str, Any] | None = None,
+    allow_config_change: bool = False,
+    stem: str = "teacher",
+    on_start: Callable[[int, int], None] | None = None,
+    on_record: Callable[[Any], None] | None = None,
+) -> TeacherEpisodes:
+    """Run (or resume) the teacher's episodes over a QA set through the eval runner, without the
+    SFT-data selection (arguments as in :func:`arun_teacher`). Writes the question file and the
+    eval run's files (``<est>.jsonl``, ``.cache.jsonl``, ``.run.json``, ``.summary.json``).
+
+    Raises:
+        RLDataError / FileNotFoundError: a bad QA set; ValueError: bad arguments;
+        eva_fast.eval.PreflightError: missing videos (without ``skip_missing``).
+    """
+    positive_int("samples_per_question", samples_per_question)
     prompt = prompt or TeacherPrompt()
     qa_path = Path(qa_path)
     qa = load_rl_set(qa_path, infer_type=True)
     positive_int("limit", limit, allow_none=True)
     out = Path(out_dir)
-    qname = qa_path.name[:-len(".jsonl")] if qa_path.name.endswith(".jsonl") else qa_path.stem
+    qname = qa_set_name(qa_path)
     questions = out / f"{stem}.questions.jsonl"
     meta = write_questions(qa, prompt, questions, samples_per_question, qname)
     spec = BenchmarkSpec(stem, stem, questions, None, "field:category", None)
@@ -366,8 +439,49 @@ async def arun_teacher(
         skip_missing=skip_missing, run_info=info, allow_config_change=allow_config_change,
         on_start=on_start, on_record=on_record,
     )
+    run = {"qa_set": str(qa_path), "questions": len(qa) if limit is None else min(limit, len(qa)),
+           "samples_per_question": samples_per_question, "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+           "prompt_families": list(prompt.families), "ran_now": result.ran, "from_cache": result.skipped_cached}
+    return TeacherEpisodes(result, meta, output_stem(stem, shard), qname, run)
 
-    est = output_stem(stem, shard)
+
+def select_teacher_data(
+    records: Sequence[Mapping[str, Any]],
+    meta: Mapping[int, Mapping[str, Any]],
+    out_dir: str | os.PathLike,
+    est: str,
+    *,
+    stem: str = "teacher",
+    qa_name: str = "qa",
+    rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD,
+    require_structure: bool = True,
+    record_system: str = "student",
+    run: Mapping[str, Any] | None = None,
+    missing_videos: int = 0,
+    eval_result: Any = None,
+) -> TeacherResult:
+    """The SFT-data step of a teacher run: keep the right, well-structured trajectories (see the
+    module docstring) and write ``<est>.sft.jsonl``, ``<est>.trajectories.jsonl`` and the report.
+
+    Args:
+        records: the run's eval records (``<est>.jsonl``: ``index``, ``gt``, ``answer``,
+            ``stop_reason``, ``trajectory``, ...); indices not in ``meta`` are ignored.
+        meta: :func:`teacher_meta` of the run's QA set.
+        out_dir: the run's folder; est: the output stem (``teacher`` or ``teacher.shard-i-of-n``).
+        stem, qa_name: the ``source`` of the records is ``<stem>:<qa_name>#<q>/<sample>``.
+        rouge_threshold, require_structure, record_system: see :func:`arun_teacher`.
+        run: run facts for the report; missing_videos: questions skipped for a missing video.
+
+    Raises:
+        ValueError: bad ``record_system`` / ``rouge_threshold``.
+    """
+    if record_system not in RECORD_SYSTEMS:
+        raise ValueError(f"record_system must be one of {RECORD_SYSTEMS}, got {record_system!r}")
+    if not 0.0 <= rouge_threshold <= 1.0:
+        raise ValueError(f"rouge_threshold must be in [0, 1], got {rouge_threshold!r}")
+    out = Path(out_dir)
+    qname = qa_name
+    outcomes: list[dict[str, Any]] = []
     sft, trajs = [], []
     reasons: Counter = Counter()
     stops: Counter = Counter()
@@ -375,13 +489,16 @@ async def arun_teacher(
     by_source: dict[str, Counter] = defaultdict(Counter)
     by_category: dict[str, Counter] = defaultdict(Counter)
     kept_rounds, kept_visual, kept_frames = [], [], []
-    for rec in result.records:
+    for rec in sorted(records, key=lambda r: int(r["index"])):
         m = meta.get(int(rec["index"]))
         if m is None:
             continue
         stops[str(rec.get("stop_reason"))] += 1
         right, score, reason = judge_teacher_record(rec, m, rouge_threshold=rouge_threshold,
                                                     require_structure=require_structure)
+        outcomes.append({**m, "index": int(rec["index"]), "right": right, "score": score, "reason": reason,
+                         "stop_reason": str(rec.get("stop_reason") or ""), "answer": rec.get("answer") or "",
+                         "gt": str(rec.get("gt"))})
         src = m["source"].rsplit("#", 1)[0]
         for c in (by_type[m["type"]], by_source[src], by_category[m["category"] or "uncategorized"]):
             c["trajectories"] += 1
@@ -414,7 +531,7 @@ async def arun_teacher(
     write_records(sft_path, sft)
     write_records(trajs_path, trajs)
 
-    total = len(result.records)
+    total = len(outcomes)
     finished = sum(c["finished"] for c in by_type.values())
 
     def _rows(groups: Mapping[str, Counter]) -> dict[str, dict[str, Any]]:
@@ -423,14 +540,11 @@ async def arun_teacher(
                 for k, c in sorted(groups.items())}
 
     report = {
-        "run": {"qa_set": str(qa_path), "questions": len(qa) if limit is None else min(limit, len(qa)),
-                "samples_per_question": samples_per_question,
-                "shard": f"{shard[0]}/{shard[1]}" if shard else None, "prompt_families": list(prompt.families),
-                "rouge_threshold": rouge_threshold, "require_structure": require_structure,
-                "record_system": record_system, "ran_now": result.ran, "from_cache": result.skipped_cached},
+        "run": {**dict(run or {}), "rouge_threshold": rouge_threshold, "require_structure": require_structure,
+                "record_system": record_system},
         "counts": {"trajectories": total, "finished": finished, "right": sum(c["right"] for c in by_type.values()),
                    "kept": len(sft), "accept_rate": rate(len(sft), total),
-                   "missing_videos": result.skipped_missing},
+                   "missing_videos": missing_videos},
         "rejected": dict(sorted(reasons.items())),
         "stop_reasons": dict(sorted(stops.items())),
         "by_type": _rows(by_type),
@@ -438,10 +552,11 @@ async def arun_teacher(
         "by_category": _rows(by_category),
         "kept_trajectories": {"mean_rounds": _mean(kept_rounds), "mean_visual_tokens": _mean(kept_visual),
                               "mean_frames": _mean(kept_frames)},
-        "files": {"sft": str(sft_path), "trajectories": str(trajs_path), "results": str(result.results_path)},
+        "files": {"sft": str(sft_path), "trajectories": str(trajs_path), "results": str(out / f"{est}.jsonl")},
     }
     jpath, _ = write_report(out / est, "Teacher trajectories", report)
-    return TeacherResult(sft_path, trajs_path, result.results_path, jpath, len(sft), finished, total, report, result)
+    return TeacherResult(sft_path, trajs_path, out / f"{est}.jsonl", jpath, len(sft), finished, total, report,
+                         eval_result, outcomes)
 
 
 def _mean(xs: Sequence[float]) -> float | None:
