@@ -20,6 +20,8 @@ _COLORS = {
     "group cache on": (214, 39, 40), "group cache off": (127, 127, 127), "decord+pil+hf": (31, 119, 180),
     "torchcodec_exact": (23, 190, 207), "torchcodec_approximate": (188, 189, 34), "eva_reference": (127, 127, 127),
     "torchcodec_exact+Resize": (0, 110, 140), "torchcodec_approximate+Resize": (120, 120, 0),
+    "batched": (214, 39, 40), "batch1": (127, 127, 127), "batched-static": (255, 127, 14),
+    "batched-compiled": (148, 103, 189), "batched-nocache": (31, 119, 180),
 }
 
 
@@ -96,7 +98,7 @@ def plot_results(results_dir: str | Path = DEFAULT_RESULTS_DIR) -> list[Path]:
 
 def plot_training(results_dir: str | Path = DEFAULT_RESULTS_DIR) -> list[Path]:
     """The training benches' latest runs: the collator against decord + Pillow + transformers (ms per
-    trajectory), and a GRPO step's rollouts by stage with the group frame cache on and off."""
+    trajectory), and a GRPO step's rollouts by stage, per mode (batched turns, batch 1, ...)."""
     import json
 
     out_dir = Path(results_dir) / "plots"
@@ -119,13 +121,24 @@ def plot_training(results_dir: str | Path = DEFAULT_RESULTS_DIR) -> list[Path]:
                                 out_dir / "collator.png"))
     ro = latest("rollout.jsonl")
     if ro:
-        stages = ["wall", "generate", "decoder_work", "pack"]
+        # per mode (batched / batch1 / ...; rows before modes: group cache on / off); "model" = the
+        # generate calls' wall time (older rows: the episodes' summed generate stage)
+        stages = ["wall", "model", "decoder_work", "pack"]
+
+        def label(r: dict) -> str:
+            return r.get("mode") or ("group cache on" if r["share_frames"] else "group cache off")
+
+        def value(r: dict, s: str) -> float:
+            if s == "wall":
+                return r["wall_ms"]
+            if s == "model":
+                return r.get("model_ms", r["stages_ms"].get("generate", 0.0))
+            return r["stages_ms"].get(s, 0.0)
+
         series = {}
-        for share, name in ((True, "group cache on"), (False, "group cache off")):
-            rs = [r for r in ro if r["share_frames"] is share]
-            if rs:
-                series[name] = [sum((r["wall_ms"] if s == "wall" else r["stages_ms"].get(s, 0.0)) for r in rs) / len(rs) / 1e3
-                                for s in stages]
+        for name in dict.fromkeys(label(r) for r in ro):
+            rs = [r for r in ro if label(r) == name]
+            series[name] = [sum(value(r, s) for r in rs) / len(rs) / 1e3 for s in stages]
         head = (f"{ro[0]['questions']} questions x {ro[0]['generations']} episodes, {ro[0]['model']} model, "
                 f"{ro[0]['device']} - {ro[0]['timestamp']}")
         paths.append(_bar_chart(f"GRPO rollout batch, seconds by stage - {head}", stages, series, "s", False,

@@ -18,8 +18,9 @@
 #   pytest.xml      JUnit XML of `EVA_FAST_FAIL_WITHOUT_CUDA=1 pytest -m cuda`
 #   decode.jsonl    bench rows: eva_fast (CPU), eva_fast_cuda, PyNvVideoCodec, torchcodec CUDA
 #   pack.jsonl      Triton packer GB/s against a device-to-device copy of the same bytes
-#   rollout.jsonl   a GRPO step's rollouts (2 questions x 4 episodes) on a random Qwen2.5-VL-7B-shaped model
-#                   in bf16 with NVDEC frames: time per stage, frame-work share, group-cache saving
+#   rollout.jsonl   a GRPO step's rollouts (2 questions x 8 episodes) on a random Qwen2.5-VL-7B-shaped model
+#                   in bf16 with NVDEC frames: batched turns vs batch 1 (seconds, episodes/s, tokens/s,
+#                   decoding step ms), static KV cache and compiled step, frame-work share, cache saving
 #   soak.jsonl      1,000 mixed select_frames(device="cuda") requests: GPU memory and RSS every 100
 #   limits.jsonl    the decode limits (ffmpeg -hwaccel cuda 1 and 4 sessions, ffmpeg -threads N on the CPU)
 #                   and eva_fast's calls (cuda, cpu) and 1/2/4/8 readers at once as fractions of them
@@ -161,13 +162,20 @@ step_pack() {
 dry_pack() { need_file bench/bench_pack.py && need_entry_point eva_fast.bench.bench_pack; }
 
 step_rollout() {
+  # batched turns (2 questions x 8 episodes, one generate per tick) first, then batch 1 (1 episode per
+  # question: a full batch-1 group does not fit the step), then the static KV cache and the compiled
+  # decoding step on the batched path if the measured times say they fit, each checked against the
+  # batched tokens. Rows are appended as each mode finishes; --max-s is a deadline counted from the
+  # bench's start (model build and warm-up included): at it the bench stops, 10 s before the step's
+  # timeout, keeping the rows written (exit 0 once batched and batch1 are in, else 3)
+  local max_s=$(( STEP_TIMEOUT_S > 30 ? STEP_TIMEOUT_S - 10 : STEP_TIMEOUT_S / 2 ))
   if [ "$MODE" = gpu ]; then
     "$PY" -m eva_fast.bench.bench_rollout --device cuda --model-size 7b --decode-device cuda --questions 2 \
-      --generations 4 --reps 1 --configs shared --videos tests/data/bigbuckbunny.mp4 tests/data/nasa_13013.mp4 \
-      --out "$OUT/rollout.jsonl"
+      --generations 8 --batch1-generations 1 --reps 1 --modes batched,batch1,batched-static,batched-compiled \
+      --max-s "$max_s" --videos tests/data/bigbuckbunny.mp4 tests/data/nasa_13013.mp4 --out "$OUT/rollout.jsonl"
   else
-    "$PY" -m eva_fast.bench.bench_rollout --questions 1 --generations 2 --reps 1 --configs shared \
-      --videos tests/data/nasa_13013.mp4 --out "$OUT/rollout.jsonl"
+    "$PY" -m eva_fast.bench.bench_rollout --questions 1 --generations 2 --batch1-generations 1 --reps 1 \
+      --modes batched,batch1 --max-s "$max_s" --videos tests/data/nasa_13013.mp4 --out "$OUT/rollout.jsonl"
   fi
 }
 dry_rollout() { need_file bench/bench_rollout.py && need_file tests/_tiny_qwen.py && need_entry_point eva_fast.bench.bench_rollout; }

@@ -317,16 +317,36 @@ def render(results_dir: Path) -> str:
                          f"{_f(hf and hf['median_ms'] / tr['median_ms'], '{:.1f}')} |")
     roll = _newest_with_rows(results_dir, "gpu_rollout.jsonl", runs, lines)
     if roll:
-        lines += ["", "Rollouts (a GRPO step's episodes on a random Qwen2.5-VL-7B-shaped bf16 model; stage ms summed "
-                      "over the episodes; frame-work share = (decoder work + pack) / (generate + decoder work + pack)):",
-                  "", "| questions x episodes | wall s | generate s | decoder work ms | pack ms | frame-work share "
-                      "| frames decoded / requested |", "|---|---|---|---|---|---|---|"]
+        def eps_of(r):  # rows before the batched path (no "mode") were batch 1 and lack episodes/s
+            if r.get("episodes_per_s"):
+                return r["episodes_per_s"]
+            n, wall = (r.get("questions") or 0) * (r.get("generations") or 0), (r.get("wall_ms") or 0) / 1e3
+            return n / wall if n and wall else None
+
+        def mode_of(r):
+            return r.get("mode", "batch1")
+
+        b1 = [eps_of(r) for r in roll if mode_of(r) == "batch1" and eps_of(r)]
+        lines += ["", "Rollouts (a GRPO step's episodes on a random Qwen2.5-VL-7B-shaped bf16 model, replies forced "
+                      "token by token; batched = one generate per tick over every live episode, batch1 = one per "
+                      "episode turn; model s = the generate calls' wall time; frame-work share = (decoder work + pack) "
+                      "/ (that + model s); check = tokens and logprobs against the batched run):",
+                  "", "| mode | questions x episodes | wall s | episodes/s | x batch-1 | model s | tokens/s | decode step ms "
+                      "| prefill share | concurrency | padding | frame-work share | frames decoded / requested | check |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in roll:
             st = r.get("stages_ms") or {}
-            lines.append(f"| {r.get('questions')} x {r.get('generations')} | {_f((r.get('wall_ms') or 0) / 1e3)} | "
-                         f"{_f(st.get('generate', 0) / 1e3)} | {_f(st.get('decoder_work'), '{:.0f}')} | "
-                         f"{_f(st.get('pack'), '{:.0f}')} | {_f(r.get('frame_work_share'), '{:.3f}')} | "
-                         f"{r.get('frames_decoded')} / {r.get('frames_requested')} |")
+            eps = eps_of(r)
+            chk = r.get("check") or {}
+            lines.append(
+                f"| {mode_of(r)} | {r.get('questions')} x "
+                f"{r.get('generations')} | {_f((r.get('wall_ms') or 0) / 1e3)} | {_f(eps, '{:.3f}')} | "
+                f"{_f(eps / b1[0] if eps and b1 else None, '{:.2f}')} | "
+                f"{_f((r.get('model_ms', st.get('generate', 0)) or 0) / 1e3)} | {_f(r.get('tokens_per_s'), '{:.0f}')} | "
+                f"{_f(r.get('decode_step_ms'), '{:.1f}')} | {_f(r.get('prefill_share'), '{:.3f}')} | "
+                f"{_f(r.get('concurrency'), '{:.1f}')} | {_f(r.get('padding_waste'), '{:.3f}')} | "
+                f"{_f(r.get('frame_work_share'), '{:.3f}')} | {r.get('frames_decoded')} / {r.get('frames_requested')} | "
+                f"{'-' if not chk else ('ok' if chk.get('ok') else 'FAILED')} |")
     lim = _newest_with_rows(results_dir, "gpu_limits.jsonl", runs, lines)
     if lim:
         ff = [r for r in lim if r.get("kind") == "ffmpeg"]

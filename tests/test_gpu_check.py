@@ -310,7 +310,11 @@ def _returned_dir(tmp_path: Path, digest: str) -> Path:
     (d / "pack.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pack))
     (d / "rollout.jsonl").write_text(json.dumps(
         {"questions": 2, "generations": 4, "wall_ms": 75939.3, "frame_work_share": 0.0184, "frames_decoded": 95,
-         "frames_requested": 192, "stages_ms": {"generate": 75084.4, "decoder_work": 643.5, "pack": 767.8}}) + "\n")
+         "frames_requested": 192, "stages_ms": {"generate": 75084.4, "decoder_work": 643.5, "pack": 767.8}}) + "\n"
+        + json.dumps({"mode": "batched", "questions": 2, "generations": 8, "episodes": 16, "wall_ms": 20000.0,
+                      "episodes_per_s": 0.8, "model_ms": 18500.0, "tokens_per_s": 350.0, "decode_step_ms": 95.5,
+                      "prefill_share": 0.12, "concurrency": 13.3, "padding_waste": 0.21, "frame_work_share": 0.041,
+                      "frames_decoded": 190, "frames_requested": 384, "check": {"ok": True}}) + "\n")
     soak = [{"kind": "checkpoint", "requests": i, "gpu_used_mib": 1000.0 + i / 100, "rss_mib": 900.0, "ms_p50": 9.0}
             for i in (100, 200)]
     (d / "soak.jsonl").write_text("".join(json.dumps(r) + "\n" for r in soak) + '{"kind": "summ')  # killed mid-line
@@ -341,7 +345,7 @@ def test_results_converter_appends_rows_with_commit_and_renders_readme(tmp_path,
     assert run["pytest"]["failed"] == [{"test": "tests.video.test_nvdec::test_bad", "kind": "failure",
                                         "message": "assert 5 <= 4"}]
     assert run["rows"] == {"decode.jsonl": 3, "pack.jsonl": 3, "soak.jsonl": 2,  # truncated line dropped
-                           "rollout.jsonl": 1, "limits.jsonl": 0}
+                           "rollout.jsonl": 2, "limits.jsonl": 0}
     assert run["imports"] == {"trl": "1.16.0", "PyNvVideoCodec": "failed: ImportError: x"}
     dec = [json.loads(x) for x in (results / "gpu_decode.jsonl").read_text().splitlines()]
     assert all(r["commit"]["sha"] == head and r["gpu_check_run"] == run["run_id"] for r in dec)
@@ -351,7 +355,9 @@ def test_results_converter_appends_rows_with_commit_and_renders_readme(tmp_path,
     assert "| 32 | 364x644 | bfloat16 | 2000 | 50% | 5.0 | - |" in text
     assert "FAILED `tests.video.test_nvdec::test_bad`: assert 5 <= 4" in text
     assert "| soak | timeout | 100.0 |" in text and "cut short after 200 requests" in text
-    assert "| 2 x 4 | 75.9 | 75.1 | 644 | 768 | 0.018 | 95 / 192 |" in text
+    # a row of the first GPU run (batch 1, before the rows had a mode)
+    assert "| batch1 | 2 x 4 | 75.9 | 0.105 | 1.00 | 75.1 | - | - | - | - | - | 0.018 | 95 / 192 | - |" in text
+    assert "| batched | 2 x 8 | 20.0 | 0.800 | 7.59 | 18.5 | 350 | 95.5 | 0.120 | 13.3 | 0.210 | 0.041 | 190 / 384 | ok |" in text
     assert (results / "gpu_summary.md").read_text().startswith("# Latest GPU check")
     with pytest.raises(SystemExit, match="already in"):
         gpu_results.main(args)
@@ -404,5 +410,5 @@ def test_results_render_keeps_tables_a_partial_run_skipped(tmp_path, repo):
     text = gpu_results.render(results)
     assert text.startswith("GPU check 2026-12-02T10:00:00+00:00")
     assert "| clip | survey | 300.0 (24.00x) | 12.5 | skip | skip |" in text
-    assert "| 2 x 4 | 75.9 | 75.1 | 644 | 768 | 0.018 | 95 / 192 |" in text
+    assert "| batch1 | 2 x 4 | 75.9 | 0.105 | 1.00 | 75.1 | - | - | - | - | - | 0.018 | 95 / 192 | - |" in text
     assert text.count("from the GPU check of 2026-12-01T10:00:00+00:00") == 3  # decode, pack, rollout

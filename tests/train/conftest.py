@@ -98,7 +98,9 @@ def renderer(tiny_qwen_dir):
 class ForcedReplies:
     """Makes a transformers backend's model *generate* given replies: a logits processor appended
     after the backend's own masks every token but the next one of the reply (greedy then picks it),
-    so the backend's real generate/extend/record path runs on known text. Captures every prompt."""
+    so the backend's real generate/extend/record path runs on known text. Each row of a call takes
+    the next reply of the queue (a batched tick of k episodes takes k, in row order). Captures
+    every row's prompt (its ids without the left padding)."""
 
     def __init__(self, backend, replies: list[str]) -> None:
         self.backend = backend
@@ -111,11 +113,12 @@ class ForcedReplies:
         def generate(**kw):
             from eva_fast.agent._forcing import ForceTokens
 
-            forced = self.queue.pop(0)
-            self.prompts.append(kw["input_ids"][0].tolist())
-            self.generated.append(forced)
-            kw["logits_processor"] = list(kw.get("logits_processor") or []) + [ForceTokens(forced, kw["input_ids"].shape[1])]
-            kw["max_new_tokens"] = len(forced)
+            ids, mask = kw["input_ids"], kw["attention_mask"]
+            forced = [self.queue.pop(0) for _ in range(ids.shape[0])]
+            self.prompts.extend(row[m.bool()].tolist() for row, m in zip(ids, mask))
+            self.generated.extend(forced)
+            kw["logits_processor"] = list(kw.get("logits_processor") or []) + [ForceTokens(forced, ids.shape[1])]
+            kw["max_new_tokens"] = max(len(f) for f in forced)
             return original(**kw)
 
         backend.model.generate = generate
@@ -167,18 +170,57 @@ def cuda_layout_lm_head(monkeypatch):
     monkeypatch.setattr(tu, "_use_triton", lambda device: True, raising=True)
 
 
-def launch_two_processes(*cli_args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    """``torchrun --nproc_per_node 2 -m eva_fast.cli *cli_args``: two training processes on gloo
-    (the config's ``use_cpu: true`` makes accelerate's state MULTI_CPU), the same collectives as a
-    multi-GPU run; one thread each (2-core CI). ``accelerate launch --cpu --num_processes 2`` would
-    start a single process."""
+def launch_two_processes(*cli_args: str, timeout: int = 900, module: str = "eva_fast.cli",
+                         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m <module> *cli_args`` (default the ``eva-fast`` CLI): two
+    training processes on gloo (the config's ``use_cpu: true`` makes accelerate's state MULTI_CPU),
+    the same collectives as a multi-GPU run; one thread each (2-core CI). ``accelerate launch --cpu
+    --num_processes 2`` would start a single process. Past ``timeout`` seconds torchrun and its
+    workers (hung in a collective or not) are killed and ``subprocess.TimeoutExpired`` raised."""
+    import signal
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), "-m", "eva_fast.cli", *cli_args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+           "--master_port", str(port), "-m", module, *cli_args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # torchrun starts each worker in a session of its own: kill the whole tree, found before
+        # torchrun dies (its orphans would be reparented and hang on in their collective)
+        for pid in [*_descendants(proc.pid), proc.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        out, err = proc.communicate()
+        raise subprocess.TimeoutExpired(cmd, timeout, out, err) from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux ``/proc``), deepest first."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+
+    def walk(p: int) -> None:
+        for c in children.get(p, []):
+            walk(c)
+            out.append(c)
+
+    walk(pid)
+    return out
 
 
 def launch_failure(proc: subprocess.CompletedProcess) -> str:

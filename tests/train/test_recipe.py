@@ -87,12 +87,12 @@ def _recipe(tmp_path, srv, tiny_qwen_dir) -> dict:
                 "gradient_accumulation_steps": 1, "warmup_steps": 0, "save_strategy": "no"}},
             "rl_set": {"backend_args": {"device": "cpu"}, "max_turns": 2, "max_new_tokens": 8, "concurrency": 4},
             "grpo": {"config": str(REPO / "configs/train/grpo.yaml"), "overrides": {
-                **cpu, "max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2,
+                **cpu, "attn_implementation": "sdpa", "max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2,
                 "generation_batch_size": 2, "judge": "none", "use_vllm": False, "decode_device": "cpu",
                 "max_turns": 2, "max_new_tokens": 8, "save_strategy": "no", "dump_every_steps": 1, "dump_num": 0}},
             "enhance": {"questions_per_video": 2, "frames": 2, "resize": 0.25, "self_check": False, "concurrency": 1},
             "grpo_enhanced": {"config": str(REPO / "configs/train/grpo.yaml"), "overrides": {
-                **cpu, "max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2,
+                **cpu, "attn_implementation": "sdpa", "max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2,
                 "generation_batch_size": 2, "judge": "none", "use_vllm": False, "decode_device": "cpu",
                 "max_turns": 2, "max_new_tokens": 8, "save_strategy": "no", "dump_every_steps": 1, "dump_num": 0}},
         },

@@ -62,7 +62,7 @@ def test_episodes_share_ticks_and_ids_extend(backend):
     assert [t.stop_reason for t in trajs] == ["answer_found"] * 4
     assert [t.num_rounds for t in trajs] == [2, 2, 3, 3]
     # 3 ticks: all four episodes, all four, then the two Q1 episodes
-    assert [n for n, _ in fake.calls] == [4, 4, 2] and b.ticks == 3
+    assert [n for n, _ in fake.calls] == [4, 4, 2] and [t.episodes for t in b.tick_stats] == [4, 4, 2]
     assert fake.calls[1][1] == [2, 2, 2, 2] and fake.calls[2][1] == [4, 4]
     for t in trajs:
         tr = t.tokens
@@ -77,22 +77,17 @@ def test_a_finished_process_keeps_joining_the_collective_calls(backend):
     runs; it must keep calling generate (empty) until both agree nothing is live."""
     b, fake = backend
 
-    class TwoProcesses:
-        num_processes = 2
-        device = torch.device("cpu")
+    other_live = [1, 1, 1, 0]  # the other process: live for 3 more ticks
 
-        def __init__(self):
-            self.other_live = [True, True, True, False]  # the other process: live for 3 more ticks
+    def sync(values):  # element-wise max with the other process's values
+        return [max(values[0], other_live.pop(0)), *values[1:]]
 
-        def reduce(self, t, reduction="sum"):
-            return t + int(self.other_live.pop(0))
-
-    b.accelerator = TwoProcesses()
+    b.batcher.sync = sync
     engine = RolloutEngine(b, AgentConfig(max_turns=4))
     batch = engine.run_sync([VIDEO], ["Q0? A. x B. y"])
     assert batch.trajectories[0].stop_reason == "answer_found"
     # 2 ticks with this process's episode, then empty ticks while the other process is live
-    assert [n for n, _ in fake.calls] == [1, 1, 0] and b.accelerator.other_live == []
+    assert [n for n, _ in fake.calls] == [1, 1, 0] and other_live == []
 
 
 def test_generation_errors_end_the_episode_not_the_batch(backend):

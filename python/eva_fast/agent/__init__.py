@@ -14,14 +14,17 @@ a call's raw arguments, tool-turn labels and layout: pure string/number work), `
 (``AgentConfig``), ``_types`` (messages, generations, ``Trajectory`` and its JSON layout), ``_loop``
 (the state machine, and ``plan_tool_call``: how a call becomes a ``FramePlan``), ``_render``
 (``ChatRenderer``: conversations -> token ids, shared by the transformers backend and training),
-``_backend`` (backend registry) and the backends ``_transformers``, ``_openai``, ``_scripted``;
+``_backend`` (backend registry), ``_ticks`` (turn-synchronous batching of many episodes' turns) and
+the backends ``_transformers``, ``_openai``, ``_scripted``;
 ``_viz`` (timeline plot), ``_cli`` (``eva-fast ask``).
 
 What training builds on is exported here and kept stable: the renderer (``ChatRenderer``,
 ``RenderedChat``, ``load_chat_template``, ``expand_image_tokens``), the loop's own call planning
 (``plan_tool_call``, ``recorded_frame_options``), the protocol pieces (``frame_label``,
 ``first_user_text``, ``tool_turn_layout``, ``TIMESTAMP_FORMATS``), the token-level backend
-(``TransformersBackend``, ``TokenSession``, ``TokenTrace``) and ``plot_timeline``.
+(``TransformersBackend``, ``TokenSession``, ``TokenTrace``), turn-synchronous batching
+(``TurnBatcher``, ``TurnRequest``, ``TickStats``, ``SyncFn``: ``_ticks``), which stop reasons are
+the machinery's (``STOP_EXCEPTION`` with ``INFRA_ERROR_SOURCES``) and ``plot_timeline``.
 """
 
 from eva_fast.agent._backend import (
@@ -46,8 +49,10 @@ from eva_fast.agent._protocol import (
     tool_turn_layout,
 )
 from eva_fast.agent._render import ChatRenderer, RenderedChat, expand_image_tokens, load_chat_template
+from eva_fast.agent._ticks import SyncFn, TickStats, TickSummary, TurnBatcher, TurnRequest, summarize_ticks
 from eva_fast.agent._transformers import TokenSession, TransformersBackend
 from eva_fast.agent._types import (
+    INFRA_ERROR_SOURCES,
     FramesReturned,
     Generation,
     ImagePart,
@@ -61,6 +66,7 @@ from eva_fast.agent._types import (
 from eva_fast.agent._viz import plot_timeline
 
 __all__ = [
+    "INFRA_ERROR_SOURCES",
     "NORMAL_STOP_REASONS",
     "STOP_EXCEPTION",
     "SYSTEM_PROMPT",
@@ -78,13 +84,18 @@ __all__ = [
     "ModelBackend",
     "RenderedChat",
     "Session",
+    "SyncFn",
     "TextPart",
+    "TickStats",
+    "TickSummary",
     "TokenSession",
     "TokenTrace",
     "ToolCall",
     "Trajectory",
     "TransformersBackend",
     "Turn",
+    "TurnBatcher",
+    "TurnRequest",
     "expand_image_tokens",
     "extract_answer",
     "first_user_text",
@@ -97,5 +108,6 @@ __all__ = [
     "plot_timeline",
     "recorded_frame_options",
     "register_backend",
+    "summarize_ticks",
     "tool_turn_layout",
 ]

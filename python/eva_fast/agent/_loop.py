@@ -144,11 +144,13 @@ class AgentLoop:
             traj.stop_reason = reason
             return AgentState.TERMINATED
 
+        source = "video"  # what the code running now counts as, for Trajectory.error_source
         try:
             while state is not AgentState.TERMINATED:
                 if state is AgentState.PENDING:
                     if reader is None:
                         reader = owned = await asyncio.to_thread(VideoReader, traj.video_path, device=cfg.decode_device)
+                    source = "backend"
                     meta = reader.metadata
                     traj.duration_s, traj.width, traj.height = meta.duration_s, meta.width, meta.height
                     messages = [
@@ -163,6 +165,7 @@ class AgentLoop:
                     if traj.num_rounds >= cfg.max_turns:
                         state = stop(STOP_MAX_TURNS)
                         continue
+                    source = "backend"
                     gen = await session.generate(
                         messages, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature
                     )
@@ -187,10 +190,12 @@ class AgentLoop:
                     traj.turns.append(turn)
                     messages.append(Message("assistant", gen.text))
                     if on_event:
+                        source = "callback"
                         on_event("generated", traj, turn)
                     state = AgentState.PARSING
 
                 elif state is AgentState.PARSING:
+                    source = "model_output"
                     answer = extract_answer(turn.text)
                     if answer:
                         traj.answer = answer
@@ -205,12 +210,14 @@ class AgentLoop:
                         state = AgentState.PROCESSING_TOOLS
 
                 elif state is AgentState.PROCESSING_TOOLS:
+                    source = "model_output"  # the reference's arithmetic on the model's arguments may raise
                     try:
                         parts, errors = await self._run_tools(reader, pending, turn, question)
                     finally:  # the reference adds each call's estimate before running it: a call
                         # that then raises (string start_time) is still counted
                         traj.estimated_visual_tokens += sum(c.estimated_visual_tokens for c in turn.tool_calls)
                     if on_event:
+                        source = "callback"
                         on_event("tools", traj, turn)
                     if errors and len(errors) == len(pending):
                         state = stop("; ".join(errors))
@@ -223,6 +230,7 @@ class AgentLoop:
         except Exception as e:
             logger.warning("agent run on %s stopped by an exception", traj.video_path, exc_info=True)
             traj.error = f"{type(e).__name__}: {e}"
+            traj.error_source = source
             traj.stop_reason = STOP_EXCEPTION  # the reference's record: stop_reason "exception" + "error"
         finally:
             if session is not None:

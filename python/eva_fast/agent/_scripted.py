@@ -86,6 +86,23 @@ class ScriptedBackend(ModelBackend):
     def session(self) -> Session:
         return _ScriptedSession(self)
 
+    # the round protocol of eva_fast.agent._ticks, handed to ``then`` (its turns are the model's)
+    def expect(self, episodes: int, max_concurrency: int | None = None) -> None:
+        if hasattr(self.then, "expect"):
+            self.then.expect(episodes, max_concurrency)
+
+    def episode_done(self) -> None:
+        if hasattr(self.then, "episode_done"):
+            self.then.episode_done()
+
+    async def drain(self) -> None:
+        if hasattr(self.then, "drain"):
+            await self.then.drain()
+
+    @property
+    def tick_stats(self) -> list:
+        return list(getattr(self.then, "tick_stats", None) or [])
+
     async def aclose(self) -> None:
         if self.then is not None:
             await self.then.aclose()

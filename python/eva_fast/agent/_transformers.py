@@ -17,15 +17,26 @@ generated ids, and each generated id's sampling log-probability): what GRPO's lo
 Decoding follows the checkpoint's ``generation_config.json`` (as ``vllm serve`` does by default)
 overridden by ``generation_kwargs``, at the request's ``temperature`` and ``max_new_tokens``:
 ``temperature == 0`` is greedy.
+
+Batching: outside a round of episodes each turn is one ``generate`` of batch 1 (``eva-fast ask``,
+eval). Inside a round (``expect`` ... ``drain``: GRPO rollouts through
+:class:`eva_fast.train.RolloutEngine`, the CSV judge's prompts of a step) the turns of all live
+episodes are served turn-synchronously, one left-padded batched ``generate`` per tick
+(:meth:`TransformersBackend.generate_turns`, :mod:`eva_fast.agent._ticks`), each row with its own
+frames; a batch-1 turn is the same function with one row. The KV cache is not kept across turns:
+every turn prefills the episode's whole sequence (vision tower included), whose share of the
+generate time the ticks record (``TickStats.prefill_ms``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +51,12 @@ from eva_fast.agent._render import (
     expand_image_tokens,
     load_chat_template,
 )
+from eva_fast.agent._ticks import SyncFn, TickStats, TurnBatcher, TurnRequest
 from eva_fast.agent._types import Generation, ImagePart, Message, TextPart, TokenTrace
 from eva_fast.vision import pack_qwen25vl, warm_up_pack
 
 logger = get_logger("agent")
+_SESSION_SEQ = itertools.count()
 
 __all__ = [
     "END_OF_TURN",
@@ -89,28 +102,39 @@ def frame_runs(parts: Sequence[ImagePart]) -> list[torch.Tensor]:
 
 class _LogprobRecorder:
     """A logits processor that records, for each generated token, ``log_softmax(scores / T)`` at that
-    token, keeping one ``[B, V]`` row at a time (the token of step ``t`` is known at step ``t + 1``).
+    token, keeping one ``[B, V]`` row block at a time (the token of step ``t`` is known at step
+    ``t + 1``), and the time of the first call (the prefill: prompt and vision tower).
 
     transformers applies custom processors after its penalty processors and before temperature and
     top-k/top-p, so ``scores`` are the raw logits when no penalty is configured (GRPO rollouts).
     """
 
-    def __init__(self, temperature: float) -> None:
+    def __init__(self, temperature: float, device: torch.device) -> None:
         self.inv_t = 1.0 / (temperature if temperature > 0 else 1.0)
+        self.device = device
         self.prev: torch.Tensor | None = None
         self.out: list[torch.Tensor] = []
+        self.t0 = time.perf_counter()
+        self.prefill_ms = 0.0
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if self.prev is not None:
             self.out.append(self.prev.gather(-1, input_ids[:, -1:])[:, 0])
+        else:
+            if self.device.type == "cuda":
+                torch.cuda.current_stream(self.device).synchronize()
+            self.prefill_ms = (time.perf_counter() - self.t0) * 1e3
         self.prev = torch.log_softmax(scores.float() * self.inv_t, dim=-1)
         return scores
 
-    def finish(self, last_token: torch.Tensor) -> list[float]:
+    def finish(self, last_token: torch.Tensor) -> torch.Tensor:
+        """float32 ``[B, steps]``: each row's logprob of the token generated at each step."""
         if self.prev is not None:
             self.out.append(self.prev.gather(-1, last_token.view(-1, 1))[:, 0])
             self.prev = None
-        return torch.stack(self.out, 1)[0].tolist() if self.out else []
+        if not self.out:
+            return torch.zeros(last_token.numel(), 0)
+        return torch.stack(self.out, 1).cpu()
 
 
 class TokenSession(Session):
@@ -131,6 +155,8 @@ class TokenSession(Session):
     def __init__(self, renderer: ChatRenderer, device: Any = "cpu", pack_dtype: torch.dtype = torch.float32,
                  pack_backend: str | None = None) -> None:
         self.renderer = renderer
+        #: creation number: the session's row order in a batched tick (TurnRequest.order)
+        self.seq = next(_SESSION_SEQ)
         self.device = torch.device(device)
         self.pack_dtype = pack_dtype
         self.pack_backend = pack_backend
@@ -272,6 +298,26 @@ class TokenSession(Session):
         )
 
 
+@dataclass
+class TurnResult:
+    """One model turn as a batched call produced it (what batch-1 generation records).
+
+    Attributes:
+        token_ids: the generated ids, up to and including the end-of-turn token (or cut at the
+            turn's ``max_new_tokens``).
+        logprobs: each id's sampling log-probability (``log_softmax(logits / T)``; T = 1 when greedy).
+        prompt_tokens: the episode's prompt length for this turn (its own ids, no padding).
+        generate_ms: wall time of the call that served it, milliseconds.
+        pack_ms: time spent packing this episode's new frames before the call, milliseconds.
+    """
+
+    token_ids: list[int]
+    logprobs: list[float]
+    prompt_tokens: int
+    generate_ms: float
+    pack_ms: float = 0.0
+
+
 class _TransformersSession(TokenSession):
     def __init__(self, backend: TransformersBackend) -> None:
         super().__init__(backend.renderer, backend.device, backend.dtype, backend.pack_backend)
@@ -279,40 +325,33 @@ class _TransformersSession(TokenSession):
 
     # -- generation -----------------------------------------------------------------------------
 
-    def _generate_sync(self, messages: Sequence[Message], max_new_tokens: int, temperature: float) -> Generation:
+    def _generate_alone(self, messages: Sequence[Message], max_new_tokens: int, temperature: float) -> TurnResult:
         b = self._b
-        with b.lock, torch.inference_mode():
-            inputs, pack_ms = self.build_inputs(messages)
-            prompt_len = inputs["input_ids"].shape[1]
-            gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, **b.generation_kwargs}
-            if temperature > 0:
-                gen_kwargs.update(do_sample=True, temperature=float(temperature))
-            else:
-                gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            recorder = _LogprobRecorder(float(temperature))
-            t0 = time.perf_counter()
-            out = b.model.generate(**inputs, **gen_kwargs, logits_processor=[recorder])
-            if b.device.type == "cuda":
-                torch.cuda.synchronize(b.device)
-            gen_ms = (time.perf_counter() - t0) * 1e3
-        new = out[0, prompt_len:].tolist()
-        logprobs = recorder.finish(out[:, -1]) if new else []
-        # batch of one: generation ends at the first end token (no padding to strip)
-        ended = bool(new) and new[-1] in b.eos_token_ids
-        text = b.tokenizer.decode(new, skip_special_tokens=True)
-        self.record_generation(new, logprobs, text)
-        return Generation(
-            text=text,
-            prompt_tokens=prompt_len,
-            completion_tokens=len(new),
-            finish_reason="stop" if ended else "length",
-            timings_ms={"generate": gen_ms, "pack": pack_ms},
-            completion_token_ids=new,
-            completion_logprobs=logprobs,
-        )
+        with b.lock:
+            self.prepare(messages)
+            (result,), _ = b.generate_turns([TurnRequest(self, max_new_tokens, temperature)])
+        return result
 
     async def generate(self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float) -> Generation:
-        return await asyncio.to_thread(self._generate_sync, list(messages), max_new_tokens, temperature)
+        b = self._b
+        if b.batcher.active:  # a round of episodes: this turn joins the next tick (which packs its frames)
+            await asyncio.to_thread(self.prepare, list(messages))
+            result = await b.batcher.submit(TurnRequest(self, max_new_tokens, temperature, self.seq))
+        else:
+            result = await asyncio.to_thread(self._generate_alone, list(messages), max_new_tokens, temperature)
+        new = result.token_ids
+        text = b.tokenizer.decode(new, skip_special_tokens=True)
+        self.record_generation(new, result.logprobs, text)
+        ended = bool(new) and new[-1] in b.eos_token_ids
+        return Generation(
+            text=text,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=len(new),
+            finish_reason="stop" if ended else "length",
+            timings_ms={"generate": result.generate_ms, "pack": result.pack_ms},
+            completion_token_ids=list(new),
+            completion_logprobs=list(result.logprobs),
+        )
 
 
 @register_backend("transformers")
@@ -335,6 +374,17 @@ class TransformersBackend(ModelBackend):
         generation_kwargs: ``generate`` settings that override the checkpoint's generation config
             (e.g. ``{"top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0}`` to sample from the plain
             tempered distribution, as GRPO rollouts do).
+        batch_turns: inside a round of episodes (:meth:`expect` ... :meth:`drain`, what
+            :class:`eva_fast.train.RolloutEngine` and the CSV judge do), serve the turns of all live
+            episodes with one batched ``generate`` per tick (:mod:`eva_fast.agent._ticks`); False:
+            one ``generate`` per turn (batch 1), as outside a round.
+        sync: element-wise max of a list of ints over all processes (multi-process training: the
+            processes then make the same number of ``generate`` calls, with the vision tower run on
+            every process whenever it runs on one); None for one process.
+        cache_implementation: ``generate``'s KV cache (None: transformers' default, the dynamic
+            cache; ``"static"``: preallocated, the prerequisite of a compiled decoding step).
+        compile_decoding: with ``cache_implementation="static"`` on CUDA, let transformers compile
+            the decoding step (``torch.compile``); False keeps it eager (``disable_compile``).
 
     Raises:
         ImportError: transformers missing (``pip install 'transformers>=4.50'``).
@@ -354,6 +404,10 @@ class TransformersBackend(ModelBackend):
         model: Any = None,
         tokenizer: Any = None,
         generation_kwargs: dict[str, Any] | None = None,
+        batch_turns: bool = True,
+        sync: SyncFn | None = None,
+        cache_implementation: str | None = None,
+        compile_decoding: bool = False,
     ) -> None:
         try:
             from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration  # optional heavy dependency
@@ -404,6 +458,19 @@ class TransformersBackend(ModelBackend):
         self.eos_token_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
         self.eos_token_ids.add(self.renderer.end_of_turn_id)
         self.generation_kwargs = dict(generation_kwargs or {})
+        if cache_implementation not in (None, "dynamic", "static"):
+            raise ValueError(f"cache_implementation must be None, 'dynamic' or 'static', got {cache_implementation!r}")
+        if compile_decoding and cache_implementation != "static":
+            raise ValueError("compile_decoding needs cache_implementation='static' (transformers compiles only then)")
+        self.cache_implementation = cache_implementation
+        self.compile_decoding = compile_decoding
+        pad = self.model.generation_config.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.pad_token_id
+        self.pad_token_id = int(pad) if pad is not None else min(self.eos_token_ids)
+        self.batch_turns = batch_turns
+        self.batcher = TurnBatcher(self._run_tick, sync=sync, flags=self._tick_flags)
+        self._dummy_image: Any = None
         self.pack_backend = pack_backend
         #: milliseconds the packer's one-time compile took at construction (0.0 on CPU): it happens
         #: here, not inside the first episode's timed ``pack`` stage
@@ -412,3 +479,139 @@ class TransformersBackend(ModelBackend):
 
     def session(self) -> Session:
         return _TransformersSession(self)
+
+    # -- a round of episodes (turn-synchronous batching, eva_fast.agent._ticks) ---------------------
+
+    def expect(self, episodes: int, max_concurrency: int | None = None) -> None:
+        """Open a round of ``episodes`` episodes (no-op with ``batch_turns=False``)."""
+        if self.batch_turns:
+            self.batcher.expect(episodes, max_concurrency)
+
+    def episode_done(self) -> None:
+        """One episode of the round ended."""
+        if self.batch_turns:
+            self.batcher.episode_done()
+
+    async def drain(self) -> None:
+        """Join ticks until every process's episodes are done, then close the round."""
+        if self.batch_turns:
+            await self.batcher.drain()
+
+    @property
+    def tick_stats(self) -> list[TickStats]:
+        """The last round's ticks (empty with ``batch_turns=False``)."""
+        return list(self.batcher.ticks) if self.batch_turns else []
+
+    def _tick_flags(self, requests: list[TurnRequest]) -> list[int]:
+        # what every process's call of this tick must agree on: whether any batch carries images
+        # (then the vision tower runs everywhere: under FSDP it gathers parameters), the longest turn
+        return [int(any(r.session._visual for r in requests)), max((r.max_new_tokens for r in requests), default=0)]
+
+    def _run_tick(self, requests: list[TurnRequest], agreed: list[int]) -> tuple[list[TurnResult], TickStats]:
+        with self.lock:
+            return self.generate_turns(requests, agreed)
+
+    def generation_kwargs_for(self, max_new_tokens: int, temperature: float) -> dict[str, Any]:
+        """``generate`` settings of a turn: the checkpoint's generation config overridden by
+        ``generation_kwargs``, the turn's limit, greedy at ``temperature == 0`` else sampling at
+        it, every end-of-turn id as EOS, the KV-cache options."""
+        kw: dict[str, Any] = {"max_new_tokens": int(max_new_tokens), **self.generation_kwargs}
+        kw.setdefault("eos_token_id", sorted(self.eos_token_ids))
+        kw.setdefault("pad_token_id", self.pad_token_id)
+        if temperature > 0:
+            kw.update(do_sample=True, temperature=float(temperature))
+        else:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None, min_p=None)
+        if self.cache_implementation is not None:
+            kw["cache_implementation"] = self.cache_implementation
+            kw["disable_compile"] = not self.compile_decoding
+        return kw
+
+    def _dummy_row(self, with_image: bool) -> tuple[list[int], Any]:
+        """A one-token row for a call this process must make without a turn of its own: an image
+        pad with one black 28x28 frame (one merged token) when the vision tower must run, else an
+        end-of-turn id."""
+        if not with_image:
+            return [self.renderer.end_of_turn_id], None
+        if self._dummy_image is None:
+            frame = torch.zeros(1, 28, 28, 3, dtype=torch.uint8, device=self.device)
+            self._dummy_image = pack_qwen25vl(frame, dtype=self.dtype, backend=self.pack_backend)
+        return [self.image_token_id], self._dummy_image
+
+    def generate_turns(self, requests: Sequence[TurnRequest], agreed: Sequence[int] | None = None
+                       ) -> tuple[list[TurnResult], TickStats]:
+        """Generate the next turn of every request's session in one ``generate`` call.
+
+        Rows are the sessions' token ids (their new frames packed first, one session after another:
+        :meth:`TokenSession.pack`), left-padded to the longest with ``pad_token_id`` (attention mask
+        0 there; M-RoPE positions skip the pads, as transformers' ``get_rope_index`` does with the
+        mask), ``pixel_values`` / ``image_grid_thw`` the rows' frames in row order. Each row keeps
+        its ids up to its first end-of-turn id or its own ``max_new_tokens``, and the sampling
+        logprob of each (:class:`_LogprobRecorder`): what a call with that row alone records (equal
+        token for token at temperature 0 up to float rounding of the padded matmuls, tested on CPU).
+
+        Args:
+            requests: the turns (possibly none: a call that only joins the other processes').
+            agreed: ``[live, any_images, max_new_tokens]`` agreed over processes (see
+                :meth:`_tick_flags`); None: this process alone.
+
+        Returns:
+            One :class:`TurnResult` per request, in order, and the call's :class:`TickStats`.
+
+        Raises:
+            ValueError: the requests' temperatures differ.
+        """
+        temps = {float(r.temperature) for r in requests}
+        if len(temps) > 1:
+            raise ValueError(f"one batched call samples at one temperature; the turns ask for {sorted(temps)}")
+        temperature = temps.pop() if temps else 0.0
+        # the rows' new frames, one episode after another (each timed on its own, not contending)
+        pack_ms = [r.session.pack() for r in requests]
+        local_images, local_max = self._tick_flags(list(requests))
+        any_images, max_new = (local_images, local_max) if agreed is None else (agreed[1], agreed[2])
+        rows: list[list[int]] = [list(r.session.ids) for r in requests]
+        packed: list[Any] = [v[3] for r in requests for v in r.session._visual]
+        if not requests or (any_images and not local_images):
+            ids, image = self._dummy_row(bool(any_images))
+            rows.append(ids)
+            if image is not None:
+                packed.append(image)
+        max_new = max(1, int(max_new))
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            attention[i, width - len(r):] = 1
+        inputs: dict[str, torch.Tensor] = {
+            "input_ids": input_ids.to(self.device),
+            "attention_mask": attention.to(self.device),
+            "mm_token_type_ids": ((input_ids == self.image_token_id) & (attention == 1)).to(torch.int32).to(self.device),
+        }
+        if packed:
+            inputs["pixel_values"] = torch.cat([p.pixel_values for p in packed])
+            inputs["image_grid_thw"] = torch.cat([p.image_grid_thw for p in packed])
+        recorder = _LogprobRecorder(temperature, self.device)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **self.generation_kwargs_for(max_new, temperature),
+                                      logits_processor=[recorder])
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        gen_ms = (time.perf_counter() - recorder.t0) * 1e3
+        new = out[:, width:].cpu()
+        logprobs = recorder.finish(out[:, -1]) if new.shape[1] else torch.zeros(len(rows), 0)
+        results: list[TurnResult] = []
+        for i, req in enumerate(requests):
+            row = new[i].tolist()
+            keep = min(int(req.max_new_tokens), len(row))
+            for k in range(keep):
+                if row[k] in self.eos_token_ids:
+                    keep = k + 1
+                    break
+            results.append(TurnResult(row[:keep], logprobs[i, :keep].tolist(), len(rows[i]), gen_ms, pack_ms[i]))
+        stats = TickStats(
+            episodes=len(requests), rows=len(rows), prompt_tokens=sum(len(r) for r in rows[: len(requests)]),
+            prompt_slots=len(rows) * width, generated_tokens=sum(len(r.token_ids) for r in results),
+            decode_slots=len(rows) * int(new.shape[1]), generate_ms=gen_ms, prefill_ms=recorder.prefill_ms,
+        )
+        return results, stats

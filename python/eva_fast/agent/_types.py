@@ -298,6 +298,9 @@ class Turn:
 _RAW_MAX_CHARS = 4096
 #: ``FramesReturned`` keys of records written by earlier versions -> today's names.
 _OLD_FRAMES_KEYS = {"pts_seconds": "pts_s", "label_seconds": "label_s"}
+#: :attr:`Trajectory.error_source` values that are failures of the machinery (backend, video,
+#: caller), not behaviour of the model.
+INFRA_ERROR_SOURCES = ("backend", "video", "callback")
 
 
 @dataclass
@@ -321,6 +324,12 @@ class Trajectory:
         system: the system turn used.
         backend, model: which backend and model answered.
         error: exception text for ``exception``/``openai_bad_request`` stops, else None.
+        error_source: what raised, for ``exception`` stops (None otherwise): ``"model_output"`` (the
+            published evaluation's own arithmetic on the model's tool arguments: the reference's
+            ``exception`` record, a behaviour of the model), ``"backend"`` (the model backend: a
+            server error, a timeout, out of memory), ``"video"`` (the video could not be opened),
+            ``"callback"`` (the caller's ``on_event``). :data:`INFRA_ERROR_SOURCES` are failures of
+            the machinery, not of the model (GRPO leaves such episodes unscored).
         wall_ms: wall time of the whole run, milliseconds.
         config: the agent settings that shape the conversation and its frames
             (:meth:`AgentConfig.conversation_config`: ``timestamp_fmt``, ``max_turns``,
@@ -349,6 +358,7 @@ class Trajectory:
     backend: str = ""
     model: str = ""
     error: str | None = None
+    error_source: str | None = None
     wall_ms: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
     tokens: TokenTrace | None = None

@@ -50,7 +50,6 @@ from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, R
 _LAZY = {
     "EvaGRPOConfig": "eva_fast.train._grpo",
     "EvaGRPOTrainer": "eva_fast.train._grpo",
-    "EvaRewards": "eva_fast.train._grpo",
     "VLLMRolloutBackend": "eva_fast.train._vllm",
     "EvaSFTConfig": "eva_fast.train._sft",
     "EvaSFTTrainer": "eva_fast.train._sft",
@@ -74,7 +73,6 @@ __all__ = [
     "CacheStats",
     "EvaGRPOConfig",
     "EvaGRPOTrainer",
-    "EvaRewards",
     "GroupFrameCache",
     "RolloutBatch",
     "RolloutEngine",

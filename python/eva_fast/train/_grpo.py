@@ -24,12 +24,25 @@ Where eva_fast hooks in, and why there (TRL 1.16.0, ``trl/trainer/grpo_trainer.p
 * ``_generate_and_score_completions`` is wrapped: it hands the batch's rows to ``_generate`` (TRL
   passes only the prompts) and afterwards checks TRL's silent guard — if any sample's image-pad
   count differs from its frames' grid, TRL drops every image of the batch — and raises instead.
-* ``compute_loss`` is TRL's. The completion mask is TRL's ``completion_mask * tool_mask`` with our
-  ``tool_mask`` = the episode's response mask (1 on generated ids incl. each turn's
-  ``<|im_end|>``, 0 on tool turns and template text).
+* ``compute_loss`` is TRL's (``loss_type`` "grpo" by default: the paper's objective). The
+  completion mask is TRL's ``completion_mask * tool_mask`` with our ``tool_mask`` = the episode's
+  response mask (1 on generated ids incl. each turn's ``<|im_end|>``, 0 on tool turns and template
+  text).
+* Rewards are :mod:`eva_fast.train.rewards` functions by name (``reward_funcs``), bound to a
+  per-step :class:`~eva_fast.train.rewards.RewardContext`. An infrastructure failure scores None
+  from every function: TRL's "unscorable" path (NaN rewards, out of the group baseline, advantage
+  0). ``_calculate_rewards`` is wrapped only to keep the gathered reward matrix, so the episodes TRL
+  found unscorable also leave the loss: their ``tool_mask`` row is zeroed after
+  ``_generate_and_score_completions`` (policy and KL terms alike).
+* Rollouts are turn-synchronous (:mod:`eva_fast.agent._ticks`): with several processes each tick
+  is agreed first, so every process makes the same ``generate`` calls — what transformers'
+  ``synced_gpus`` (set under ZeRO-3/FSDP) and vLLM's server mode need; the in-process CSV judge
+  batches its prompts the same way.
 
 What a TRL upgrade would break (``tests/train/test_grpo.py`` checks each, so it breaks loudly):
-the name, signature and 8-tuple of ``_generate``; that ``_generate_and_score_completions`` takes
+the name, signature and 8-tuple of ``_generate``; ``_calculate_rewards``' signature and its gathered
+NaN-for-None matrix, the unscorable mask and the loss's ``completion_mask * tool_mask``; that
+``_generate_and_score_completions`` takes
 the image branch when ``self.tools`` and ``tool_images`` are non-empty and calls
 ``processing_class.image_processor`` there; the output keys ``pixel_values`` / ``image_grid_thw`` /
 ``tool_mask``; that reward functions receive ``extra_fields`` and dataset columns as keyword
@@ -38,7 +51,6 @@ arguments; and ``_get_per_token_logps_and_entropies``' signature (the logprob te
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -54,6 +66,7 @@ try:
     from trl.models.utils import disable_gradient_checkpointing, unwrap_model_for_generation
 except ImportError as e:  # pragma: no cover - trl is the train extra
     raise ImportError("eva_fast.train needs TRL: pip install 'trl==1.16.0' peft accelerate rouge-score") from e
+import torch
 from accelerate.utils import gather_object  # TRL's dependencies
 from datasets import Dataset
 from transformers import Qwen2_5_VLForConditionalGeneration
@@ -63,9 +76,9 @@ from eva_fast._logging import get_logger
 from eva_fast.agent import NORMAL_STOP_REASONS, AgentConfig, TransformersBackend, get_backend, plot_timeline
 from eva_fast.train._common import CheckpointExtrasMixin, ResumeWeightsMixin, base_model_and_tokenizer
 from eva_fast.train._rl_data import RLSample, balance_types, load_rl_set  # noqa: F401  (balance_types: was defined here)
-from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine
+from eva_fast.train._rollout import CacheStats, GroupFrameCache, RolloutBatch, RolloutEngine, cross_process_max
 from eva_fast.train._vllm import VLLMRolloutBackend
-from eva_fast.train.rewards import CSVJudge, format_reward, mcq_accuracy, rouge_reward
+from eva_fast.train.rewards import CSVJudge, RewardContext, bind_rewards
 from eva_fast.video import FrameOptions
 from eva_fast.vision import EvaQwen2VLImageProcessor, EvaQwen25VLProcessor
 
@@ -90,10 +103,13 @@ class EvaGRPOConfig(GRPOConfig):
 
     TRL fields keep their meaning; ``temperature``, ``top_p``, ``top_k``, ``min_p`` are the rollouts'
     sampling settings, ``num_generations`` the episodes per question (paper: 8; batch of 64
-    questions = ``generation_batch_size`` 512). Defaults changed from TRL's: ``beta`` 0.04 (the paper
-    keeps a KL term to the SFT+KTO reference; TRL's default is 0), ``max_completion_length`` None
-    (an episode is never truncated: cutting image pads breaks the vision/text alignment; it is
-    bounded by ``max_turns`` x ``max_new_tokens`` + tool turns), ``remove_unused_columns=False``.
+    questions = ``generation_batch_size`` 512). Defaults changed from TRL's: ``loss_type`` "grpo"
+    (the paper's GRPO objective; TRL 1.16 defaults to "dapo"), ``beta`` 0.04 (the paper keeps a KL
+    term to the SFT+KTO reference; TRL's default is 0; 0.04 is the GRPO paper's value, EVA's is not
+    published), ``max_completion_length`` None (an episode is never truncated: cutting image pads
+    breaks the vision/text alignment; it is bounded by ``max_turns`` x ``max_new_tokens`` + tool
+    turns), ``remove_unused_columns=False``. Rewards: ``reward_funcs`` names functions of
+    :mod:`eva_fast.train.rewards` (weights: TRL's ``reward_weights``).
 
     The agent fields carry :class:`eva_fast.agent.AgentConfig`'s names (``max_turns``,
     ``max_new_tokens``, ``decode_device``); ``frame_options`` embeds a
@@ -126,10 +142,13 @@ class EvaGRPOConfig(GRPOConfig):
                                metadata={"help": "where frames are decoded: cpu or cuda[:N]"})
     share_frames: bool = field(default=True, metadata={"help": "share decoded frames among a question's episodes"})
     rollout_concurrency: int | None = field(default=None, metadata={"help": "episodes in flight at once (None: all)"})
-    format_reward: float = field(default=0.1, metadata={"help": "reward of a valid tool call with a wrong answer"})
-    correct_threshold: float = field(
-        default=0.5, metadata={"help": "open-ended answers with ROUGE >= this count as right (for the format reward)"}
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["accuracy", "format"],
+        metadata={"help": "reward functions by registry name (eva_fast.train.rewards.REWARDS) or dotted path; "
+                  "weights: reward_weights (TRL's, default 1 each)"},
     )
+    format_reward: float = field(
+        default=0.1, metadata={"help": "the format reward's value: a valid tool call's answer reward is topped up to it"})
     judge: str = field(
         default="reference",
         metadata={"help": "CSV judge of multiple-choice answers: reference (frozen reference/base model in process), "
@@ -142,6 +161,16 @@ class EvaGRPOConfig(GRPOConfig):
         default=0, metadata={"help": "every N steps write the step's rollouts (jsonl, for failure mining) and timeline PNGs; 0 = never"})
     dump_num: int = field(default=2, metadata={"help": "timeline PNGs per dump"})
     beta: float = field(default=0.04, metadata={"help": "KL coefficient to the reference model"})
+    loss_type: str = field(
+        default="grpo",
+        metadata={"help": "TRL's policy loss: grpo (the paper's: each episode's token mean, then the mean over "
+                  "episodes), or TRL's others (dapo, dr_grpo, bnpo, cispo, sapo, ...)"},
+    )
+    rollout_batching: bool = field(
+        default=True,
+        metadata={"help": "in-process rollouts: one batched generate per turn tick over all live episodes (False: "
+                  "one generate per episode turn; single process only)"},
+    )
     max_completion_length: int | None = field(default=None, metadata={"help": "unused by EVA rollouts (never truncated)"})
     remove_unused_columns: bool = field(default=False, metadata={"help": "must stay False"})
 
@@ -156,6 +185,11 @@ class EvaGRPOConfig(GRPOConfig):
             raise ValueError(f"EvaGRPOConfig.mcq_ratio must be in [0, 1] or None, got {self.mcq_ratio!r}")
         if not 0.0 <= self.format_reward < 1.0:
             raise ValueError(f"EvaGRPOConfig.format_reward must be in [0, 1), got {self.format_reward!r}")
+        if not self.reward_funcs:
+            raise ValueError("EvaGRPOConfig.reward_funcs must name at least one reward function")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
+            raise ValueError(f"EvaGRPOConfig.reward_weights has {len(self.reward_weights)} weights for "
+                             f"{len(self.reward_funcs)} reward_funcs {self.reward_funcs}")
         options = self.frame_options
         if isinstance(options, str):
             try:
@@ -204,72 +238,6 @@ def rl_dataset(samples: Sequence[RLSample], video_root: str | None, roots: dict[
         "type": [s.type for s in samples],
         "category": [s.category or "" for s in samples],
     })
-
-
-class EvaRewards:
-    """EVA's reward components as TRL reward functions (each logged separately by TRL):
-
-    * ``accuracy``: multiple choice -> CSV (:class:`CSVJudge`: policy and judge both right) or exact
-      match with ``judge="none"``; open-ended -> mean ROUGE-1/2/L F1;
-    * ``format``: ``format_reward`` for a valid tool call with a wrong answer.
-
-    Episodes that ended abnormally (an exception, a server error) score 0 on both. Extra metrics
-    go through TRL's ``log_metric``: ``eva/mcq_accuracy``, ``eva/judge_agreement``, ``eva/rouge``.
-    """
-
-    def __init__(self, cfg: EvaGRPOConfig) -> None:
-        self.cfg = cfg
-        self.judge: Any = None
-        self.frame_tools: dict[str, GroupFrameCache] = {}
-
-        async def accuracy(prompts, completions, completion_ids, trajectory, answer, type, log_metric=None, **kw):
-            return await self.accuracy(trajectory, answer, type, log_metric)
-
-        def format(prompts, completions, completion_ids, trajectory, answer, type, **kw):  # noqa: A001
-            return [self.format_one(t, a, ty) for t, a, ty in zip(trajectory, answer, type)]
-
-        self.funcs = [accuracy, format]
-
-    @staticmethod
-    def _normal(traj: Any) -> bool:
-        return traj.stop_reason in NORMAL_STOP_REASONS
-
-    def correct(self, traj: Any, answer: str, qtype: str) -> bool:
-        if qtype == "mcq":
-            return mcq_accuracy(traj, answer) == 1.0
-        return rouge_reward(traj, answer) >= self.cfg.correct_threshold
-
-    def format_one(self, traj: Any, answer: str, qtype: str) -> float:
-        if not self._normal(traj):
-            return 0.0
-        return format_reward(traj, self.correct(traj, answer, qtype), self.cfg.format_reward)
-
-    async def accuracy(self, trajs: Sequence[Any], answers: Sequence[str], types: Sequence[str], log_metric: Any = None
-                       ) -> list[float]:
-        async def one(t: Any, a: str, ty: str) -> tuple[float, dict[str, float]]:
-            if not self._normal(t):
-                return 0.0, {}
-            if ty == "open":
-                r = rouge_reward(t, a)
-                return r, {"eva/rouge": r}
-            plain = mcq_accuracy(t, a)
-            if self.judge is None:
-                return plain, {"eva/mcq_accuracy": plain}
-            cache = self.frame_tools.get(t.video_path)
-            res = await self.judge.judge(t, a, reader=cache.reader if cache else None, frame_tool=cache)
-            extra = {"eva/mcq_accuracy": plain}
-            if res.policy_correct and res.error is None:
-                extra["eva/judge_agreement"] = float(res.judge_correct)
-            return res.reward, extra
-
-        out = await asyncio.gather(*(one(t, a, ty) for t, a, ty in zip(trajs, answers, types)))
-        if log_metric is not None:
-            # one value per episode: TRL averages log_metric values over calls and processes, so
-            # this logs the mean over all processes' episodes (not a mean of per-process means)
-            for _, extra in out:
-                for k, v in extra.items():
-                    log_metric(k, v)
-        return [r for r, _ in out]
 
 
 class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
@@ -324,10 +292,10 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
             raise ValueError("EvaGRPOTrainer: no training questions (give train_dataset or args.train_file)")
         train = balance_types(train, args.mcq_ratio, args.seed)
         evals = self._samples(eval_dataset, args, args.eval_file)
-        self.eva_rewards = EvaRewards(args)
+        self.reward_context = RewardContext(args.format_reward)
         super().__init__(
             model=model,
-            reward_funcs=self.eva_rewards.funcs,
+            reward_funcs=bind_rewards(args.reward_funcs, self.reward_context),
             args=args,
             train_dataset=rl_dataset(train, args.video_root, load_roots(args.roots)),
             eval_dataset=rl_dataset(evals, args.video_root, load_roots(args.roots)) if evals else None,
@@ -344,7 +312,9 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
         self._eva_rows: list[dict[str, Any]] | None = None
         self._eva_groups: dict[str, GroupFrameCache] = {}
         self._eva_last: RolloutBatch | None = None
+        self._eva_unscorable: Any = None
         self.eva_cache_total = CacheStats()
+        self._sync = cross_process_max(self.accelerator)
 
     @staticmethod
     def _samples(data: Any, args: EvaGRPOConfig, file: str | None) -> list[RLSample]:
@@ -371,11 +341,11 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
     def _policy_backend(self, unwrapped: Any) -> Any:
         return TransformersBackend(
             model=unwrapped, tokenizer=self._tokenizer, chat_template=self.processing_class.chat_template,
-            generation_kwargs=self._sampling_kwargs(),
+            generation_kwargs=self._sampling_kwargs(), batch_turns=self.args.rollout_batching, sync=self._sync,
         )
 
     def _ensure_judge(self) -> None:
-        if self.eva_rewards.judge is not None or self.args.judge == "none":
+        if self.reward_context.judge is not None or self.args.judge == "none":
             return
         backend = self._judge_backend
         if backend is None and self.args.judge == "openai":
@@ -390,14 +360,17 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
                     self.base_model_path, dtype=self.model.dtype).to(self.accelerator.device).eval()
                 for p in judge_model.parameters():
                     p.requires_grad_(False)
+            # the judge's prompts of a step go into batched ticks, the same number on every process
+            # (the reference model is sharded like the policy under ZeRO-3/FSDP: its generate is a collective)
             backend = TransformersBackend(model=judge_model, tokenizer=self._tokenizer,
-                                          chat_template=self.processing_class.chat_template)
-        self.eva_rewards.judge = CSVJudge(backend, max_new_tokens=self.args.judge_max_new_tokens)
+                                          chat_template=self.processing_class.chat_template, sync=self._sync)
+        self.reward_context.judge = CSVJudge(backend, max_new_tokens=self.args.judge_max_new_tokens)
 
     # -- the hooks --------------------------------------------------------------------------------
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         self._eva_rows = inputs
+        self._eva_unscorable = None
         self._ensure_judge()
         try:
             output = super()._generate_and_score_completions(inputs)
@@ -406,6 +379,7 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
             if self._eva_last is not None:
                 self._eva_last.close()
             self._eva_groups = {}
+        self._mask_unscorable(output, len(inputs))
         batch = self._eva_last
         n_images = sum(len(t.tokens.tokens_per_image) for t in batch.trajectories if t.tokens is not None)
         got = 0 if output.get("image_grid_thw") is None else int(output["image_grid_thw"].shape[0])
@@ -415,6 +389,29 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
                 "batch's frames (the loss forward would train image pads as text). This is a bug in the rollout ids."
             )
         return output
+
+    def _calculate_rewards(self, inputs: Any, prompts: Any, completions: Any, completion_ids_list: Any) -> Any:
+        # TRL's rewards, gathered over processes ([all episodes, reward functions], NaN = None); kept
+        # to find the unscorable episodes (every reward None) whose tokens _mask_unscorable masks
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._eva_unscorable = torch.isnan(rewards_per_func).all(dim=1).cpu()
+        return rewards_per_func
+
+    def _mask_unscorable(self, output: dict[str, Any], n_local: int) -> None:
+        """Episodes every reward function left unscored (infrastructure failures: TRL already gives
+        them advantage 0 and leaves them out of their group's baseline) also leave the loss: their
+        ``tool_mask`` row becomes 0, so neither the policy term nor the KL term reaches their
+        tokens. Logs ``eva/infra_failures``, the count over all processes."""
+        unscorable = self._eva_unscorable
+        if unscorable is None:  # pragma: no cover - TRL always computes rewards
+            return
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["eva/infra_failures"].append(float(unscorable.sum()))
+        start = self.accelerator.process_index * n_local
+        local = unscorable[start:start + n_local]
+        if local.any():
+            mask = output["tool_mask"]
+            mask[local.to(mask.device)] = 0
 
     def _rollouts(self, rows: Sequence[dict[str, Any]]) -> RolloutBatch:
         engine_cfg = self.args.agent_config()
@@ -429,13 +426,16 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
                 self.vllm_generation.sync_weights()
                 self._last_loaded_step = self.state.global_step
             backend = VLLMRolloutBackend(self.vllm_generation, self._tokenizer, self.processing_class.chat_template,
-                                         self.accelerator)
+                                         sync=self._sync)
             engine = RolloutEngine(backend, engine_cfg, share_frames=self.args.share_frames,
                                    max_concurrency=self.args.rollout_concurrency)
             try:
                 return engine.run_sync(videos, questions, keep_open=True)
             finally:
                 backend.finish()
+        if not self.args.rollout_batching and self.accelerator.num_processes > 1:
+            raise ValueError("rollout_batching=False makes one generate call per episode turn, a number that differs "
+                             "between processes (a hang under ZeRO-3/FSDP): with several processes keep it True")
         with (
             unwrap_model_for_generation(
                 self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
@@ -462,7 +462,7 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
         batch = self._rollouts(rows)
         self._eva_last = batch
         self._eva_groups = batch.caches
-        self.eva_rewards.frame_tools = batch.caches
+        self.reward_context.new_step(batch.caches)
         pad = self._tokenizer.pad_token_id
         eot = self.processing_class.tokenizer.convert_tokens_to_ids("<|im_end|>")
         prompt_ids, completion_ids, tool_mask, logprobs, images, completions = [], [], [], [], [], []
@@ -521,6 +521,8 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
             "cache": asdict(batch.cache),
             "timings_ms": batch.timings_ms,
             "rollouts_s": seconds,
+            "ticks": asdict(batch.tick_summary),
+            "model_ms": batch.model_ms,
         }
         parts = gather_object([local])  # every process gets every process's part, in process order
         total = {k: sum(p[k] for p in parts) for k in ("episodes", "generated_tokens", "tokens", "rounds",
@@ -546,6 +548,16 @@ class EvaGRPOTrainer(ResumeWeightsMixin, CheckpointExtrasMixin, GRPOTrainer):
         for k in sorted({k for p in parts for k in p["timings_ms"]}):
             m[f"time/{k}_ms"].append(max(p["timings_ms"].get(k, 0.0) for p in parts))
         m["time/rollouts_s"].append(max(p["rollouts_s"] for p in parts))
+        m["time/model_ms"].append(max(p["model_ms"] for p in parts))
+        ticks = [p["ticks"] for p in parts]
+        if any(t["ticks"] for t in ticks):
+            # turn-synchronous batching: ticks (equal on every process), turns per tick, padding
+            busy = sum(t["ticks"] - t["empty_ticks"] for t in ticks)
+            m["eva/rollout_ticks"].append(float(max(t["ticks"] for t in ticks)))
+            m["eva/rollout_concurrency"].append(sum(t["turns"] for t in ticks) / busy if busy else 0.0)
+            computed = sum(t["computed_slots"] for t in ticks)
+            m["eva/padding_waste"].append(1.0 - sum(t["used_slots"] for t in ticks) / computed if computed else 0.0)
+            m["eva/prefill_share"].append(sum(t["prefill_ms"] for t in ticks) / max(1e-9, sum(t["generate_ms"] for t in ticks)))
         self.eva_cache_total.add(cache)
 
     def _dump(self, batch: RolloutBatch, rows: Sequence[dict[str, Any]]) -> None:

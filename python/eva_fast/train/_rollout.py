@@ -25,13 +25,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from eva_fast import _asyncio
 from eva_fast._logging import get_logger
-from eva_fast.agent import AgentConfig, AgentLoop
+from eva_fast.agent import AgentConfig, AgentLoop, SyncFn, TickStats, TickSummary, summarize_ticks
 from eva_fast.video import DecodeStats, FrameBatch, FramePlan, VideoReader, decode_plan, plan_frames
 
 logger = get_logger("train")
+
+
+def cross_process_max(accelerator: Any) -> SyncFn | None:
+    """The :data:`~eva_fast.agent._ticks.SyncFn` of a training run: an element-wise max over all
+    processes of a list of ints (one ``all_reduce`` on the accelerator's device, so NCCL and gloo
+    alike); None for a single process."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return None
+
+    def sync(values: list[int]) -> list[int]:
+        t = torch.tensor(values, dtype=torch.long, device=accelerator.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.tolist()
+
+    return sync
 
 
 @dataclass
@@ -164,6 +180,10 @@ class RolloutBatch:
             decode work, which the group cache shrinks).
         decoder_ms: the decoders' own time (demux + decode + convert/resize, CPU-side, summed over
             GOP workers), milliseconds; unlike the episodes' ``decode`` stage it excludes waiting.
+        ticks: the batched model calls of the round (:class:`~eva_fast.agent._ticks.TickStats`, one
+            per tick; empty when the backend generated turn by turn): concurrency, padding waste,
+            the model's wall time (an episode's ``generate`` stage is the whole tick it waited in,
+            so ``timings_ms["generate"]`` sums a tick once per episode in it).
     """
 
     trajectories: list[Any]
@@ -173,6 +193,18 @@ class RolloutBatch:
     caches: dict[str, GroupFrameCache] = field(default_factory=dict)
     decoder_frames: int = 0
     decoder_ms: float = 0.0
+    ticks: list[TickStats] = field(default_factory=list)
+
+    @property
+    def tick_summary(self) -> TickSummary:
+        """:attr:`ticks` summed (:func:`~eva_fast.agent._ticks.summarize_ticks`)."""
+        return summarize_ticks(self.ticks)
+
+    @property
+    def model_ms(self) -> float:
+        """Wall time the model spent generating for the batch, milliseconds: the ticks' summed
+        time, or (turn by turn, one call at a time) the episodes' summed ``generate`` stage."""
+        return self.tick_summary.generate_ms if self.ticks else self.timings_ms.get("generate", 0.0)
 
     def close(self) -> None:
         """Close the kept readers."""
@@ -195,7 +227,9 @@ class RolloutEngine:
 
     Args:
         backend: an agent backend that works on token ids (``TransformersBackend`` on the policy,
-            or the vLLM rollout backend) so trajectories carry a :class:`TokenTrace`.
+            or the vLLM rollout backend) so trajectories carry a :class:`TokenTrace`. A backend
+            with the round protocol of :mod:`eva_fast.agent._ticks` (``expect``, ``episode_done``,
+            ``drain``) serves the episodes' turns turn-synchronously, one batched call per tick.
         config: the agent settings (:class:`eva_fast.agent.AgentConfig`); ``temperature`` is the
             sampling temperature of the rollouts.
         share_frames: share decoded frames within a question's group (:class:`GroupFrameCache`).
@@ -239,37 +273,44 @@ class RolloutEngine:
                 if done_one is not None:
                     done_one()
 
-        async def group(idx: list[int]) -> None:
+        async def open_reader(idx: list[int]) -> Any:
             video = os.fspath(videos[idx[0]])
-            reader = None
             try:
-                reader = await asyncio.to_thread(VideoReader, video, device=self.config.decode_device)
+                return await asyncio.to_thread(VideoReader, video, device=self.config.decode_device)
             except Exception as e:  # the episodes report it (each opens the video and stops with the reason)
                 logger.warning("rollout group on %s: %s", video, e)
+                return None
+
+        # every group's reader first, then the episodes in input order: sessions are made (and turns
+        # batched, see TurnRequest.order) in that order whichever video opened first
+        readers = await asyncio.gather(*(open_reader(g) for g in groups))
+        loops = []
+        for reader in readers:
             if reader is not None and self.share_frames:
                 cache = GroupFrameCache(reader)
                 caches.append(cache)
-                loop = AgentLoop(self.backend, self.config, frame_tool=cache)
+                loops.append(AgentLoop(self.backend, self.config, frame_tool=cache))
             else:
-                loop = AgentLoop(self.backend, self.config)
-            try:
-                await asyncio.gather(*(episode(i, loop, reader) for i in idx))
-            finally:
+                loops.append(AgentLoop(self.backend, self.config))
+        group_of = {i: k for k, g in enumerate(groups) for i in g}
+        expect = getattr(self.backend, "expect", None)
+        if expect is not None:
+            expect(len(videos), self.max_concurrency)
+        try:
+            await asyncio.gather(*(episode(i, loops[group_of[i]], readers[group_of[i]]) for i in range(len(videos))))
+        finally:
+            for reader in readers:
                 if reader is not None:
                     st = reader.total_stats
                     work[0] += st.decoded_frames
                     work[1] += st.decode_ms + st.convert_ms
                     if not (keep_open and self.share_frames):
                         reader.close()
-
-        expect = getattr(self.backend, "expect", None)
-        if expect is not None:
-            expect(len(videos), self.max_concurrency)
-        await asyncio.gather(*(group(g) for g in groups))
         drain = getattr(self.backend, "drain", None)
         if drain is not None:  # batched backends (vLLM): finish the ticks other processes still run
             await drain()
-        batch = RolloutBatch(out, groups=len(groups), decoder_frames=work[0], decoder_ms=work[1])
+        batch = RolloutBatch(out, groups=len(groups), decoder_frames=work[0], decoder_ms=work[1],
+                             ticks=list(getattr(self.backend, "tick_stats", None) or []))
         for c in caches:
             batch.cache.add(c.stats)
             if keep_open:

@@ -7,13 +7,14 @@ ids carry one run of expanded image pads per frame, the layout TRL's server path
 on and vLLM's processor recognises as applied), not re-encoded PNGs or a chat endpoint. The
 sampling settings (``temperature``, ``top_p``, ``top_k``, ``min_p``) and the weight sync are TRL's.
 
-Turn-synchronous batching: the episodes of a rollout batch submit their next turn and wait; when
-every live episode on this process is waiting, one ``generate`` call serves them all (a *tick*).
-In server mode ``generate`` is a collective over the training processes (prompts are gathered to
-rank 0), so every process must make the same number of calls: each tick first agrees, with an
-all-reduce, whether any process still has live episodes; a process whose episodes are done keeps
-calling with no prompts until all are. This is what keeps multi-turn episodes of different
-lengths from deadlocking the ranks.
+Turn-synchronous batching (:class:`eva_fast.agent._ticks.TurnBatcher`, shared with the in-process
+backend): the episodes of a rollout batch submit their next turn and wait; when every live episode
+on this process is waiting, one ``generate`` call serves them all (a *tick*). In server mode
+``generate`` is a collective over the training processes (prompts are gathered to rank 0), so
+every process must make the same number of calls: each tick first agrees (``sync``) whether any
+process still has live episodes; a process whose episodes are done keeps calling with no prompts
+until all are. This is what keeps multi-turn episodes of different lengths from deadlocking the
+ranks.
 
 Needs vLLM (GPU only, TRL 1.16's supported range); not exercised by the CPU test-suite except
 through a stand-in generator (``tests/train/test_vllm_batching.py``).
@@ -21,17 +22,26 @@ through a stand-in generator (``tests/train/test_vllm_batching.py``).
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from PIL import Image
 
 from eva_fast._logging import get_logger
-from eva_fast.agent import ChatRenderer, Generation, Message, ModelBackend, Session, TokenSession
+from eva_fast.agent import (
+    ChatRenderer,
+    Generation,
+    Message,
+    ModelBackend,
+    Session,
+    SyncFn,
+    TickStats,
+    TokenSession,
+    TurnBatcher,
+    TurnRequest,
+)
 
 logger = get_logger("train")
 
@@ -40,16 +50,11 @@ class _VLLMSession(TokenSession):
     def __init__(self, backend: VLLMRolloutBackend) -> None:
         super().__init__(backend.renderer)
         self._b = backend
-        self._closed = False
-        backend._live += 1
-        backend._wake()
 
     async def generate(self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float) -> Generation:
         b = self._b
         self.prepare(messages)
-        fut = asyncio.get_running_loop().create_future()
-        b._submit(self, max_new_tokens, fut)
-        new_ids, logprobs, gen_ms = await fut
+        new_ids, logprobs, gen_ms = await b.batcher.submit(TurnRequest(self, max_new_tokens, temperature, self.seq))
         text = b.tokenizer.decode(new_ids, skip_special_tokens=True)
         prompt_len = len(self.ids)
         self.record_generation(new_ids, logprobs, text)
@@ -60,133 +65,75 @@ class _VLLMSession(TokenSession):
             completion_token_ids=list(new_ids), completion_logprobs=list(logprobs),
         )
 
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._b._live -= 1
-            self._b._wake()
-
 
 class VLLMRolloutBackend(ModelBackend):
     """An agent backend whose sessions generate with TRL's vLLM integration, turn-synchronously
-    batched (see the module docstring).
+    batched (see the module docstring and :mod:`eva_fast.agent._ticks`).
 
     Args:
         vllm_generation: TRL's ``VLLMGeneration`` (``GRPOTrainer.vllm_generation``), or any object
             with the same ``generate(prompts, images, num_generations)`` contract.
         tokenizer: the policy's tokenizer.
         chat_template: the chat template.
-        accelerator: the trainer's accelerator (for the cross-process agreement of each tick);
-            None for a single process.
+        sync: element-wise max of a list of ints over the training processes (every process then
+            makes the same number of ``generate`` calls); None for a single process.
         eos_token_ids: ids that end a turn (default ``<|im_end|>`` and the tokenizer's EOS).
     """
 
     name = "vllm-rollout"
 
-    def __init__(self, vllm_generation: Any, tokenizer: Any, chat_template: str, accelerator: Any = None,
+    def __init__(self, vllm_generation: Any, tokenizer: Any, chat_template: str, sync: SyncFn | None = None,
                  eos_token_ids: Sequence[int] | None = None) -> None:
         self.vg = vllm_generation
         self.tokenizer = tokenizer
         self.renderer = ChatRenderer(tokenizer, chat_template)
-        self.accelerator = accelerator
         self.eos_token_ids = set(eos_token_ids or {self.renderer.end_of_turn_id, tokenizer.eos_token_id} - {None})
         self.model_name = "vllm"
-        self._live = 0
-        self._pending: list[tuple[_VLLMSession, int, asyncio.Future]] = []
-        self._event: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
-        self._remaining = 0
-        self._concurrency = 1
-        self._all_done = False
-        self.ticks = 0
+        self.batcher = TurnBatcher(self._tick, sync=sync)
 
     def session(self) -> Session:
         return _VLLMSession(self)
 
-    # -- batching ---------------------------------------------------------------------------------
+    # -- the round protocol (eva_fast.agent._ticks) ------------------------------------------------
 
     def expect(self, episodes: int, max_concurrency: int | None = None) -> None:
-        """The number of episodes of the coming rollout batch (the dispatcher ends after them) and
-        how many run at once (a tick waits for all of those)."""
-        self._remaining = episodes
-        self._concurrency = max_concurrency or episodes
-        self._all_done = False  # every process agreed that no episode is live
-        self._live = 0
-        self.ticks = 0
+        """Open a round of ``episodes`` episodes, ``max_concurrency`` at once (None: all)."""
+        self.batcher.expect(episodes, max_concurrency)
 
     def episode_done(self) -> None:
-        """One episode of the batch ended (however it ended; called by the rollout engine)."""
-        self._remaining -= 1
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._event is not None:
-            self._event.set()
-
-    def _submit(self, session: _VLLMSession, max_new_tokens: int, fut: asyncio.Future) -> None:
-        self._pending.append((session, max_new_tokens, fut))
-        if self._task is None:
-            self._event = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._dispatch())
-        self._wake()
-
-    def _globally_live(self, local_live: bool) -> bool:
-        acc = self.accelerator
-        if acc is None or acc.num_processes == 1:
-            return local_live
-        t = torch.tensor([1 if local_live else 0], device=acc.device)
-        return bool(acc.reduce(t, reduction="sum").item() > 0)
-
-    async def _dispatch(self) -> None:
-        while True:
-            # wait until every episode of this process that can run is waiting for its next turn
-            # (episodes still opening their video count), or until none remains
-            while self._remaining > 0 and len(self._pending) < min(self._remaining, self._concurrency):
-                self._event.clear()
-                await self._event.wait()
-            local = list(self._pending)
-            self._pending.clear()
-            if not self._globally_live(self._remaining > 0 or bool(local)):
-                self._all_done = True
-                break
-            await self._tick(local)
-        self._task = None
-
-    async def _tick(self, batch: list[tuple[_VLLMSession, int, asyncio.Future]]) -> None:
-        prompts = [s.ids for s, _, _ in batch]
-        images = [[Image.fromarray(f.cpu().numpy()) for f in s.images()] or None for s, _, _ in batch]
-        if batch:
-            self.vg.max_completion_length = max(n for _, n, _ in batch)
-        t0 = time.perf_counter()
-        try:
-            _, completion_ids, logprobs, _ = await asyncio.to_thread(
-                self.vg.generate, prompts, images if any(images) else None, 1
-            )
-        except Exception as e:
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(e)
-            return
-        ms = (time.perf_counter() - t0) * 1e3
-        self.ticks += 1
-        for k, (_, _, fut) in enumerate(batch):
-            ids = list(completion_ids[k])
-            lps = logprobs[k] if logprobs is not None else [[math.nan]] * len(ids)
-            flat = [math.nan if (x is None or x[0] is None) else float(x[0]) for x in lps]
-            fut.set_result((ids, flat, ms))
+        """One episode of the round ended (however it ended; called by the rollout engine)."""
+        self.batcher.episode_done()
 
     async def drain(self) -> None:
         """Keep taking part in ticks until every process's episodes are done (called by the rollout
-        engine after this process's episodes finished): each pass of the dispatcher agrees on
-        liveness first, then calls ``generate`` (with no prompts here), exactly as the processes
-        that still run episodes do."""
-        if self._all_done:
-            return
-        if self._task is None:
-            self._event = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._dispatch())
-        self._wake()
-        await self._task
+        engine after this process's episodes finished): with no prompts here, ``generate`` is
+        still called, exactly as on the processes that still run episodes."""
+        await self.batcher.drain()
+
+    @property
+    def tick_stats(self) -> list[TickStats]:
+        """The last round's ticks."""
+        return list(self.batcher.ticks)
+
+    def _tick(self, batch: list[TurnRequest], agreed: list[int]) -> tuple[list[Any], TickStats]:
+        prompts = [r.session.ids for r in batch]
+        images = [[Image.fromarray(f.cpu().numpy()) for f in r.session.images()] or None for r in batch]
+        if batch:
+            self.vg.max_completion_length = max(r.max_new_tokens for r in batch)
+        t0 = time.perf_counter()
+        _, completion_ids, logprobs, _ = self.vg.generate(prompts, images if any(images) else None, 1)
+        ms = (time.perf_counter() - t0) * 1e3
+        out = []
+        for k in range(len(batch)):
+            ids = list(completion_ids[k])
+            lps = logprobs[k] if logprobs is not None else [[math.nan]] * len(ids)
+            flat = [math.nan if (x is None or x[0] is None) else float(x[0]) for x in lps]
+            out.append((ids, flat, ms))
+        n_prompt = sum(len(p) for p in prompts)
+        n_gen = sum(len(ids) for ids, _, _ in out)
+        # vLLM pages its KV cache: nothing is padded
+        return out, TickStats(episodes=len(batch), rows=len(batch), prompt_tokens=n_prompt, prompt_slots=n_prompt,
+                              generated_tokens=n_gen, decode_slots=n_gen, generate_ms=ms)
 
     def finish(self) -> None:
         """Nothing to release (TRL owns the vLLM engine); kept for symmetry with the in-process path."""

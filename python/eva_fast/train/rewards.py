@@ -1,4 +1,5 @@
-"""EVA's rewards (paper §3.3, "Reward design"), as plain functions of a finished trajectory.
+"""EVA's rewards (paper §3.3, "Reward design"), as plain functions of a finished trajectory, and the
+reward functions GRPO trains with, in a registry by name.
 
 * multiple choice: the answer is extracted as the agent extracts it (``<answer>...</answer>``, else a
   trailing "Answer: X"; :func:`eva_fast.agent.extract_answer`) and compared with the ground truth
@@ -11,23 +12,47 @@
   :func:`rouge_reward`;
 * format: a small compensatory reward when the episode made a valid ``frame_select`` call but the
   final answer is wrong (the paper keeps it well below the 1/4-1/5 of guessing a multiple-choice
-  answer so it cannot be farmed; default 0.1): :func:`format_reward`.
+  answer so it cannot be farmed; default 0.1): :func:`format_reward`. With a graded answer reward
+  (ROUGE) "wrong" is read so the total never decreases as the answer improves: the format reward
+  tops the answer reward up to ``value`` (``max(0, value - answer reward)``), so answer + format =
+  ``max(answer, value)`` — for a right/wrong answer exactly the paper's rule.
 
 Every function takes the trajectory (an :class:`eva_fast.agent.Trajectory`) and returns a float
 in [0, 1]; none raises on a broken or hostile episode (it just scores 0).
+
+**GRPO reward functions** (TRL's contract: ``f(prompts, completions, completion_ids, **columns)``
+returning one value per completion, ``None`` = no score): :data:`REWARDS`, filled with
+:func:`register_reward`; the trainer's config lists them by name with weights
+(``reward_funcs: [accuracy, format]``, TRL's ``reward_weights``). Each also receives ``ctx``, the
+step's :class:`RewardContext` (settings, the CSV judge, the groups' frame caches). Adding a reward
+is one function and one decorator line::
+
+    @register_reward("brevity")
+    def brevity(completions, trajectory, *, ctx, **kwargs):
+        return [None if infra_failure(t) else 1.0 / max(1, t.num_rounds) for t in trajectory]
+
+An episode that failed for the machinery's sake (:func:`infra_failure`: the backend or the video
+failed, not the model) gets ``None`` from every built-in reward: TRL then leaves it out of its
+group's baseline and gives it advantage 0 ("unscorable"), and the trainer keeps its tokens out of
+the loss. A hostile or broken *model* output is scored (0).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
+import inspect
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from eva_fast._logging import get_logger
 from eva_fast.agent import (
+    INFRA_ERROR_SOURCES,
+    STOP_EXCEPTION,
     ImagePart,
     Message,
     ModelBackend,
@@ -38,6 +63,8 @@ from eva_fast.agent import (
     plan_tool_call,
 )
 from eva_fast.video import VideoReader, decode_plan
+
+logger = get_logger("train")
 
 #: Default value of :func:`format_reward` (well below chance accuracy of 1/4-1/5).
 DEFAULT_FORMAT_REWARD = 0.1
@@ -91,18 +118,37 @@ def made_valid_tool_call(traj: Trajectory) -> bool:
     return any(c.frames is not None for c in traj.tool_calls)
 
 
-def format_reward(traj: Trajectory, correct: bool, value: float = DEFAULT_FORMAT_REWARD) -> float:
-    """``value`` when the episode made a valid tool call and its answer is wrong, else 0.
+def format_reward(traj: Trajectory, accuracy: float | bool, value: float = DEFAULT_FORMAT_REWARD) -> float:
+    """The compensation for a well-formed episode whose answer is wrong: ``max(0, value - accuracy)``
+    when the episode made a valid tool call, else 0.
 
-    The compensation keeps a well-formed but wrong episode above a malformed one without making
-    tool calls a goal of their own; ``value`` must stay below chance accuracy (1/4-1/5).
+    For a right/wrong answer (``accuracy`` 1 or 0, or a bool) this is the paper's rule: ``value``
+    when wrong, 0 when right. For a graded answer reward (ROUGE in [0, 1]) the answer reward plus
+    this one is ``max(accuracy, value)``: never lower for a better answer (a format reward added
+    only below a "correct" threshold would make a ROUGE of 0.47 outscore one of 0.53).
+
+    Args:
+        traj: the episode.
+        accuracy: its answer reward in [0, 1] (True/False read as 1/0).
+        value: the reward of a wrong answer after a valid call, below chance accuracy (1/4-1/5).
 
     Raises:
-        ValueError: ``value`` outside [0, 1).
+        ValueError: ``value`` outside [0, 1), or ``accuracy`` outside [0, 1].
     """
     if not 0.0 <= value < 1.0:
         raise ValueError(f"format reward value must be in [0, 1), got {value!r}")
-    return value if (not correct and made_valid_tool_call(traj)) else 0.0
+    acc = float(accuracy)
+    if not 0.0 <= acc <= 1.0:
+        raise ValueError(f"accuracy must be in [0, 1], got {accuracy!r}")
+    return max(0.0, value - acc) if made_valid_tool_call(traj) else 0.0
+
+
+def infra_failure(traj: Trajectory) -> bool:
+    """Whether the episode ended because the machinery failed — the model backend (a server error,
+    a timeout, out of memory, a failed batched call), the video, the caller — rather than because of
+    anything the model wrote (:attr:`Trajectory.error_source`). Such an episode says nothing about
+    the policy: GRPO leaves it unscored."""
+    return traj.stop_reason == STOP_EXCEPTION and traj.error_source in INFRA_ERROR_SOURCES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,16 +188,17 @@ class JudgeResult:
     """Outcome of one CSV check.
 
     Attributes:
-        reward: 1.0 iff the policy and the judge are both right, else 0.0.
+        reward: 1.0 iff the policy and the judge are both right, else 0.0; None when the judge
+            itself failed (its backend raised, the frames could not be served again): no score.
         policy_correct: the policy's answer is right.
         judge_answer: the judge's extracted answer ("" when not asked or none).
         judge_correct: the judge's answer is right.
         frames: frames the judge saw.
-        error: why the judge could not run (e.g. no frames), or None.
+        error: why the judge did not run (no frames: reward 0) or failed (reward None), or None.
         reply: the judge's raw reply.
     """
 
-    reward: float
+    reward: float | None
     policy_correct: bool
     judge_answer: str = ""
     judge_correct: bool = False
@@ -258,8 +305,9 @@ class CSVJudge:
             reader, frame_tool: passed to :meth:`last_round_batches` when ``batches`` is None.
 
         Returns:
-            :class:`JudgeResult`; a judge failure (no frames, backend error) gives reward 0 with
-            ``error`` set, never an exception.
+            :class:`JudgeResult`, never an exception: an episode that answered without frames
+            gets 0 with ``error`` set (the model's doing); a judge failure (its backend raised,
+            the recorded calls no longer resolve) gets None with ``error`` set (no score).
         """
         ok = mcq_accuracy(traj, gt) == 1.0
         if not ok:
@@ -277,8 +325,8 @@ class CSVJudge:
                 )
             finally:
                 await session.aclose()
-        except Exception as e:  # a judge failure must not stop training: the reward is 0, with the reason
-            return JudgeResult(0.0, True, error=f"{type(e).__name__}: {e}")
+        except Exception as e:  # a judge failure must not stop training, nor score the episode
+            return JudgeResult(None, True, error=f"{type(e).__name__}: {e}")
         ans = judge_answer(gen.text)
         right = mcq_accuracy(ans, gt) == 1.0
         return JudgeResult(
@@ -286,6 +334,227 @@ class CSVJudge:
             {"judge": (time.perf_counter() - t0) * 1e3},
         )
 
+    async def judge_many(self, trajs: Sequence[Trajectory], gts: Sequence[str],
+                         frame_tools: dict[str, Any] | None = None) -> list[JudgeResult]:
+        """The CSV rewards of a step's episodes, the judge's prompts batched: one round of the
+        backend's turn-synchronous batching (:mod:`eva_fast.agent._ticks`; one ``generate`` for
+        all prompts of this process, the same number of calls on every process of a distributed
+        run — call it on every process each step, with whatever episodes it has, none included).
+        Backends without rounds (a server) get the prompts concurrently.
+
+        Args:
+            trajs, gts: the episodes and their ground truths.
+            frame_tools: video path -> :class:`eva_fast.train.GroupFrameCache` (its reader and frames).
+        """
+        if len(trajs) != len(gts):
+            raise ValueError(f"{len(trajs)} trajectories for {len(gts)} ground truths")
+        frame_tools = frame_tools or {}
+        b = self.backend
+        asks = [i for i, (t, g) in enumerate(zip(trajs, gts)) if mcq_accuracy(t, g) == 1.0]
+        out = [JudgeResult(0.0, False) for _ in trajs]
+        expect = getattr(b, "expect", None)
+        if expect is not None:
+            expect(len(asks))
+
+        async def one(i: int) -> None:
+            try:
+                cache = frame_tools.get(trajs[i].video_path)
+                out[i] = await self.judge(trajs[i], gts[i], reader=cache.reader if cache else None, frame_tool=cache)
+            finally:
+                done = getattr(b, "episode_done", None)
+                if done is not None:
+                    done()
+
+        await asyncio.gather(*(one(i) for i in asks))
+        drain = getattr(b, "drain", None)
+        if drain is not None:
+            await drain()
+        return out
+
     def judge_sync(self, traj: Trajectory, gt: str, batches: Sequence[Any] | None = None) -> JudgeResult:
         """:meth:`judge` from synchronous code."""
         return asyncio.run(self.judge(traj, gt, batches))
+
+
+# ---------------------------------------------------------------------------------------------
+# GRPO reward functions: a registry by name
+# ---------------------------------------------------------------------------------------------
+
+#: Reward functions by name (:func:`register_reward`); what ``EvaGRPOConfig.reward_funcs`` names.
+REWARDS: dict[str, Callable[..., Any]] = {}
+
+
+def register_reward(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register a GRPO reward function under ``name`` (see the module docstring).
+
+    The function gets TRL's keyword arguments (``prompts``, ``completions``, ``completion_ids``,
+    the dataset's columns ``answer``, ``type``, ``category``, the episodes as ``trajectory``,
+    ``log_metric``, ...) and ``ctx`` (:class:`RewardContext`), and returns one float or None per
+    completion; it may be ``async``.
+
+    Raises:
+        ValueError: ``name`` is taken by another function.
+    """
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        old = REWARDS.get(name)
+        if old is not None and old is not fn:
+            raise ValueError(f"reward name {name!r} is already registered to {old.__qualname__}")
+        REWARDS[name] = fn
+        return fn
+
+    return deco
+
+
+def get_reward(name: str) -> Callable[..., Any]:
+    """A reward function by registry name, or by dotted path ``package.module.function`` (which
+    must accept ``ctx`` as a keyword, e.g. through ``**kwargs``).
+
+    Raises:
+        ValueError: unknown name (the message lists the registered ones).
+    """
+    if name in REWARDS:
+        return REWARDS[name]
+    if "." in name:
+        mod, _, attr = name.rpartition(".")
+        try:
+            fn = getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"reward {name!r}: cannot import {attr!r} from {mod!r} ({e})") from e
+        if not callable(fn):
+            raise ValueError(f"reward {name!r} is not callable")
+        return fn
+    raise ValueError(f"unknown reward {name!r}; registered: {sorted(REWARDS)} (or a dotted path package.module.function)")
+
+
+def bind_rewards(names: Sequence[str], ctx: RewardContext) -> list[Callable[..., Any]]:
+    """TRL reward callables for ``names`` with ``ctx`` bound, each named by its registry name (what
+    TRL logs as ``rewards/<name>/mean``), async where the function is.
+
+    Raises:
+        ValueError: an unknown or repeated name.
+    """
+    if len(set(names)) != len(names):
+        raise ValueError(f"reward_funcs names a reward twice: {list(names)}")
+    out = []
+    for name in names:
+        fn = get_reward(name)
+        if inspect.iscoroutinefunction(fn):
+            async def bound(*args: Any, _fn: Callable[..., Any] = fn, **kw: Any) -> Any:
+                return await _fn(*args, ctx=ctx, **kw)
+        else:
+            def bound(*args: Any, _fn: Callable[..., Any] = fn, **kw: Any) -> Any:
+                return _fn(*args, ctx=ctx, **kw)
+        bound.__name__ = bound.__qualname__ = name.rpartition(".")[2]
+        out.append(bound)
+    return out
+
+
+@dataclass
+class AnswerScore:
+    """The answer reward of one episode (:meth:`RewardContext.answer_scores`).
+
+    Attributes:
+        reward: in [0, 1]; None = no score (an infrastructure failure, or the judge failed).
+        metrics: values to log per episode (``eva/rouge``, ``eva/mcq_accuracy``, ``eva/judge_agreement``).
+    """
+
+    reward: float | None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class RewardContext:
+    """What EVA's reward functions share within a step, besides TRL's per-completion arguments.
+
+    Args:
+        format_value: :func:`format_reward`'s value (paper: 0.1).
+        judge: the CSV judge (None: plain multiple-choice accuracy).
+
+    Attributes:
+        frame_tools: video path -> the step's group frame cache (set by the trainer each step).
+    """
+
+    def __init__(self, format_value: float = DEFAULT_FORMAT_REWARD, judge: CSVJudge | None = None) -> None:
+        if not 0.0 <= format_value < 1.0:
+            raise ValueError(f"format reward value must be in [0, 1), got {format_value!r}")
+        self.format_value = format_value
+        self.judge = judge
+        self.frame_tools: dict[str, Any] = {}
+        self._memo: tuple[tuple[int, ...], asyncio.Future] | None = None
+
+    def new_step(self, frame_tools: dict[str, Any]) -> None:
+        """A new batch of episodes: its groups' frame caches; forget the last batch's scores."""
+        self.frame_tools = dict(frame_tools)
+        self._memo = None
+
+    async def answer_scores(self, trajs: Sequence[Trajectory], answers: Sequence[str], types: Sequence[str]
+                            ) -> list[AnswerScore]:
+        """Each episode's answer reward — ROUGE for open-ended, CSV (or plain accuracy without a
+        judge) for multiple choice, None for an infrastructure failure or a failed judge —
+        computed once per batch of episodes however many reward functions ask (the judge's
+        batched round runs once per step on every process)."""
+        key = tuple(id(t) for t in trajs)
+        if self._memo is not None and self._memo[0] == key:
+            return await asyncio.shield(self._memo[1])
+        fut = asyncio.ensure_future(self._answer_scores(list(trajs), list(answers), list(types)))
+        self._memo = (key, fut)
+        return await asyncio.shield(fut)
+
+    async def _answer_scores(self, trajs: list[Trajectory], answers: list[str], types: list[str]) -> list[AnswerScore]:
+        out: list[AnswerScore | None] = [None] * len(trajs)
+        mcq: list[int] = []
+        for i, (t, a, ty) in enumerate(zip(trajs, answers, types, strict=True)):
+            if infra_failure(t):
+                out[i] = AnswerScore(None)
+            elif ty == "open":
+                r = rouge_reward(t, a)
+                out[i] = AnswerScore(r, {"eva/rouge": r})
+            else:
+                mcq.append(i)
+        if self.judge is None:
+            for i in mcq:
+                plain = mcq_accuracy(trajs[i], answers[i])
+                out[i] = AnswerScore(plain, {"eva/mcq_accuracy": plain})
+        else:
+            # every process runs the judge's round, also with no multiple-choice episode of its own
+            results = await self.judge.judge_many([trajs[i] for i in mcq], [answers[i] for i in mcq], self.frame_tools)
+            for i, res in zip(mcq, results):
+                metrics = {"eva/mcq_accuracy": mcq_accuracy(trajs[i], answers[i])}
+                if res.policy_correct and res.error is None:
+                    metrics["eva/judge_agreement"] = float(res.judge_correct)
+                if res.reward is None:
+                    logger.warning("CSV judge failed on %s: %s (episode left unscored)", trajs[i].video_path, res.error)
+                out[i] = AnswerScore(res.reward, metrics)
+        return out  # type: ignore[return-value]
+
+
+def _log(log_metric: Any, scores: Sequence[AnswerScore]) -> None:
+    # one value per episode: TRL averages log_metric values over calls and processes, so this
+    # logs the mean over all processes' episodes (not a mean of per-process means)
+    if log_metric is None:
+        return
+    for s in scores:
+        for k, v in s.metrics.items():
+            log_metric(k, v)
+
+
+@register_reward("accuracy")
+async def accuracy_reward(completions: Any, trajectory: Sequence[Trajectory], answer: Sequence[str],
+                          type: Sequence[str], *, ctx: RewardContext, log_metric: Any = None, **kwargs: Any  # noqa: A002
+                          ) -> list[float | None]:
+    """EVA's answer reward (paper §3.3): ROUGE for open-ended questions, CSV for multiple choice
+    (plain accuracy without a judge); None for an infrastructure failure or a failed judge."""
+    scores = await ctx.answer_scores(trajectory, answer, type)
+    _log(log_metric, scores)
+    return [s.reward for s in scores]
+
+
+@register_reward("format")
+async def format_reward_fn(completions: Any, trajectory: Sequence[Trajectory], answer: Sequence[str],
+                           type: Sequence[str], *, ctx: RewardContext, **kwargs: Any  # noqa: A002
+                           ) -> list[float | None]:
+    """EVA's format reward (paper §3.3, :func:`format_reward`): tops a valid-call episode's answer
+    reward up to ``ctx.format_value``; None where the answer reward is None."""
+    scores = await ctx.answer_scores(trajectory, answer, type)
+    return [None if s.reward is None else format_reward(t, s.reward, ctx.format_value)
+            for t, s in zip(trajectory, scores, strict=True)]
