@@ -154,13 +154,17 @@ def _child(recipe: dict, workdir: str, out_fd: int) -> None:
     os._exit(0)
 
 
-def _prepare_parent() -> None:
-    """Import eva_fast once (children inherit it) and keep the parent single-threaded."""
+def _prepare_parent() -> int:
+    """Import eva_fast once (children inherit it) and keep the parent single-threaded while it forks;
+    returns torch's previous thread count, which run_cases restores (left at 1, it slowed and changed
+    the sampling of every later test in the same pytest process)."""
     import torch
 
     import eva_fast.video  # noqa: F401
 
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    return before
 
 
 def run_cases(recipes, *, jobs: int = 2, timeout_s: float = 60.0, on_result=None, deadline: float | None = None,
@@ -172,7 +176,7 @@ def run_cases(recipes, *, jobs: int = 2, timeout_s: float = 60.0, on_result=None
         probe: test hook replacing the child's work: ``probe(recipe)`` runs in the child and
             returns its steps.
     """
-    _prepare_parent()
+    threads_before = _prepare_parent()
     workdir = tempfile.mkdtemp(prefix="eva_fast_fuzz_")
     results: dict[int, Result] = {}
     running: dict[int, tuple[int, int, float, dict, bytearray]] = {}  # pid -> (index, fd, start, recipe, buf)
@@ -245,6 +249,9 @@ def run_cases(recipes, *, jobs: int = 2, timeout_s: float = 60.0, on_result=None
         for p in Path(workdir).glob("*"):
             p.unlink()
         os.rmdir(workdir)
+        import torch  # imported by _prepare_parent already; lazy in this module as there
+
+        torch.set_num_threads(threads_before)
     return [results[i] for i in sorted(results)]
 
 

@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from tests.fuzz import harness, mutate
 
 REGRESSIONS = Path(__file__).with_name("regressions.json")
@@ -88,9 +90,12 @@ def _probe_raises(recipe):
 def test_the_harness_tells_every_outcome_apart():
     cases = [(_probe_ok, "ok"), (_probe_documented, "documented"), (_probe_undocumented, "undocumented"),
              (_probe_hang, "hang"), (_probe_crash, "signal"), (_probe_raises, "undocumented")]
+    threads = torch.get_num_threads()
     for probe, expected in cases:
         res = harness.run_cases([{"seed": "nasa_13013.mp4", "ops": []}], jobs=1, timeout_s=3, probe=probe)
         assert [r.outcome for r in res] == [expected], (probe.__name__, res)
+        # the parent forks single-threaded, then gets its thread count back (later tests sample with it)
+        assert torch.get_num_threads() == threads
     assert harness.classify([("a", "ValueError: x"), ("b", "ZeroDivisionError: y")])[0] == "undocumented"
 
 
