@@ -42,6 +42,17 @@ bool injected_failure() {
   }
   return false;
 }
+
+// Every requested time is a finite number of seconds (decode and decode_yuv).
+void check_finite_times(const std::vector<double>& times_s) {
+  for (size_t i = 0; i < times_s.size(); ++i) {
+    if (!std::isfinite(times_s[i])) {
+      throw DecodeError(DecodeError::Kind::kInvalidArgument,
+                        "timestamps must be finite seconds, got " + std::to_string(times_s[i]) + " at position " +
+                            std::to_string(i));
+    }
+  }
+}
 }  // namespace
 
 void fail_next_gop_runs(int n) { g_fail_runs.store(std::max(0, n)); }
@@ -68,13 +79,7 @@ DecodeResult VideoDecoder::decode(const std::vector<double>& times_s, SelectMode
                           " per side, got (" + std::to_string(out_h) + ", " + std::to_string(out_w) + ")");
   }
   const int64_t T = static_cast<int64_t>(times_s.size());
-  for (int64_t i = 0; i < T; ++i) {
-    if (!std::isfinite(times_s[i])) {
-      throw DecodeError(DecodeError::Kind::kInvalidArgument,
-                        "timestamps must be finite seconds, got " + std::to_string(times_s[i]) + " at position " +
-                            std::to_string(i));
-    }
-  }
+  check_finite_times(times_s);
   // Output bytes, checked before allocating (the Python layer enforces the documented limit; this
   // keeps a direct caller from overflowing size_t or dying in operator new).
   const size_t frame_bytes = static_cast<size_t>(out_w) * out_h * 3;
@@ -218,13 +223,7 @@ std::vector<std::string> VideoDecoder::decode_yuv(const std::vector<double>& tim
   std::lock_guard<std::mutex> lock(mu_);
   clear_recent_ffmpeg_errors();
   const int64_t T = static_cast<int64_t>(times_s.size());
-  for (int64_t i = 0; i < T; ++i) {
-    if (!std::isfinite(times_s[i])) {
-      throw DecodeError(DecodeError::Kind::kInvalidArgument,
-                        "timestamps must be finite seconds, got " + std::to_string(times_s[i]) + " at position " +
-                            std::to_string(i));
-    }
-  }
+  check_finite_times(times_s);
   std::vector<std::string> planes(T);
   FrameOutput out;
   out.T = T;
