@@ -4,11 +4,11 @@ a YAML file whose keys are the config fields, overridden by command-line flags).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from eva_fast._logging import get_logger
+from eva_fast._subcommands import run_subcommand
 from eva_fast.train._common import copy_checkpoint_extras, default_lora_targets
 
 logger = get_logger("train")
@@ -158,17 +158,5 @@ def run_grpo(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
-    stage, rest = argv[0], argv[1:]
-    stages = {"sft": run_sft, "kto": run_kto, "grpo": run_grpo}
-    if stage not in stages:
-        print(f"eva-fast train: unknown stage {stage!r}; choose from {sorted(stages)}\n\n{USAGE}", file=sys.stderr)
-        return 2
-    try:
-        return stages[stage](rest)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"eva-fast train {stage}: error: {e}", file=sys.stderr)
-        return 2
+    return run_subcommand("eva-fast train", USAGE, {"sft": run_sft, "kto": run_kto, "grpo": run_grpo}, argv,
+                          (ValueError, FileNotFoundError), noun="stage")

@@ -25,6 +25,7 @@ from typing import Any
 
 from eva_fast._files import read_mapping
 from eva_fast._jsonl import JsonlFormatError, json_lines
+from eva_fast._subcommands import run_subcommand
 from eva_fast.agent import AgentConfig, AgentLoop
 from eva_fast.eval import CacheLockedError, PreflightError, parse_shard
 from eva_fast.train._records import (
@@ -495,18 +496,6 @@ def cmd_rl_set(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
     cmds = {"import": cmd_import, "convert": cmd_convert, "teacher": cmd_teacher, "kto-label": cmd_kto_label,
             "rl-set": cmd_rl_set, "enhance": cmd_enhance}
-    if argv[0] not in cmds:
-        print(f"eva-fast data: unknown command {argv[0]!r}; choose from {sorted(cmds)}\n\n{USAGE}", file=sys.stderr)
-        return 2
-
-    try:
-        return cmds[argv[0]](argv[1:])
-    except (ValueError, FileNotFoundError, CacheLockedError) as e:
-        print(f"eva-fast data {argv[0]}: error: {e}", file=sys.stderr)
-        return 2
+    return run_subcommand("eva-fast data", USAGE, cmds, argv, (ValueError, FileNotFoundError, CacheLockedError))

@@ -10,6 +10,7 @@ import shlex
 import sys
 from typing import Any
 
+from eva_fast._subcommands import run_subcommand
 from eva_fast.train._recipe import TITLES, Recipe, RecipeError, plan, run
 
 USAGE = """usage: eva-fast recipe {run,status} --config RECIPE.yaml [--set KEY=VALUE ...]
@@ -114,16 +115,5 @@ def cmd_status(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
-    cmds = {"run": cmd_run, "status": cmd_status}
-    if argv[0] not in cmds:
-        print(f"eva-fast recipe: unknown command {argv[0]!r}; choose from {sorted(cmds)}\n\n{USAGE}", file=sys.stderr)
-        return 2
-    try:
-        return cmds[argv[0]](argv[1:])
-    except (RecipeError, ValueError, FileNotFoundError) as e:
-        print(f"eva-fast recipe {argv[0]}: error: {e}", file=sys.stderr)
-        return 2
+    return run_subcommand("eva-fast recipe", USAGE, {"run": cmd_run, "status": cmd_status}, argv,
+                          (RecipeError, ValueError, FileNotFoundError))
