@@ -74,12 +74,21 @@ def data_dir() -> Path:
     return DATA
 
 
+def _cli_tool(name: str) -> str:
+    exe = shutil.which(name)
+    if exe is None:
+        pytest.fail(f"the {name} command line is required for the reference tests (scripts/setup.sh installs it)")
+    return exe
+
+
 @pytest.fixture(scope="session")
 def ffmpeg() -> str:
-    exe = shutil.which("ffmpeg")
-    if exe is None:
-        pytest.fail("the ffmpeg command line is required for the reference tests (scripts/setup.sh installs it)")
-    return exe
+    return _cli_tool("ffmpeg")
+
+
+@pytest.fixture(scope="session")
+def ffprobe() -> str:
+    return _cli_tool("ffprobe")
 
 
 @pytest.fixture(scope="session")

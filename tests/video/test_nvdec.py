@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import shutil
 import subprocess
 import threading
 import time
@@ -145,14 +144,6 @@ def _probe_frame_pts(ffprobe: str, path, stream: int, skip_noref: bool) -> set[i
             "-show_entries", "frame=pts", "-of", "csv=p=0", str(path)]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     return {int(x.split(",")[0]) for x in out.split() if x.split(",")[0] not in ("", "N/A")}
-
-
-@pytest.fixture(scope="module")
-def ffprobe() -> str:
-    exe = shutil.which("ffprobe")
-    if exe is None:
-        pytest.fail("the ffprobe command line is required for the reference tests (scripts/setup.sh installs it)")
-    return exe
 
 
 @pytest.mark.parametrize("clip, stream", [("nasa_13013.mp4", 3), ("nasa_13013.mp4", 0), ("nasa_13013_hdr.mp4", 0),
